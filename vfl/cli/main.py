@@ -1,0 +1,37 @@
+"""The ``vfl`` command line. Sub-commands live in sibling modules; this file only wires them."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vfl.cli.compare_cmd import compare
+from vfl.cli.data_cmd import data_app
+from vfl.errors import VflError
+
+app = typer.Typer(
+    help="Vertical federated split learning for a two-organisation recommender.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")
+app.command("compare")(compare)
+
+
+def run() -> None:
+    """Entry point that turns user mistakes (VflError) into one clear line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except VflError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

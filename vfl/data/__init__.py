@@ -1,0 +1,1 @@
+"""Data layer: schemas, loading and validation, synthetic generator, MovieLens, evaluation splits."""

@@ -1,0 +1,42 @@
+"""Named errors. Every user mistake surfaces as one of these, never as a bare traceback.
+
+The CLI catches :class:`VflError` and prints its message; the message alone must tell the user
+what is wrong, where (file, key, column, party) and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class VflError(Exception):
+    """Base class for errors caused by input or environment, reported to the user verbatim."""
+
+
+class ConfigError(VflError, ValueError):
+    """A config file is unreadable, has an unknown key, a wrong type or a missing value.
+
+    The message names the file, the dotted key and the fix.
+    """
+
+    def __init__(self, file: str, key: str, problem: str, fix: str) -> None:
+        self.file, self.key, self.problem, self.fix = file, key, problem, fix
+        super().__init__(f"{file}: key '{key}': {problem}. Fix: {fix}")
+
+
+class DataError(VflError, ValueError):
+    """A data file is missing, unreadable, lacks a column or holds a bad value.
+
+    The message names the file, the column (and row or id where known) and the fix.
+    """
+
+    def __init__(self, file: str, column: str | None, problem: str, fix: str) -> None:
+        self.file, self.column, self.problem, self.fix = file, column, problem, fix
+        where = f"{file}: column '{column}'" if column else file
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+class ProtocolError(VflError):
+    """A message broke the protocol: wrong type, step, sequence number, shape or job id."""
+
+
+class ChannelTimeout(VflError, TimeoutError):
+    """The other party did not answer within the timeout."""
