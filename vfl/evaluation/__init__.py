@@ -1,1 +1,1 @@
-"""vfl.evaluation."""
+"""Evaluation: ranking and classification metrics shared by every model."""

@@ -1,1 +1,1 @@
-"""vfl.models."""
+"""Bottom, interactive and top networks. Plain PyTorch: nothing here knows about encryption."""

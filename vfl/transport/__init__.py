@@ -1,1 +1,1 @@
-"""vfl.transport."""
+"""Transports move opaque bytes between parties. Only ``grpc_*`` modules may import grpc."""

@@ -1,0 +1,146 @@
+"""The one evaluation protocol used for every model (implicit feedback, leave-last-out).
+
+1. Positives are the log rows with label 1 of aligned users; a repeated (user, item) keeps its
+   latest time.
+2. Per user, ordered by time: the last positive is the test item, the one before it the
+   validation item, the rest train. Users with fewer than 3 positives only train.
+3. Test and validation candidates: the held-out item plus ``n_negatives`` (default 99) items
+   the user never interacted with (any label), drawn with a fixed seed. Column 0 is the positive.
+4. Training negatives: ``negatives_per_positive`` (default 4) unseen items per training
+   positive, re-drawn every epoch by :func:`sample_negatives`.
+
+Reference: He et al., "Neural Collaborative Filtering", WWW 2017 (arxiv.org/abs/1708.05031).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from vfl.data.alignment import Alignment
+from vfl.data.tables import FeatureTable, InteractionLog
+from vfl.errors import DataError
+
+
+@dataclass(frozen=True)
+class EvalLists:
+    """Candidate lists: ``items[u_row]`` are item indices, column 0 the held-out positive."""
+
+    users: np.ndarray  # (n,) aligned user positions
+    items: np.ndarray  # (n, 1 + n_negatives) item indices
+
+
+@dataclass(frozen=True)
+class RecSplit:
+    """Train positives and held-out candidate lists, in aligned-user / item-table indices."""
+
+    n_users: int
+    n_items: int
+    train_users: np.ndarray  # (r,) aligned user positions of training positives
+    train_items: np.ndarray  # (r,) item indices
+    seen_codes: np.ndarray  # sorted user * n_items + item of every logged pair (any label)
+    valid: EvalLists
+    test: EvalLists
+
+    def user_rows(self) -> dict[int, np.ndarray]:
+        """Training-positive row indices grouped by user."""
+        order = np.argsort(self.train_users, kind="stable")
+        users, starts = np.unique(self.train_users[order], return_index=True)
+        return dict(zip(users.tolist(), np.split(order, starts[1:]), strict=True))
+
+
+def _log_frame(log: InteractionLog, alignment: Alignment, items: FeatureTable) -> pd.DataFrame:
+    """Log rows of aligned users with aligned-user position and item index."""
+    user_pos = pd.Series(np.arange(len(alignment)), index=alignment.ids.astype(str))
+    item_pos = pd.Series(np.arange(len(items)), index=items.ids.astype(str))
+    frame = pd.DataFrame(
+        {
+            "user": user_pos.reindex(log.user_ids.astype(str)).to_numpy(),
+            "item": item_pos.reindex(log.item_ids.astype(str)).to_numpy(),
+            "time": log.timestamps,
+            "label": log.labels,
+        }
+    )
+    frame = frame.dropna(subset=["user"])  # users outside the intersection do not train
+    if frame["item"].isna().any():
+        raise DataError("interactions", "item", "log mentions items not in the catalogue", "add them")
+    return frame.astype({"user": np.int64, "item": np.int64})
+
+
+def build_split(
+    log: InteractionLog,
+    alignment: Alignment,
+    items: FeatureTable,
+    *,
+    n_negatives: int = 99,
+    seed: int = 0,
+) -> RecSplit:
+    """Apply the protocol above to E's log restricted to the aligned users."""
+    frame = _log_frame(log, alignment, items)
+    n_items = len(items)
+    seen = np.unique(frame["user"].to_numpy() * n_items + frame["item"].to_numpy())
+    pos = frame[frame["label"] == 1].sort_values(["user", "time"], kind="stable")
+    pos = pos.drop_duplicates(["user", "item"], keep="last")
+    if pos.empty:
+        raise DataError("interactions", "label", "no positive interaction among aligned users",
+                        "check the label column and the id normalisation")
+    from_end = pos.groupby("user").cumcount(ascending=False).to_numpy()
+    n_pos = pos.groupby("user")["item"].transform("size").to_numpy()
+    held = n_pos >= 3
+    test_rows = pos[held & (from_end == 0)]
+    valid_rows = pos[held & (from_end == 1)]
+    train_rows = pos[~held | (from_end >= 2)]
+    rng = np.random.default_rng(seed)
+    return RecSplit(
+        n_users=len(alignment),
+        n_items=n_items,
+        train_users=train_rows["user"].to_numpy(),
+        train_items=train_rows["item"].to_numpy(),
+        seen_codes=seen,
+        valid=_candidates(valid_rows, seen, n_items, n_negatives, rng),
+        test=_candidates(test_rows, seen, n_items, n_negatives, rng),
+    )
+
+
+def _candidates(rows: pd.DataFrame, seen: np.ndarray, n_items: int, n_neg: int,
+                rng: np.random.Generator) -> EvalLists:
+    """Held-out item followed by ``n_neg`` distinct never-seen items per user."""
+    users = rows["user"].to_numpy()
+    out = np.empty((len(users), 1 + n_neg), dtype=np.int64)
+    out[:, 0] = rows["item"].to_numpy()
+    for r, u in enumerate(users):
+        out[r, 1:] = _unseen_sample(int(u), seen, n_items, n_neg, rng)
+    return EvalLists(users=users, items=out)
+
+
+def _unseen_sample(user: int, seen: np.ndarray, n_items: int, n: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct items the user never interacted with."""
+    lo, hi = np.searchsorted(seen, [user * n_items, (user + 1) * n_items])
+    pool = np.setdiff1d(np.arange(n_items), seen[lo:hi] - user * n_items, assume_unique=True)
+    if pool.size < n:
+        raise DataError("interactions", None,
+                        f"user {user} has only {pool.size} unseen items, {n} negatives needed",
+                        "use a larger catalogue or fewer evaluation negatives")
+    return rng.choice(pool, size=n, replace=False)
+
+
+def sample_negatives(users: np.ndarray, per_positive: int, seen: np.ndarray, n_items: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``per_positive`` random unseen items for each entry of ``users`` -> ``(len, per_positive)``.
+
+    Rejection sampling: redraw the pairs that hit a seen item until none do.
+    """
+    out = rng.integers(0, n_items, size=(len(users), per_positive))
+    rep_users = np.repeat(users, per_positive).reshape(out.shape)
+    bad = np.isin(rep_users * n_items + out, seen)
+    for _ in range(1000):
+        if not bad.any():
+            return out
+        out[bad] = rng.integers(0, n_items, size=int(bad.sum()))
+        bad = np.isin(rep_users * n_items + out, seen)
+    raise DataError("interactions", None,
+                    "some users have interacted with (almost) every item: no negatives to sample",
+                    "use a larger item catalogue")

@@ -1,0 +1,160 @@
+"""The three models ``vfl compare`` trains on one split, behind one small interface.
+
+* :class:`EAloneRecommender` -- E's data only: the user tower sees E's behaviour features.
+* :class:`CentralisedRecommender` -- one model on the joined data: the same network, with P's
+  payment features appended to E's in the user tower (the upper bound no federation can beat).
+* :class:`SplitRecommender` -- E's side of the plaintext split network: P's bottom model runs in
+  P's process and only ``b`` and ``dL/db`` cross, as messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from vfl.config.job import ModelConfig, TrainConfig
+from vfl.models.bottom import ActiveBottom, Tower
+from vfl.models.head import InteractiveLayer, PassiveWeight, TopModel
+from vfl.protocol.plain_split import PassivePeer
+from vfl.training.inputs import Batch, TableTensors
+
+
+class Recommender(Protocol):
+    """What the training loop needs from a model."""
+
+    name: str
+
+    def train_step(self, step: int, batch: Batch) -> float:
+        """One optimiser step on ``batch``; returns the mean loss."""
+
+    def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Probabilities for ``items[i, j]`` shown to ``users[i]`` -> same shape as ``items``."""
+
+
+@dataclass(frozen=True)
+class ActiveInputs:
+    """E's feature tensors: users in aligned order, items in catalogue order."""
+
+    users: TableTensors
+    items: TableTensors
+
+
+class ActiveHead(nn.Module):
+    """Everything E trains: bottom towers, interactive layer (``W_E``, bias) and top model."""
+
+    def __init__(self, inputs: ActiveInputs, cfg: ModelConfig, *, n_users: int) -> None:
+        super().__init__()
+        u, i = inputs.users, inputs.items
+        self.inputs = inputs
+        user_ids = n_users if cfg.user_id_embedding else None
+        self.bottom = ActiveBottom(
+            user_tower=Tower(user_ids, u.n_numeric, u.cardinalities, cfg.active_hidden,
+                             cfg.embedding_dim),
+            item_tower=Tower(i.numeric.shape[0], i.n_numeric, i.cardinalities,
+                             cfg.active_hidden, cfg.embedding_dim),
+            dim=cfg.embedding_dim,
+        )
+        self.interactive = InteractiveLayer(self.bottom.out_dim, cfg.interactive_out)
+        self.top = TopModel(cfg.interactive_out, cfg.top_hidden)
+
+    def logits(self, row_user: torch.Tensor, row_item: torch.Tensor,
+               z_b: torch.Tensor | None) -> torch.Tensor:
+        """Logit of each (aligned user, item) row, given ``z_b = b·W_B`` per row or None."""
+        e = self.bottom(self.inputs.users.gather(row_user), self.inputs.items.gather(row_item))
+        return self.top(self.interactive(e, z_b))
+
+
+def _adam(params: list[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=train.learning_rate, weight_decay=train.weight_decay)
+
+
+def _bce(logits: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+    return nn.functional.binary_cross_entropy_with_logits(logits, torch.as_tensor(labels))
+
+
+def _rows(users: np.ndarray, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten a candidate matrix into (user, item) row tensors."""
+    row_user = np.repeat(users, items.shape[1])
+    return torch.as_tensor(row_user), torch.as_tensor(items.ravel())
+
+
+class HeadRecommender:
+    """A single-process model: E's head on some user features (E alone or joined)."""
+
+    def __init__(self, name: str, inputs: ActiveInputs, cfg: ModelConfig, train: TrainConfig,
+                 *, n_users: int) -> None:
+        self.name = name
+        self.head = ActiveHead(inputs, cfg, n_users=n_users)
+        self.optimizer = _adam(list(self.head.parameters()), train)
+
+    def train_step(self, step: int, batch: Batch) -> float:
+        """Forward, BCE loss, backward, Adam step."""
+        self.head.train()
+        row_user = torch.as_tensor(batch.users[batch.row_user])
+        loss = _bce(self.head.logits(row_user, torch.as_tensor(batch.row_item), None),
+                    batch.labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Sigmoid of the logits, shaped like ``items``."""
+        self.head.eval()
+        row_user, row_item = _rows(users, items)
+        return torch.sigmoid(self.head.logits(row_user, row_item, None)).numpy().reshape(items.shape)
+
+
+def joined_users(e_users: TableTensors, p_users: TableTensors) -> TableTensors:
+    """Users with E's and P's features side by side (only a centralised model may do this)."""
+    return TableTensors(
+        numeric=torch.cat([e_users.numeric, p_users.numeric], dim=1),
+        categorical=torch.cat([e_users.categorical, p_users.categorical], dim=1),
+        n_numeric=e_users.n_numeric + p_users.n_numeric,
+        cardinalities=e_users.cardinalities + p_users.cardinalities,
+    )
+
+
+class SplitRecommender:
+    """E's side of the plaintext split network; P is reached only through ``peer``."""
+
+    name = "split_plaintext"
+
+    def __init__(self, inputs: ActiveInputs, cfg: ModelConfig, train: TrainConfig, *,
+                 n_users: int, peer: PassivePeer) -> None:
+        self.head = ActiveHead(inputs, cfg, n_users=n_users)
+        self.w_b = PassiveWeight(cfg.passive_out, cfg.interactive_out)
+        self.peer = peer
+        self.optimizer = _adam([*self.head.parameters(), *self.w_b.parameters()], train)
+
+    def train_step(self, step: int, batch: Batch) -> float:
+        """Steps 1-3 of :mod:`vfl.protocol.plain_split`."""
+        self.head.train()
+        b = torch.tensor(self.peer.forward(step, batch.users, train=True), requires_grad=True)
+        local = torch.as_tensor(batch.row_user)
+        z_b = self.w_b(b[local])  # autograd sums each user's rows into b.grad
+        logits = self.head.logits(torch.as_tensor(batch.users)[local],
+                                  torch.as_tensor(batch.row_item), z_b)
+        loss = _bce(logits, batch.labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if b.grad is None:  # cannot happen for a leaf that requires grad; never send garbage
+            raise RuntimeError("no gradient for P's embeddings")
+        self.peer.backward(step, b.grad.numpy())
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Ask P for ``b`` of these users (no training), then score every candidate."""
+        self.head.eval()
+        b = torch.as_tensor(self.peer.forward(step, users, train=False))
+        local = torch.as_tensor(np.repeat(np.arange(len(users)), items.shape[1]))
+        row_user, row_item = _rows(users, items)
+        logits = self.head.logits(row_user, row_item, self.w_b(b[local]))
+        return torch.sigmoid(logits).numpy().reshape(items.shape)
