@@ -1,0 +1,52 @@
+"""The evaluation protocol: leave-last-out by time, unseen negatives, fixed seed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.helpers import tiny_parties
+from vfl.data.alignment import align_locally
+from vfl.data.splits import build_split, sample_negatives
+
+
+def _split(seed: int = 0, n_negatives: int = 20):
+    active, passive = tiny_parties()
+    alignment = align_locally(active.users.ids, passive.users.ids)
+    return active, alignment, build_split(active.interactions, alignment, active.items,
+                                          n_negatives=n_negatives, seed=seed)
+
+
+def test_only_aligned_users_and_last_two_held_out() -> None:
+    active, alignment, split = _split()
+    assert len(alignment) == 30  # u010..u039
+    log = active.interactions
+    for pos, uid in enumerate(alignment.ids):
+        mine = log.user_ids == uid
+        order = np.argsort(log.timestamps[mine])
+        items = log.item_ids[mine][order]
+        item_idx = {str(i): n for n, i in enumerate(active.items.ids)}
+        t = int(np.flatnonzero(split.test.users == pos)[0])
+        v = int(np.flatnonzero(split.valid.users == pos)[0])
+        assert split.test.items[t, 0] == item_idx[items[-1]]
+        assert split.valid.items[v, 0] == item_idx[items[-2]]
+        train = sorted(split.train_items[split.train_users == pos].tolist())
+        assert train == sorted(item_idx[i] for i in items[:-2])
+
+
+def test_candidates_are_unseen_distinct_and_reproducible() -> None:
+    _, _, split = _split(seed=3)
+    _, _, again = _split(seed=3)
+    np.testing.assert_array_equal(split.test.items, again.test.items)
+    seen = set(split.seen_codes.tolist())
+    for u, row in zip(split.test.users, split.test.items, strict=True):
+        negs = row[1:]
+        assert len(set(negs.tolist())) == len(negs)
+        assert not any(int(u) * split.n_items + int(i) in seen for i in negs)
+
+
+def test_training_negatives_avoid_seen_items() -> None:
+    _, _, split = _split()
+    users = np.repeat(np.arange(split.n_users), 5)
+    negs = sample_negatives(users, 4, split.seen_codes, split.n_items, np.random.default_rng(0))
+    codes = np.repeat(users, 4) * split.n_items + negs.ravel()
+    assert not np.isin(codes, split.seen_codes).any()
