@@ -1,0 +1,135 @@
+"""Job config: which two party configs train together, the model shape and the training knobs.
+
+Every section except ``[parties]`` has defaults, so a file holding only ``[parties]`` is valid::
+
+    [job]
+    name = "synthetic-pilot"
+    seed = 7
+
+    [parties]
+    active = "e_party.toml"    # relative to this file; must exist
+    passive = "p_party.toml"
+
+    [model]
+    embedding_dim = 16
+    passive_out = 8
+
+    [train]
+    epochs = 20
+
+    [eval]
+    k = 10
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
+
+from vfl.config.party import PartyConfig, Role, load_party_config
+from vfl.config.toml_io import ConfigPath, load_toml_model
+from vfl.errors import ConfigError
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobSection(BaseModel):
+    """``[job]``: a name for reports and the seed for every random choice."""
+
+    model_config = _FROZEN
+
+    name: str = "vfl-job"
+    seed: NonNegativeInt = 0
+
+
+class PartiesSection(BaseModel):
+    """``[parties]``: the two party config files, resolved to absolute paths."""
+
+    model_config = _FROZEN
+
+    active: ConfigPath
+    passive: ConfigPath
+
+
+class ModelConfig(BaseModel):
+    """``[model]``: tower widths of the split model."""
+
+    model_config = _FROZEN
+
+    embedding_dim: PositiveInt = 16  # E user/item tower width
+    user_id_embedding: bool = True  # E learns an embedding per user id
+    passive_hidden: tuple[PositiveInt, ...] = (32,)  # P bottom MLP hidden sizes
+    passive_out: PositiveInt = 8  # d, width of P's bottom output b
+    active_hidden: tuple[PositiveInt, ...] = (64,)  # E bottom MLP hidden sizes
+    interactive_out: PositiveInt = 32  # h, width of z
+    top_hidden: tuple[PositiveInt, ...] = (32,)
+
+
+class TrainConfig(BaseModel):
+    """``[train]``: optimisation settings."""
+
+    model_config = _FROZEN
+
+    epochs: PositiveInt = 20
+    users_per_step: PositiveInt = 32
+    learning_rate: PositiveFloat = 0.003
+    weight_decay: NonNegativeFloat = 1e-5
+    negatives_per_positive: PositiveInt = 4
+
+
+class EvalConfig(BaseModel):
+    """``[eval]``: ranking evaluation (HR@k / NDCG@k against sampled negatives)."""
+
+    model_config = _FROZEN
+
+    k: PositiveInt = 10
+    test_negatives: PositiveInt = 99
+
+
+class JobConfig(BaseModel):
+    """A whole job config file."""
+
+    model_config = _FROZEN
+
+    job: JobSection = JobSection()
+    parties: PartiesSection
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def load_job_config(path: str | Path) -> JobConfig:
+    """Read and validate a job config TOML file.
+
+    Raises:
+        ConfigError: unreadable/invalid TOML, unknown key, wrong type or range, missing
+            ``[parties]`` key, or a party config file that does not exist.
+    """
+    return load_toml_model(JobConfig, path)
+
+
+def load_job_parties(job: JobConfig, job_file: str | Path) -> tuple[PartyConfig, PartyConfig]:
+    """Load the (active, passive) party configs named by ``job`` and check their roles.
+
+    Raises:
+        ConfigError: a party config is invalid, or its role does not match its slot.
+    """
+    active = load_party_config(job.parties.active)
+    passive = load_party_config(job.parties.passive)
+    for slot, cfg, role in (("active", active, Role.ACTIVE), ("passive", passive, Role.PASSIVE)):
+        if cfg.role is not role:
+            raise ConfigError(
+                str(job_file),
+                f"parties.{slot}",
+                f"{getattr(job.parties, slot)} has party.role = '{cfg.role.value}'",
+                f"point parties.{slot} at a config with role = '{role.value}'",
+            )
+    return active, passive

@@ -1,0 +1,246 @@
+"""Party config: who this party is, how ids are normalised, and the schema of its data files.
+
+Example (E, the active party)::
+
+    [party]
+    name = "shop"
+    role = "active"
+
+    [ids]
+    strip = true
+    case = "lower"
+
+    [users]
+    path = "users.csv"
+    id_column = "user_id"
+    numeric = ["views", "carts"]
+    categorical = ["top_category"]
+
+    [items]
+    path = "items.csv"
+    id_column = "item_id"
+    numeric = ["price"]
+    categorical = ["category"]
+
+    [interactions]
+    path = "interactions.csv"
+    user_column = "user_id"
+    item_column = "item_id"
+    time_column = "timestamp"
+    label_column = "purchased"
+
+P (the passive party) has ``role = "passive"`` and only ``[party]``, ``[ids]`` and ``[users]``.
+Paths are relative to the config file's directory and are absolute in the loaded model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import Enum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class Role(Enum):
+    """Which side of the split a party is on."""
+
+    ACTIVE = "active"  # E: holds labels, items and interaction log
+    PASSIVE = "passive"  # P: holds per-user features only
+
+
+class Case(Enum):
+    """Letter-case rule applied to ids."""
+
+    LOWER = "lower"
+    UPPER = "upper"
+    KEEP = "keep"
+
+
+class FileFormat(Enum):
+    """Supported data file formats."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+class PartySection(BaseModel):
+    """``[party]``: display name and role."""
+
+    model_config = _FROZEN
+
+    name: str
+    role: Role
+
+
+class IdRule(BaseModel):
+    """``[ids]``: how raw ids are normalised; both parties must state the same rule."""
+
+    model_config = _FROZEN
+
+    strip: bool = True
+    case: Case = Case.KEEP
+
+    def normalise(self, raw: str) -> str:
+        """Return ``raw`` stripped and case-folded according to this rule."""
+        value = raw.strip() if self.strip else raw
+        if self.case is Case.LOWER:
+            return value.lower()
+        if self.case is Case.UPPER:
+            return value.upper()
+        return value
+
+
+class _DataFile(BaseModel):
+    """A data file reference: path plus optional explicit format."""
+
+    model_config = _FROZEN
+
+    path: ConfigPath
+    format: FileFormat | None = None
+
+    @property
+    def file_format(self) -> FileFormat:
+        """The explicit ``format`` or the one implied by the path suffix."""
+        if self.format is not None:
+            return self.format
+        return FileFormat(_SUFFIX_FORMATS[self.path.suffix.lower()])
+
+    @model_validator(mode="after")
+    def _format_known(self) -> _DataFile:
+        """Require a known suffix unless ``format`` is given."""
+        if self.format is None and self.path.suffix.lower() not in _SUFFIX_FORMATS:
+            raise rule_error(
+                f"cannot infer the file format from suffix '{self.path.suffix}'",
+                'use a .csv or .parquet file, or add format = "csv" or "parquet"',
+                "format",
+            )
+        return self
+
+
+class FeatureSchema(_DataFile):
+    """``[users]`` / ``[items]``: one row per entity, with an id column and feature columns."""
+
+    id_column: str = Field(min_length=1)
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]:
+        """Numeric then categorical feature column names."""
+        return self.numeric + self.categorical
+
+    @model_validator(mode="after")
+    def _columns_distinct(self) -> FeatureSchema:
+        """No column twice, and the id column is not a feature."""
+        for field in ("numeric", "categorical"):
+            _reject_repeats(getattr(self, field), field)
+        both = sorted(set(self.numeric) & set(self.categorical))
+        if both:
+            raise rule_error(
+                f"column '{both[0]}' is listed both as numeric and categorical",
+                "list it in only one of 'numeric' and 'categorical'",
+                "categorical",
+            )
+        if self.id_column in self.feature_columns:
+            field = "numeric" if self.id_column in self.numeric else "categorical"
+            raise rule_error(
+                f"the id column '{self.id_column}' is also listed as a feature",
+                f"remove '{self.id_column}' from '{field}'",
+                field,
+            )
+        return self
+
+
+class InteractionSchema(_DataFile):
+    """``[interactions]``: E's event log; without ``label_column`` every row is a positive."""
+
+    user_column: str = Field(min_length=1)
+    item_column: str = Field(min_length=1)
+    time_column: str = Field(min_length=1)
+    label_column: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """All columns this schema reads."""
+        named = (self.user_column, self.item_column, self.time_column, self.label_column)
+        return tuple(c for c in named if c is not None)
+
+    @model_validator(mode="after")
+    def _columns_distinct(self) -> InteractionSchema:
+        """user, item, time and label must be four different columns."""
+        seen: dict[str, str] = {}
+        for field in ("user_column", "item_column", "time_column", "label_column"):
+            column = getattr(self, field)
+            if column is None:
+                continue
+            if column in seen:
+                raise rule_error(
+                    f"column '{column}' is used for both '{seen[column]}' and '{field}'",
+                    "give each role its own column",
+                    field,
+                )
+            seen[column] = field
+        return self
+
+
+class PartyConfig(BaseModel):
+    """A whole party config file."""
+
+    model_config = _FROZEN
+
+    party: PartySection
+    ids: IdRule = IdRule()
+    users: FeatureSchema
+    items: FeatureSchema | None = None
+    interactions: InteractionSchema | None = None
+
+    @property
+    def role(self) -> Role:
+        """Shortcut for ``party.role``."""
+        return self.party.role
+
+    @model_validator(mode="after")
+    def _sections_match_role(self) -> PartyConfig:
+        """Active needs [items] and [interactions]; passive must not have them."""
+        for section in ("items", "interactions"):
+            present = getattr(self, section) is not None
+            if self.party.role is Role.ACTIVE and not present:
+                raise rule_error(
+                    "missing required section for role 'active'",
+                    f"add an [{section}] section (the active party holds items and the log)",
+                    section,
+                )
+            if self.party.role is Role.PASSIVE and present:
+                raise rule_error(
+                    "section not allowed for role 'passive'",
+                    f'remove the [{section}] section, or set party.role = "active"',
+                    section,
+                )
+        return self
+
+
+def _reject_repeats(columns: tuple[str, ...], field: str) -> None:
+    """Raise a rule error if a column name occurs twice in ``columns``."""
+    repeated = [c for c, n in Counter(columns).items() if n > 1]
+    if repeated:
+        raise rule_error(
+            f"column '{repeated[0]}' is listed twice",
+            f"list each column once in '{field}'",
+            field,
+        )
+
+
+def load_party_config(path: str | Path) -> PartyConfig:
+    """Read and validate a party config TOML file.
+
+    Raises:
+        ConfigError: unreadable/invalid TOML, unknown key, wrong type, missing key or section,
+            missing data file, sections not matching the role, repeated or clashing columns.
+    """
+    return load_toml_model(PartyConfig, path)
