@@ -112,7 +112,7 @@ def test_active_config_paths_relative_to_config_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare: run from elsewhere so cwd-relative resolution would fail
-    path = _active(tmp_path)
+    _active(tmp_path)
     monkeypatch.chdir(tmp_path)
 
     # Execute
