@@ -1,0 +1,216 @@
+"""Write party data files plus the party and job config TOMLs that describe them.
+
+Shared by the dataset makers (:mod:`vfl.data.synthetic`, :mod:`vfl.data.movielens`). The TOML
+layout is the one read by :mod:`vfl.config.party`; every data path in a party TOML is relative to
+that TOML file, so a generated directory can be moved as a whole.
+
+Invariant: no feature column written here contains NaN (the loader rejects NaN); callers fill
+missing values and add a flag column instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Role = Literal["active", "passive"]
+IdCase = Literal["lower", "upper", "keep"]
+
+
+class FileFormat(StrEnum):
+    """On-disk format of a party data file."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+@dataclass(frozen=True)
+class EntityFile:
+    """A per-entity feature table (users or items): file name, id column and feature columns."""
+
+    path: str
+    id_column: str
+    numeric: Sequence[str] = ()
+    categorical: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class InteractionFile:
+    """The active party's interaction log; ``label_column=None`` means every row is positive."""
+
+    path: str
+    user_column: str
+    item_column: str
+    time_column: str
+    label_column: str | None = None
+
+
+@dataclass(frozen=True)
+class PartyFiles:
+    """What one party config TOML says; ``items`` and ``interactions`` are for the active party."""
+
+    name: str
+    role: Role
+    users: EntityFile
+    items: EntityFile | None = None
+    interactions: InteractionFile | None = None
+    strip: bool = True
+    case: IdCase = "lower"
+
+
+def data_file_name(stem: str, fmt: FileFormat) -> str:
+    """Return ``stem.csv`` or ``stem.parquet``."""
+    return f"{stem}.{fmt.value}"
+
+
+def write_table(df: pd.DataFrame, path: Path, fmt: FileFormat, *, features: Sequence[str]) -> Path:
+    """Write ``df`` to ``path`` as CSV (no index) or Parquet and return the path.
+
+    Raises:
+        ValueError: if any column in ``features`` holds NaN or is missing from ``df``.
+    """
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path.name}: feature columns {missing} are not in the table")
+    bad = [c for c in features if df[c].isna().any()]
+    if bad:
+        raise ValueError(f"{path.name}: feature columns {bad} hold NaN; fill them and add a flag")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt is FileFormat.PARQUET:
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False)
+    return path
+
+
+def split_features(df: pd.DataFrame, id_column: str) -> tuple[list[str], list[str]]:
+    """Return (numeric, categorical) feature columns of ``df``: numbers vs strings, id excluded."""
+    cols = [c for c in df.columns if c != id_column]
+    numeric = [c for c in cols if pd.api.types.is_numeric_dtype(df[c])]
+    return numeric, [c for c in cols if c not in numeric]
+
+
+def _toml_value(value: object) -> str:
+    """Render a str, bool, int, float or list of those as a TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | np.integer | np.floating):
+        return repr(value.item() if isinstance(value, np.generic) else value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
+
+
+def dumps_toml(tables: dict[str, dict[str, object]]) -> str:
+    """Render ``{table: {key: value}}`` (one level of tables, ``None`` values skipped) as TOML."""
+    lines: list[str] = []
+    for table, entries in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in entries.items() if v is not None)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _entity_table(spec: EntityFile) -> dict[str, object]:
+    """TOML entries of a ``[users]`` or ``[items]`` table."""
+    return {
+        "path": spec.path,
+        "id_column": spec.id_column,
+        "numeric": list(spec.numeric),
+        "categorical": list(spec.categorical),
+    }
+
+
+def write_party_config(path: Path, party: PartyFiles) -> Path:
+    """Write one party config TOML (``[party]``, ``[ids]``, ``[users]``, ...); return its path."""
+    tables: dict[str, dict[str, object]] = {
+        "party": {"name": party.name, "role": party.role},
+        "ids": {"strip": party.strip, "case": party.case},
+        "users": _entity_table(party.users),
+    }
+    if party.items is not None:
+        tables["items"] = _entity_table(party.items)
+    if party.interactions is not None:
+        inter = party.interactions
+        tables["interactions"] = {
+            "path": inter.path,
+            "user_column": inter.user_column,
+            "item_column": inter.item_column,
+            "time_column": inter.time_column,
+            "label_column": inter.label_column,
+        }
+    path.write_text(dumps_toml(tables), encoding="utf-8")
+    return path
+
+
+def write_job_config(path: Path, *, name: str, seed: int, active: str, passive: str) -> Path:
+    """Write ``job.toml`` naming the job, its seed and the two party TOMLs (relative paths)."""
+    tables: dict[str, dict[str, object]] = {
+        "job": {"name": name, "seed": seed},
+        "parties": {"active": active, "passive": passive},
+    }
+    path.write_text(dumps_toml(tables), encoding="utf-8")
+    return path
+
+
+def read_table(path: Path, *, str_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a file written by :func:`write_table`; ``str_columns`` (ids) are kept as strings."""
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        return df.astype({c: str for c in str_columns})
+    return pd.read_csv(path, dtype={c: str for c in str_columns}, keep_default_na=False)
+
+
+def _file_columns(spec: EntityFile | InteractionFile) -> list[str]:
+    """Columns of a data file that must be present and NaN-free."""
+    if isinstance(spec, InteractionFile):
+        cols = [spec.user_column, spec.item_column, spec.time_column, spec.label_column]
+        return [c for c in cols if c is not None]
+    return [spec.id_column, *spec.numeric, *spec.categorical]
+
+
+def write_party_dir(
+    out_dir: Path,
+    *,
+    job: str,
+    seed: int,
+    active: PartyFiles,
+    passive: PartyFiles,
+    tables: dict[str, pd.DataFrame],
+    fmt: FileFormat,
+) -> dict[str, Path]:
+    """Write both parties' data files, ``e_party.toml``, ``p_party.toml`` and ``job.toml``.
+
+    ``tables`` maps each data path named in the two configs to its frame. Returns every written
+    path keyed by file stem (``e_users``, ``items``, ..., ``e_party``, ``p_party``, ``job``).
+
+    Raises:
+        ValueError: if a configured file has no table, or a configured column is missing or NaN.
+    """
+    out_dir = Path(out_dir)
+    paths: dict[str, Path] = {}
+    for party in (active, passive):
+        for spec in (party.users, party.items, party.interactions):
+            if spec is None:
+                continue
+            if spec.path not in tables:
+                raise ValueError(f"no table given for {spec.path}")
+            target = out_dir / spec.path
+            paths[target.stem] = write_table(
+                tables[spec.path], target, fmt, features=_file_columns(spec)
+            )
+    paths["e_party"] = write_party_config(out_dir / "e_party.toml", active)
+    paths["p_party"] = write_party_config(out_dir / "p_party.toml", passive)
+    paths["job"] = write_job_config(
+        out_dir / "job.toml", name=job, seed=seed, active="e_party.toml", passive="p_party.toml"
+    )
+    return paths
