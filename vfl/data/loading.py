@@ -44,7 +44,7 @@ class _Source:
         self.path, self.fmt = path, fmt
         self.id_columns, self.text_columns = tuple(id_columns), tuple(text_columns)
 
-    def where(self, positions: Sequence[int]) -> str:
+    def where(self, positions: Sequence[int] | np.ndarray) -> str:
         """Describe 0-based data positions as file rows, e.g. 'lines 2, 5'."""
         shown = list(positions)[:_EXAMPLES]
         more = ", ..." if len(positions) > _EXAMPLES else ""
