@@ -26,12 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from vfl.data.party_files import (
-    EntityFile,
     FileFormat,
-    InteractionFile,
-    PartyFiles,
     data_file_name,
-    split_features,
+    two_party_files,
     write_party_dir,
 )
 from vfl.errors import DataError
@@ -122,22 +119,6 @@ def e_interactions(raw_inter: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _party_specs(tables: dict[str, pd.DataFrame], fmt: FileFormat) -> tuple[PartyFiles, ...]:
-    """Party configs for E (active, ``cinema``) and P (passive, ``profiles``)."""
-    name = {stem: data_file_name(stem, fmt) for stem in tables}
-    item_num, item_cat = split_features(tables["items"], "item_id")
-    active = PartyFiles(
-        name="cinema",
-        role="active",
-        users=EntityFile(name["e_users"], "user_id"),
-        items=EntityFile(name["items"], "item_id", item_num, item_cat),
-        interactions=InteractionFile(name["interactions"], "user_id", "item_id", "timestamp"),
-    )
-    p_num, p_cat = split_features(tables["p_users"], "user_id")
-    users = EntityFile(name["p_users"], "user_id", p_num, p_cat)
-    return active, PartyFiles(name="profiles", role="passive", users=users)
-
-
 def convert_movielens(out_dir: Path, *, fmt: FileFormat = FileFormat.CSV) -> MovieLensSummary:
     """Write the vertically split ml-100k party files and configs into ``out_dir``.
 
@@ -152,7 +133,7 @@ def convert_movielens(out_dir: Path, *, fmt: FileFormat = FileFormat.CSV) -> Mov
         "interactions": inter,
         "p_users": p_users(raw_users),
     }
-    active, passive = _party_specs(tables, fmt)
+    active, passive = two_party_files(tables, fmt, names=("cinema", "profiles"), label_column=None)
     files = {data_file_name(stem, fmt): df for stem, df in tables.items()}
     paths = write_party_dir(
         Path(out_dir),

@@ -170,6 +170,33 @@ def read_table(path: Path, *, str_columns: Sequence[str] = ()) -> pd.DataFrame:
     return pd.read_csv(path, dtype={c: str for c in str_columns}, keep_default_na=False)
 
 
+def two_party_files(
+    tables: dict[str, pd.DataFrame],
+    fmt: FileFormat,
+    *,
+    names: tuple[str, str],
+    label_column: str | None,
+) -> tuple[PartyFiles, PartyFiles]:
+    """Configs of the standard layout: E holds ``e_users``, ``items`` and ``interactions``
+    (``user_id``, ``item_id``, ``timestamp``), P holds ``p_users``; features are split by dtype.
+    """
+    path = {stem: data_file_name(stem, fmt) for stem in tables}
+    users = {
+        stem: EntityFile(path[stem], "user_id", *split_features(tables[stem], "user_id"))
+        for stem in ("e_users", "p_users")
+    }
+    active = PartyFiles(
+        name=names[0],
+        role="active",
+        users=users["e_users"],
+        items=EntityFile(path["items"], "item_id", *split_features(tables["items"], "item_id")),
+        interactions=InteractionFile(
+            path["interactions"], "user_id", "item_id", "timestamp", label_column
+        ),
+    )
+    return active, PartyFiles(name=names[1], role="passive", users=users["p_users"])
+
+
 def _file_columns(spec: EntityFile | InteractionFile) -> list[str]:
     """Columns of a data file that must be present and NaN-free."""
     if isinstance(spec, InteractionFile):

@@ -41,12 +41,9 @@ import numpy as np
 import pandas as pd
 
 from vfl.data.party_files import (
-    EntityFile,
     FileFormat,
-    InteractionFile,
-    PartyFiles,
     data_file_name,
-    split_features,
+    two_party_files,
     write_party_dir,
 )
 
@@ -369,24 +366,6 @@ def _ground_truth(
     }
 
 
-def _party_specs(fmt: FileFormat, tables: dict[str, pd.DataFrame]) -> tuple[PartyFiles, ...]:
-    """Party configs for E (active, ``shop``) and P (passive, ``payments``)."""
-    name = {
-        stem: data_file_name(stem, fmt) for stem in ("e_users", "items", "interactions", "p_users")
-    }
-    e_party = PartyFiles(
-        name="shop",
-        role="active",
-        users=EntityFile(name["e_users"], "user_id", *split_features(tables["e_users"], "user_id")),
-        items=EntityFile(name["items"], "item_id", *split_features(tables["items"], "item_id")),
-        interactions=InteractionFile(
-            name["interactions"], "user_id", "item_id", "timestamp", "purchased"
-        ),
-    )
-    p_users = EntityFile(name["p_users"], "user_id", *split_features(tables["p_users"], "user_id"))
-    return e_party, PartyFiles(name="payments", role="passive", users=p_users)
-
-
 def build_tables(
     rng: np.random.Generator,
     lat: Latents,
@@ -441,14 +420,16 @@ def generate_synthetic(
         zip(("shared", "e_only", "p_only"), assign_groups(rng, users, overlap), strict=True)
     )
     tables, oracle = build_tables(rng, lat, cat, groups, coef)
-    e_party, p_party = _party_specs(fmt, tables)
+    active, passive = two_party_files(
+        tables, fmt, names=("shop", "payments"), label_column="purchased"
+    )
     files = {data_file_name(stem, fmt): df for stem, df in tables.items()}
     paths = write_party_dir(
         Path(out_dir),
         job="synthetic",
         seed=seed,
-        active=e_party,
-        passive=p_party,
+        active=active,
+        passive=passive,
         tables=files,
         fmt=fmt,
     )
