@@ -27,7 +27,6 @@ import pandas as pd
 
 from vfl.data.party_files import (
     FileFormat,
-    data_file_name,
     two_party_files,
     write_party_dir,
 )
@@ -134,14 +133,13 @@ def convert_movielens(out_dir: Path, *, fmt: FileFormat = FileFormat.CSV) -> Mov
         "p_users": p_users(raw_users),
     }
     active, passive = two_party_files(tables, fmt, names=("cinema", "profiles"), label_column=None)
-    files = {data_file_name(stem, fmt): df for stem, df in tables.items()}
     paths = write_party_dir(
         Path(out_dir),
         job="movielens",
         seed=7,
         active=active,
         passive=passive,
-        tables=files,
+        tables=tables,
         fmt=fmt,
     )
     return MovieLensSummary(

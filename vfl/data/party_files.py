@@ -217,7 +217,8 @@ def write_party_dir(
 ) -> dict[str, Path]:
     """Write both parties' data files, ``e_party.toml``, ``p_party.toml`` and ``job.toml``.
 
-    ``tables`` maps each data path named in the two configs to its frame. Returns every written
+    ``tables`` maps the stem of each data path in the two configs (``e_users`` for
+    ``e_users.csv``) to its frame. Returns every written
     path keyed by file stem (``e_users``, ``items``, ..., ``e_party``, ``p_party``, ``job``).
 
     Raises:
@@ -229,11 +230,11 @@ def write_party_dir(
         for spec in (party.users, party.items, party.interactions):
             if spec is None:
                 continue
-            if spec.path not in tables:
-                raise ValueError(f"no table given for {spec.path}")
             target = out_dir / spec.path
+            if target.stem not in tables:
+                raise ValueError(f"no table given for {spec.path}")
             paths[target.stem] = write_table(
-                tables[spec.path], target, fmt, features=_file_columns(spec)
+                tables[target.stem], target, fmt, features=_file_columns(spec)
             )
     paths["e_party"] = write_party_config(out_dir / "e_party.toml", active)
     paths["p_party"] = write_party_config(out_dir / "p_party.toml", passive)

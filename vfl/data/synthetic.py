@@ -42,7 +42,6 @@ import pandas as pd
 
 from vfl.data.party_files import (
     FileFormat,
-    data_file_name,
     two_party_files,
     write_party_dir,
 )
@@ -260,8 +259,8 @@ def p_user_features(
     return pd.DataFrame(table)
 
 
-def assign_groups(rng: np.random.Generator, n: int, overlap: float) -> tuple[np.ndarray, ...]:
-    """Split union rows into (shared, E-only, P-only) sorted index arrays.
+def assign_groups(rng: np.random.Generator, n: int, overlap: float) -> dict[str, np.ndarray]:
+    """Split union rows into sorted index arrays ``shared``, ``e_only`` and ``p_only``.
 
     ``round(overlap * n)`` rows are shared; the rest is split evenly (E-only gets the odd one).
     """
@@ -270,7 +269,7 @@ def assign_groups(rng: np.random.Generator, n: int, overlap: float) -> tuple[np.
     n_e_only = (n - n_shared + 1) // 2
     shared = np.sort(perm[:n_shared])
     e_only = np.sort(perm[n_shared : n_shared + n_e_only])
-    return shared, e_only, np.sort(perm[n_shared + n_e_only :])
+    return {"shared": shared, "e_only": e_only, "p_only": np.sort(perm[n_shared + n_e_only :])}
 
 
 def _id_width(n_union: int) -> int:
@@ -416,21 +415,18 @@ def generate_synthetic(
         raise ValueError("need users >= 4, items >= 30 and 0 < overlap <= 1")
     coef, rng = coef or Coefficients(), np.random.default_rng(seed)
     lat, cat = sample_latents(rng, users, coef), make_catalogue(rng, items, coef)
-    groups = dict(
-        zip(("shared", "e_only", "p_only"), assign_groups(rng, users, overlap), strict=True)
-    )
+    groups = assign_groups(rng, users, overlap)
     tables, oracle = build_tables(rng, lat, cat, groups, coef)
     active, passive = two_party_files(
         tables, fmt, names=("shop", "payments"), label_column="purchased"
     )
-    files = {data_file_name(stem, fmt): df for stem, df in tables.items()}
     paths = write_party_dir(
         Path(out_dir),
         job="synthetic",
         seed=seed,
         active=active,
         passive=passive,
-        tables=files,
+        tables=tables,
         fmt=fmt,
     )
     truth = {"seed": seed, "overlap": overlap, "oracle": asdict(oracle)}
