@@ -154,7 +154,8 @@ def utility(lat: Latents, cat: Catalogue, users: np.ndarray, coef: Coefficients)
     """Return ``s(u, i)`` for the given union user rows, shape ``(len(users), m)``."""
     log_theta = np.log(lat.theta[users])[:, cat.category]
     gap = cat.price_z[None, :] - lat.price_affinity[users, None]
-    return coef.a * log_theta - coef.b * gap**2 / 2 + coef.c * cat.popularity[None, :]
+    score: np.ndarray = coef.a * log_theta - coef.b * gap**2 / 2 + coef.c * cat.popularity[None, :]
+    return score
 
 
 def _gumbel_top(rng: np.random.Generator, scores: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
@@ -204,7 +205,8 @@ def _shares(
     """Observed category shares: multinomial(draws, (1 - mix) theta + mix / C) / draws."""
     probs = (1 - mix) * theta + mix / theta.shape[1]
     counts = np.stack([rng.multinomial(n, p) for n, p in zip(draws, probs, strict=True)])
-    return counts / draws[:, None]
+    shares: np.ndarray = counts / draws[:, None]
+    return shares
 
 
 def e_user_features(
