@@ -20,18 +20,9 @@ app.command("compare")(compare)
 
 
 def run() -> None:
-    """Entry point that turns user mistakes (VflError) into one clear line and exit code 2."""
+    """Entry point: user mistakes (VflError) become one clear line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except VflError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
