@@ -152,11 +152,23 @@ def write_party_config(path: Path, party: PartyFiles) -> Path:
     return path
 
 
-def write_job_config(path: Path, *, name: str, seed: int, active: str, passive: str) -> Path:
-    """Write ``job.toml`` naming the job, its seed and the two party TOMLs (relative paths)."""
+def write_job_config(
+    path: Path,
+    *,
+    name: str,
+    seed: int,
+    active: str,
+    passive: str,
+    settings: dict[str, dict[str, object]] | None = None,
+) -> Path:
+    """Write ``job.toml`` naming the job, its seed and the two party TOMLs (relative paths).
+
+    ``settings`` adds sections such as ``[model]`` and ``[train]`` tuned for the dataset.
+    """
     tables: dict[str, dict[str, object]] = {
         "job": {"name": name, "seed": seed},
         "parties": {"active": active, "passive": passive},
+        **(settings or {}),
     }
     path.write_text(dumps_toml(tables), encoding="utf-8")
     return path
@@ -214,6 +226,7 @@ def write_party_dir(
     passive: PartyFiles,
     tables: dict[str, pd.DataFrame],
     fmt: FileFormat,
+    settings: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, Path]:
     """Write both parties' data files, ``e_party.toml``, ``p_party.toml`` and ``job.toml``.
 
@@ -239,6 +252,11 @@ def write_party_dir(
     paths["e_party"] = write_party_config(out_dir / "e_party.toml", active)
     paths["p_party"] = write_party_config(out_dir / "p_party.toml", passive)
     paths["job"] = write_job_config(
-        out_dir / "job.toml", name=job, seed=seed, active="e_party.toml", passive="p_party.toml"
+        out_dir / "job.toml",
+        name=job,
+        seed=seed,
+        active="e_party.toml",
+        passive="p_party.toml",
+        settings=settings,
     )
     return paths

@@ -53,6 +53,12 @@ BASE_LOG_PRICE = (5.0, 3.8, 4.3, 3.2, 4.0, 2.8, 2.4, 3.4)  # per category, log o
 START_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
 WINDOW_SECONDS = 182 * 24 * 3600
 _CHUNK = 2048
+# Training settings written into job.toml. Users buy ~10 items, too few to learn a per-user id
+# embedding without overfitting; the behaviour and payment features carry the signal instead.
+JOB_SETTINGS: dict[str, dict[str, object]] = {
+    "model": {"user_id_embedding": False},
+    "train": {"epochs": 10},
+}
 
 
 @dataclass(frozen=True)
@@ -430,6 +436,7 @@ def generate_synthetic(
         passive=passive,
         tables=tables,
         fmt=fmt,
+        settings=JOB_SETTINGS,
     )
     truth = {"seed": seed, "overlap": overlap, "oracle": asdict(oracle)}
     truth |= _ground_truth(lat, cat, groups, coef)
