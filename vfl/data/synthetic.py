@@ -57,7 +57,7 @@ _CHUNK = 2048
 # embedding without overfitting; the behaviour and payment features carry the signal instead.
 JOB_SETTINGS: dict[str, dict[str, object]] = {
     "model": {"user_id_embedding": False},
-    "train": {"epochs": 10},
+    "train": {"epochs": 15},
 }
 
 
