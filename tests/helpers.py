@@ -7,8 +7,9 @@ import numpy as np
 from vfl.data.tables import ActiveData, FeatureTable, InteractionLog, PassiveData
 
 
-def table(ids: list[str], rng: np.random.Generator, n_num: int, cards: tuple[int, ...]
-          ) -> FeatureTable:
+def table(
+    ids: list[str], rng: np.random.Generator, n_num: int, cards: tuple[int, ...]
+) -> FeatureTable:
     """Random standardised numeric and categorical features for ``ids``."""
     n = len(ids)
     return FeatureTable(
@@ -16,14 +17,16 @@ def table(ids: list[str], rng: np.random.Generator, n_num: int, cards: tuple[int
         numeric=rng.standard_normal((n, n_num)).astype(np.float32),
         numeric_names=tuple(f"x{j}" for j in range(n_num)),
         categorical=np.stack([rng.integers(0, c, n) for c in cards], axis=1).astype(np.int64)
-        if cards else np.zeros((n, 0), np.int64),
+        if cards
+        else np.zeros((n, 0), np.int64),
         categorical_names=tuple(f"c{j}" for j in range(len(cards))),
         cardinalities=cards,
     )
 
 
-def tiny_parties(seed: int = 0, n_users: int = 40, n_items: int = 150
-                 ) -> tuple[ActiveData, PassiveData]:
+def tiny_parties(
+    seed: int = 0, n_users: int = 40, n_items: int = 150
+) -> tuple[ActiveData, PassiveData]:
     """E with 40 users (30 shared with P), 150 items and 6-10 positives per user."""
     rng = np.random.default_rng(seed)
     e_ids = [f"u{i:03d}" for i in range(n_users)]
@@ -34,9 +37,15 @@ def tiny_parties(seed: int = 0, n_users: int = 40, n_items: int = 150
         users += [u] * k
         items += [f"i{j:03d}" for j in rng.choice(n_items, k, replace=False)]
         times += sorted(rng.uniform(0, 1e6, k).tolist())
-    log = InteractionLog(user_ids=np.array(users), item_ids=np.array(items),
-                         timestamps=np.array(times), labels=np.ones(len(users), np.int8))
-    active = ActiveData(users=table(e_ids, rng, 3, (4,)),
-                        items=table([f"i{j:03d}" for j in range(n_items)], rng, 2, (5,)),
-                        interactions=log)
+    log = InteractionLog(
+        user_ids=np.array(users),
+        item_ids=np.array(items),
+        timestamps=np.array(times),
+        labels=np.ones(len(users), np.int8),
+    )
+    active = ActiveData(
+        users=table(e_ids, rng, 3, (4,)),
+        items=table([f"i{j:03d}" for j in range(n_items)], rng, 2, (5,)),
+        interactions=log,
+    )
     return active, PassiveData(users=table(p_ids, rng, 4, (3, 6)))

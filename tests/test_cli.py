@@ -12,23 +12,36 @@ import pytest
 
 def vfl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``python -m vfl ARGS`` and capture its output."""
-    return subprocess.run([sys.executable, "-m", "vfl", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "vfl", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def small_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    done = vfl("data", "synth", "--out", "data", "--users", "500", "--items", "200",
-               "--seed", "3", cwd=root)
+    done = vfl(
+        "data",
+        "synth",
+        "--out",
+        "data",
+        "--users",
+        "500",
+        "--items",
+        "200",
+        "--seed",
+        "3",
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr
     return root
 
 
 def test_compare_writes_all_three_models(small_synthetic: Path) -> None:
     # Execute
-    done = vfl("compare", "--config", "data/job.toml", "--epochs", "3", "--out", "out",
-               cwd=small_synthetic)
+    done = vfl(
+        "compare", "--config", "data/job.toml", "--epochs", "3", "--out", "out", cwd=small_synthetic
+    )
     # Assert
     assert done.returncode == 0, done.stderr
     report = json.loads((small_synthetic / "out" / "compare.json").read_text())
@@ -46,8 +59,10 @@ def test_compare_writes_all_three_models(small_synthetic: Path) -> None:
 
 def test_bad_job_config_is_one_clear_line(small_synthetic: Path) -> None:
     bad = small_synthetic / "bad.toml"
-    bad.write_text('[parties]\nactive = "data/e_party.toml"\npassive = "data/p_party.toml"\n'
-                   '[train]\nepochs = "ten"\n')
+    bad.write_text(
+        '[parties]\nactive = "data/e_party.toml"\npassive = "data/p_party.toml"\n'
+        '[train]\nepochs = "ten"\n'
+    )
     done = vfl("compare", "--config", str(bad), cwd=small_synthetic)
     assert done.returncode == 2
     assert "bad.toml" in done.stderr and "train.epochs" in done.stderr

@@ -28,8 +28,14 @@ from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.recommenders import ActiveInputs, SplitRecommender
 from vfl.transport.channel import InMemoryChannel
 
-CFG = ModelConfig(embedding_dim=4, passive_hidden=(8,), passive_out=3, active_hidden=(8,),
-                  interactive_out=6, top_hidden=(5,))
+CFG = ModelConfig(
+    embedding_dim=4,
+    passive_hidden=(8,),
+    passive_out=3,
+    active_hidden=(8,),
+    interactive_out=6,
+    top_hidden=(5,),
+)
 TRAIN = TrainConfig(learning_rate=0.01, users_per_step=4)
 
 
@@ -39,28 +45,44 @@ def setup():
     active, passive = tiny_parties()
     al = align_locally(active.users.ids, passive.users.ids)
     split = build_split(active.interactions, al, active.items, n_negatives=20, seed=0)
-    inputs = ActiveInputs(users=TableTensors.from_table(active.users, al.active_rows),
-                          items=TableTensors.from_table(active.items))
+    inputs = ActiveInputs(
+        users=TableTensors.from_table(active.users, al.active_rows),
+        items=TableTensors.from_table(active.items),
+    )
     p = TableTensors.from_table(passive.users, al.passive_rows)
     e_ch, p_ch = InMemoryChannel.pair("E", "P")
     e_ch.sent, p_ch.sent = [], []
     bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, CFG.passive_out)
-    server = PassivePlainServer(endpoint=Endpoint(p_ch, job_id="t", timeout=10), bottom=bottom,
-                                numeric=p.numeric, categorical=p.categorical,
-                                optimizer=torch.optim.Adam(bottom.parameters(), lr=0.01,
-                                                           weight_decay=TRAIN.weight_decay))
-    model = SplitRecommender(inputs, CFG, TRAIN, n_users=len(al),
-                             peer=PassivePeer(Endpoint(e_ch, job_id="t", timeout=10)))
-    batches = list(UserBatcher(split, users_per_step=4, negatives_per_positive=4)
-                   .epoch(np.random.default_rng(1)))
+    server = PassivePlainServer(
+        endpoint=Endpoint(p_ch, job_id="t", timeout=10),
+        bottom=bottom,
+        numeric=p.numeric,
+        categorical=p.categorical,
+        optimizer=torch.optim.Adam(bottom.parameters(), lr=0.01, weight_decay=TRAIN.weight_decay),
+    )
+    model = SplitRecommender(
+        inputs,
+        CFG,
+        TRAIN,
+        n_users=len(al),
+        peer=PassivePeer(Endpoint(e_ch, job_id="t", timeout=10)),
+    )
+    batches = list(
+        UserBatcher(split, users_per_step=4, negatives_per_positive=4).epoch(
+            np.random.default_rng(1)
+        )
+    )
     return model, server, p, batches, e_ch, p_ch
 
 
 def _reference_losses(model, bottom, p, batches):
     """Same network, one process, one autograd graph, one Adam over everything."""
     head, w_b, bottom = copy.deepcopy(model.head), copy.deepcopy(model.w_b), copy.deepcopy(bottom)
-    opt = torch.optim.Adam([*head.parameters(), *w_b.parameters(), *bottom.parameters()],
-                           lr=0.01, weight_decay=TRAIN.weight_decay)
+    opt = torch.optim.Adam(
+        [*head.parameters(), *w_b.parameters(), *bottom.parameters()],
+        lr=0.01,
+        weight_decay=TRAIN.weight_decay,
+    )
     losses = []
     for batch in batches:
         users = torch.as_tensor(batch.users)
@@ -68,7 +90,8 @@ def _reference_losses(model, bottom, p, batches):
         local = torch.as_tensor(batch.row_user)
         logits = head.logits(users[local], torch.as_tensor(batch.row_item), w_b(b[local]))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, torch.as_tensor(batch.labels))
+            logits, torch.as_tensor(batch.labels)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

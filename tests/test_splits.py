@@ -12,8 +12,13 @@ from vfl.data.splits import build_split, sample_negatives
 def _split(seed: int = 0, n_negatives: int = 20):
     active, passive = tiny_parties()
     alignment = align_locally(active.users.ids, passive.users.ids)
-    return active, alignment, build_split(active.interactions, alignment, active.items,
-                                          n_negatives=n_negatives, seed=seed)
+    return (
+        active,
+        alignment,
+        build_split(
+            active.interactions, alignment, active.items, n_negatives=n_negatives, seed=seed
+        ),
+    )
 
 
 def test_only_aligned_users_and_last_two_held_out() -> None:

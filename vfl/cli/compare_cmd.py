@@ -57,13 +57,22 @@ def compare(
     job_file = config or _prepare_data(dataset, out_dir / "data")
     report = run_compare(job_file, out_dir, epochs=epochs, progress=_progress)
     k = report["k"]
-    table = Table(title=f"{report['job']}: {report['aligned_users']} aligned users, "
-                        f"test against {report['test_negatives']} sampled items")
+    table = Table(
+        title=f"{report['job']}: {report['aligned_users']} aligned users, "
+        f"test against {report['test_negatives']} sampled items"
+    )
     for col in ("model", f"HR@{k}", f"NDCG@{k}", "AUC", "log-loss", "best epoch", "train s"):
         table.add_column(col, justify="right")
     for name in MODELS:
         m = report["models"][name]
-        table.add_row(name, f"{m[f'hr@{k}']:.4f}", f"{m[f'ndcg@{k}']:.4f}", f"{m['auc']:.4f}",
-                      f"{m['logloss']:.4f}", str(m["best_epoch"]), f"{m['wall_seconds']:.1f}")
+        table.add_row(
+            name,
+            f"{m[f'hr@{k}']:.4f}",
+            f"{m[f'ndcg@{k}']:.4f}",
+            f"{m['auc']:.4f}",
+            f"{m['logloss']:.4f}",
+            str(m["best_epoch"]),
+            f"{m['wall_seconds']:.1f}",
+        )
     Console(width=120).print(table)
     console.print(f"wrote {out_dir / 'compare.json'}")

@@ -1,1 +1,1 @@
-"""Data layer: schemas, loading and validation, synthetic generator, MovieLens, evaluation splits."""
+"""Data layer: schemas, loading and validation, synthetic data, MovieLens, evaluation splits."""

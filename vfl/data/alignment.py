@@ -43,4 +43,6 @@ def align_locally(active_ids: np.ndarray, passive_ids: np.ndarray) -> Alignment:
             "the two parties have no user id in common (empty intersection)",
             "check both parties' [ids] normalisation rules (strip, case) and id columns",
         )
-    return Alignment(ids=common, active_rows=a_rows.astype(np.int64), passive_rows=p_rows.astype(np.int64))
+    return Alignment(
+        ids=common, active_rows=a_rows.astype(np.int64), passive_rows=p_rows.astype(np.int64)
+    )

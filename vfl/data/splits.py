@@ -65,7 +65,9 @@ def _log_frame(log: InteractionLog, alignment: Alignment, items: FeatureTable) -
     )
     frame = frame.dropna(subset=["user"])  # users outside the intersection do not train
     if frame["item"].isna().any():
-        raise DataError("interactions", "item", "log mentions items not in the catalogue", "add them")
+        raise DataError(
+            "interactions", "item", "log mentions items not in the catalogue", "add them"
+        )
     return frame.astype({"user": np.int64, "item": np.int64})
 
 
@@ -84,8 +86,12 @@ def build_split(
     pos = frame[frame["label"] == 1].sort_values(["user", "time"], kind="stable")
     pos = pos.drop_duplicates(["user", "item"], keep="last")
     if pos.empty:
-        raise DataError("interactions", "label", "no positive interaction among aligned users",
-                        "check the label column and the id normalisation")
+        raise DataError(
+            "interactions",
+            "label",
+            "no positive interaction among aligned users",
+            "check the label column and the id normalisation",
+        )
     from_end = pos.groupby("user").cumcount(ascending=False).to_numpy()
     n_pos = pos.groupby("user")["item"].transform("size").to_numpy()
     held = n_pos >= 3
@@ -104,8 +110,9 @@ def build_split(
     )
 
 
-def _candidates(rows: pd.DataFrame, seen: np.ndarray, n_items: int, n_neg: int,
-                rng: np.random.Generator) -> EvalLists:
+def _candidates(
+    rows: pd.DataFrame, seen: np.ndarray, n_items: int, n_neg: int, rng: np.random.Generator
+) -> EvalLists:
     """Held-out item followed by ``n_neg`` distinct never-seen items per user."""
     users = rows["user"].to_numpy()
     out = np.empty((len(users), 1 + n_neg), dtype=np.int64)
@@ -115,20 +122,25 @@ def _candidates(rows: pd.DataFrame, seen: np.ndarray, n_items: int, n_neg: int,
     return EvalLists(users=users, items=out)
 
 
-def _unseen_sample(user: int, seen: np.ndarray, n_items: int, n: int,
-                   rng: np.random.Generator) -> np.ndarray:
+def _unseen_sample(
+    user: int, seen: np.ndarray, n_items: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
     """``n`` distinct items the user never interacted with."""
     lo, hi = np.searchsorted(seen, [user * n_items, (user + 1) * n_items])
     pool = np.setdiff1d(np.arange(n_items), seen[lo:hi] - user * n_items, assume_unique=True)
     if pool.size < n:
-        raise DataError("interactions", None,
-                        f"user {user} has only {pool.size} unseen items, {n} negatives needed",
-                        "use a larger catalogue or fewer evaluation negatives")
+        raise DataError(
+            "interactions",
+            None,
+            f"user {user} has only {pool.size} unseen items, {n} negatives needed",
+            "use a larger catalogue or fewer evaluation negatives",
+        )
     return rng.choice(pool, size=n, replace=False)
 
 
-def sample_negatives(users: np.ndarray, per_positive: int, seen: np.ndarray, n_items: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def sample_negatives(
+    users: np.ndarray, per_positive: int, seen: np.ndarray, n_items: int, rng: np.random.Generator
+) -> np.ndarray:
     """``per_positive`` random unseen items for each entry of ``users`` -> ``(len, per_positive)``.
 
     Rejection sampling: redraw the pairs that hit a seen item until none do.
@@ -141,6 +153,9 @@ def sample_negatives(users: np.ndarray, per_positive: int, seen: np.ndarray, n_i
             return out
         out[bad] = rng.integers(0, n_items, size=int(bad.sum()))
         bad = np.isin(rep_users * n_items + out, seen)
-    raise DataError("interactions", None,
-                    "some users have interacted with (almost) every item: no negatives to sample",
-                    "use a larger item catalogue")
+    raise DataError(
+        "interactions",
+        None,
+        "some users have interacted with (almost) every item: no negatives to sample",
+        "use a larger item catalogue",
+    )

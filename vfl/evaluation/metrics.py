@@ -82,7 +82,12 @@ class RankingMetrics:
         """Flat dict with keys ``hr@K``, ``ndcg@K``, ``auc``, ``logloss``."""
         d = asdict(self)
         k = d.pop("k")
-        return {f"hr@{k}": d["hr"], f"ndcg@{k}": d["ndcg"], "auc": d["auc"], "logloss": d["logloss"]}
+        return {
+            f"hr@{k}": d["hr"],
+            f"ndcg@{k}": d["ndcg"],
+            "auc": d["auc"],
+            "logloss": d["logloss"],
+        }
 
 
 def evaluate_candidates(probs: np.ndarray, k: int) -> RankingMetrics:

@@ -23,8 +23,9 @@ class PassiveBottom(nn.Module):
     known range.
     """
 
-    def __init__(self, n_numeric: int, cardinalities: Sequence[int], hidden: Sequence[int],
-                 out_dim: int) -> None:
+    def __init__(
+        self, n_numeric: int, cardinalities: Sequence[int], hidden: Sequence[int], out_dim: int
+    ) -> None:
         super().__init__()
         self.encoder = TabularEncoder(n_numeric, cardinalities)
         self.net = mlp(self.encoder.out_dim, hidden, out_dim)
@@ -38,8 +39,14 @@ class PassiveBottom(nn.Module):
 class Tower(nn.Module):
     """One entity's tower: optional id embedding plus encoded features -> ``dim``."""
 
-    def __init__(self, n_ids: int | None, n_numeric: int, cardinalities: Sequence[int],
-                 hidden: Sequence[int], dim: int) -> None:
+    def __init__(
+        self,
+        n_ids: int | None,
+        n_numeric: int,
+        cardinalities: Sequence[int],
+        hidden: Sequence[int],
+        dim: int,
+    ) -> None:
         super().__init__()
         self.id_embedding = nn.Embedding(n_ids, dim) if n_ids else None
         if self.id_embedding is not None:
@@ -49,8 +56,9 @@ class Tower(nn.Module):
         if self.id_embedding is None and self.net is None:
             raise ValueError("a tower needs an id embedding or at least one feature")
 
-    def forward(self, ids: torch.Tensor, numeric: torch.Tensor, categorical: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, numeric: torch.Tensor, categorical: torch.Tensor
+    ) -> torch.Tensor:
         """Sum of the id embedding and the feature MLP (whichever exist)."""
         out = self.id_embedding(ids) if self.id_embedding is not None else 0.0
         if self.net is not None:
@@ -67,8 +75,9 @@ class ActiveBottom(nn.Module):
         self.item_tower = item_tower
         self.out_dim = 3 * dim
 
-    def forward(self, user: tuple[torch.Tensor, ...], item: tuple[torch.Tensor, ...]
-                ) -> torch.Tensor:
+    def forward(
+        self, user: tuple[torch.Tensor, ...], item: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
         """``user`` and ``item`` are ``(ids, numeric, categorical)`` triples, one row per pair."""
         u = self.user_tower(*user)
         v = self.item_tower(*item)

@@ -60,7 +60,9 @@ class Endpoint:
         """Next message, which must be of type ``expected`` (an ``ErrorRes`` is raised)."""
         msg = self.recv_any()
         if isinstance(msg, ErrorRes):
-            raise ProtocolError(f"party '{self.channel.peer}' rejected step {msg.step}: {msg.reason}")
+            raise ProtocolError(
+                f"party '{self.channel.peer}' rejected step {msg.step}: {msg.reason}"
+            )
         if not isinstance(msg, expected):
             raise ProtocolError(
                 f"expected {expected.__name__} from '{self.channel.peer}', got {type(msg).__name__}"

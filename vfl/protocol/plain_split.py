@@ -35,8 +35,15 @@ from vfl.protocol.messages import (
 class PassivePlainServer:
     """P's side: answers forward and backward requests until ``Shutdown``."""
 
-    def __init__(self, *, endpoint: Endpoint, bottom: PassiveBottom, numeric: torch.Tensor,
-                 categorical: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self,
+        *,
+        endpoint: Endpoint,
+        bottom: PassiveBottom,
+        numeric: torch.Tensor,
+        categorical: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
         self.endpoint = endpoint
         self.bottom = bottom
         self.numeric, self.categorical = numeric, categorical
@@ -84,7 +91,9 @@ class PassivePlainServer:
         _, b = self._pending
         grads = torch.as_tensor(np.asarray(msg.grads, dtype=np.float32))
         if grads.shape != b.shape or not torch.isfinite(grads).all():
-            raise ProtocolError(f"step {msg.step}: gradient must be finite with shape {tuple(b.shape)}")
+            raise ProtocolError(
+                f"step {msg.step}: gradient must be finite with shape {tuple(b.shape)}"
+            )
         self.optimizer.zero_grad()
         b.backward(grads)
         self.optimizer.step()

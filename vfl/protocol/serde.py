@@ -46,9 +46,15 @@ def encode(envelope: Envelope) -> bytes:
             buffers.append(arr.tobytes())
         else:
             fields[f.name] = value
-    header = json.dumps({"job": envelope.job_id, "seq": envelope.seq,
-                         "type": TYPE_OF[type(msg)].value, "fields": fields,
-                         "arrays": arrays}).encode()
+    header = json.dumps(
+        {
+            "job": envelope.job_id,
+            "seq": envelope.seq,
+            "type": TYPE_OF[type(msg)].value,
+            "fields": fields,
+            "arrays": arrays,
+        }
+    ).encode()
     return b"".join([_LEN.pack(len(header)), header, *buffers])
 
 
@@ -60,7 +66,7 @@ def decode(data: bytes) -> Envelope:
     """
     try:
         (n,) = _LEN.unpack_from(data, 0)
-        header = json.loads(data[_LEN.size:_LEN.size + n])
+        header = json.loads(data[_LEN.size : _LEN.size + n])
         cls = MESSAGE_TYPES[MessageType(header["type"])]
         kwargs = dict(header["fields"])
         offset = _LEN.size + n

@@ -58,54 +58,77 @@ def prepare(job_file: str | Path) -> Prepared:
     if not isinstance(e_data, ActiveData) or not isinstance(p_data, PassiveData):
         raise TypeError("party roles were checked when loading the job")
     alignment = align_locally(e_data.users.ids, p_data.users.ids)
-    split = build_split(e_data.interactions, alignment, e_data.items,
-                        n_negatives=job.eval.test_negatives, seed=job.job.seed)
+    split = build_split(
+        e_data.interactions,
+        alignment,
+        e_data.items,
+        n_negatives=job.eval.test_negatives,
+        seed=job.job.seed,
+    )
     return Prepared(
         job=job,
         alignment=alignment,
         split=split,
-        active=ActiveInputs(users=TableTensors.from_table(e_data.users, alignment.active_rows),
-                            items=TableTensors.from_table(e_data.items)),
+        active=ActiveInputs(
+            users=TableTensors.from_table(e_data.users, alignment.active_rows),
+            items=TableTensors.from_table(e_data.items),
+        ),
         passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
     )
 
 
-def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None,
-         epochs: int) -> FitResult:
+def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs: int) -> FitResult:
     t = prep.job.train
-    batcher = UserBatcher(prep.split, users_per_step=t.users_per_step,
-                          negatives_per_positive=t.negatives_per_positive)
-    return fit(model, prep.split, batcher, epochs=epochs, seed=prep.job.job.seed,
-               k=prep.job.eval.k, progress=progress)
+    batcher = UserBatcher(
+        prep.split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
+    )
+    return fit(
+        model,
+        prep.split,
+        batcher,
+        epochs=epochs,
+        seed=prep.job.job.seed,
+        k=prep.job.eval.k,
+        progress=progress,
+    )
 
 
-def run_single(prep: Prepared, name: str, *, epochs: int,
-               progress: ProgressFn | None = None) -> FitResult:
+def run_single(
+    prep: Prepared, name: str, *, epochs: int, progress: ProgressFn | None = None
+) -> FitResult:
     """Train a one-process model: ``e_alone`` or ``centralised``."""
     torch.manual_seed(prep.job.job.seed)
     users = prep.active.users
     if name == "centralised":
         users = joined_users(users, prep.passive_users)
     inputs = ActiveInputs(users=users, items=prep.active.items)
-    model = HeadRecommender(name, inputs, prep.job.model, prep.job.train,
-                            n_users=len(prep.alignment))
+    model = HeadRecommender(
+        name, inputs, prep.job.model, prep.job.train, n_users=len(prep.alignment)
+    )
     return _fit(prep, model, progress, epochs)
 
 
-def run_split(prep: Prepared, *, epochs: int, progress: ProgressFn | None = None,
-              channel_timeout: float = 120.0) -> tuple[FitResult, dict[str, int]]:
+def run_split(
+    prep: Prepared,
+    *,
+    epochs: int,
+    progress: ProgressFn | None = None,
+    channel_timeout: float = 120.0,
+) -> tuple[FitResult, dict[str, int]]:
     """Train the split network with P serving from its own thread over an in-memory channel."""
     torch.manual_seed(prep.job.job.seed)
     e_end, p_end = InMemoryChannel.pair("active", "passive")
     job_id = prep.job.job.name
     server = _passive_server(prep, Endpoint(p_end, job_id=job_id, timeout=channel_timeout))
     errors: list[BaseException] = []
-    thread = threading.Thread(target=_serve_catching, args=(server, errors), name="passive",
-                              daemon=True)
+    thread = threading.Thread(
+        target=_serve_catching, args=(server, errors), name="passive", daemon=True
+    )
     thread.start()
     peer = PassivePeer(Endpoint(e_end, job_id=job_id, timeout=channel_timeout))
-    model = SplitRecommender(prep.active, prep.job.model, prep.job.train,
-                             n_users=len(prep.alignment), peer=peer)
+    model = SplitRecommender(
+        prep.active, prep.job.model, prep.job.train, n_users=len(prep.alignment), peer=peer
+    )
     try:
         result = _fit(prep, model, progress, epochs)
     finally:
@@ -113,9 +136,11 @@ def run_split(prep: Prepared, *, epochs: int, progress: ProgressFn | None = None
         thread.join(timeout=channel_timeout)
     if errors:
         raise errors[0]
-    traffic = {"bytes_active_to_passive": e_end.traffic.bytes_sent,
-               "bytes_passive_to_active": p_end.traffic.bytes_sent,
-               "messages": e_end.traffic.messages_sent + p_end.traffic.messages_sent}
+    traffic = {
+        "bytes_active_to_passive": e_end.traffic.bytes_sent,
+        "bytes_passive_to_active": p_end.traffic.bytes_sent,
+        "messages": e_end.traffic.messages_sent + p_end.traffic.messages_sent,
+    }
     return result, traffic
 
 
@@ -124,16 +149,24 @@ def _passive_server(prep: Prepared, endpoint: Endpoint) -> PassivePlainServer:
     torch.manual_seed(prep.job.job.seed + 1)
     cfg, p = prep.job.model, prep.passive_users
     bottom = PassiveBottom(p.n_numeric, p.cardinalities, cfg.passive_hidden, cfg.passive_out)
-    optimizer = torch.optim.Adam(bottom.parameters(), lr=prep.job.train.learning_rate,
-                                 weight_decay=prep.job.train.weight_decay)
-    return PassivePlainServer(endpoint=endpoint, bottom=bottom, numeric=p.numeric,
-                              categorical=p.categorical, optimizer=optimizer)
+    optimizer = torch.optim.Adam(
+        bottom.parameters(),
+        lr=prep.job.train.learning_rate,
+        weight_decay=prep.job.train.weight_decay,
+    )
+    return PassivePlainServer(
+        endpoint=endpoint,
+        bottom=bottom,
+        numeric=p.numeric,
+        categorical=p.categorical,
+        optimizer=optimizer,
+    )
 
 
 def _serve_catching(server: PassivePlainServer, errors: list[BaseException]) -> None:
     try:
         server.serve()
-    except BaseException as exc:  # noqa: BLE001 -- handed to the main thread, re-raised there
+    except BaseException as exc:
         errors.append(exc)
 
 
@@ -149,8 +182,13 @@ def summarise(result: FitResult) -> dict[str, Any]:
     }
 
 
-def run_compare(job_file: str | Path, out_dir: str | Path, *, epochs: int | None = None,
-                progress: ProgressFn | None = None) -> dict[str, Any]:
+def run_compare(
+    job_file: str | Path,
+    out_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
     """Train the three models and write ``compare.json`` in ``out_dir``; returns its content."""
     t0 = time.perf_counter()
     prep = prepare(job_file)
@@ -159,8 +197,9 @@ def run_compare(job_file: str | Path, out_dir: str | Path, *, epochs: int | None
     rows["e_alone"] = summarise(run_single(prep, "e_alone", epochs=n_epochs, progress=progress))
     split_result, traffic = run_split(prep, epochs=n_epochs, progress=progress)
     rows["split_plaintext"] = {**summarise(split_result), **traffic}
-    rows["centralised"] = summarise(run_single(prep, "centralised", epochs=n_epochs,
-                                               progress=progress))
+    rows["centralised"] = summarise(
+        run_single(prep, "centralised", epochs=n_epochs, progress=progress)
+    )
     report = {
         "job": prep.job.job.name,
         "seed": prep.job.job.seed,
@@ -184,7 +223,10 @@ def gap(report: dict[str, Any], metric: str = "auc") -> dict[str, float]:
     """Split minus E-alone, and centralised minus split, for one metric."""
     m = report["models"]
     return {
-        "split_minus_e_alone": float(np.round(m["split_plaintext"][metric] - m["e_alone"][metric], 4)),
+        "split_minus_e_alone": float(
+            np.round(m["split_plaintext"][metric] - m["e_alone"][metric], 4)
+        ),
         "centralised_minus_split": float(
-            np.round(m["centralised"][metric] - m["split_plaintext"][metric], 4)),
+            np.round(m["centralised"][metric] - m["split_plaintext"][metric], 4)
+        ),
     }

@@ -56,8 +56,9 @@ class Batch:
 class UserBatcher:
     """Yields an epoch of :class:`Batch` es: every training user once, in a fresh random order."""
 
-    def __init__(self, split: RecSplit, *, users_per_step: int, negatives_per_positive: int
-                 ) -> None:
+    def __init__(
+        self, split: RecSplit, *, users_per_step: int, negatives_per_positive: int
+    ) -> None:
         self.split = split
         self.users_per_step = users_per_step
         self.negatives = negatives_per_positive
@@ -72,16 +73,18 @@ class UserBatcher:
         """Shuffle users, then yield one batch per group of ``users_per_step`` users."""
         order = rng.permutation(self._users)
         for start in range(0, len(order), self.users_per_step):
-            yield self._batch(order[start:start + self.users_per_step], rng)
+            yield self._batch(order[start : start + self.users_per_step], rng)
 
     def _batch(self, users: np.ndarray, rng: np.random.Generator) -> Batch:
         rows = np.concatenate([self._rows[int(u)] for u in users])
         local = np.repeat(np.arange(len(users)), [len(self._rows[int(u)]) for u in users])
         pos_items = self.split.train_items[rows]
-        neg_items = sample_negatives(users[local], self.negatives, self.split.seen_codes,
-                                     self.split.n_items, rng)
+        neg_items = sample_negatives(
+            users[local], self.negatives, self.split.seen_codes, self.split.n_items, rng
+        )
         row_user = np.concatenate([local, np.repeat(local, self.negatives)])
         row_item = np.concatenate([pos_items, neg_items.ravel()])
         labels = np.concatenate([np.ones(len(rows)), np.zeros(neg_items.size)])
-        return Batch(users=users, row_user=row_user, row_item=row_item,
-                     labels=labels.astype(np.float32))
+        return Batch(
+            users=users, row_user=row_user, row_item=row_item, labels=labels.astype(np.float32)
+        )

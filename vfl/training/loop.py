@@ -48,7 +48,9 @@ class FitResult:
 def evaluate(model: Recommender, lists: EvalLists, *, step: int, k: int) -> RankingMetrics:
     """Score every candidate list in chunks of users, then compute the metrics."""
     probs = [
-        model.predict(step, lists.users[s:s + EVAL_CHUNK_USERS], lists.items[s:s + EVAL_CHUNK_USERS])
+        model.predict(
+            step, lists.users[s : s + EVAL_CHUNK_USERS], lists.items[s : s + EVAL_CHUNK_USERS]
+        )
         for s in range(0, len(lists.users), EVAL_CHUNK_USERS)
     ]
     return evaluate_candidates(np.concatenate(probs), k)
@@ -57,8 +59,16 @@ def evaluate(model: Recommender, lists: EvalLists, *, step: int, k: int) -> Rank
 ProgressFn = Callable[[str, EpochRecord], None]
 
 
-def fit(model: Recommender, split: RecSplit, batcher: UserBatcher, *, epochs: int, seed: int,
-        k: int, progress: ProgressFn | None = None) -> FitResult:
+def fit(
+    model: Recommender,
+    split: RecSplit,
+    batcher: UserBatcher,
+    *,
+    epochs: int,
+    seed: int,
+    k: int,
+    progress: ProgressFn | None = None,
+) -> FitResult:
     """Train ``model`` for ``epochs`` epochs, evaluating validation and test after each."""
     rng = np.random.default_rng(seed)
     result = FitResult(name=model.name)

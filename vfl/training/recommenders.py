@@ -52,17 +52,24 @@ class ActiveHead(nn.Module):
         self.inputs = inputs
         user_ids = n_users if cfg.user_id_embedding else None
         self.bottom = ActiveBottom(
-            user_tower=Tower(user_ids, u.n_numeric, u.cardinalities, cfg.active_hidden,
-                             cfg.embedding_dim),
-            item_tower=Tower(i.numeric.shape[0], i.n_numeric, i.cardinalities,
-                             cfg.active_hidden, cfg.embedding_dim),
+            user_tower=Tower(
+                user_ids, u.n_numeric, u.cardinalities, cfg.active_hidden, cfg.embedding_dim
+            ),
+            item_tower=Tower(
+                i.numeric.shape[0],
+                i.n_numeric,
+                i.cardinalities,
+                cfg.active_hidden,
+                cfg.embedding_dim,
+            ),
             dim=cfg.embedding_dim,
         )
         self.interactive = InteractiveLayer(self.bottom.out_dim, cfg.interactive_out)
         self.top = TopModel(cfg.interactive_out, cfg.top_hidden)
 
-    def logits(self, row_user: torch.Tensor, row_item: torch.Tensor,
-               z_b: torch.Tensor | None) -> torch.Tensor:
+    def logits(
+        self, row_user: torch.Tensor, row_item: torch.Tensor, z_b: torch.Tensor | None
+    ) -> torch.Tensor:
         """Logit of each (aligned user, item) row, given ``z_b = b·W_B`` per row or None."""
         e = self.bottom(self.inputs.users.gather(row_user), self.inputs.items.gather(row_item))
         return self.top(self.interactive(e, z_b))
@@ -85,8 +92,9 @@ def _rows(users: np.ndarray, items: np.ndarray) -> tuple[torch.Tensor, torch.Ten
 class HeadRecommender:
     """A single-process model: E's head on some user features (E alone or joined)."""
 
-    def __init__(self, name: str, inputs: ActiveInputs, cfg: ModelConfig, train: TrainConfig,
-                 *, n_users: int) -> None:
+    def __init__(
+        self, name: str, inputs: ActiveInputs, cfg: ModelConfig, train: TrainConfig, *, n_users: int
+    ) -> None:
         self.name = name
         self.head = ActiveHead(inputs, cfg, n_users=n_users)
         self.optimizer = _adam(list(self.head.parameters()), train)
@@ -95,8 +103,7 @@ class HeadRecommender:
         """Forward, BCE loss, backward, Adam step."""
         self.head.train()
         row_user = torch.as_tensor(batch.users[batch.row_user])
-        loss = _bce(self.head.logits(row_user, torch.as_tensor(batch.row_item), None),
-                    batch.labels)
+        loss = _bce(self.head.logits(row_user, torch.as_tensor(batch.row_item), None), batch.labels)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -107,7 +114,9 @@ class HeadRecommender:
         """Sigmoid of the logits, shaped like ``items``."""
         self.head.eval()
         row_user, row_item = _rows(users, items)
-        return torch.sigmoid(self.head.logits(row_user, row_item, None)).numpy().reshape(items.shape)
+        return (
+            torch.sigmoid(self.head.logits(row_user, row_item, None)).numpy().reshape(items.shape)
+        )
 
 
 def joined_users(e_users: TableTensors, p_users: TableTensors) -> TableTensors:
@@ -125,8 +134,15 @@ class SplitRecommender:
 
     name = "split_plaintext"
 
-    def __init__(self, inputs: ActiveInputs, cfg: ModelConfig, train: TrainConfig, *,
-                 n_users: int, peer: PassivePeer) -> None:
+    def __init__(
+        self,
+        inputs: ActiveInputs,
+        cfg: ModelConfig,
+        train: TrainConfig,
+        *,
+        n_users: int,
+        peer: PassivePeer,
+    ) -> None:
         self.head = ActiveHead(inputs, cfg, n_users=n_users)
         self.w_b = PassiveWeight(cfg.passive_out, cfg.interactive_out)
         self.peer = peer
@@ -138,8 +154,9 @@ class SplitRecommender:
         b = torch.tensor(self.peer.forward(step, batch.users, train=True), requires_grad=True)
         local = torch.as_tensor(batch.row_user)
         z_b = self.w_b(b[local])  # autograd sums each user's rows into b.grad
-        logits = self.head.logits(torch.as_tensor(batch.users)[local],
-                                  torch.as_tensor(batch.row_item), z_b)
+        logits = self.head.logits(
+            torch.as_tensor(batch.users)[local], torch.as_tensor(batch.row_item), z_b
+        )
         loss = _bce(logits, batch.labels)
         self.optimizer.zero_grad()
         loss.backward()

@@ -44,8 +44,9 @@ class TrafficCounter:
 class InMemoryChannel:
     """Endpoint of an in-process channel; build a connected pair with :meth:`pair`."""
 
-    def __init__(self, name: str, peer: str, inbox: queue.Queue[bytes],
-                 outbox: queue.Queue[bytes]) -> None:
+    def __init__(
+        self, name: str, peer: str, inbox: queue.Queue[bytes], outbox: queue.Queue[bytes]
+    ) -> None:
         self.name, self.peer = name, peer
         self._inbox, self._outbox = inbox, outbox
         self.traffic = TrafficCounter()
