@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 
 from vfl.cli.data_cmd import data_app
 from vfl.data.party_files import FileFormat, read_table
-from vfl.data.synthetic import CATEGORIES, E_CATEGORIES, P_CATEGORIES, generate_synthetic
+from vfl.data.synthetic import (
+    CATEGORIES,
+    E_CATEGORIES,
+    JOB_SETTINGS,
+    P_CATEGORIES,
+    generate_synthetic,
+)
 
 N_USERS, N_ITEMS, OVERLAP = 600, 120, 0.7
 DATA_FILES = ("e_users", "items", "interactions", "p_users")
@@ -92,6 +98,7 @@ def test_no_nan_and_configs_name_existing_columns(gen: dict) -> None:
     assert job == {
         "job": {"name": "synthetic", "seed": 3},
         "parties": {"active": "e_party.toml", "passive": "p_party.toml"},
+        **JOB_SETTINGS,
     }
 
 
