@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vfl.data.movielens import convert_movielens
-from vfl.data.synthetic import generate_synthetic
+from vfl.data.synthetic_writer import generate_synthetic
 from vfl.training.compare import MODELS, run_compare
 from vfl.training.loop import EpochRecord
 

@@ -35,7 +35,7 @@ def synth(
     fmt: FileFormat = typer.Option(FileFormat.CSV, "--format", help="File format."),
 ) -> None:
     """Generate synthetic e-commerce (E) + payment (P) data with a known ground truth."""
-    from vfl.data.synthetic import generate_synthetic
+    from vfl.data.synthetic_writer import generate_synthetic
 
     _check_range("--users", users, 4, None)
     _check_range("--items", items, 30, None)

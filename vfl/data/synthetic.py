@@ -33,18 +33,10 @@ Only E's users interact; both halves of the signal matter (see :func:`oracle_ran
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from vfl.data.party_files import (
-    FileFormat,
-    two_party_files,
-    write_party_dir,
-)
 
 CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books", "grocery", "toys")
 E_CATEGORIES = (0, 1, 2, 3)  # category shares E can observe (browsing)
@@ -53,12 +45,6 @@ BASE_LOG_PRICE = (5.0, 3.8, 4.3, 3.2, 4.0, 2.8, 2.4, 3.4)  # per category, log o
 START_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
 WINDOW_SECONDS = 182 * 24 * 3600
 _CHUNK = 2048
-# Training settings written into job.toml. Users buy ~10 items, too few to learn a per-user id
-# embedding without overfitting; the behaviour and payment features carry the signal instead.
-JOB_SETTINGS: dict[str, dict[str, object]] = {
-    "model": {"user_id_embedding": False},
-    "train": {"epochs": 15},
-}
 
 
 @dataclass(frozen=True)
@@ -109,21 +95,6 @@ class OracleReport:
 
     hr10: dict[str, float]
     auc: dict[str, float]
-
-
-@dataclass(frozen=True)
-class SyntheticSummary:
-    """Counts and output paths of one generated dataset."""
-
-    n_union: int
-    n_shared: int
-    n_e_users: int
-    n_p_users: int
-    n_items: int
-    n_interactions: int
-    n_purchases: int
-    oracle: OracleReport
-    paths: dict[str, Path]
 
 
 def sample_latents(rng: np.random.Generator, n: int, coef: Coefficients) -> Latents:
@@ -280,7 +251,7 @@ def assign_groups(rng: np.random.Generator, n: int, overlap: float) -> dict[str,
     return {"shared": shared, "e_only": e_only, "p_only": np.sort(perm[n_shared + n_e_only :])}
 
 
-def _id_width(n_union: int) -> int:
+def id_width(n_union: int) -> int:
     """Digits in a user number: at least 5, enough for ``n_union - 1``."""
     return max(5, len(str(n_union - 1)))
 
@@ -340,116 +311,3 @@ def oracle_ranking(
         hr10[name] = float((above < 10).mean())
         auc[name] = float((below + (1 - below - above / n_neg) / 2).mean())
     return OracleReport(hr10=hr10, auc=auc)
-
-
-def _ground_truth(
-    lat: Latents, cat: Catalogue, groups: dict[str, np.ndarray], coef: Coefficients
-) -> dict[str, object]:
-    """JSON-ready model description, coefficients and the latents of every user and item."""
-    group = np.empty(len(lat.activity), dtype=object)
-    for name, rows in groups.items():
-        group[rows] = name
-    width = _id_width(len(group))
-    users = {"z": lat.z, "theta": lat.theta, "price_affinity": lat.price_affinity}
-    items = {"price_z": cat.price_z, "popularity": cat.popularity}
-    return {
-        "model": __doc__,
-        "coefficients": asdict(coef),
-        "categories": list(CATEGORIES),
-        "e_categories": list(E_CATEGORIES),
-        "p_categories": list(P_CATEGORIES),
-        "base_log_price": list(BASE_LOG_PRICE),
-        "users": {
-            "id": [e_user_id(u, width) for u in range(len(group))],
-            "group": group.tolist(),
-            "activity": np.round(lat.activity, 5).tolist(),
-            **{k: np.round(v, 5).tolist() for k, v in users.items()},
-        },
-        "items": {
-            "id": cat.table["item_id"].tolist(),
-            "category_index": cat.category.tolist(),
-            **{k: np.round(v, 5).tolist() for k, v in items.items()},
-        },
-    }
-
-
-def build_tables(
-    rng: np.random.Generator,
-    lat: Latents,
-    cat: Catalogue,
-    groups: dict[str, np.ndarray],
-    coef: Coefficients,
-) -> tuple[dict[str, pd.DataFrame], OracleReport]:
-    """The four party tables keyed by stem, plus the oracle ranking report."""
-    width = _id_width(len(lat.activity))
-    e_rows = np.union1d(groups["shared"], groups["e_only"])
-    p_rows = rng.permutation(np.union1d(groups["shared"], groups["p_only"]))
-    log = sample_interactions(rng, lat, cat, e_rows, coef)
-    oracle = oracle_ranking(rng, lat, cat, log, coef)
-    e_users = e_user_features(rng, lat, e_rows, coef)
-    e_users.insert(0, "user_id", [e_user_id(u, width) for u in e_rows])
-    p_users = p_user_features(rng, lat, p_rows, coef)
-    p_users.insert(0, "user_id", [p_user_id(u, width) for u in p_rows])
-    inter = pd.DataFrame(
-        {
-            "user_id": [e_user_id(u, width) for u in log["user"]],
-            "item_id": cat.table["item_id"].to_numpy()[log["item"]],
-            "timestamp": log["timestamp"],
-            "purchased": log["purchased"],
-        }
-    )
-    tables = {"e_users": e_users, "items": cat.table, "interactions": inter, "p_users": p_users}
-    return tables, oracle
-
-
-def generate_synthetic(
-    out_dir: Path,
-    *,
-    users: int = 4000,
-    items: int = 400,
-    overlap: float = 0.8,
-    seed: int = 7,
-    fmt: FileFormat = FileFormat.CSV,
-    coef: Coefficients | None = None,
-) -> SyntheticSummary:
-    """Generate the dataset into ``out_dir`` (created) and return counts, oracle and paths.
-
-    ``users`` is the size of the union of both parties' customers, ``0 < overlap <= 1``.
-
-    Raises:
-        ValueError: if a size or the overlap is out of range.
-    """
-    if users < 4 or items < 30 or not 0.0 < overlap <= 1.0:
-        raise ValueError("need users >= 4, items >= 30 and 0 < overlap <= 1")
-    coef, rng = coef or Coefficients(), np.random.default_rng(seed)
-    lat, cat = sample_latents(rng, users, coef), make_catalogue(rng, items, coef)
-    groups = assign_groups(rng, users, overlap)
-    tables, oracle = build_tables(rng, lat, cat, groups, coef)
-    active, passive = two_party_files(
-        tables, fmt, names=("shop", "payments"), label_column="purchased"
-    )
-    paths = write_party_dir(
-        Path(out_dir),
-        job="synthetic",
-        seed=seed,
-        active=active,
-        passive=passive,
-        tables=tables,
-        fmt=fmt,
-        settings=JOB_SETTINGS,
-    )
-    truth = {"seed": seed, "overlap": overlap, "oracle": asdict(oracle)}
-    truth |= _ground_truth(lat, cat, groups, coef)
-    paths["ground_truth"] = Path(out_dir) / "ground_truth.json"
-    paths["ground_truth"].write_text(json.dumps(truth), encoding="utf-8")
-    return SyntheticSummary(
-        n_union=users,
-        n_shared=len(groups["shared"]),
-        n_e_users=len(tables["e_users"]),
-        n_p_users=len(tables["p_users"]),
-        n_items=items,
-        n_interactions=len(tables["interactions"]),
-        n_purchases=int(tables["interactions"]["purchased"].sum()),
-        oracle=oracle,
-        paths=paths,
-    )
