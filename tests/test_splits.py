@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.helpers import tiny_parties
 from vfl.data.alignment import align_locally
 from vfl.data.splits import build_split, sample_negatives
+from vfl.errors import DataError
 
 
 def _split(seed: int = 0, n_negatives: int = 20):
@@ -55,3 +57,10 @@ def test_training_negatives_avoid_seen_items() -> None:
     negs = sample_negatives(users, 4, split.seen_codes, split.n_items, np.random.default_rng(0))
     codes = np.repeat(users, 4) * split.n_items + negs.ravel()
     assert not np.isin(codes, split.seen_codes).any()
+
+
+def test_too_small_catalogue_names_the_user_and_the_key() -> None:
+    active, passive = tiny_parties(n_items=100)
+    alignment = align_locally(active.users.ids, passive.users.ids)
+    with pytest.raises(DataError, match=r"user 'u\d+'.*test_negatives"):
+        build_split(active.interactions, alignment, active.items, n_negatives=95, seed=0)

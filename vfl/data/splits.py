@@ -98,6 +98,7 @@ def build_split(
     test_rows = pos[held & (from_end == 0)]
     valid_rows = pos[held & (from_end == 1)]
     train_rows = pos[~held | (from_end >= 2)]
+    _check_unseen(frame, alignment, n_items, n_negatives)
     rng = np.random.default_rng(seed)
     return RecSplit(
         n_users=len(alignment),
@@ -107,6 +108,21 @@ def build_split(
         seen_codes=seen,
         valid=_candidates(valid_rows, seen, n_items, n_negatives, rng),
         test=_candidates(test_rows, seen, n_items, n_negatives, rng),
+    )
+
+
+def _check_unseen(frame: pd.DataFrame, alignment: Alignment, n_items: int, n_neg: int) -> None:
+    """Every user must leave at least ``n_neg`` items unseen to draw evaluation candidates."""
+    counts = frame.groupby("user")["item"].nunique()
+    if counts.empty or n_items - int(counts.max()) >= n_neg:
+        return
+    worst = int(counts.idxmax())
+    raise DataError(
+        "interactions",
+        None,
+        f"user '{alignment.ids[worst]}' interacted with {int(counts.max())} of {n_items} items, "
+        f"leaving fewer than the {n_neg} unseen items evaluation needs",
+        "set a smaller [eval] test_negatives in the job config or use a larger item catalogue",
     )
 
 
