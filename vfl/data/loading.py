@@ -297,7 +297,7 @@ def _standardised(numbers: np.ndarray) -> np.ndarray:
     """z-score with this column's mean and (population) std; std 0 -> 1. Returns float32."""
     std = float(numbers.std())
     scale = std if std > 0 else 1.0
-    return ((numbers - numbers.mean()) / scale).astype(np.float32)
+    return np.asarray((numbers - numbers.mean()) / scale, dtype=np.float32)
 
 
 def _codes(

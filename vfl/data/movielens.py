@@ -77,7 +77,8 @@ def read_atomic(path: Path) -> pd.DataFrame:
 def read_movielens_raw() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Return the raw (interactions, users, items) tables of ml-100k, every cell a string."""
     folder = movielens_dir()
-    return tuple(read_atomic(folder / f"ml-100k.{kind}") for kind in ("inter", "user", "item"))
+    inter, user, item = (read_atomic(folder / f"ml-100k.{k}") for k in ("inter", "user", "item"))
+    return inter, user, item
 
 
 def genre_column(genre: str) -> str:

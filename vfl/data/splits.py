@@ -116,7 +116,7 @@ def _check_unseen(frame: pd.DataFrame, alignment: Alignment, n_items: int, n_neg
     counts = frame.groupby("user")["item"].nunique()
     if counts.empty or n_items - int(counts.max()) >= n_neg:
         return
-    worst = int(counts.idxmax())
+    worst = int(counts.index.to_numpy()[counts.to_numpy().argmax()])
     raise DataError(
         "interactions",
         None,

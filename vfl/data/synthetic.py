@@ -297,7 +297,7 @@ def oracle_ranking(
     """
     m = len(cat.category)
     n_neg = min(99, m - int(log.groupby("user").size().max()))
-    seen = log.groupby("user")["item"].agg(lambda s: set(s.to_numpy().tolist()))
+    seen = {u: set(g.tolist()) for u, g in log.groupby("user")["item"]}
     last = log[log["purchased"] == 1].groupby("user")["item"].last()
     users = last.index.to_numpy()
     cand = np.empty((len(users), n_neg + 1), dtype=int)

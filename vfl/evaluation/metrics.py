@@ -21,7 +21,7 @@ def positive_rank(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"scores must be (n_users, n_candidates>=2), got {scores.shape}")
-    return (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
+    return np.asarray((scores[:, 1:] >= scores[:, :1]).sum(axis=1), dtype=np.int64)
 
 
 def hit_rate_at_k(scores: np.ndarray, k: int) -> float:

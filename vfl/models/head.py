@@ -25,7 +25,7 @@ class InteractiveLayer(nn.Module):
 
     def forward(self, e: torch.Tensor, z_b: torch.Tensor | None) -> torch.Tensor:
         """``z``; ``z_b=None`` means no passive party (the E-alone baseline)."""
-        z = self.w_e(e)
+        z: torch.Tensor = self.w_e(e)
         return z if z_b is None else z + z_b
 
 
@@ -51,4 +51,5 @@ class TopModel(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """One logit per row."""
-        return self.net(torch.relu(z)).squeeze(1)
+        logit: torch.Tensor = self.net(torch.relu(z))
+        return logit.squeeze(1)

@@ -34,7 +34,7 @@ class TabularEncoder(nn.Module):
         self.embeddings = nn.ModuleList(
             nn.Embedding(card, embedding_width(card)) for card in cardinalities
         )
-        self.out_dim = n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        self.out_dim = n_numeric + sum(embedding_width(c) for c in cardinalities)
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """``(m, n_numeric)`` floats and ``(m, n_categorical)`` codes -> ``(m, out_dim)``."""

@@ -72,7 +72,8 @@ class ActiveHead(nn.Module):
     ) -> torch.Tensor:
         """Logit of each (aligned user, item) row, given ``z_b = b·W_B`` per row or None."""
         e = self.bottom(self.inputs.users.gather(row_user), self.inputs.items.gather(row_item))
-        return self.top(self.interactive(e, z_b))
+        logit: torch.Tensor = self.top(self.interactive(e, z_b))
+        return logit
 
 
 def _adam(params: list[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
