@@ -50,7 +50,7 @@ def compare(
     dataset: Dataset = typer.Option(Dataset.SYNTHETIC, help="Dataset to prepare and use."),
     out: Path = typer.Option(None, help="Output folder (default runs/compare-<dataset>)."),
     config: Path = typer.Option(None, help="Use this job.toml instead of preparing --dataset."),
-    epochs: int = typer.Option(None, min=1, help="Override [train] epochs of the job."),
+    epochs: int = typer.Option(None, min=1, help="Override the job's train.epochs."),
 ) -> None:
     """Train E alone, plaintext split and centralised on the same split; write compare.json."""
     out_dir = out or Path("runs") / f"compare-{dataset.value}"
