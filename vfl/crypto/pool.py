@@ -1,0 +1,198 @@
+"""Background precomputation of Paillier obfuscators ``r^n mod n^2``.
+
+The costly half of a Paillier encryption or re-randomisation (Paillier 1999, EUROCRYPT) is
+``r^n mod n^2`` for a fresh uniform ``r``; it does not depend on the data. A
+:class:`RandomnessPool` computes these ahead of time:
+
+1. Keep up to ``size`` values in stock; worker processes compute them in chunks
+   (``ProcessPoolExecutor``, spawned so no parent state such as open sockets is forked;
+   each worker draws ``r`` from the OS generator through :mod:`secrets`).
+2. :meth:`RandomnessPool.take` removes ``k`` values from the stock under a lock, waiting
+   (bounded by ``timeout``) for more as they arrive, and tops the stock back up to ``size``
+   in the background.
+3. A value leaves the stock exactly once, so it is never handed out twice; two independent
+   draws collide with probability below ``1/n`` per pair.
+
+``workers=0`` computes inline, in the calling thread, on demand (no background work).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+import gmpy2
+
+if TYPE_CHECKING:
+    from vfl.crypto.paillier import PublicKey
+
+
+class RPowNSource(Protocol):
+    """Anything that hands out fresh ``r^n mod n^2`` values for :attr:`public_key`."""
+
+    @property
+    def public_key(self) -> PublicKey:
+        """The key the values belong to."""
+        ...
+
+    def take(self, k: int) -> list[int]:
+        """Returns ``k`` values never handed out before."""
+        ...
+
+
+def r_pow_n_batch(n: int, count: int) -> list[int]:
+    """Returns ``count`` values ``r^n mod n^2`` for fresh uniform ``r`` in ``[1, n)``."""
+    nsquare = n * n
+    return [int(gmpy2.powmod(secrets.randbelow(n - 1) + 1, n, nsquare)) for _ in range(count)]
+
+
+class RandomnessPool:
+    """A stock of fresh ``r^n mod n^2`` values for one public key, refilled in background.
+
+    Args:
+        public_key: the key whose ``n`` the values belong to.
+        size: target number of values kept in stock (``>= 1``).
+        workers: worker processes; ``None`` means ``os.cpu_count()``, ``0`` means inline.
+        timeout: seconds :meth:`take` waits before raising ``TimeoutError``.
+
+    Raises:
+        ValueError: if ``size < 1``, ``workers < 0`` or ``timeout <= 0``.
+    """
+
+    def __init__(
+        self,
+        public_key: PublicKey,
+        size: int,
+        workers: int | None = None,
+        *,
+        timeout: float = 60.0,
+    ) -> None:
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if size < 1 or workers < 0 or timeout <= 0:
+            raise ValueError(
+                f"RandomnessPool needs size >= 1, workers >= 0, timeout > 0; got size {size}, "
+                f"workers {workers}, timeout {timeout}"
+            )
+        self._key, self.size, self.workers, self.timeout = public_key, size, workers, timeout
+        self._stock: deque[int] = deque()
+        self._ready = threading.Condition()
+        self._pending = 0  # values being computed by workers
+        self._error: BaseException | None = None
+        self._executor: ProcessPoolExecutor | None = None
+        self._chunk = max(1, math.ceil(size / (2 * max(1, workers))))
+        if workers:
+            context = multiprocessing.get_context("spawn")
+            self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            self._refill()
+
+    @property
+    def public_key(self) -> PublicKey:
+        """The key the values belong to."""
+        return self._key
+
+    def __repr__(self) -> str:
+        return (
+            f"RandomnessPool(n_bits={self._key.n_bits}, size={self.size}, workers={self.workers})"
+        )
+
+    def available(self) -> int:
+        """Returns how many values are in stock now."""
+        with self._ready:
+            return len(self._stock)
+
+    def take(self, k: int) -> list[int]:
+        """Returns ``k`` fresh ``r^n mod n^2`` values, each handed out only once.
+
+        Blocks until ``k`` values are ready (``k`` may exceed ``size``: values are handed
+        over as they arrive). Values already removed when a timeout strikes are discarded.
+
+        Raises:
+            ValueError: if ``k < 0``.
+            TimeoutError: if they are not ready within ``timeout`` seconds (names the pool).
+            RuntimeError: if the pool was closed or a worker failed.
+        """
+        if k < 0:
+            raise ValueError(f"cannot take {k} values")
+        if self.workers == 0:
+            return r_pow_n_batch(self._key.n, k)
+        deadline, out = time.monotonic() + self.timeout, list[int]()
+        while True:
+            with self._ready:
+                self._raise_if_failed()
+                while self._stock and len(out) < k:
+                    out.append(self._stock.popleft())
+                remaining = deadline - time.monotonic()
+            self._refill()
+            if len(out) == k:
+                return out
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"{self!r} could not supply {k} values within {self.timeout} s "
+                    f"({len(out)} ready): add workers, a larger size or a longer timeout"
+                )
+            with self._ready:
+                self._ready.wait_for(lambda: self._error or self._stock, remaining)
+
+    def _raise_if_failed(self) -> None:
+        """Re-raises a worker failure (caller holds the lock)."""
+        if self._error is not None:
+            raise RuntimeError(f"{self!r} failed to compute values") from self._error
+
+    def _refill(self) -> None:
+        """Submits chunks until stock plus pending reaches ``size`` (caller must not hold lock).
+
+        At most ``size + chunk`` values are in stock or in flight, so the executor's queue stays
+        short; submission happens outside the lock so the executor's result thread, which
+        takes the lock in :meth:`_on_done`, never waits on us while we wait on it.
+        """
+        with self._ready:
+            executor = self._executor
+            if executor is None:
+                raise RuntimeError(f"{self!r} is closed")
+            chunks = 0
+            while len(self._stock) + self._pending < self.size:
+                self._pending += self._chunk
+                chunks += 1
+        for _ in range(chunks):
+            future = executor.submit(r_pow_n_batch, self._key.n, self._chunk)
+            future.add_done_callback(self._on_done)
+
+    def _on_done(self, future: Future[list[int]]) -> None:
+        """Moves a finished chunk into stock and wakes waiters."""
+        with self._ready:
+            self._pending -= self._chunk
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                self._error = error
+            else:
+                self._stock.extend(future.result())
+            self._ready.notify_all()
+
+    def close(self) -> None:
+        """Stops the workers and drops pending work; :meth:`take` fails afterwards."""
+        with self._ready:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> RandomnessPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
