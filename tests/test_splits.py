@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import tiny_parties
 from vfl.data.alignment import align_locally
-from vfl.data.splits import build_split, sample_negatives
+from vfl.data.splits import build_split, is_seen, sample_negatives
 from vfl.errors import DataError
 
 
@@ -64,3 +64,12 @@ def test_too_small_catalogue_names_the_user_and_the_key() -> None:
     alignment = align_locally(active.users.ids, passive.users.ids)
     with pytest.raises(DataError, match=r"user 'u\d+'.*test_negatives"):
         build_split(active.interactions, alignment, active.items, n_negatives=95, seed=0)
+
+
+def test_is_seen_matches_set_membership() -> None:
+    rng = np.random.default_rng(5)
+    seen = np.unique(rng.integers(0, 1000, 300))
+    codes = rng.integers(-5, 1010, (40, 7))
+    expected = np.vectorize(lambda c: c in set(seen.tolist()))(codes)
+    np.testing.assert_array_equal(is_seen(codes, seen), expected)
+    assert not is_seen(codes, np.array([], dtype=np.int64)).any()

@@ -154,6 +154,18 @@ def _unseen_sample(
     return rng.choice(pool, size=n, replace=False)
 
 
+def is_seen(codes: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Membership of ``codes`` in the sorted array ``seen`` by binary search.
+
+    ``np.isin`` re-hashes ``seen`` on every call, which dominated training time on MovieLens
+    (100k seen pairs, ~4k lookups per step); a binary search needs no per-call set-up.
+    """
+    pos = np.searchsorted(seen, codes)
+    if len(seen) == 0:
+        return np.zeros(np.shape(codes), dtype=bool)
+    return np.asarray(seen[np.minimum(pos, len(seen) - 1)] == codes)
+
+
 def sample_negatives(
     users: np.ndarray, per_positive: int, seen: np.ndarray, n_items: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -163,12 +175,12 @@ def sample_negatives(
     """
     out = rng.integers(0, n_items, size=(len(users), per_positive))
     rep_users = np.repeat(users, per_positive).reshape(out.shape)
-    bad = np.isin(rep_users * n_items + out, seen)
+    bad = is_seen(rep_users * n_items + out, seen)
     for _ in range(1000):
         if not bad.any():
             return out
         out[bad] = rng.integers(0, n_items, size=int(bad.sum()))
-        bad = np.isin(rep_users * n_items + out, seen)
+        bad = is_seen(rep_users * n_items + out, seen)
     raise DataError(
         "interactions",
         None,
