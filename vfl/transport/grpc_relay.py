@@ -1,0 +1,207 @@
+"""The coordinator's relay: a mutual-TLS gRPC service that moves opaque frames between parties.
+
+Two unary RPCs on service ``vfl.Relay``, carried as raw bytes (no protobuf codegen; the payload is
+the framing of :mod:`vfl.transport.framing`):
+
+1. ``Send(frame)``: the caller, identified by the common name of its verified client certificate,
+   must be in ``allowed_parties`` and must equal the header's ``from``; the frame goes into the
+   bounded mailbox ``(job, to, from)``. A full mailbox answers RESOURCE_EXHAUSTED (back-pressure);
+   a frame the same sender session already delivered is acknowledged and dropped (safe re-send).
+2. ``Recv(request)``: long-polls the caller's own mailbox for frames from the named sender, for at
+   most ``min(wait_s, max_poll_s)`` seconds, and answers one frame or empty bytes.
+
+The relay reads headers only; bodies are never decoded. What the coordinator learns is exactly
+:meth:`RelayServer.stats`: bytes per (sender, recipient) pair, plus timing.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from vfl.transport.framing import FrameError, FrameHeader, decode_recv_request, peek_header
+
+SERVICE = "vfl.Relay"
+SEND_METHOD = f"/{SERVICE}/Send"
+RECV_METHOD = f"/{SERVICE}/Recv"
+# One frame carries one protocol chunk; 64 MiB bounds a chunk with room for the header.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+_Box = tuple[str, str, str]  # (job, recipient, sender)
+
+
+class _Mailboxes:
+    """Bounded FIFO per (job, recipient, sender), with duplicate-drop and byte counters."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self._limit = limit_bytes
+        self._cond = threading.Condition()
+        self._boxes: dict[_Box, collections.deque[bytes]] = collections.defaultdict(
+            collections.deque
+        )
+        self._used: dict[_Box, int] = collections.defaultdict(int)
+        self._last_seq: dict[tuple[str, str, str, str], int] = {}
+        self._bytes: dict[tuple[str, str], int] = collections.defaultdict(int)
+        self._closed = False
+
+    def put(self, header: FrameHeader, frame: bytes) -> bool:
+        """Queue ``frame``; False when the mailbox is full. Duplicates are accepted and dropped."""
+        box = (header.job, header.recipient, header.sender)
+        session = (header.job, header.sender, header.recipient, header.session)
+        with self._cond:
+            if self._last_seq.get(session, -1) >= header.seq:
+                return True
+            if self._used[box] + len(frame) > self._limit and self._boxes[box]:
+                return False
+            self._boxes[box].append(frame)
+            self._used[box] += len(frame)
+            self._last_seq[session] = header.seq
+            self._bytes[(header.sender, header.recipient)] += len(frame)
+            self._cond.notify_all()
+        return True
+
+    def take(self, box: _Box, wait_s: float) -> bytes:
+        """Pop the oldest frame of ``box``, waiting up to ``wait_s``; empty bytes if none."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while not self._boxes[box] and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return b""
+                self._cond.wait(left)
+            if not self._boxes[box]:
+                return b""
+            frame = self._boxes[box].popleft()
+            self._used[box] -= len(frame)
+            return frame
+
+    def close(self) -> None:
+        """Wake every waiting long-poll so the server can stop promptly."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def byte_counts(self) -> dict[tuple[str, str], int]:
+        """Frame bytes accepted per (sender, recipient)."""
+        with self._cond:
+            return dict(self._bytes)
+
+
+class RelayServer:
+    """Mutual-TLS relay between the parties of a job; see the module docstring for the RPCs."""
+
+    def __init__(
+        self,
+        bind: str = "127.0.0.1:0",
+        *,
+        ca_pem: bytes,
+        cert_pem: bytes,
+        key_pem: bytes,
+        allowed_parties: set[str],
+        mailbox_limit_bytes: int = 256 * 1024 * 1024,
+        max_poll_s: float = 2.0,
+        max_workers: int = 16,
+    ) -> None:
+        if mailbox_limit_bytes <= 0 or max_poll_s <= 0:
+            raise ValueError("mailbox_limit_bytes and max_poll_s must be positive")
+        self._bind = bind
+        self._creds = grpc.ssl_server_credentials(
+            [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+        )
+        self._allowed = frozenset(allowed_parties)
+        self._max_poll_s = max_poll_s
+        self._max_workers = max_workers
+        self._boxes = _Mailboxes(mailbox_limit_bytes)
+        self._server: Any = None
+
+    def start(self) -> int:
+        """Bind and serve; returns the bound port (useful with port 0)."""
+        if self._server is not None:
+            raise RuntimeError("relay server already started")
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="relay"),
+            options=GRPC_OPTIONS,
+        )
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Send": grpc.unary_unary_rpc_method_handler(self._send),
+                "Recv": grpc.unary_unary_rpc_method_handler(self._recv),
+            },
+        )
+        server.add_generic_rpc_handlers((handler,))
+        port = int(server.add_secure_port(self._bind, self._creds))
+        if port == 0:
+            raise OSError(f"relay cannot bind {self._bind}: address in use or not local")
+        server.start()
+        self._server = server
+        return port
+
+    def stop(self, grace_s: float = 0.5) -> None:
+        """Stop serving; pending long-polls return empty at once. Idempotent."""
+        self._boxes.close()
+        if self._server is not None:
+            self._server.stop(grace_s).wait()
+            self._server = None
+
+    def stats(self) -> dict[tuple[str, str], int]:
+        """Frame bytes relayed per (sender, recipient): all the relay learns besides timing."""
+        return self._boxes.byte_counts()
+
+    def _caller(self, context: Any) -> str:
+        """The verified party name of the caller, or abort with PERMISSION_DENIED."""
+        auth = context.auth_context()
+        names = [n.decode() for n in auth.get("x509_common_name", [])]
+        sans = {n.decode() for n in auth.get("x509_subject_alternative_name", [])}
+        name = names[0] if names else ""
+        if not name or (sans and name not in sans) or name not in self._allowed:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"party '{name or '?'}' is not allowed in this job (allowed: "
+                f"{', '.join(sorted(self._allowed))})",
+            )
+        return name
+
+    def _send(self, frame: bytes, context: Any) -> bytes:
+        caller = self._caller(context)
+        try:
+            header = peek_header(frame)
+        except FrameError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if header.sender != caller:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"party '{caller}' sent a frame claiming to be from '{header.sender}'",
+            )
+        if header.recipient not in self._allowed:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"recipient '{header.recipient}' is not a party of this job",
+            )
+        if not self._boxes.put(header, frame):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"mailbox of '{header.recipient}' is full; retry after it reads",
+            )
+        return b""
+
+    def _recv(self, request: bytes, context: Any) -> bytes:
+        caller = self._caller(context)
+        try:
+            req = decode_recv_request(request)
+        except FrameError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        wait = min(req.wait_s, self._max_poll_s)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = max(0.0, min(wait, remaining - 0.05))
+        return self._boxes.take((req.job, caller, req.sender), wait)
