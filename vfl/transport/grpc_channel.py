@@ -1,0 +1,189 @@
+"""A party's :class:`~vfl.transport.channel.Channel` to its peer through the coordinator's relay.
+
+The party dials out to the coordinator only (mutual TLS: it presents its own certificate and
+verifies the coordinator's against the job CA). ``send`` wraps the bytes in a frame addressed to
+the peer; ``recv`` long-polls the relay until a frame from the peer arrives.
+
+Limits: one frame holds at most :data:`~vfl.transport.grpc_relay.MAX_MESSAGE_BYTES` (64 MiB of
+body plus header room); the protocol layer chunks anything larger. Transient failures
+(coordinator restarting, mailbox full) are retried with exponential backoff inside the caller's
+timeout; certificate and permission failures are reported at once with the likely fix.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import grpc
+
+from vfl.errors import ChannelTimeout, ProtocolError
+from vfl.transport.channel import TrafficCounter
+from vfl.transport.framing import (
+    FrameHeader,
+    RecvRequest,
+    TransportError,
+    encode_frame,
+    encode_recv_request,
+    split_frame,
+)
+from vfl.transport.grpc_relay import GRPC_OPTIONS, RECV_METHOD, SEND_METHOD
+
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+_TLS_HINTS = ("handshake", "ssl", "tls", "certificate", "tsi_")
+_MAX_BACKOFF_S = 1.0
+_POLL_SLACK_S = 0.5
+# The coordinator hanging up during the handshake this many times in a row (about 1.5 s of
+# backoff) means it refuses our certificate; a coordinator that is down refuses the connection.
+_HANGUP = "socket closed"
+_MAX_HANGUPS = 5
+_NO_ATTEMPT = "no attempt made"
+
+
+class GrpcChannel:
+    """Endpoint ``me`` of the ordered link to ``peer``, relayed by the coordinator at ``target``."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        me: str,
+        peer: str,
+        ca_pem: bytes,
+        cert_pem: bytes,
+        key_pem: bytes,
+        job_id: str,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.name, self.peer, self.job_id = me, peer, job_id
+        self.target, self.timeout_s = target, timeout_s
+        self.traffic = TrafficCounter()
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
+        )
+        self._channel: Any = grpc.secure_channel(target, creds, options=GRPC_OPTIONS)
+        self._send_rpc = self._channel.unary_unary(SEND_METHOD)
+        self._recv_rpc = self._channel.unary_unary(RECV_METHOD)
+        self._session = secrets.token_hex(8)
+        self._seq = 0
+        self._last_seen: dict[str, int] = {}  # peer session -> last delivered seq
+
+    def send(self, data: bytes) -> None:
+        """Deliver ``data`` to the relay for the peer within ``timeout_s``.
+
+        Raises:
+            ChannelTimeout: the coordinator did not accept the frame in time.
+            TransportError: certificate or permission problem, or a refused frame.
+        """
+        if not isinstance(data, bytes):
+            raise TypeError("channels carry bytes only")
+        header = FrameHeader(self.job_id, self.name, self.peer, self._session, self._seq)
+        deadline = time.monotonic() + self.timeout_s
+        self._call(self._send_rpc, encode_frame(header, data), deadline, poll=False)
+        self._seq += 1
+        self.traffic.add(len(data))
+
+    def recv(self, timeout: float) -> bytes:
+        """Next message from the peer, waiting at most ``timeout`` seconds.
+
+        Raises:
+            ChannelTimeout: nothing from the peer in time (names the peer).
+            ProtocolError: a frame from the wrong job or party, or a gap in its sequence.
+            TransportError: certificate or permission problem.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = deadline - time.monotonic()
+            req = RecvRequest(job=self.job_id, sender=self.peer, wait_s=max(0.0, left))
+            reply = self._call(self._recv_rpc, encode_recv_request(req), deadline, poll=True)
+            if reply:
+                body = self._accept(reply)
+                if body is not None:
+                    return body
+        raise self._timeout(f"no message from party '{self.peer}' within {timeout:g} s")
+
+    def close(self) -> None:
+        """Close the underlying gRPC channel."""
+        self._channel.close()
+
+    def __enter__(self) -> GrpcChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self, frame: bytes) -> bytes | None:
+        """Body of a checked frame, or None for a duplicate."""
+        header, body = split_frame(frame)
+        if (header.job, header.sender, header.recipient) != (self.job_id, self.peer, self.name):
+            raise ProtocolError(
+                f"{self.name}: frame for job '{header.job}' from '{header.sender}' to "
+                f"'{header.recipient}' on the channel of job '{self.job_id}' with '{self.peer}'"
+            )
+        last = self._last_seen.get(header.session)
+        if last is not None and header.seq <= last:
+            return None
+        if last is not None and header.seq != last + 1:
+            raise ProtocolError(
+                f"{self.name}: frames {last + 1}..{header.seq - 1} from party '{self.peer}' "
+                "are missing"
+            )
+        self._last_seen[header.session] = header.seq
+        return body
+
+    def _call(self, rpc: Any, payload: bytes, deadline: float, *, poll: bool) -> bytes:
+        """One RPC, retried with backoff on transient errors until ``deadline``.
+
+        A long-poll gets ``_POLL_SLACK_S`` beyond ``deadline`` so the relay answers first.
+        """
+        backoff, hangups, last, full = 0.05, 0, _NO_ATTEMPT, False
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                return bytes(rpc(payload, timeout=left + (_POLL_SLACK_S if poll else 0.0)))
+            except grpc.RpcError as err:
+                last = str(err.details() or "")
+                full = err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                self._raise_unless_transient(err)
+                hangups = hangups + 1 if _HANGUP in last.lower() else 0
+            if hangups >= _MAX_HANGUPS:
+                raise self._tls_error(last)
+            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(2 * backoff, _MAX_BACKOFF_S)
+        if last == _NO_ATTEMPT:
+            raise self._timeout(f"timed out before reaching party '{self.peer}'")
+        if full:
+            raise self._timeout(f"party '{self.peer}' is not reading its messages: {last}")
+        raise self._timeout(
+            f"coordinator at {self.target} unreachable while talking to party '{self.peer}' "
+            f"(last error: {last}). Fix: check that the coordinator is running at that address"
+        )
+
+    def _raise_unless_transient(self, err: Any) -> None:
+        code, details = err.code(), str(err.details() or "")
+        if code in _RETRYABLE and not any(h in details.lower() for h in _TLS_HINTS):
+            return
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise self._timeout(f"no answer from the coordinator at {self.target} in time")
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise self._tls_error(details)
+        if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+            raise TransportError(
+                f"party '{self.name}' refused by the coordinator at {self.target}: {details}. "
+                f"Fix: list '{self.name}' as a party of the job, or use the certificate issued "
+                "for this party (its common name is the party name)"
+            ) from None
+        raise TransportError(
+            f"party '{self.name}': coordinator at {self.target} refused the request "
+            f"({code.name}: {details})"
+        ) from None
+
+    def _tls_error(self, details: str) -> TransportError:
+        return TransportError(
+            f"party '{self.name}': TLS connection to the coordinator at {self.target} failed "
+            f"({details}). Fix: use the certificate and key issued for '{self.name}' by the "
+            "job's CA, and the CA file that signed the coordinator's certificate"
+        )
+
+    def _timeout(self, what: str) -> ChannelTimeout:
+        return ChannelTimeout(f"{self.name}: {what}")
