@@ -35,9 +35,10 @@ def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
     return generate_dev_pki(tmp_path_factory.mktemp("foreign"), parties=["E"])
 
 
-def _start_relay(pki: DevPki, limit: int) -> RelayServer:
+def _start_relay(pki: DevPki, limit: int, bind: str = "127.0.0.1:0") -> RelayServer:
     cert, key = pki.coordinator.read()
     return RelayServer(
+        bind,
         ca_pem=pki.ca_pem(),
         cert_pem=cert,
         key_pem=key,
@@ -239,7 +240,7 @@ def test_full_mailbox_pushes_back_until_read(pki: DevPki) -> None:
         server.stop()
 
 
-def _channel(pki: DevPki, port: int, me: str, peer: str) -> GrpcChannel:
+def _channel(pki: DevPki, port: int, me: str, peer: str, timeout_s: float = 0.4) -> GrpcChannel:
     cert, key = pki.parties[me].read()
     return GrpcChannel(
         f"127.0.0.1:{port}",
@@ -249,7 +250,7 @@ def _channel(pki: DevPki, port: int, me: str, peer: str) -> GrpcChannel:
         cert_pem=cert,
         key_pem=key,
         job_id=JOB,
-        timeout_s=0.4,
+        timeout_s=timeout_s,
     )
 
 
@@ -288,3 +289,37 @@ def test_stats_count_bytes_and_relay_never_decodes_body(
     assert link == ("E", "P")
     assert sum(map(len, bodies)) < counted < sum(map(len, bodies)) + 200 * len(bodies)
     assert not hasattr(grpc_relay, "split_frame")
+
+
+def test_channel_rides_out_a_coordinator_restart(pki: DevPki) -> None:
+    # Prepare
+    first = _start_relay(pki, limit=1 << 20)
+    port = first.start()
+    second = _start_relay(pki, limit=1 << 20, bind=f"127.0.0.1:{port}")
+    e, p = (_channel(pki, port, a, b, timeout_s=5.0) for a, b in [("E", "P"), ("P", "E")])
+    restart = threading.Timer(0.3, second.start)
+    try:
+        e.send(b"before")
+        assert p.recv(2) == b"before"
+        first.stop()
+        # Execute
+        restart.start()
+        e.send(b"after")
+        # Assert
+        assert p.recv(5) == b"after"
+    finally:
+        restart.cancel()
+        if restart.ident is not None:
+            restart.join()
+        e.close()
+        p.close()
+        second.stop()
+
+
+def test_second_relay_on_a_taken_port_is_a_named_error(
+    relay: tuple[RelayServer, int], pki: DevPki
+) -> None:
+    other = _start_relay(pki, limit=1000, bind=f"127.0.0.1:{relay[1]}")
+    with pytest.raises(TransportError, match=r"cannot listen on .*Fix:"):
+        other.start()
+    other.stop()

@@ -73,14 +73,21 @@ class GrpcChannel:
         """Deliver ``data`` to the relay for the peer within ``timeout_s``.
 
         Raises:
-            ChannelTimeout: the coordinator did not accept the frame in time.
+            ChannelTimeout: the coordinator did not accept the frame in time (it may still
+                deliver it; the protocol layer's sequence numbers catch a duplicate re-send).
             TransportError: certificate or permission problem, or a refused frame.
         """
         if not isinstance(data, bytes):
             raise TypeError("channels carry bytes only")
         header = FrameHeader(self.job_id, self.name, self.peer, self._session, self._seq)
         deadline = time.monotonic() + self.timeout_s
-        self._call(self._send_rpc, encode_frame(header, data), deadline, poll=False)
+        try:
+            self._call(self._send_rpc, encode_frame(header, data), deadline, poll=False)
+        except (ChannelTimeout, TransportError):
+            # The relay may or may not hold this frame: a fresh session keeps the next frame
+            # from being dropped as a re-send, and the receiver from seeing a false gap.
+            self._session, self._seq = secrets.token_hex(8), 0
+            raise
         self._seq += 1
         self.traffic.add(len(data))
 

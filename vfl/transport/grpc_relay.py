@@ -11,7 +11,9 @@ the framing of :mod:`vfl.transport.framing`):
    most ``min(wait_s, max_poll_s)`` seconds, and answers one frame or empty bytes.
 
 The relay reads headers only; bodies are never decoded. What the coordinator learns is exactly
-:meth:`RelayServer.stats`: bytes per (sender, recipient) pair, plus timing.
+:meth:`RelayServer.stats`: bytes per (sender, recipient) pair, plus timing. Mailboxes live in
+memory: frames not yet received are lost if the coordinator restarts, and the parties resume
+from their protocol checkpoints (clients simply retry until the relay is back).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from typing import Any
 
 import grpc
 
-from vfl.transport.framing import FrameError, FrameHeader, decode_recv_request, peek_header
+from vfl.transport.framing import (
+    FrameError,
+    FrameHeader,
+    TransportError,
+    decode_recv_request,
+    peek_header,
+)
 
 SERVICE = "vfl.Relay"
 SEND_METHOD = f"/{SERVICE}/Send"
@@ -54,7 +62,10 @@ class _Mailboxes:
         self._closed = False
 
     def put(self, header: FrameHeader, frame: bytes) -> bool:
-        """Queue ``frame``; False when the mailbox is full. Duplicates are accepted and dropped."""
+        """Queue ``frame``; False when the mailbox is full. Duplicates are accepted and dropped.
+
+        An empty mailbox always takes one frame, so a chunk above the limit still moves.
+        """
         box = (header.job, header.recipient, header.sender)
         session = (header.job, header.sender, header.recipient, header.session)
         with self._cond:
@@ -124,12 +135,17 @@ class RelayServer:
         self._server: Any = None
 
     def start(self) -> int:
-        """Bind and serve; returns the bound port (useful with port 0)."""
+        """Bind and serve; returns the bound port (useful with port 0).
+
+        Raises:
+            TransportError: the address is taken or not local.
+        """
         if self._server is not None:
             raise RuntimeError("relay server already started")
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="relay"),
-            options=GRPC_OPTIONS,
+            # no SO_REUSEPORT: a second process must not share the coordinator's port
+            options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)],
         )
         handler = grpc.method_handlers_generic_handler(
             SERVICE,
@@ -139,9 +155,15 @@ class RelayServer:
             },
         )
         server.add_generic_rpc_handlers((handler,))
-        port = int(server.add_secure_port(self._bind, self._creds))
+        try:
+            port = int(server.add_secure_port(self._bind, self._creds))
+        except RuntimeError:  # grpc's only signal for a failed bind
+            port = 0
         if port == 0:
-            raise OSError(f"relay cannot bind {self._bind}: address in use or not local")
+            raise TransportError(
+                f"coordinator cannot listen on {self._bind}: address in use or not local. "
+                "Fix: stop the other process on that port or choose another in the config"
+            )
         server.start()
         self._server = server
         return port
