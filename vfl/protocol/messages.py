@@ -28,6 +28,11 @@ class MessageType(Enum):
     BACKWARD_RES = "backward_res"
     SHUTDOWN = "shutdown"
     ERROR = "error"
+    SETUP_INS = "setup_ins"
+    SETUP_RES = "setup_res"
+    SECURE_FORWARD_RES = "secure_forward_res"
+    SECURE_BACKWARD_INS = "secure_backward_ins"
+    SECURE_BACKWARD_RES = "secure_backward_res"
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,62 @@ class ErrorRes:
     reason: str
 
 
-Message = ForwardIns | ForwardRes | BackwardIns | BackwardRes | Shutdown | ErrorRes
+@dataclass(frozen=True)
+class SetupIns:
+    """E -> P (secure mode): E's Paillier public key and ``[[U]]_E``, E's share of ``W_B``."""
+
+    step: int
+    public_key: bytes
+    enc_u: bytes
+
+
+@dataclass(frozen=True)
+class SetupRes:
+    """P -> E (secure mode): P's Paillier public key."""
+
+    step: int
+    public_key: bytes
+
+
+@dataclass(frozen=True)
+class SecureForwardRes:
+    """P -> E: ``[[b·W_B]]_E`` per user and, when training, a fresh ``[[V]]_P``."""
+
+    step: int
+    enc_zb: bytes
+    enc_v: bytes  # empty when the forward was not for training
+
+
+@dataclass(frozen=True)
+class SecureBackwardIns:
+    """E -> P: ``[[η·δ]]_E`` per user and ``[[δ·W_Bᵀ]]_P`` per user."""
+
+    step: int
+    enc_g: bytes
+    enc_db: bytes
+
+
+@dataclass(frozen=True)
+class SecureBackwardRes:
+    """P -> E: ``[[η·bᵀδ - R]]_E``, E's masked share update."""
+
+    step: int
+    enc_ge: bytes
+
+
+Message = (
+    ForwardIns
+    | ForwardRes
+    | BackwardIns
+    | BackwardRes
+    | Shutdown
+    | ErrorRes
+    | SetupIns
+    | SetupRes
+    | SecureForwardRes
+    | SecureBackwardIns
+    | SecureBackwardRes
+)
 
 MESSAGE_TYPES: dict[MessageType, type] = {
     MessageType.FORWARD_INS: ForwardIns,
@@ -86,5 +146,10 @@ MESSAGE_TYPES: dict[MessageType, type] = {
     MessageType.BACKWARD_RES: BackwardRes,
     MessageType.SHUTDOWN: Shutdown,
     MessageType.ERROR: ErrorRes,
+    MessageType.SETUP_INS: SetupIns,
+    MessageType.SETUP_RES: SetupRes,
+    MessageType.SECURE_FORWARD_RES: SecureForwardRes,
+    MessageType.SECURE_BACKWARD_INS: SecureBackwardIns,
+    MessageType.SECURE_BACKWARD_RES: SecureBackwardRes,
 }
 TYPE_OF: dict[type, MessageType] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vfl.errors import ProtocolError
+from vfl.errors import ProtocolError, VflError
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import (
@@ -59,7 +59,7 @@ class PassivePlainServer:
                 return
             try:
                 reply = self.handle(msg)
-            except ProtocolError as exc:
+            except (VflError, ValueError) as exc:  # a bad request, not a crash of P
                 reply = ErrorRes(step=getattr(msg, "step", -1), reason=str(exc))
             self.endpoint.send(reply)
 
@@ -72,6 +72,11 @@ class PassivePlainServer:
         raise ProtocolError(f"P does not accept {type(msg).__name__}")
 
     def _forward(self, msg: ForwardIns) -> ForwardRes:
+        b = self._embed(msg)
+        return ForwardRes(step=msg.step, embeddings=b.detach().numpy().astype(np.float32))
+
+    def _embed(self, msg: ForwardIns) -> torch.Tensor:
+        """Validate the requested users and compute ``b`` (kept for backward if training)."""
         users = np.asarray(msg.users)
         n = self.numeric.shape[0]
         if users.ndim != 1 or users.size == 0 or users.min() < 0 or users.max() >= n:
@@ -81,24 +86,30 @@ class PassivePlainServer:
         idx = torch.as_tensor(users, dtype=torch.int64)
         self.bottom.train(msg.train)
         with torch.set_grad_enabled(msg.train):
-            b = self.bottom(self.numeric[idx], self.categorical[idx])
+            b: torch.Tensor = self.bottom(self.numeric[idx], self.categorical[idx])
         self._pending = (msg.step, b) if msg.train else None
-        return ForwardRes(step=msg.step, embeddings=b.detach().numpy().astype(np.float32))
+        return b
+
+    def _pop_pending(self, step: int) -> torch.Tensor:
+        """``b`` of the training forward of ``step``."""
+        if self._pending is None or self._pending[0] != step:
+            raise ProtocolError(f"step {step}: backward without a matching training forward")
+        b = self._pending[1]
+        self._pending = None
+        return b
+
+    def _step_bottom(self, step: int, b: torch.Tensor, grads: np.ndarray) -> None:
+        """Back-propagate ``dL/db`` through the bottom model and step P's optimiser."""
+        g = torch.as_tensor(np.asarray(grads, dtype=np.float32))
+        if g.shape != b.shape or not torch.isfinite(g).all():
+            raise ProtocolError(f"step {step}: gradient must be finite with shape {tuple(b.shape)}")
+        self.optimizer.zero_grad()
+        b.backward(g)
+        self.optimizer.step()
+        self.steps_done += 1
 
     def _backward(self, msg: BackwardIns) -> BackwardRes:
-        if self._pending is None or self._pending[0] != msg.step:
-            raise ProtocolError(f"step {msg.step}: backward without a matching training forward")
-        _, b = self._pending
-        grads = torch.as_tensor(np.asarray(msg.grads, dtype=np.float32))
-        if grads.shape != b.shape or not torch.isfinite(grads).all():
-            raise ProtocolError(
-                f"step {msg.step}: gradient must be finite with shape {tuple(b.shape)}"
-            )
-        self.optimizer.zero_grad()
-        b.backward(grads)
-        self.optimizer.step()
-        self._pending = None
-        self.steps_done += 1
+        self._step_bottom(msg.step, self._pop_pending(msg.step), msg.grads)
         return BackwardRes(step=msg.step)
 
 

@@ -19,6 +19,7 @@ from vfl.errors import ProtocolError
 from vfl.protocol.messages import MESSAGE_TYPES, TYPE_OF, Message, MessageType
 
 _ALLOWED_DTYPES = {"<f4", "<f8", "<i8", "|b1"}
+_BYTES = "bytes"  # opaque byte fields (e.g. serialised ciphertexts) travel as raw buffers
 _LEN = struct.Struct("<I")
 
 
@@ -39,7 +40,10 @@ def encode(envelope: Envelope) -> bytes:
     buffers: list[bytes] = []
     for f in dataclasses.fields(msg):
         value = getattr(msg, f.name)
-        if isinstance(value, np.ndarray):
+        if isinstance(value, bytes):
+            arrays.append({"name": f.name, "dtype": _BYTES, "shape": [len(value)]})
+            buffers.append(value)
+        elif isinstance(value, np.ndarray):
             arr = np.ascontiguousarray(value)
             arr = arr.astype(arr.dtype.newbyteorder("<")) if arr.dtype.byteorder == ">" else arr
             arrays.append({"name": f.name, "dtype": arr.dtype.str, "shape": list(arr.shape)})
@@ -82,8 +86,13 @@ def decode(data: bytes) -> Envelope:
         raise ProtocolError(f"malformed message: {exc}") from exc
 
 
-def _read_array(data: bytes, offset: int, spec: dict[str, Any]) -> tuple[np.ndarray, int]:
+def _read_array(data: bytes, offset: int, spec: dict[str, Any]) -> tuple[np.ndarray | bytes, int]:
     """One array buffer at ``offset``; returns it and the offset after it."""
+    if spec["dtype"] == _BYTES:
+        size = int(spec["shape"][0])
+        if size < 0 or offset + size > len(data):
+            raise ProtocolError(f"bytes field '{spec['name']}' is truncated")
+        return data[offset : offset + size], offset + size
     if spec["dtype"] not in _ALLOWED_DTYPES:
         raise ProtocolError(f"array '{spec['name']}' has unsupported dtype {spec['dtype']}")
     dtype = np.dtype(spec["dtype"])

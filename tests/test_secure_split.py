@@ -1,0 +1,171 @@
+"""Encrypted split learning (secret-shared W_B, Paillier) over the in-memory channel.
+
+* It trains the same model as the plaintext network with SGD on ``W_B`` (losses agree).
+* Recorded traffic: only ciphertexts cross; what E decrypts of the weight update is masked.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import tiny_parties
+from vfl.config.job import ModelConfig, TrainConfig
+from vfl.crypto.paillier import EncryptedVector, KeyPair
+from vfl.data.alignment import align_locally
+from vfl.data.splits import build_split
+from vfl.models.bottom import PassiveBottom
+from vfl.protocol.endpoint import Endpoint
+from vfl.protocol.messages import ForwardIns, SecureBackwardIns, SecureBackwardRes, SetupIns
+from vfl.protocol.secure_layer import ActiveShare, PassiveShare, SecureScales, initial_half
+from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
+from vfl.protocol.serde import decode
+from vfl.training.inputs import TableTensors, UserBatcher
+from vfl.training.recommenders import ActiveInputs
+from vfl.training.secure import SecureSplitRecommender
+from vfl.transport.channel import InMemoryChannel
+
+CFG = ModelConfig(
+    embedding_dim=4,
+    passive_hidden=(6,),
+    passive_out=3,
+    active_hidden=(6,),
+    interactive_out=4,
+    top_hidden=(4,),
+)
+TRAIN = TrainConfig(learning_rate=0.01, users_per_step=4)
+WB_LR = 0.5
+SCALES = SecureScales()
+KEYS = {"E": KeyPair.generate(512), "P": KeyPair.generate(512)}
+
+
+@pytest.fixture()
+def secure():
+    torch.manual_seed(0)
+    active, passive = tiny_parties()
+    al = align_locally(active.users.ids, passive.users.ids)
+    split = build_split(active.interactions, al, active.items, n_negatives=20, seed=0)
+    inputs = ActiveInputs(
+        users=TableTensors.from_table(active.users, al.active_rows),
+        items=TableTensors.from_table(active.items),
+    )
+    p = TableTensors.from_table(passive.users, al.passive_rows)
+    e_ch, p_ch = InMemoryChannel.pair("E", "P")
+    e_ch.sent, p_ch.sent = [], []
+    d, h = CFG.passive_out, CFG.interactive_out
+    e_share = ActiveShare(KEYS["E"], initial_half(d, h, SCALES, np.random.default_rng(1)), SCALES)
+    p_share = PassiveShare(KEYS["P"], initial_half(d, h, SCALES, np.random.default_rng(2)), SCALES)
+    w0 = (e_share.u + p_share.v).astype(float) / 2.0**SCALES.w_bits
+    bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, d)
+    server = PassiveSecureServer(
+        endpoint=Endpoint(p_ch, job_id="t", timeout=20),
+        bottom=bottom,
+        numeric=p.numeric,
+        categorical=p.categorical,
+        share=p_share,
+        optimizer=torch.optim.Adam(bottom.parameters(), lr=0.01),
+    )
+    peer = SecurePassivePeer(Endpoint(e_ch, job_id="t", timeout=20), e_share)
+    model = SecureSplitRecommender(
+        inputs, CFG, TRAIN, n_users=len(al), peer=peer, wb_learning_rate=WB_LR
+    )
+    batches = list(
+        UserBatcher(split, users_per_step=4, negatives_per_positive=2).epoch(
+            np.random.default_rng(1)
+        )
+    )[:4]
+    ref = {"head": copy.deepcopy(model.head), "bottom": copy.deepcopy(bottom), "w0": w0}
+    return model, server, p, batches, ref, e_ch, p_ch, split
+
+
+def _reference(ref, p, batches):
+    """The plaintext network: same weights, Adam on both sides' own layers, SGD on W_B."""
+    head, bottom = ref["head"], ref["bottom"]
+    w_b = torch.tensor(ref["w0"], dtype=torch.float32, requires_grad=True)
+    opt_e = torch.optim.Adam(head.parameters(), lr=0.01, weight_decay=TRAIN.weight_decay)
+    opt_p = torch.optim.Adam(bottom.parameters(), lr=0.01)
+    opt_w = torch.optim.SGD([w_b], lr=WB_LR)
+    losses, grads = [], []
+    for batch in batches:
+        users = torch.as_tensor(batch.users)
+        b = bottom(p.numeric[users], p.categorical[users])
+        local = torch.as_tensor(batch.row_user)
+        logits = head.logits(users[local], torch.as_tensor(batch.row_item), (b @ w_b)[local])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.as_tensor(batch.labels)
+        )
+        for o in (opt_e, opt_p, opt_w):
+            o.zero_grad()
+        loss.backward()
+        grads.append(w_b.grad.detach().clone())
+        for o in (opt_e, opt_p, opt_w):
+            o.step()
+        losses.append(float(loss.detach()))
+    return losses, w_b.detach().numpy(), grads
+
+
+def _run(model, server, batches):
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    model.peer.setup()
+    losses = [model.train_step(step, batch) for step, batch in enumerate(batches)]
+    probs = model.predict(99, batches[0].users, np.arange(6).reshape(1, 6).repeat(4, 0))
+    model.peer.shutdown(step=100)
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    return losses, probs
+
+
+def test_encrypted_training_matches_the_plaintext_network(secure) -> None:
+    # Prepare
+    model, server, p, batches, ref, *_ = secure
+    expected, w_expected, _ = _reference(ref, p, batches)
+    # Execute
+    got, probs = _run(model, server, batches)
+    # Assert: same losses (fixed-point error ~1e-6), and U + V is the reference W_B.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    w = (model.peer.share.u + server.share.v).astype(float) / 2.0**SCALES.w_bits
+    np.testing.assert_allclose(w, w_expected, atol=1e-5)
+    assert probs.shape == (4, 6) and np.all((probs > 0) & (probs < 1))
+
+
+def test_only_ciphertexts_cross_and_e_sees_masked_updates(secure) -> None:
+    model, server, p, batches, ref, e_ch, p_ch, _ = secure
+    _, _, grads = _reference(ref, p, batches)
+    _run(model, server, batches)
+    pk_e, pk_p = KEYS["E"].public_key, KEYS["P"].public_key
+    to_p = [decode(x).message for x in e_ch.sent]
+    to_e = [decode(x).message for x in p_ch.sent]
+    setup = next(m for m in to_p if isinstance(m, SetupIns))
+    EncryptedVector.deserialise(setup.enc_u, pk_e)  # U only ever leaves E encrypted
+    for m in to_p:
+        if isinstance(m, SecureBackwardIns):
+            EncryptedVector.deserialise(m.enc_g, pk_e)
+            EncryptedVector.deserialise(m.enc_db, pk_p)
+        elif isinstance(m, ForwardIns):
+            assert m.users.ndim == 1  # P learns which users, nothing per row
+    updates = [m for m in to_e if isinstance(m, SecureBackwardRes)]
+    assert len(updates) == len(batches)
+    for res, g in zip(updates, grads, strict=True):
+        vec = EncryptedVector.deserialise(res.enc_ge, pk_e)
+        seen_by_e = np.array(KEYS["E"].private_key.raw_decrypt_vector(vec), dtype=object)
+        true_update = WB_LR * g.numpy().astype(float) * 2.0**SCALES.w_bits
+        lifted = np.array([int(x) if x < pk_e.n // 2 else int(x) - pk_e.n for x in seen_by_e])
+        # what E decrypts is the update plus a mask at least 2^30 times larger
+        assert np.median(np.abs(lifted.astype(float))) > 2.0**30 * np.abs(true_update).max()
+    # Neither share resembles W_B: both are dominated by the masks.
+    w = (model.peer.share.u + server.share.v).astype(float)
+    assert np.abs(model.peer.share.u.astype(float)).min() > 2.0**30 * np.abs(w).max()
+
+
+def test_plaintext_requests_are_refused_in_secure_mode(secure) -> None:
+    from vfl.errors import ProtocolError
+    from vfl.protocol.messages import BackwardIns
+
+    _, server, *_ = secure
+    with pytest.raises(ProtocolError, match="secure mode"):
+        server.handle(BackwardIns(step=0, grads=np.zeros((2, 3), np.float32)))

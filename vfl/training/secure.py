@@ -1,0 +1,65 @@
+"""E's side of the encrypted split network (secret-shared ``W_B``, Paillier)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vfl.config.job import ModelConfig, TrainConfig
+from vfl.protocol.secure_split import SecurePassivePeer
+from vfl.training.inputs import Batch
+from vfl.training.recommenders import ActiveHead, ActiveInputs, _adam, _bce, _rows
+
+
+class SecureSplitRecommender:
+    """Same network as :class:`~vfl.training.recommenders.SplitRecommender`, but ``W_B`` is
+    secret-shared and updated by plain SGD (learning rate ``wb_learning_rate``): a share
+    update must stay linear in its gradient (SPEC §4)."""
+
+    name = "split_encrypted"
+
+    def __init__(
+        self,
+        inputs: ActiveInputs,
+        cfg: ModelConfig,
+        train: TrainConfig,
+        *,
+        n_users: int,
+        peer: SecurePassivePeer,
+        wb_learning_rate: float,
+    ) -> None:
+        self.head = ActiveHead(inputs, cfg, n_users=n_users)
+        self.peer = peer
+        self.optimizer = _adam(list(self.head.parameters()), train)
+        self.wb_lr = wb_learning_rate
+
+    def train_step(self, step: int, batch: Batch) -> float:
+        """Forward through the encrypted layer, local backward, encrypted backward."""
+        self.head.train()
+        z_user = torch.tensor(
+            self.peer.forward(step, batch.users, train=True),
+            dtype=torch.float32,
+            requires_grad=True,
+        )
+        local = torch.as_tensor(batch.row_user)
+        logits = self.head.logits(
+            torch.as_tensor(batch.users)[local], torch.as_tensor(batch.row_item), z_user[local]
+        )
+        loss = _bce(logits, batch.labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if z_user.grad is None:
+            raise RuntimeError("no gradient for z_B")
+        self.peer.backward(step, z_user.grad.numpy().astype(np.float64), self.wb_lr)
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Score candidates with ``z_B`` decrypted for these users (no training)."""
+        self.head.eval()
+        z_user = torch.as_tensor(self.peer.forward(step, users, train=False), dtype=torch.float32)
+        local = torch.as_tensor(np.repeat(np.arange(len(users)), items.shape[1]))
+        row_user, row_item = _rows(users, items)
+        logits = self.head.logits(row_user, row_item, z_user[local])
+        return torch.sigmoid(logits).numpy().reshape(items.shape)
