@@ -101,7 +101,7 @@ class SetupRes:
 
 @dataclass(frozen=True)
 class SecureForwardRes:
-    """P -> E: ``[[b·W_B]]_E`` per user and, when training, a fresh ``[[V]]_P``."""
+    """P -> E: packed ``[[b·W_B]]_E`` per user and, when training, fresh packed ``[[Vᵀ]]_P``."""
 
     step: int
     enc_zb: bytes

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from vfl.crypto.encoding import OverflowDetected
 from vfl.crypto.paillier import EncryptedVector, KeyPair, PrivateKey, PublicKey
+from vfl.crypto.signed_packing import pack_rows, slots_per_plaintext, unpack_rows
 
 IntArray = NDArray[np.object_]  # Python ints of any size
 
@@ -52,6 +53,12 @@ class SecureScales:
         d_bits: fractional bits of ``δ`` in the embedding-gradient product.
         sigma: statistical security parameter: masks are ``2^sigma`` times larger.
         g_bound: largest accepted ``|η·δ|`` per user entry; larger raises OverflowDetected.
+        delta_bound: largest accepted ``|δ|`` per user entry.
+        max_users: most users in one step (sizes the masks).
+        slot_bits: width of a packed slot. Decrypted results must fit: ``z_B`` needs
+            ``2·b_bits + g_bits`` plus ``log2(d·|W_B|)`` (40 bits allow ``|W_B|`` up to
+            ``2^30 / d``), masked updates ``mask_bits + 1``, ``dL/db`` ``d_bits + w_bits``
+            plus ``log2(h·|δ|·|W_B|)`` (again 40 bits).
     """
 
     b_bits: int = 20
@@ -59,11 +66,31 @@ class SecureScales:
     d_bits: int = 30
     sigma: int = 40
     g_bound: float = 1.0
+    delta_bound: float = 2.0**10
+    max_users: int = 1024
+    slot_bits: int = 144
 
     @property
     def w_bits(self) -> int:
         """Fractional bits of the ``W_B`` shares."""
         return self.b_bits + self.g_bits
+
+    @property
+    def mask_bits(self) -> int:
+        """Masks ``R`` are uniform in ``[-2^k, 2^k]``: ``2^sigma`` times the largest update."""
+        return self.sigma + self.w_bits + int(np.ceil(np.log2(self.max_users + 1)))
+
+    def check(self) -> None:
+        """Every decrypted packed result must fit its slot (see module docstring).
+
+        Raises:
+            ValueError: if ``slot_bits`` is too small for the declared bounds.
+        """
+        need = max(
+            self.mask_bits + 2, 2 * self.b_bits + self.g_bits + 40, self.d_bits + self.w_bits + 40
+        )
+        if self.slot_bits < need:
+            raise ValueError(f"slot_bits={self.slot_bits} < {need} needed by the bounds")
 
 
 def quantise(x: NDArray[np.floating], bits: int, bound: float, what: str) -> IntArray:
@@ -130,47 +157,80 @@ def int_matmul(a: IntArray, b: IntArray) -> IntArray:
     return np.asarray(product, dtype=object)
 
 
+@dataclass(frozen=True)
+class Packer:
+    """Packs the last axis of integer matrices, ``k`` slots per plaintext of one key."""
+
+    slot_bits: int
+    k: int
+
+    @classmethod
+    def for_key(cls, key: PublicKey, scales: SecureScales) -> Packer:
+        """The layout for plaintexts of ``key``."""
+        scales.check()
+        return cls(scales.slot_bits, slots_per_plaintext(key.n_bits, scales.slot_bits))
+
+    def encrypt(self, key: PublicKey, rows: IntArray) -> EncryptedVector:
+        """Fresh ``[[pack(rows)]]`` under ``key``."""
+        return EncryptedVector.raw_encrypt(key, pack_rows(rows, self.slot_bits, self.k))
+
+    def pack(self, rows: IntArray) -> IntArray:
+        """Plaintext packing of ``rows`` (to add to a packed ciphertext)."""
+        return pack_rows(rows, self.slot_bits, self.k)
+
+    def decrypt(self, key: PrivateKey, vec: EncryptedVector, length: int) -> IntArray:
+        """Decrypt packed rows and unpack them to ``length`` signed ints per row."""
+        return unpack_rows(decrypt_signed(key, vec), self.slot_bits, self.k, length)
+
+
 @dataclass
 class ActiveShare:
-    """E's side: its key pair, ``U``, and the latest ``[[V]]_P`` received from P."""
+    """E's side: its key pair, ``U``, and the latest packed ``[[Vᵀ]]_P`` received from P."""
 
     keys: KeyPair
     u: IntArray
     scales: SecureScales
     peer_key: PublicKey | None = None
-    enc_v: EncryptedVector | None = None
+    enc_vt: EncryptedVector | None = None
+
+    @property
+    def own(self) -> Packer:
+        """Packing under E's key."""
+        return Packer.for_key(self.keys.public_key, self.scales)
 
     def setup_payload(self) -> tuple[bytes, bytes]:
-        """E's public key and a fresh ``[[U]]_E`` (fresh encryption needs no re-randomising)."""
-        enc_u = EncryptedVector.raw_encrypt(self.keys.public_key, self.u)
+        """E's public key and a fresh packed ``[[U]]_E`` (fresh: no re-randomising needed)."""
+        enc_u = self.own.encrypt(self.keys.public_key, self.u)
         return self.keys.public_key.to_bytes(), enc_u.serialise(rerandomise=False)
 
     def decode_zb(self, enc_zb: bytes) -> NDArray[np.float64]:
         """Step 1 at E: ``z_B = b·W_B`` (m x h)."""
         vec = EncryptedVector.deserialise(enc_zb, self.keys.public_key)
-        s = self.scales
-        return dequantise(decrypt_signed(self.keys.private_key, vec), 2 * s.b_bits + s.g_bits)
+        ints = self.own.decrypt(self.keys.private_key, vec, self.u.shape[1])
+        return dequantise(ints, 2 * self.scales.b_bits + self.scales.g_bits)
 
     def backward_payload(self, delta: NDArray[np.floating], lr: float) -> tuple[bytes, bytes]:
-        """Step 2: ``[[round(η·δ·2^f_g)]]_E`` and ``[[D·W_Bᵀ]]_P`` for per-user ``δ`` (m x h)."""
-        if self.peer_key is None or self.enc_v is None:
+        """Step 2: packed ``[[round(η·δ·2^f_g)]]_E`` and ``[[D·W_Bᵀ]]_P`` (per-user ``δ``)."""
+        if self.peer_key is None or self.enc_vt is None:
             raise RuntimeError("backward before a training forward: no [[V]]_P yet")
         s = self.scales
         g = quantise(lr * np.asarray(delta), s.g_bits, s.g_bound, "η·δ (E's gradient)")
-        enc_g = EncryptedVector.raw_encrypt(self.keys.public_key, g)
-        d = quantise(np.asarray(delta), s.d_bits, 2.0**20, "δ (E's gradient)")
-        enc_db = self.enc_v.T.dot(d) + int_matmul(d, self.u.T)  # D·[[V]]ᵀ + D·Uᵀ
+        enc_g = self.own.encrypt(self.keys.public_key, g)
+        d = quantise(np.asarray(delta), s.d_bits, s.delta_bound, "δ (E's gradient)")
+        theirs = Packer.for_key(self.peer_key, s)
+        # D·[[pack(Vᵀ)]] + pack(D·Uᵀ) = [[pack(D·(U+V)ᵀ)]], one packed row per user
+        enc_db = self.enc_vt.dot(d) + theirs.pack(int_matmul(d, self.u.T))
         return enc_g.serialise(rerandomise=False), enc_db.serialise()
 
     def apply_update(self, enc_ge: bytes) -> None:
         """Step 4: ``U ← U - (Bᵀ·G - R)``."""
         vec = EncryptedVector.deserialise(enc_ge, self.keys.public_key)
-        self.u = self.u - decrypt_signed(self.keys.private_key, vec)
+        self.u = self.u - self.own.decrypt(self.keys.private_key, vec, self.u.shape[1])
 
 
 @dataclass
 class PassiveShare:
-    """P's side: its key pair, ``V``, and ``[[U]]_E`` kept current homomorphically."""
+    """P's side: its key pair, ``V``, and packed ``[[U]]_E`` kept current homomorphically."""
 
     keys: KeyPair
     v: IntArray
@@ -178,39 +238,48 @@ class PassiveShare:
     enc_u: EncryptedVector | None = None
     _b: IntArray | None = None
 
+    def _theirs(self) -> tuple[EncryptedVector, Packer]:
+        """``[[U]]_E`` and the packing under E's key."""
+        if self.enc_u is None:
+            raise RuntimeError("no [[U]]_E yet: setup first")
+        return self.enc_u, Packer.for_key(self.enc_u.public_key, self.scales)
+
     def accept_setup(self, public_key: bytes, enc_u: bytes) -> bytes:
-        """Step 0 at P: store ``[[U]]_E``; return P's public key."""
+        """Step 0 at P: store packed ``[[U]]_E``; return P's public key."""
         peer = PublicKey.from_bytes(public_key)
         self.enc_u = EncryptedVector.deserialise(enc_u, peer)
-        if self.enc_u.shape != self.v.shape:
-            raise ValueError(f"[[U]] has shape {self.enc_u.shape}, V has {self.v.shape}")
+        packed = self._theirs()[1].pack(self.v).shape
+        if self.enc_u.shape != packed:
+            raise ValueError(f"[[U]] has packed shape {self.enc_u.shape}, expected {packed}")
         return self.keys.public_key.to_bytes()
 
     def forward_payload(self, b: NDArray[np.floating], *, train: bool) -> tuple[bytes, bytes]:
-        """Step 1 at P: ``[[B·(U+V)]]_E`` (re-randomised) and, if training, fresh ``[[V]]_P``."""
-        if self.enc_u is None:
-            raise RuntimeError("forward before setup: no [[U]]_E yet")
+        """Step 1 at P: ``[[B·(U+V)]]_E`` (re-randomised) and, if training, ``[[pack(Vᵀ)]]_P``."""
+        enc_u, theirs = self._theirs()
+        if len(b) > self.scales.max_users:
+            raise ValueError(f"{len(b)} users in one step; the masks allow {self.scales.max_users}")
         big_b = quantise(b, self.scales.b_bits, 1.0, "b (P's embedding)")
-        enc_zb = self.enc_u.dot(big_b) + int_matmul(big_b, self.v)
+        enc_zb = enc_u.dot(big_b) + theirs.pack(int_matmul(big_b, self.v))
         self._b = big_b if train else None
         if not train:
             return enc_zb.serialise(), b""
-        enc_v = EncryptedVector.raw_encrypt(self.keys.public_key, self.v)
-        return enc_zb.serialise(), enc_v.serialise(rerandomise=False)
+        own = Packer.for_key(self.keys.public_key, self.scales)
+        enc_vt = own.encrypt(self.keys.public_key, np.ascontiguousarray(self.v.T))
+        return enc_zb.serialise(), enc_vt.serialise(rerandomise=False)
 
     def backward(self, enc_g: bytes, enc_db: bytes) -> tuple[bytes, NDArray[np.float64]]:
-        """Steps 3: masked update for E, own share update, and ``dL/db`` (m x d)."""
-        if self._b is None or self.enc_u is None:
+        """Step 3: masked update for E, own share update, and ``dL/db`` (m x d)."""
+        if self._b is None:
             raise RuntimeError("backward without a matching training forward")
-        s = self.scales
-        g = EncryptedVector.deserialise(enc_g, self.enc_u.public_key)
-        grad = g.dot(self._b.T)  # [[Bᵀ·G]]_E, d x h at scale S
-        m = self._b.shape[0]
-        mask = uniform_mask(grad.shape, s.sigma + s.w_bits + int(np.ceil(np.log2(m + 1))))
-        masked = grad - mask
+        s, (enc_u, theirs) = self.scales, self._theirs()
+        g = EncryptedVector.deserialise(enc_g, enc_u.public_key)
+        grad = g.dot(np.ascontiguousarray(self._b.T))  # [[pack(Bᵀ·G)]]_E, d rows
+        mask = uniform_mask(self.v.shape, s.mask_bits)
+        masked = grad - theirs.pack(mask)
         self.v = self.v - mask
-        self.enc_u = self.enc_u - masked
+        self.enc_u = enc_u - masked
         db = EncryptedVector.deserialise(enc_db, self.keys.public_key)
-        d_b = dequantise(decrypt_signed(self.keys.private_key, db), s.d_bits + s.w_bits)
+        own = Packer.for_key(self.keys.public_key, s)
+        d_b = own.decrypt(self.keys.private_key, db, self.v.shape[0])
         self._b = None
-        return masked.serialise(), d_b
+        return masked.serialise(), dequantise(d_b, s.d_bits + s.w_bits)

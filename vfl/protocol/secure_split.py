@@ -97,7 +97,7 @@ class SecurePassivePeer:
         if train:
             if self.share.peer_key is None:
                 raise ProtocolError("training forward before setup")
-            self.share.enc_v = EncryptedVector.deserialise(res.enc_v, self.share.peer_key)
+            self.share.enc_vt = EncryptedVector.deserialise(res.enc_v, self.share.peer_key)
         return self.share.decode_zb(res.enc_zb)
 
     def backward(self, step: int, delta: np.ndarray, lr: float) -> None:
