@@ -67,3 +67,33 @@ def test_bad_job_config_is_one_clear_line(small_synthetic: Path) -> None:
     assert done.returncode == 2
     assert "bad.toml" in done.stderr and "train.epochs" in done.stderr
     assert "Fix:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_compare_encrypted_adds_the_secure_row(small_synthetic: Path) -> None:
+    # Prepare: the same job with small test keys (real runs use 2048 bits)
+    job = (small_synthetic / "data" / "job.toml").read_text()
+    (small_synthetic / "data" / "job512.toml").write_text(
+        job.replace("[train]\n", "[train]\nkey_bits = 512\n")
+    )
+    # Execute
+    done = vfl(
+        "compare",
+        "--config",
+        "data/job512.toml",
+        "--epochs",
+        "2",
+        "--encrypted",
+        "--out",
+        "enc",
+        cwd=small_synthetic,
+    )
+    # Assert
+    assert done.returncode == 0, done.stderr
+    report = json.loads((small_synthetic / "enc" / "compare.json").read_text())
+    secure = report["models"]["split_encrypted"]
+    assert secure["key_bits"] == 512
+    assert secure["auc"] > 0.55 and secure["loss_curve"][1] < secure["loss_curve"][0]
+    # ciphertexts make the secure traffic much larger than the plaintext split's
+    plain = report["models"]["split_plaintext"]
+    assert secure["bytes_passive_to_active"] > 3 * plain["bytes_passive_to_active"]
+    assert secure["cost_of_privacy"] > 1.0

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from vfl.data.movielens import convert_movielens
 from vfl.data.synthetic_writer import generate_synthetic
-from vfl.training.compare import MODELS, run_compare
+from vfl.training.compare import run_compare
 from vfl.training.loop import EpochRecord
 
 console = Console(stderr=True, width=120)
@@ -51,11 +51,14 @@ def compare(
     out: Path = typer.Option(None, help="Output folder (default runs/compare-<dataset>)."),
     config: Path = typer.Option(None, help="Use this job.toml instead of preparing --dataset."),
     epochs: int = typer.Option(None, min=1, help="Override the job's train.epochs."),
+    encrypted: bool = typer.Option(
+        False, help="Also train the encrypted split (Paillier, train.key_bits; slow)."
+    ),
 ) -> None:
     """Train E alone, plaintext split and centralised on the same split; write compare.json."""
     out_dir = out or Path("runs") / f"compare-{dataset.value}"
     job_file = config or _prepare_data(dataset, out_dir / "data")
-    report = run_compare(job_file, out_dir, epochs=epochs, progress=_progress)
+    report = run_compare(job_file, out_dir, epochs=epochs, progress=_progress, encrypted=encrypted)
     k = report["k"]
     table = Table(
         title=f"{report['job']}: {report['aligned_users']} aligned users, "
@@ -63,7 +66,7 @@ def compare(
     )
     for col in ("model", f"HR@{k}", f"NDCG@{k}", "AUC", "log-loss", "best epoch", "train s"):
         table.add_column(col, justify="right")
-    for name in MODELS:
+    for name in report["models"]:
         m = report["models"][name]
         table.add_row(
             name,

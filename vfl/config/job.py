@@ -83,6 +83,10 @@ class TrainConfig(BaseModel):
     learning_rate: PositiveFloat = 0.003
     weight_decay: NonNegativeFloat = 1e-5
     negatives_per_positive: PositiveInt = 4
+    # SGD learning rate of the secret-shared W_B (encrypted mode): a share update must stay
+    # linear in its gradient, so W_B cannot use Adam there.
+    wb_learning_rate: PositiveFloat = 0.1
+    key_bits: PositiveInt = 2048  # Paillier modulus size in encrypted mode
 
 
 class EvalConfig(BaseModel):

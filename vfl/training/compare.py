@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vfl.config.job import JobConfig, load_job_config, load_job_parties
+from vfl.crypto.paillier import KeyPair
 from vfl.data.alignment import Alignment, align_locally
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
@@ -24,6 +25,8 @@ from vfl.data.tables import ActiveData, PassiveData
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
+from vfl.protocol.secure_layer import ActiveShare, PassiveShare, SecureScales, initial_half
+from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, ProgressFn, fit
 from vfl.training.recommenders import (
@@ -33,9 +36,11 @@ from vfl.training.recommenders import (
     SplitRecommender,
     joined_users,
 )
+from vfl.training.secure import SecureSplitRecommender
 from vfl.transport.channel import InMemoryChannel
 
 MODELS = ("e_alone", "split_plaintext", "centralised")
+SCALES = SecureScales()
 
 
 @dataclass(frozen=True)
@@ -114,25 +119,30 @@ def run_split(
     epochs: int,
     progress: ProgressFn | None = None,
     channel_timeout: float = 120.0,
+    secure: bool = False,
 ) -> tuple[FitResult, dict[str, int]]:
-    """Train the split network with P serving from its own thread over an in-memory channel."""
+    """Train the split network with P serving from its own thread over an in-memory channel.
+
+    ``secure`` selects the encrypted protocol (secret-shared ``W_B``, Paillier).
+    """
     torch.manual_seed(prep.job.job.seed)
     e_end, p_end = InMemoryChannel.pair("active", "passive")
     job_id = prep.job.job.name
-    server = _passive_server(prep, Endpoint(p_end, job_id=job_id, timeout=channel_timeout))
+    p_endpoint = Endpoint(p_end, job_id=job_id, timeout=channel_timeout)
+    server = _secure_server(prep, p_endpoint) if secure else _passive_server(prep, p_endpoint)
     errors: list[BaseException] = []
     thread = threading.Thread(
         target=_serve_catching, args=(server, errors), name="passive", daemon=True
     )
     thread.start()
-    peer = PassivePeer(Endpoint(e_end, job_id=job_id, timeout=channel_timeout))
-    model = SplitRecommender(
-        prep.active, prep.job.model, prep.job.train, n_users=len(prep.alignment), peer=peer
-    )
+    e_endpoint = Endpoint(e_end, job_id=job_id, timeout=channel_timeout)
+    model = _secure_model(prep, e_endpoint) if secure else _plain_model(prep, e_endpoint)
     try:
+        if isinstance(model, SecureSplitRecommender):
+            model.peer.setup()
         result = _fit(prep, model, progress, epochs)
     finally:
-        peer.shutdown(step=-1)
+        model.peer.shutdown(step=-1)
         thread.join(timeout=channel_timeout)
     if errors:
         raise errors[0]
@@ -142,6 +152,50 @@ def run_split(
         "messages": e_end.traffic.messages_sent + p_end.traffic.messages_sent,
     }
     return result, traffic
+
+
+def _plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
+    """E's side of the plaintext split."""
+    return SplitRecommender(
+        prep.active,
+        prep.job.model,
+        prep.job.train,
+        n_users=len(prep.alignment),
+        peer=PassivePeer(endpoint),
+    )
+
+
+def _secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
+    """E's side of the encrypted split: E's key pair and its half of the initial ``W_B``."""
+    cfg, t = prep.job.model, prep.job.train
+    rng = np.random.default_rng(prep.job.job.seed)
+    u = initial_half(cfg.passive_out, cfg.interactive_out, SCALES, rng)
+    share = ActiveShare(KeyPair.generate(t.key_bits), u, SCALES)
+    return SecureSplitRecommender(
+        prep.active,
+        cfg,
+        t,
+        n_users=len(prep.alignment),
+        peer=SecurePassivePeer(endpoint, share),
+        wb_learning_rate=t.wb_learning_rate,
+    )
+
+
+def _secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
+    """P's side of the encrypted split: its bottom model, key pair and half of ``W_B``."""
+    plain = _passive_server(prep, endpoint)
+    cfg, t = prep.job.model, prep.job.train
+    rng = np.random.default_rng(prep.job.job.seed + 1)
+    v = initial_half(cfg.passive_out, cfg.interactive_out, SCALES, rng)
+    share = PassiveShare(KeyPair.generate(t.key_bits), v, SCALES)
+    return PassiveSecureServer(
+        endpoint=endpoint,
+        bottom=plain.bottom,
+        numeric=plain.numeric,
+        categorical=plain.categorical,
+        optimizer=plain.optimizer,
+        share=share,
+    )
 
 
 def _passive_server(prep: Prepared, endpoint: Endpoint) -> PassivePlainServer:
@@ -188,8 +242,9 @@ def run_compare(
     *,
     epochs: int | None = None,
     progress: ProgressFn | None = None,
+    encrypted: bool = False,
 ) -> dict[str, Any]:
-    """Train the three models and write ``compare.json`` in ``out_dir``; returns its content."""
+    """Train the three models (four with ``encrypted``) and write ``compare.json``."""
     t0 = time.perf_counter()
     prep = prepare(job_file)
     n_epochs = epochs or prep.job.train.epochs
@@ -200,6 +255,16 @@ def run_compare(
     rows["centralised"] = summarise(
         run_single(prep, "centralised", epochs=n_epochs, progress=progress)
     )
+    if encrypted:
+        secure_result, traffic = run_split(prep, epochs=n_epochs, progress=progress, secure=True)
+        rows["split_encrypted"] = {
+            **summarise(secure_result),
+            **traffic,
+            "key_bits": prep.job.train.key_bits,
+            "cost_of_privacy": round(
+                secure_result.train_seconds / max(split_result.train_seconds, 1e-9), 1
+            ),
+        }
     report = {
         "job": prep.job.job.name,
         "seed": prep.job.job.seed,
