@@ -1,1 +1,1 @@
-"""vfl.party."""
+"""One organisation's process: load its own data, run PSI, then its side of the training."""

@@ -1,0 +1,42 @@
+"""What both parties do the same way: PSI on their own ids and persisting the alignment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vfl.config.party import PartyConfig
+from vfl.data.tables import FeatureTable
+from vfl.psi.protocol import ByteLink, PsiResult, run_psi
+
+
+@dataclass(frozen=True)
+class LocalAlignment:
+    """This party's view of the aligned intersection: ``rows[k]`` of its table is user ``k``."""
+
+    ids: np.ndarray  # (n,) normalised ids in the agreed order
+    rows: np.ndarray  # (n,) int64 rows of this party's user table
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def align_with_peer(channel: ByteLink, cfg: PartyConfig, users: FeatureTable, *, job_id: str,
+                    timeout: float) -> LocalAlignment:
+    """Run PSI on this party's (already normalised) user ids."""
+    result: PsiResult = run_psi(channel, [str(i) for i in users.ids], job_id=job_id,
+                                role=cfg.role, normalise=cfg.ids.normalise,
+                                party=cfg.party.name, timeout=timeout)
+    return LocalAlignment(ids=np.array(result.ids), rows=np.asarray(result.rows, np.int64))
+
+
+def save_alignment(alignment: LocalAlignment, out_dir: Path) -> Path:
+    """Persist the alignment in this party's own work directory (``alignment.json``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "alignment.json"
+    path.write_text(json.dumps({"ids": alignment.ids.tolist(),
+                                "rows": alignment.rows.tolist()}))
+    return path
