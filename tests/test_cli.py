@@ -53,6 +53,10 @@ def test_compare_writes_all_three_models(small_synthetic: Path) -> None:
         assert row["auc"] > 0.55  # every model learns something
     split = report["models"]["split_plaintext"]
     assert split["bytes_active_to_passive"] > 0 and split["bytes_passive_to_active"] > 0
+    report_md = (small_synthetic / "out" / "report.md").read_text()
+    assert all(name in report_md for name in report["models"])
+    for png in ("loss_curves.png", "metrics.png"):
+        assert (small_synthetic / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # P's payment features carry signal E lacks, even on this small run.
     assert split["auc"] > report["models"]["e_alone"]["auc"]
 

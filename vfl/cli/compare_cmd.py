@@ -78,4 +78,4 @@ def compare(
             f"{m['wall_seconds']:.1f}",
         )
     Console(width=120).print(table)
-    console.print(f"wrote {out_dir / 'compare.json'}")
+    console.print(f"wrote {out_dir / 'compare.json'} and {out_dir / 'report.md'}")

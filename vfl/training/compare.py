@@ -22,6 +22,7 @@ from vfl.data.alignment import Alignment, align_locally
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData, PassiveData
+from vfl.evaluation.report import write_report
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
@@ -281,6 +282,7 @@ def run_compare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(report, indent=2))
+    write_report(report, out)
     return report
 
 

@@ -1,0 +1,79 @@
+"""Run reports: Markdown plus PNG plots (loss curves, metrics, time) from a results dict.
+
+The input is the JSON ``vfl compare`` or a pilot writes: ``{"models": {name: row}}`` where a
+row holds the metrics, ``loss_curve`` and ``wall_seconds``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers
+import matplotlib.pyplot as plt
+
+
+def plot_losses(models: dict[str, Any], path: Path) -> Path:
+    """Training loss per epoch for every model."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, row in models.items():
+        curve = row["loss_curve"]
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel="training loss (BCE)", title="Loss curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_metrics(models: dict[str, Any], k: int, path: Path) -> Path:
+    """Grouped bars of HR@K, NDCG@K and AUC per model, and training time."""
+    metrics = [f"hr@{k}", f"ndcg@{k}", "auc"]
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / max(len(models), 1)
+    for i, (name, row) in enumerate(models.items()):
+        xs = [j + i * width for j in range(len(metrics))]
+        bars = ax.bar(xs, [row[m] for m in metrics], width=width, label=name)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(metrics))], metrics)
+    ax.set(ylim=(0, 1), title="Test metrics (best validation epoch)")
+    ax.legend(fontsize=8)
+    names = list(models)
+    ax_t.barh(names, [models[n]["wall_seconds"] for n in names], color="grey")
+    ax_t.set(xlabel="training seconds", title="Cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> Path:
+    """Write ``report.md`` with its two plots next to it; returns the Markdown path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models, k = results["models"], results.get("k", 10)
+    plot_losses(models, out_dir / "loss_curves.png")
+    plot_metrics(models, k, out_dir / "metrics.png")
+    lines = [
+        f"# vfl report: {results.get('job', 'job')}",
+        "",
+        f"{results.get('aligned_users', '?')} aligned users, "
+        f"{results.get('test_users', '?')} test users, held-out item ranked against "
+        f"{results.get('test_negatives', 99)} sampled unseen items.",
+        "",
+        f"| model | HR@{k} | NDCG@{k} | AUC | log-loss | best epoch | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in models.items():
+        lines.append(f"| {name} | {r[f'hr@{k}']:.4f} | {r[f'ndcg@{k}']:.4f} | {r['auc']:.4f} | "
+                     f"{r['logloss']:.4f} | {r['best_epoch']} | {r['wall_seconds']:.1f} |")
+    if "split_encrypted" in models and "split_plaintext" in models:
+        lines += ["", f"Cost of privacy (encrypted / plaintext training time): "
+                      f"{models['split_encrypted'].get('cost_of_privacy', '?')}x."]
+    lines += ["", "![loss curves](loss_curves.png)", "", "![metrics](metrics.png)", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
