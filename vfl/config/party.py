@@ -29,22 +29,68 @@ Example (E, the active party)::
     time_column = "timestamp"
     label_column = "purchased"
 
-P (the passive party) has ``role = "passive"`` and only ``[party]``, ``[ids]`` and ``[users]``.
-Paths are relative to the config file's directory and are absolute in the loaded model.
+    [network]                       # optional: only for runs through a coordinator
+    coordinator = "127.0.0.1:50051"
+    ca = "certs/ca.pem"
+    cert = "certs/shop.pem"
+    key = "certs/shop.key"
+    timeout_s = 60
+
+P (the passive party) has ``role = "passive"`` and only ``[party]``, ``[ids]``, ``[users]`` and
+``[network]``. Paths are relative to the config file's directory and are absolute in the loaded
+model.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
+from vfl.errors import VflError
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 _SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# host:port, where host is a name, an IPv4 address or a bracketed IPv6 address
+_HOST_PORT = re.compile(
+    r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r":(?P<port>[0-9]{1,5})$"
+)
+
+
+def _check_address(value: str, *, allow_port_zero: bool) -> str:
+    """Return ``value`` if it is ``host:port`` with a valid port, else raise a rule error."""
+    match = _HOST_PORT.match(value)
+    low = 0 if allow_port_zero else 1
+    if match is None or not low <= int(match.group("port")) <= 65535:
+        raise rule_error(
+            f"'{value}' is not a host:port address",
+            f'write it as "host:port" with a port {low}..65535, e.g. "127.0.0.1:50051" '
+            '(IPv6: "[::1]:50051")',
+        )
+    return value
+
+
+def _check_dial_address(value: str) -> str:
+    """Validator for an address a party dials: ``host:port`` with port 1..65535."""
+    return _check_address(value, allow_port_zero=False)
+
+
+def _check_bind_address(value: str) -> str:
+    """Validator for an address a server binds: ``host:port``, port 0 picks a free port."""
+    return _check_address(value, allow_port_zero=True)
+
+
+HostPort = Annotated[str, AfterValidator(_check_dial_address)]
+"""An address to connect to, ``host:port`` with port 1..65535."""
+
+BindAddress = Annotated[str, AfterValidator(_check_bind_address)]
+"""An address to listen on, ``host:port``; port 0 lets the system pick a free port."""
 
 
 class Role(Enum):
@@ -189,6 +235,36 @@ class InteractionSchema(_DataFile):
         return self
 
 
+class NetworkSection(BaseModel):
+    """``[network]``: where the coordinator is and this party's mutual-TLS files."""
+
+    model_config = _FROZEN
+
+    coordinator: HostPort = "127.0.0.1:50051"
+    ca: ConfigPath
+    cert: ConfigPath
+    key: ConfigPath
+    timeout_s: PositiveFloat = 60.0
+
+
+def read_network_pems(net: NetworkSection) -> tuple[bytes, bytes, bytes]:
+    """``(ca_pem, cert_pem, key_pem)`` read from the files named in ``[network]``.
+
+    Raises:
+        VflError: a file vanished or became unreadable after the config was loaded.
+    """
+    pems: list[bytes] = []
+    for field, path in (("ca", net.ca), ("cert", net.cert), ("key", net.key)):
+        try:
+            pems.append(path.read_bytes())
+        except OSError as exc:
+            raise VflError(
+                f"cannot read network.{field} file {path} ({exc}). Fix: make it a readable "
+                "PEM file, e.g. one written by 'vfl certs-dev'"
+            ) from exc
+    return pems[0], pems[1], pems[2]
+
+
 class PartyConfig(BaseModel):
     """A whole party config file."""
 
@@ -199,6 +275,7 @@ class PartyConfig(BaseModel):
     users: FeatureSchema
     items: FeatureSchema | None = None
     interactions: InteractionSchema | None = None
+    network: NetworkSection | None = None
 
     @property
     def role(self) -> Role:

@@ -1,0 +1,93 @@
+"""Coordinator config: where C listens, which job it serves, which parties it admits.
+
+Example::
+
+    [coordinator]
+    bind = "127.0.0.1:50051"
+    job = "synthetic-pilot"
+    parties = ["shop", "payments"]   # certificate common names allowed in this job
+    ca = "certs/ca.pem"
+    cert = "certs/coordinator.pem"
+    key = "certs/coordinator.key"
+
+Paths are relative to the config file's directory and are absolute in the loaded model. The
+coordinator holds no data: only the job name, the party identities and its own TLS files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vfl.config.party import BindAddress
+from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
+from vfl.errors import VflError
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class CoordinatorSection(BaseModel):
+    """``[coordinator]``: listen address, job id, admitted parties and TLS files."""
+
+    model_config = _FROZEN
+
+    bind: BindAddress = "127.0.0.1:50051"
+    job: str = Field(min_length=1)
+    parties: tuple[str, ...] = Field(min_length=2)
+    ca: ConfigPath
+    cert: ConfigPath
+    key: ConfigPath
+
+    @model_validator(mode="after")
+    def _parties_distinct(self) -> CoordinatorSection:
+        """Each party name once, none empty."""
+        if any(not p.strip() for p in self.parties):
+            raise rule_error(
+                "a party name is empty",
+                'list the certificate common names, e.g. parties = ["shop", "payments"]',
+                "parties",
+            )
+        repeated = [p for p, n in Counter(self.parties).items() if n > 1]
+        if repeated:
+            raise rule_error(
+                f"party '{repeated[0]}' is listed twice", "list each party once", "parties"
+            )
+        return self
+
+
+class CoordinatorConfig(BaseModel):
+    """A whole coordinator config file."""
+
+    model_config = _FROZEN
+
+    coordinator: CoordinatorSection
+
+    def read_pems(self) -> tuple[bytes, bytes, bytes]:
+        """``(ca_pem, cert_pem, key_pem)`` read from the configured files.
+
+        Raises:
+            VflError: a file vanished or became unreadable after the config was loaded.
+        """
+        section = self.coordinator
+        pems: list[bytes] = []
+        for field, path in (("ca", section.ca), ("cert", section.cert), ("key", section.key)):
+            try:
+                pems.append(path.read_bytes())
+            except OSError as exc:
+                raise VflError(
+                    f"cannot read coordinator.{field} file {path} ({exc}). Fix: make it a "
+                    "readable PEM file, e.g. one written by 'vfl certs-dev'"
+                ) from exc
+        return pems[0], pems[1], pems[2]
+
+
+def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
+    """Read and validate a coordinator config TOML file.
+
+    Raises:
+        ConfigError: unreadable/invalid TOML, unknown key, wrong type, missing key or section,
+            missing certificate file, malformed bind address, empty or repeated party names.
+    """
+    return load_toml_model(CoordinatorConfig, path)
