@@ -8,6 +8,7 @@ import typer
 
 from vfl.cli.compare_cmd import compare
 from vfl.cli.data_cmd import data_app
+from vfl.cli.infra_cmd import certs_dev, coordinator
 from vfl.errors import VflError
 
 app = typer.Typer(
@@ -17,6 +18,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("compare")(compare)
+app.command("certs-dev")(certs_dev)
+app.command("coordinator")(coordinator)
 
 
 def run() -> None:
