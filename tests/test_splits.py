@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import tiny_parties
-from vfl.data.alignment import align_locally
+from vfl.data.alignment import Alignment, align_locally
 from vfl.data.splits import build_split, is_seen, sample_negatives
 from vfl.errors import DataError
 
@@ -73,3 +73,19 @@ def test_is_seen_matches_set_membership() -> None:
     expected = np.vectorize(lambda c: c in set(seen.tolist()))(codes)
     np.testing.assert_array_equal(is_seen(codes, seen), expected)
     assert not is_seen(codes, np.array([], dtype=np.int64)).any()
+
+
+def test_candidates_do_not_depend_on_alignment_order() -> None:
+    active, passive = tiny_parties()
+    al = align_locally(active.users.ids, passive.users.ids)
+    perm = np.random.default_rng(0).permutation(len(al))
+    shuffled = Alignment(
+        ids=al.ids[perm], active_rows=al.active_rows[perm], passive_rows=al.passive_rows[perm]
+    )
+    a = build_split(active.interactions, al, active.items, n_negatives=20, seed=3)
+    b = build_split(active.interactions, shuffled, active.items, n_negatives=20, seed=3)
+    by_id_a = {al.ids[u]: row.tolist() for u, row in zip(a.test.users, a.test.items, strict=True)}
+    by_id_b = {
+        shuffled.ids[u]: row.tolist() for u, row in zip(b.test.users, b.test.items, strict=True)
+    }
+    assert by_id_a == by_id_b

@@ -5,7 +5,8 @@
 2. Per user, ordered by time: the last positive is the test item, the one before it the
    validation item, the rest train. Users with fewer than 3 positives only train.
 3. Test and validation candidates: the held-out item plus ``n_negatives`` (default 99) items
-   the user never interacted with (any label), drawn with a fixed seed. Column 0 is the positive.
+   the user never interacted with (any label), drawn with a fixed seed and the user's id, so
+   they do not depend on the order of the aligned users. Column 0 is the positive.
 4. Training negatives: ``negatives_per_positive`` (default 4) unseen items per training
    positive, re-drawn every epoch by :func:`sample_negatives`.
 
@@ -14,6 +15,7 @@ Reference: He et al., "Neural Collaborative Filtering", WWW 2017 (arxiv.org/abs/
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,15 +101,14 @@ def build_split(
     valid_rows = pos[held & (from_end == 1)]
     train_rows = pos[~held | (from_end >= 2)]
     _check_unseen(frame, alignment, n_items, n_negatives)
-    rng = np.random.default_rng(seed)
     return RecSplit(
         n_users=len(alignment),
         n_items=n_items,
         train_users=train_rows["user"].to_numpy(),
         train_items=train_rows["item"].to_numpy(),
         seen_codes=seen,
-        valid=_candidates(valid_rows, seen, n_items, n_negatives, rng),
-        test=_candidates(test_rows, seen, n_items, n_negatives, rng),
+        valid=_candidates(valid_rows, alignment.ids, seen, n_items, n_negatives, (seed, 1)),
+        test=_candidates(test_rows, alignment.ids, seen, n_items, n_negatives, (seed, 2)),
     )
 
 
@@ -127,13 +128,21 @@ def _check_unseen(frame: pd.DataFrame, alignment: Alignment, n_items: int, n_neg
 
 
 def _candidates(
-    rows: pd.DataFrame, seen: np.ndarray, n_items: int, n_neg: int, rng: np.random.Generator
+    rows: pd.DataFrame,
+    ids: np.ndarray,
+    seen: np.ndarray,
+    n_items: int,
+    n_neg: int,
+    stream: tuple[int, int],
 ) -> EvalLists:
     """Held-out item followed by ``n_neg`` distinct never-seen items per user."""
     users = rows["user"].to_numpy()
     out = np.empty((len(users), 1 + n_neg), dtype=np.int64)
     out[:, 0] = rows["item"].to_numpy()
     for r, u in enumerate(users):
+        # One generator per user, keyed by its id: the candidates do not depend on the order
+        # the users were aligned in (id order here, blinded-value order after PSI).
+        rng = np.random.default_rng([*stream, zlib.crc32(str(ids[u]).encode())])
         out[r, 1:] = _unseen_sample(int(u), seen, n_items, n_neg, rng)
     return EvalLists(users=users, items=out)
 
