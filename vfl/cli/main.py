@@ -9,6 +9,8 @@ import typer
 from vfl.cli.compare_cmd import compare
 from vfl.cli.data_cmd import data_app
 from vfl.cli.infra_cmd import certs_dev, coordinator
+from vfl.cli.party_cmd import party
+from vfl.cli.pilot_cmd import pilot
 from vfl.errors import VflError
 
 app = typer.Typer(
@@ -20,6 +22,8 @@ app.add_typer(data_app, name="data")
 app.command("compare")(compare)
 app.command("certs-dev")(certs_dev)
 app.command("coordinator")(coordinator)
+app.command("party")(party)
+app.command("pilot")(pilot)
 
 
 def run() -> None:

@@ -245,6 +245,7 @@ class NetworkSection(BaseModel):
     cert: ConfigPath
     key: ConfigPath
     timeout_s: PositiveFloat = 60.0
+    peer: str | None = None  # the other party's name (its certificate CN)
 
 
 def read_network_pems(net: NetworkSection) -> tuple[bytes, bytes, bytes]:
