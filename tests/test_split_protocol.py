@@ -76,13 +76,12 @@ def setup():
 
 
 def _reference_losses(model, bottom, p, batches):
-    """Same network, one process, one autograd graph, one Adam over everything."""
+    """Same network, one process, one autograd graph: Adam everywhere but SGD on W_B."""
     head, w_b, bottom = copy.deepcopy(model.head), copy.deepcopy(model.w_b), copy.deepcopy(bottom)
-    opt = torch.optim.Adam(
-        [*head.parameters(), *w_b.parameters(), *bottom.parameters()],
-        lr=0.01,
-        weight_decay=TRAIN.weight_decay,
+    adam = torch.optim.Adam(
+        [*head.parameters(), *bottom.parameters()], lr=0.01, weight_decay=TRAIN.weight_decay
     )
+    sgd = torch.optim.SGD(w_b.parameters(), lr=TRAIN.wb_learning_rate)
     losses = []
     for batch in batches:
         users = torch.as_tensor(batch.users)
@@ -92,9 +91,11 @@ def _reference_losses(model, bottom, p, batches):
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits, torch.as_tensor(batch.labels)
         )
-        opt.zero_grad()
+        adam.zero_grad()
+        sgd.zero_grad()
         loss.backward()
-        opt.step()
+        adam.step()
+        sgd.step()
         losses.append(float(loss.detach()))
     return losses
 

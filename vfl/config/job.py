@@ -85,7 +85,7 @@ class TrainConfig(BaseModel):
     negatives_per_positive: PositiveInt = 4
     # SGD learning rate of the secret-shared W_B (encrypted mode): a share update must stay
     # linear in its gradient, so W_B cannot use Adam there.
-    wb_learning_rate: PositiveFloat = 0.1
+    wb_learning_rate: PositiveFloat = 1.0
     key_bits: PositiveInt = 2048  # Paillier modulus size in encrypted mode
 
 

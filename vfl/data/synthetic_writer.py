@@ -39,7 +39,8 @@ from vfl.data.synthetic import (
 # embedding without overfitting; the behaviour and payment features carry the signal instead.
 JOB_SETTINGS: dict[str, dict[str, object]] = {
     "model": {"user_id_embedding": False},
-    "train": {"epochs": 15},
+    # Steps of 32 users average the loss over ~1.5k rows, so W_B's SGD needs a large rate.
+    "train": {"epochs": 15, "wb_learning_rate": 10.0},
 }
 
 

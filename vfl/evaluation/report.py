@@ -68,11 +68,16 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in models.items():
-        lines.append(f"| {name} | {r[f'hr@{k}']:.4f} | {r[f'ndcg@{k}']:.4f} | {r['auc']:.4f} | "
-                     f"{r['logloss']:.4f} | {r['best_epoch']} | {r['wall_seconds']:.1f} |")
+        lines.append(
+            f"| {name} | {r[f'hr@{k}']:.4f} | {r[f'ndcg@{k}']:.4f} | {r['auc']:.4f} | "
+            f"{r['logloss']:.4f} | {r['best_epoch']} | {r['wall_seconds']:.1f} |"
+        )
     if "split_encrypted" in models and "split_plaintext" in models:
-        lines += ["", f"Cost of privacy (encrypted / plaintext training time): "
-                      f"{models['split_encrypted'].get('cost_of_privacy', '?')}x."]
+        lines += [
+            "",
+            f"Cost of privacy (encrypted / plaintext training time): "
+            f"{models['split_encrypted'].get('cost_of_privacy', '?')}x.",
+        ]
     lines += ["", "![loss curves](loss_curves.png)", "", "![metrics](metrics.png)", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

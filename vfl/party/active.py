@@ -27,9 +27,16 @@ from vfl.training.recommenders import ActiveInputs
 from vfl.training.secure import SecureSplitRecommender
 
 
-def run_active(cfg: PartyConfig, job: JobConfig, channel: ByteChannel, out_dir: Path, *,
-               epochs: int | None = None, timeout: float = 120.0,
-               progress: ProgressFn | None = None) -> dict[str, Any]:
+def run_active(
+    cfg: PartyConfig,
+    job: JobConfig,
+    channel: ByteChannel,
+    out_dir: Path,
+    *,
+    epochs: int | None = None,
+    timeout: float = 120.0,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
     """PSI, encrypted split training and evaluation at E; writes ``metrics.json``."""
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
@@ -37,30 +44,55 @@ def run_active(cfg: PartyConfig, job: JobConfig, channel: ByteChannel, out_dir: 
     local = align_with_peer(channel, cfg, data.users, job_id=job.job.name, timeout=timeout)
     save_alignment(local, out_dir)
     # E knows only its own rows; the passive party's rows stay at P.
-    alignment = Alignment(ids=local.ids, active_rows=local.rows,
-                          passive_rows=np.full(len(local), -1, dtype=np.int64))
-    split = build_split(data.interactions, alignment, data.items,
-                        n_negatives=job.eval.test_negatives, seed=job.job.seed)
-    inputs = ActiveInputs(users=TableTensors.from_table(data.users, local.rows),
-                          items=TableTensors.from_table(data.items))
+    alignment = Alignment(
+        ids=local.ids, active_rows=local.rows, passive_rows=np.full(len(local), -1, dtype=np.int64)
+    )
+    split = build_split(
+        data.interactions,
+        alignment,
+        data.items,
+        n_negatives=job.eval.test_negatives,
+        seed=job.job.seed,
+    )
+    inputs = ActiveInputs(
+        users=TableTensors.from_table(data.users, local.rows),
+        items=TableTensors.from_table(data.items),
+    )
     m, t = job.model, job.train
     torch.manual_seed(job.job.seed)
-    share = ActiveShare(KeyPair.generate(t.key_bits),
-                        initial_half(m.passive_out, m.interactive_out, SecureScales(),
-                                     np.random.default_rng(job.job.seed)), SecureScales())
+    share = ActiveShare(
+        KeyPair.generate(t.key_bits),
+        initial_half(
+            m.passive_out, m.interactive_out, SecureScales(), np.random.default_rng(job.job.seed)
+        ),
+        SecureScales(),
+    )
     peer = SecurePassivePeer(Endpoint(channel, job_id=job.job.name, timeout=timeout), share)
-    model = SecureSplitRecommender(inputs, m, t, n_users=len(alignment), peer=peer,
-                                   wb_learning_rate=t.wb_learning_rate)
-    batcher = UserBatcher(split, users_per_step=t.users_per_step,
-                          negatives_per_positive=t.negatives_per_positive)
+    model = SecureSplitRecommender(
+        inputs, m, t, n_users=len(alignment), peer=peer, wb_learning_rate=t.wb_learning_rate
+    )
+    batcher = UserBatcher(
+        split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
+    )
     try:
         peer.setup()
-        result = fit(model, split, batcher, epochs=epochs or t.epochs, seed=job.job.seed,
-                     k=job.eval.k, progress=progress)
+        result = fit(
+            model,
+            split,
+            batcher,
+            epochs=epochs or t.epochs,
+            seed=job.job.seed,
+            k=job.eval.k,
+            progress=progress,
+        )
     finally:
         peer.shutdown(step=-1)
-    metrics = {"job": job.job.name, "aligned_users": len(alignment),
-               "test_users": len(split.test.users), "key_bits": t.key_bits,
-               "split_encrypted": summarise(result)}
+    metrics = {
+        "job": job.job.name,
+        "aligned_users": len(alignment),
+        "test_users": len(split.test.users),
+        "key_bits": t.key_bits,
+        "split_encrypted": summarise(result),
+    }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -24,12 +24,19 @@ class LocalAlignment:
         return len(self.ids)
 
 
-def align_with_peer(channel: ByteLink, cfg: PartyConfig, users: FeatureTable, *, job_id: str,
-                    timeout: float) -> LocalAlignment:
+def align_with_peer(
+    channel: ByteLink, cfg: PartyConfig, users: FeatureTable, *, job_id: str, timeout: float
+) -> LocalAlignment:
     """Run PSI on this party's (already normalised) user ids."""
-    result: PsiResult = run_psi(channel, [str(i) for i in users.ids], job_id=job_id,
-                                role=cfg.role, normalise=cfg.ids.normalise,
-                                party=cfg.party.name, timeout=timeout)
+    result: PsiResult = run_psi(
+        channel,
+        [str(i) for i in users.ids],
+        job_id=job_id,
+        role=cfg.role,
+        normalise=cfg.ids.normalise,
+        party=cfg.party.name,
+        timeout=timeout,
+    )
     return LocalAlignment(ids=np.array(result.ids), rows=np.asarray(result.rows, np.int64))
 
 
@@ -37,6 +44,5 @@ def save_alignment(alignment: LocalAlignment, out_dir: Path) -> Path:
     """Persist the alignment in this party's own work directory (``alignment.json``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "alignment.json"
-    path.write_text(json.dumps({"ids": alignment.ids.tolist(),
-                                "rows": alignment.rows.tolist()}))
+    path.write_text(json.dumps({"ids": alignment.ids.tolist(), "rows": alignment.rows.tolist()}))
     return path

@@ -21,8 +21,9 @@ from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.training.inputs import TableTensors
 
 
-def run_passive(cfg: PartyConfig, job: JobConfig, channel: ByteChannel, out_dir: Path, *,
-                timeout: float = 120.0) -> dict[str, int]:
+def run_passive(
+    cfg: PartyConfig, job: JobConfig, channel: ByteChannel, out_dir: Path, *, timeout: float = 120.0
+) -> dict[str, int]:
     """Load P's data, align with E by PSI, then serve the encrypted protocol until E is done."""
     data = load_party_data(cfg)
     if not isinstance(data, PassiveData):
@@ -32,16 +33,28 @@ def run_passive(cfg: PartyConfig, job: JobConfig, channel: ByteChannel, out_dir:
     features = TableTensors.from_table(data.users, alignment.rows)
     m, t = job.model, job.train
     torch.manual_seed(secrets.randbits(32))  # P's initialisation is P's own secret
-    bottom = PassiveBottom(features.n_numeric, features.cardinalities, m.passive_hidden,
-                           m.passive_out)
-    share = PassiveShare(KeyPair.generate(t.key_bits),
-                         initial_half(m.passive_out, m.interactive_out, SecureScales(),
-                                      np.random.default_rng(secrets.randbits(64))),
-                         SecureScales())
+    bottom = PassiveBottom(
+        features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
+    )
+    share = PassiveShare(
+        KeyPair.generate(t.key_bits),
+        initial_half(
+            m.passive_out,
+            m.interactive_out,
+            SecureScales(),
+            np.random.default_rng(secrets.randbits(64)),
+        ),
+        SecureScales(),
+    )
     server = PassiveSecureServer(
-        endpoint=Endpoint(channel, job_id=job.job.name, timeout=timeout), bottom=bottom,
-        numeric=features.numeric, categorical=features.categorical, share=share,
-        optimizer=torch.optim.Adam(bottom.parameters(), lr=t.learning_rate,
-                                   weight_decay=t.weight_decay))
+        endpoint=Endpoint(channel, job_id=job.job.name, timeout=timeout),
+        bottom=bottom,
+        numeric=features.numeric,
+        categorical=features.categorical,
+        share=share,
+        optimizer=torch.optim.Adam(
+            bottom.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
+        ),
+    )
     server.serve()
     return {"aligned_users": len(alignment), "steps": server.steps_done}

@@ -65,7 +65,7 @@ class SecureScales:
     g_bits: int = 40
     d_bits: int = 30
     sigma: int = 40
-    g_bound: float = 1.0
+    g_bound: float = 2.0**8
     delta_bound: float = 2.0**10
     max_users: int = 1024
     slot_bits: int = 144
@@ -78,7 +78,8 @@ class SecureScales:
     @property
     def mask_bits(self) -> int:
         """Masks ``R`` are uniform in ``[-2^k, 2^k]``: ``2^sigma`` times the largest update."""
-        return self.sigma + self.w_bits + int(np.ceil(np.log2(self.max_users + 1)))
+        growth = np.log2(self.max_users + 1) + np.log2(self.g_bound)
+        return self.sigma + self.w_bits + int(np.ceil(growth))
 
     def check(self) -> None:
         """Every decrypted packed result must fit its slot (see module docstring).

@@ -147,7 +147,10 @@ class SplitRecommender:
         self.head = ActiveHead(inputs, cfg, n_users=n_users)
         self.w_b = PassiveWeight(cfg.passive_out, cfg.interactive_out)
         self.peer = peer
-        self.optimizer = _adam([*self.head.parameters(), *self.w_b.parameters()], train)
+        self.optimizer = _adam(list(self.head.parameters()), train)
+        # Plain SGD on W_B, as in the encrypted protocol (whose share updates must stay linear
+        # in the gradient), so that both modes train the same model.
+        self.wb_optimizer = torch.optim.SGD(self.w_b.parameters(), lr=train.wb_learning_rate)
 
     def train_step(self, step: int, batch: Batch) -> float:
         """Steps 1-3 of :mod:`vfl.protocol.plain_split`."""
@@ -160,8 +163,10 @@ class SplitRecommender:
         )
         loss = _bce(logits, batch.labels)
         self.optimizer.zero_grad()
+        self.wb_optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        self.wb_optimizer.step()
         if b.grad is None:  # cannot happen for a leaf that requires grad; never send garbage
             raise RuntimeError("no gradient for P's embeddings")
         self.peer.backward(step, b.grad.numpy())
