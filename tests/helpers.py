@@ -49,3 +49,27 @@ def tiny_parties(
         interactions=log,
     )
     return active, PassiveData(users=table(p_ids, rng, 4, (3, 6)))
+
+
+def tiny_training_inputs():  # type: ignore[no-untyped-def]
+    """Aligned tiny parties ready to train: (alignment, split, E inputs, P tensors, channels).
+
+    The two in-memory channel endpoints record every payload they send (``.sent``).
+    """
+    from vfl.data.alignment import align_locally
+    from vfl.data.splits import build_split
+    from vfl.training.inputs import TableTensors
+    from vfl.training.recommenders import ActiveInputs
+    from vfl.transport.channel import InMemoryChannel
+
+    active, passive = tiny_parties()
+    al = align_locally(active.users.ids, passive.users.ids)
+    split = build_split(active.interactions, al, active.items, n_negatives=20, seed=0)
+    inputs = ActiveInputs(
+        users=TableTensors.from_table(active.users, al.active_rows),
+        items=TableTensors.from_table(active.items),
+    )
+    p = TableTensors.from_table(passive.users, al.passive_rows)
+    e_ch, p_ch = InMemoryChannel.pair("E", "P")
+    e_ch.sent, p_ch.sent = [], []
+    return al, split, inputs, p, e_ch, p_ch

@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import tiny_parties
+from tests.helpers import tiny_training_inputs
 from vfl.config.job import ModelConfig, TrainConfig
 from vfl.crypto.paillier import EncryptedVector, KeyPair
-from vfl.data.alignment import align_locally
-from vfl.data.splits import build_split
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import ForwardIns, SecureBackwardIns, SecureBackwardRes, SetupIns
@@ -30,10 +28,8 @@ from vfl.protocol.secure_layer import (
 )
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.protocol.serde import decode
-from vfl.training.inputs import TableTensors, UserBatcher
-from vfl.training.recommenders import ActiveInputs
+from vfl.training.inputs import UserBatcher
 from vfl.training.secure import SecureSplitRecommender
-from vfl.transport.channel import InMemoryChannel
 
 CFG = ModelConfig(
     embedding_dim=4,
@@ -52,16 +48,7 @@ KEYS = {"E": KeyPair.generate(512), "P": KeyPair.generate(512)}
 @pytest.fixture()
 def secure():
     torch.manual_seed(0)
-    active, passive = tiny_parties()
-    al = align_locally(active.users.ids, passive.users.ids)
-    split = build_split(active.interactions, al, active.items, n_negatives=20, seed=0)
-    inputs = ActiveInputs(
-        users=TableTensors.from_table(active.users, al.active_rows),
-        items=TableTensors.from_table(active.items),
-    )
-    p = TableTensors.from_table(passive.users, al.passive_rows)
-    e_ch, p_ch = InMemoryChannel.pair("E", "P")
-    e_ch.sent, p_ch.sent = [], []
+    al, split, inputs, p, e_ch, p_ch = tiny_training_inputs()
     d, h = CFG.passive_out, CFG.interactive_out
     e_share = ActiveShare(KEYS["E"], initial_half(d, h, SCALES, np.random.default_rng(1)), SCALES)
     p_share = PassiveShare(KEYS["P"], initial_half(d, h, SCALES, np.random.default_rng(2)), SCALES)

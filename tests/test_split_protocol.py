@@ -14,19 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import tiny_parties
+from tests.helpers import tiny_training_inputs
 from vfl.config.job import ModelConfig, TrainConfig
-from vfl.data.alignment import align_locally
-from vfl.data.splits import build_split
 from vfl.errors import ProtocolError
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import BackwardIns, BackwardRes, ForwardIns, ForwardRes, Shutdown
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
 from vfl.protocol.serde import decode
-from vfl.training.inputs import TableTensors, UserBatcher
-from vfl.training.recommenders import ActiveInputs, SplitRecommender
-from vfl.transport.channel import InMemoryChannel
+from vfl.training.inputs import UserBatcher
+from vfl.training.recommenders import SplitRecommender
 
 CFG = ModelConfig(
     embedding_dim=4,
@@ -42,16 +39,7 @@ TRAIN = TrainConfig(learning_rate=0.01, users_per_step=4)
 @pytest.fixture()
 def setup():
     torch.manual_seed(0)
-    active, passive = tiny_parties()
-    al = align_locally(active.users.ids, passive.users.ids)
-    split = build_split(active.interactions, al, active.items, n_negatives=20, seed=0)
-    inputs = ActiveInputs(
-        users=TableTensors.from_table(active.users, al.active_rows),
-        items=TableTensors.from_table(active.items),
-    )
-    p = TableTensors.from_table(passive.users, al.passive_rows)
-    e_ch, p_ch = InMemoryChannel.pair("E", "P")
-    e_ch.sent, p_ch.sent = [], []
+    al, split, inputs, p, e_ch, p_ch = tiny_training_inputs()
     bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, CFG.passive_out)
     server = PassivePlainServer(
         endpoint=Endpoint(p_ch, job_id="t", timeout=10),
