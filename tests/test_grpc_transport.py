@@ -14,10 +14,10 @@ import grpc
 import pytest
 from cryptography import x509
 
-from vfl.errors import ChannelTimeout, VflError
+from vfl.errors import ChannelTimeout, FrameError, TransportError, VflError
 from vfl.transport import grpc_relay
 from vfl.transport.certs import DevPki, generate_dev_pki, peer_name_from_cert
-from vfl.transport.framing import FrameError, FrameHeader, TransportError, encode_frame, peek_header
+from vfl.transport.framing import FrameHeader, encode_frame, peek_header
 from vfl.transport.grpc_channel import GrpcChannel
 from vfl.transport.grpc_relay import SEND_METHOD, RelayServer
 

@@ -40,3 +40,11 @@ class ProtocolError(VflError):
 
 class ChannelTimeout(VflError, TimeoutError):
     """The other party did not answer within the timeout."""
+
+
+class FrameError(ProtocolError):
+    """A relay frame or request is malformed: bad length, JSON, field or name."""
+
+
+class TransportError(VflError):
+    """The transport cannot reach or is refused by the coordinator; the message names the fix."""

@@ -22,19 +22,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from vfl.errors import ProtocolError, VflError
+from vfl.errors import FrameError
 
 MAX_HEADER_BYTES = 4096
 _LEN = struct.Struct(">I")
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-class FrameError(ProtocolError):
-    """A relay frame or request is malformed: bad length, JSON, field or name."""
-
-
-class TransportError(VflError):
-    """The transport cannot reach or is refused by the coordinator; the message names the fix."""
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,11 @@ from typing import Any
 
 import grpc
 
-from vfl.errors import ChannelTimeout, ProtocolError
+from vfl.errors import ChannelTimeout, ProtocolError, TransportError
 from vfl.transport.channel import TrafficCounter
 from vfl.transport.framing import (
     FrameHeader,
     RecvRequest,
-    TransportError,
     encode_frame,
     encode_recv_request,
     split_frame,

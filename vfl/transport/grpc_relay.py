@@ -26,10 +26,9 @@ from typing import Any
 
 import grpc
 
+from vfl.errors import FrameError, TransportError
 from vfl.transport.framing import (
-    FrameError,
     FrameHeader,
-    TransportError,
     decode_recv_request,
     peek_header,
 )
