@@ -163,3 +163,40 @@ def test_plaintext_requests_are_refused_in_secure_mode(secure) -> None:
     _, server, *_ = secure
     with pytest.raises(ProtocolError, match="secure mode"):
         server.handle(BackwardIns(step=0, grads=np.zeros((2, 3), np.float32)))
+
+
+def test_mismatched_parameters_stop_both_sides_naming_the_field() -> None:
+    # Prepare: P was configured with a weaker statistical parameter than E
+    from vfl.errors import ParameterMismatch, ProtocolError
+
+    _, _, _, p, e_ch, p_ch = tiny_training_inputs()
+    d, h = CFG.passive_out, CFG.interactive_out
+    e_share = ActiveShare(KEYS["E"], initial_half(d, h, SCALES, np.random.default_rng(1)), SCALES)
+    weak = SecureScales(sigma=30)
+    p_share = PassiveShare(KEYS["P"], initial_half(d, h, weak, np.random.default_rng(2)), weak)
+    bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, d)
+    server = PassiveSecureServer(
+        endpoint=Endpoint(p_ch, job_id="t", timeout=5),
+        bottom=bottom,
+        numeric=p.numeric,
+        categorical=p.categorical,
+        share=p_share,
+        optimizer=torch.optim.Adam(bottom.parameters(), lr=0.01),
+    )
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.serve()
+        except ParameterMismatch as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    # Execute / Assert: E is told which field differs, with both values; P stops as well
+    with pytest.raises(ProtocolError, match=r"sigma: P has 30, E has 40"):
+        SecurePassivePeer(Endpoint(e_ch, job_id="t", timeout=5), e_share).setup()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and errors and "sigma" in str(errors[0])
+    # and no ciphertext of P's was ever sent
+    assert all(b"VFLE" not in payload for payload in p_ch.sent)

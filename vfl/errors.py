@@ -38,6 +38,13 @@ class ProtocolError(VflError):
     """A message broke the protocol: wrong type, step, sequence number, shape or job id."""
 
 
+class ParameterMismatch(ProtocolError):
+    """The two parties' agreed parameters differ; the message names each field on both sides.
+
+    Fatal: the job stops on both sides.
+    """
+
+
 class ChannelTimeout(VflError, TimeoutError):
     """The other party did not answer within the timeout."""
 

@@ -89,14 +89,16 @@ class SetupIns:
     step: int
     public_key: bytes
     enc_u: bytes
+    params: str  # JSON of the parameters both parties must agree on
 
 
 @dataclass(frozen=True)
 class SetupRes:
-    """P -> E (secure mode): P's Paillier public key."""
+    """P -> E (secure mode): P's Paillier public key and its view of the agreed parameters."""
 
     step: int
     public_key: bytes
+    params: str
 
 
 @dataclass(frozen=True)

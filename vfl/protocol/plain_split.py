@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vfl.errors import ProtocolError, VflError
+from vfl.errors import ParameterMismatch, ProtocolError, VflError
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import (
@@ -60,7 +60,10 @@ class PassivePlainServer:
             try:
                 reply = self.handle(msg)
             except (VflError, ValueError) as exc:  # a bad request, not a crash of P
-                reply = ErrorRes(step=getattr(msg, "step", -1), reason=str(exc))
+                self.endpoint.send(ErrorRes(step=getattr(msg, "step", -1), reason=str(exc)))
+                if isinstance(exc, ParameterMismatch):
+                    raise  # the job cannot go on: stop P too
+                continue
             self.endpoint.send(reply)
 
     def handle(self, msg: Message) -> Message:

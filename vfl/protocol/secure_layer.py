@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 from vfl.crypto.encoding import OverflowDetected
 from vfl.crypto.paillier import EncryptedVector, KeyPair, PrivateKey, PublicKey
 from vfl.crypto.signed_packing import pack_rows, slots_per_plaintext, unpack_rows
+from vfl.errors import ParameterMismatch
 
 IntArray = NDArray[np.object_]  # Python ints of any size
 
@@ -158,6 +159,39 @@ def int_matmul(a: IntArray, b: IntArray) -> IntArray:
     return np.asarray(product, dtype=object)
 
 
+def agreed_parameters(
+    scales: SecureScales, shape: tuple[int, ...], key_bits: int
+) -> dict[str, int | float]:
+    """What both parties must have identical before any ciphertext is exchanged."""
+    return {
+        "key_bits": key_bits,
+        "d": int(shape[0]),
+        "h": int(shape[1]),
+        **{k: v for k, v in vars(scales).items()},
+    }
+
+
+def check_agreement(
+    mine: dict[str, int | float], theirs: dict[str, int | float], *, me: str, peer: str
+) -> None:
+    """Compare parameter fingerprints field by field.
+
+    Raises:
+        ParameterMismatch: naming every differing field with both parties' values.
+    """
+    diff = [
+        f"{k}: {me} has {mine.get(k)!r}, {peer} has {theirs.get(k)!r}"
+        for k in sorted(set(mine) | set(theirs))
+        if mine.get(k) != theirs.get(k)
+    ]
+    if diff:
+        raise ParameterMismatch(
+            "agreed parameters differ -- "
+            + "; ".join(diff)
+            + ". Fix: give both parties the same job config"
+        )
+
+
 @dataclass(frozen=True)
 class Packer:
     """Packs the last axis of integer matrices, ``k`` slots per plaintext of one key."""
@@ -198,6 +232,10 @@ class ActiveShare:
     def own(self) -> Packer:
         """Packing under E's key."""
         return Packer.for_key(self.keys.public_key, self.scales)
+
+    def params(self) -> dict[str, int | float]:
+        """E's side of the parameter agreement."""
+        return agreed_parameters(self.scales, self.u.shape, self.keys.public_key.n_bits)
 
     def setup_payload(self) -> tuple[bytes, bytes]:
         """E's public key and a fresh packed ``[[U]]_E`` (fresh: no re-randomising needed)."""
@@ -244,6 +282,10 @@ class PassiveShare:
         if self.enc_u is None:
             raise RuntimeError("no [[U]]_E yet: setup first")
         return self.enc_u, Packer.for_key(self.enc_u.public_key, self.scales)
+
+    def params(self) -> dict[str, int | float]:
+        """P's side of the parameter agreement."""
+        return agreed_parameters(self.scales, self.v.shape, self.keys.public_key.n_bits)
 
     def accept_setup(self, public_key: bytes, enc_u: bytes) -> bytes:
         """Step 0 at P: store packed ``[[U]]_E``; return P's public key."""

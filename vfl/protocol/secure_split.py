@@ -3,7 +3,9 @@
 Same message flow as :mod:`vfl.protocol.plain_split`, with the payloads of
 :mod:`vfl.protocol.secure_layer`:
 
-0. E -> P ``SetupIns(pk_E, [[U]]_E)``; P -> E ``SetupRes(pk_P)``.
+0. E -> P ``SetupIns(pk_E, [[U]]_E, params)``; P compares the agreed parameters (key size,
+   fixed-point scales, masks, packing, layer shapes) field by field and answers
+   ``SetupRes(pk_P, params)``; any mismatch stops both sides, naming each field.
 1. E -> P ``ForwardIns(users)``; P -> E ``SecureForwardRes([[b·W_B]]_E, [[V]]_P)``.
 2. E -> P ``SecureBackwardIns([[η·δ]]_E, [[δ·W_Bᵀ]]_P)``; P updates its bottom model and its
    share, and answers ``SecureBackwardRes([[η·bᵀδ - R]]_E)``, with which E updates its share.
@@ -12,6 +14,8 @@ Only ciphertexts, the public keys, user positions and step numbers cross.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import torch
@@ -31,7 +35,7 @@ from vfl.protocol.messages import (
     Shutdown,
 )
 from vfl.protocol.plain_split import PassivePlainServer
-from vfl.protocol.secure_layer import ActiveShare, PassiveShare
+from vfl.protocol.secure_layer import ActiveShare, PassiveShare, check_agreement
 
 
 class PassiveSecureServer(PassivePlainServer):
@@ -59,9 +63,10 @@ class PassiveSecureServer(PassivePlainServer):
     def handle(self, msg: Message) -> Message:
         """One request -> one reply; plaintext requests are refused in secure mode."""
         if isinstance(msg, SetupIns):
-            return SetupRes(
-                step=msg.step, public_key=self.share.accept_setup(msg.public_key, msg.enc_u)
-            )
+            mine = self.share.params()
+            check_agreement(mine, json.loads(msg.params), me="P", peer="E")
+            public_key = self.share.accept_setup(msg.public_key, msg.enc_u)
+            return SetupRes(step=msg.step, public_key=public_key, params=json.dumps(mine))
         if isinstance(msg, ForwardIns):
             b = self._embed(msg)
             enc_zb, enc_v = self.share.forward_payload(b.detach().numpy(), train=msg.train)
@@ -84,8 +89,12 @@ class SecurePassivePeer:
     def setup(self) -> None:
         """Step 0: exchange public keys and hand P ``[[U]]_E``."""
         public_key, enc_u = self.share.setup_payload()
-        self.endpoint.send(SetupIns(step=-1, public_key=public_key, enc_u=enc_u))
+        mine = self.share.params()
+        self.endpoint.send(
+            SetupIns(step=-1, public_key=public_key, enc_u=enc_u, params=json.dumps(mine))
+        )
         res = self.endpoint.recv(SetupRes)
+        check_agreement(mine, json.loads(res.params), me="E", peer="P")
         self.share.peer_key = PublicKey.from_bytes(res.public_key)
 
     def forward(self, step: int, users: np.ndarray, *, train: bool) -> np.ndarray:
