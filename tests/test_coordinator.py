@@ -197,10 +197,25 @@ def test_certs_dev_cli_writes_files(tmp_path: Path) -> None:
 
     # Assert
     assert done.returncode == 0, done.stderr
-    names = {"ca.pem", "coordinator.pem", "coordinator.key", "e.pem", "e.key", "p.pem", "p.key"}
+    names = {
+        "ca.pem",
+        "coordinator.pem",
+        "coordinator.key",
+        "e.pem",
+        "e.key",
+        "p.pem",
+        "p.key",
+        "e.box",
+        "e.box.pub",
+        "p.box",
+        "p.box.pub",
+    }
     assert {f.name for f in (tmp_path / "pki").iterdir()} == names
     for name in names:
         assert name in done.stdout
+    # sealing keys: raw 32-byte X25519 keys, private halves readable by the owner only
+    assert len((tmp_path / "pki" / "e.box.pub").read_bytes()) == 32
+    assert (tmp_path / "pki" / "p.box").stat().st_mode & 0o777 == 0o600
 
 
 def test_certs_dev_cli_rejects_bad_party_name(tmp_path: Path) -> None:

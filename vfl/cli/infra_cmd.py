@@ -20,6 +20,7 @@ def certs_dev(
 ) -> None:
     """Write a development CA, a coordinator certificate and one certificate per party."""
     from vfl.transport.certs import generate_dev_pki
+    from vfl.transport.sealing import write_box_keys
 
     names = [p.strip() for p in parties.split(",") if p.strip()]
     if len(names) < 2:
@@ -30,11 +31,14 @@ def certs_dev(
             "give both party names, e.g. --parties shop,payments",
         )
     pki = generate_dev_pki(out, parties=names, coordinator_host=host)
+    sealing = {name: write_box_keys(out, name) for name in names}
     typer.echo(f"dev PKI for coordinator host {host} (not for production):")
     typer.echo(f"  {'ca':<13} {pki.ca}")
     for name, files in {"coordinator": pki.coordinator, **pki.parties}.items():
         typer.echo(f"  {name:<13} {files.cert}")
         typer.echo(f"  {'':<13} {files.key}")
+    for name, (private, public) in sealing.items():
+        typer.echo(f"  {name + ' seal':<13} {private} (pin {public.name} at the other party)")
 
 
 def coordinator(

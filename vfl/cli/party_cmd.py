@@ -33,6 +33,7 @@ def party(
     from vfl.party.active import run_active
     from vfl.party.passive import run_passive
     from vfl.transport.grpc_channel import GrpcChannel
+    from vfl.transport.sealing import SealedChannel, read_key
 
     cfg = load_party_config(config)
     job_cfg = load_job_config(job)
@@ -46,8 +47,16 @@ def party(
             "its certificates and the other party's name",
             "add [network] with coordinator, ca, cert, key and peer",
         )
+    if net.box_key is None or net.peer_box_public is None:
+        raise ConfigError(
+            str(config),
+            "network.box_key" if net.box_key is None else "network.peer_box_public",
+            "missing: E-P traffic is sealed end to end with pinned keys",
+            "name this party's sealing key and the peer's public key "
+            "(written by 'vfl certs-dev' as <party>.box and <party>.box.pub)",
+        )
     ca, cert, key_pem = read_network_pems(net)
-    channel = GrpcChannel(
+    grpc_channel = GrpcChannel(
         net.coordinator,
         me=cfg.party.name,
         peer=net.peer,
@@ -56,6 +65,11 @@ def party(
         key_pem=key_pem,
         job_id=job_cfg.job.name,
         timeout_s=net.timeout_s,
+    )
+    channel = SealedChannel(
+        grpc_channel,
+        private_key=read_key(net.box_key, "network.box_key"),
+        peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
     )
     console.print(
         f"{cfg.party.name} ({cfg.role.value}) -> coordinator {net.coordinator}, "

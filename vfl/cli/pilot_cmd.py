@@ -39,11 +39,14 @@ def _free_port() -> int:
 def _write_configs(out: Path, port: int, *, epochs: int, key_bits: int) -> dict[str, Path]:
     """Certificates, coordinator.toml, [network] sections and the pilot's job.toml."""
     from vfl.transport.certs import generate_dev_pki
+    from vfl.transport.sealing import write_box_keys
 
     data = out / "data"
     e_cfg, p_cfg = data / "e_party.toml", data / "p_party.toml"
     names = [load_party_config(f).party.name for f in (e_cfg, p_cfg)]
     generate_dev_pki(out / "certs", parties=names)
+    for name in names:
+        write_box_keys(out / "certs", name)
     coordinator = out / "coordinator.toml"
     coordinator.write_text(
         dumps_toml(
@@ -68,6 +71,8 @@ def _write_configs(out: Path, port: int, *, epochs: int, key_bits: int) -> dict[
             "key": f"../certs/{me}.key",
             "peer": peer,
             "timeout_s": 600.0,
+            "box_key": f"../certs/{me}.box",
+            "peer_box_public": f"../certs/{peer}.box.pub",
         }
         cfg.write_text(dumps_toml(table))
     job = data / "job.toml"

@@ -246,6 +246,8 @@ class NetworkSection(BaseModel):
     key: ConfigPath
     timeout_s: PositiveFloat = 60.0
     peer: str | None = None  # the other party's name (its certificate CN)
+    box_key: ConfigPath | None = None  # own X25519 sealing key (private, 32 bytes)
+    peer_box_public: ConfigPath | None = None  # the other party's pinned sealing public key
 
 
 def read_network_pems(net: NetworkSection) -> tuple[bytes, bytes, bytes]:
