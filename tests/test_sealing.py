@@ -75,3 +75,43 @@ def test_bad_key_files_are_named(tmp_path: Path) -> None:
         read_key(bad, "network.box_key")
     with pytest.raises(ValueError):
         SealedChannel(InMemoryChannel.pair("a", "b")[0], private_key=b"1", peer_public_key=b"2")
+
+
+def test_party_refuses_to_run_unsealed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from vfl.data.synthetic_writer import generate_synthetic
+    from vfl.transport.certs import generate_dev_pki
+
+    # Prepare: a party config with certificates but no sealing keys
+    generate_synthetic(tmp_path / "data", users=60, items=40, seed=1)
+    generate_dev_pki(tmp_path / "certs", parties=["shop", "payments"])
+    cfg = tmp_path / "data" / "e_party.toml"
+    cfg.write_text(
+        cfg.read_text() + '\n[network]\ncoordinator = "127.0.0.1:1"\n'
+        'ca = "../certs/ca.pem"\ncert = "../certs/shop.pem"\n'
+        'key = "../certs/shop.key"\npeer = "payments"\n'
+    )
+    # Execute
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vfl",
+            "party",
+            "--config",
+            str(cfg),
+            "--job",
+            str(tmp_path / "data" / "job.toml"),
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Assert: a clear refusal naming the key and the fix, before any connection
+    assert done.returncode == 2
+    assert "network.box_key" in done.stderr and "Fix:" in done.stderr
+    assert "Traceback" not in done.stderr
