@@ -22,8 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vfl.config.party import BindAddress
-from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
-from vfl.errors import VflError
+from vfl.config.toml_io import ConfigPath, load_toml_model, read_pem_files, rule_error
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,16 +70,7 @@ class CoordinatorConfig(BaseModel):
             VflError: a file vanished or became unreadable after the config was loaded.
         """
         section = self.coordinator
-        pems: list[bytes] = []
-        for field, path in (("ca", section.ca), ("cert", section.cert), ("key", section.key)):
-            try:
-                pems.append(path.read_bytes())
-            except OSError as exc:
-                raise VflError(
-                    f"cannot read coordinator.{field} file {path} ({exc}). Fix: make it a "
-                    "readable PEM file, e.g. one written by 'vfl certs-dev'"
-                ) from exc
-        return pems[0], pems[1], pems[2]
+        return read_pem_files("coordinator", section.ca, section.cert, section.key)
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:

@@ -51,8 +51,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
-from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
-from vfl.errors import VflError
+from vfl.config.toml_io import ConfigPath, load_toml_model, read_pem_files, rule_error
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 _SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -256,16 +255,7 @@ def read_network_pems(net: NetworkSection) -> tuple[bytes, bytes, bytes]:
     Raises:
         VflError: a file vanished or became unreadable after the config was loaded.
     """
-    pems: list[bytes] = []
-    for field, path in (("ca", net.ca), ("cert", net.cert), ("key", net.key)):
-        try:
-            pems.append(path.read_bytes())
-        except OSError as exc:
-            raise VflError(
-                f"cannot read network.{field} file {path} ({exc}). Fix: make it a readable "
-                "PEM file, e.g. one written by 'vfl certs-dev'"
-            ) from exc
-    return pems[0], pems[1], pems[2]
+    return read_pem_files("network", net.ca, net.cert, net.key)
 
 
 class PartyConfig(BaseModel):

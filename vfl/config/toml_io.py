@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ValidationError, ValidationInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from vfl.errors import ConfigError
+from vfl.errors import ConfigError, VflError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -242,3 +242,22 @@ def _short_repr(value: Any, limit: int = 60) -> str:
     """``repr`` cut to ``limit`` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_pem_files(section: str, ca: Path, cert: Path, key: Path) -> tuple[bytes, bytes, bytes]:
+    """``(ca_pem, cert_pem, key_pem)`` read from the files a config section names.
+
+    Raises:
+        VflError: a file vanished or became unreadable after the config was loaded; the
+            message names ``section.field``, the path and the fix.
+    """
+    pems: list[bytes] = []
+    for field, path in (("ca", ca), ("cert", cert), ("key", key)):
+        try:
+            pems.append(path.read_bytes())
+        except OSError as exc:
+            raise VflError(
+                f"cannot read {section}.{field} file {path} ({exc}). Fix: make it a readable "
+                "PEM file, e.g. one written by 'vfl certs-dev'"
+            ) from exc
+    return pems[0], pems[1], pems[2]
