@@ -32,6 +32,8 @@ class SecureSplitRecommender:
         self.peer = peer
         self.optimizer = _adam(list(self.head.parameters()), train)
         self.wb_lr = wb_learning_rate
+        self._z_step: int | None = None
+        self._z_cache: dict[int, np.ndarray] = {}
 
     def train_step(self, step: int, batch: Batch) -> float:
         """Forward through the encrypted layer, local backward, encrypted backward."""
@@ -54,11 +56,25 @@ class SecureSplitRecommender:
         self.peer.backward(step, z_user.grad.numpy().astype(np.float64), self.wb_lr)
         return float(loss.detach())
 
+    def _eval_z(self, step: int, users: np.ndarray) -> np.ndarray:
+        """``z_B`` of ``users`` at ``step``, asking P only for users not yet scored at it.
+
+        Validation and test score the same users with the same weights; re-encrypting their
+        ``z_B`` would double the most expensive part of an encrypted evaluation.
+        """
+        if self._z_step != step:
+            self._z_step, self._z_cache = step, {}
+        missing = np.array([u for u in users.tolist() if u not in self._z_cache], np.int64)
+        if missing.size:
+            fresh = self.peer.forward(step, missing, train=False)
+            self._z_cache.update(zip(missing.tolist(), fresh, strict=True))
+        return np.stack([self._z_cache[u] for u in users.tolist()])
+
     @torch.no_grad()
     def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Score candidates with ``z_B`` decrypted for these users (no training)."""
         self.head.eval()
-        z_user = torch.as_tensor(self.peer.forward(step, users, train=False), dtype=torch.float32)
+        z_user = torch.as_tensor(self._eval_z(step, users), dtype=torch.float32)
         local = torch.as_tensor(np.repeat(np.arange(len(users)), items.shape[1]))
         row_user, row_item = _rows(users, items)
         logits = self.head.logits(row_user, row_item, z_user[local])
