@@ -60,17 +60,7 @@ def make_channel(pki: DevPki, relay: tuple[RelayServer, int]) -> Iterator[MakeCh
     opened: list[GrpcChannel] = []
 
     def make(me: str, peer: str, *, issuer: DevPki = pki, timeout_s: float = 5.0) -> GrpcChannel:
-        cert, key = issuer.parties[me].read()
-        ch = GrpcChannel(
-            f"127.0.0.1:{relay[1]}",
-            me=me,
-            peer=peer,
-            ca_pem=pki.ca_pem(),
-            cert_pem=cert,
-            key_pem=key,
-            job_id=JOB,
-            timeout_s=timeout_s,
-        )
+        ch = _channel(issuer, relay[1], me, peer, timeout_s=timeout_s, ca_pem=pki.ca_pem())
         opened.append(ch)
         return ch
 
@@ -240,13 +230,21 @@ def test_full_mailbox_pushes_back_until_read(pki: DevPki) -> None:
         server.stop()
 
 
-def _channel(pki: DevPki, port: int, me: str, peer: str, timeout_s: float = 0.4) -> GrpcChannel:
+def _channel(
+    pki: DevPki,
+    port: int,
+    me: str,
+    peer: str,
+    timeout_s: float = 0.4,
+    ca_pem: bytes | None = None,
+) -> GrpcChannel:
+    """A party channel with ``me``'s certificate from ``pki`` (trusting ``ca_pem`` if given)."""
     cert, key = pki.parties[me].read()
     return GrpcChannel(
         f"127.0.0.1:{port}",
         me=me,
         peer=peer,
-        ca_pem=pki.ca_pem(),
+        ca_pem=ca_pem or pki.ca_pem(),
         cert_pem=cert,
         key_pem=key,
         job_id=JOB,

@@ -45,6 +45,19 @@ SCALES = SecureScales()
 KEYS = {"E": KeyPair.generate(512), "P": KeyPair.generate(512)}
 
 
+def _server(p, share, channel, *, timeout: float) -> PassiveSecureServer:  # type: ignore[no-untyped-def]
+    """P's secure server over ``channel`` with a fresh bottom model."""
+    bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, CFG.passive_out)
+    return PassiveSecureServer(
+        endpoint=Endpoint(channel, job_id="t", timeout=timeout),
+        bottom=bottom,
+        numeric=p.numeric,
+        categorical=p.categorical,
+        share=share,
+        optimizer=torch.optim.Adam(bottom.parameters(), lr=0.01),
+    )
+
+
 @pytest.fixture()
 def secure():
     torch.manual_seed(0)
@@ -53,15 +66,8 @@ def secure():
     e_share = ActiveShare(KEYS["E"], initial_half(d, h, SCALES, np.random.default_rng(1)), SCALES)
     p_share = PassiveShare(KEYS["P"], initial_half(d, h, SCALES, np.random.default_rng(2)), SCALES)
     w0 = (e_share.u + p_share.v).astype(float) / 2.0**SCALES.w_bits
-    bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, d)
-    server = PassiveSecureServer(
-        endpoint=Endpoint(p_ch, job_id="t", timeout=20),
-        bottom=bottom,
-        numeric=p.numeric,
-        categorical=p.categorical,
-        share=p_share,
-        optimizer=torch.optim.Adam(bottom.parameters(), lr=0.01),
-    )
+    server = _server(p, p_share, p_ch, timeout=20)
+    bottom = server.bottom
     peer = SecurePassivePeer(Endpoint(e_ch, job_id="t", timeout=20), e_share)
     model = SecureSplitRecommender(
         inputs, CFG, TRAIN, n_users=len(al), peer=peer, wb_learning_rate=WB_LR
@@ -174,15 +180,7 @@ def test_mismatched_parameters_stop_both_sides_naming_the_field() -> None:
     e_share = ActiveShare(KEYS["E"], initial_half(d, h, SCALES, np.random.default_rng(1)), SCALES)
     weak = SecureScales(sigma=30)
     p_share = PassiveShare(KEYS["P"], initial_half(d, h, weak, np.random.default_rng(2)), weak)
-    bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, d)
-    server = PassiveSecureServer(
-        endpoint=Endpoint(p_ch, job_id="t", timeout=5),
-        bottom=bottom,
-        numeric=p.numeric,
-        categorical=p.categorical,
-        share=p_share,
-        optimizer=torch.optim.Adam(bottom.parameters(), lr=0.01),
-    )
+    server = _server(p, p_share, p_ch, timeout=5)
     errors: list[BaseException] = []
 
     def serve() -> None:
@@ -200,3 +198,26 @@ def test_mismatched_parameters_stop_both_sides_naming_the_field() -> None:
     assert not thread.is_alive() and errors and "sigma" in str(errors[0])
     # and no ciphertext of P's was ever sent
     assert all(b"VFLE" not in payload for payload in p_ch.sent)
+
+
+def test_evaluation_asks_p_once_per_user_and_step(secure) -> None:
+    # Prepare
+    model, server, _, batches, _, e_ch, _, _ = secure
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    model.peer.setup()
+    users, items = batches[0].users, np.arange(6).reshape(1, 6).repeat(len(batches[0].users), 0)
+    # Execute: validation and test score the same users at one step, then a new step
+    first = model.predict(7, users, items)
+    again = model.predict(7, users, items)
+    model.predict(8, users, items)
+    model.peer.shutdown(step=9)
+    thread.join(timeout=20)
+    # Assert: same scores, and P was asked for these users once per step only
+    np.testing.assert_array_equal(first, again)
+    evals = [
+        m
+        for m in (decode(x).message for x in e_ch.sent)
+        if isinstance(m, ForwardIns) and not m.train
+    ]
+    assert [m.step for m in evals] == [7, 8]
