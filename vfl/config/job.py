@@ -28,6 +28,7 @@ from pathlib import Path
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -96,6 +97,8 @@ class EvalConfig(BaseModel):
 
     k: PositiveInt = 10
     test_negatives: PositiveInt = 99
+    # Cold-start users: test users with at most this quantile of training positives.
+    cold_start_quantile: float = Field(default=0.2, gt=0.0, le=1.0)
 
 
 class JobConfig(BaseModel):
