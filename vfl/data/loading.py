@@ -153,11 +153,35 @@ def _read(source: _Source, columns: Sequence[str]) -> pd.DataFrame:
 
 def _unreadable(source: _Source, exc: Exception) -> DataError:
     """The error for a file pandas/pyarrow cannot parse."""
+    if source.fmt is FileFormat.PARQUET and _looks_like_text(source.path):
+        return source.error(
+            None,
+            "cannot read the file as parquet: it has no 'PAR1' magic bytes and looks like "
+            "text, e.g. CSV",
+            'rename it to .csv or set format = "csv" in the party config, or write it with '
+            "DataFrame.to_parquet",
+        )
     return source.error(
         None,
         f"cannot read the file as {source.fmt.value} ({exc})",
         f"check that it is a readable {source.fmt.value} file with a header row",
     )
+
+
+def _looks_like_text(path: Path) -> bool:
+    """True if the file lacks Parquet's magic and its first bytes decode as UTF-8 text."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    if head.startswith(b"PAR1"):
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start > len(head) - 4  # only a multi-byte character cut at the end
+    return True
 
 
 def _header(source: _Source) -> list[str]:

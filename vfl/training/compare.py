@@ -6,7 +6,6 @@ sampling stream and the same seed; only what the model may look at differs.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
 from vfl.protocol.secure_layer import ActiveShare, PassiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
+from vfl.storage import atomic_write_json
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, ProgressFn, fit
 from vfl.training.recommenders import (
@@ -280,8 +280,7 @@ def run_compare(
         "total_seconds": round(time.perf_counter() - t0, 2),
     }
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(out / "compare.json", report)
     write_report(report, out)
     return report
 
