@@ -195,11 +195,20 @@ def _require_columns(source: _Source, present: list[str], wanted: list[str]) -> 
     """Raise for the first wanted column the file lacks."""
     for column in wanted:
         if column not in present:
-            raise source.error(
-                column,
-                f"column not found; the file has columns {present}",
-                "rename the column in the file or fix the column name in the party config",
+            separator = _other_separator(source, present)
+            fix = (
+                f"save the file comma-separated (it seems to use {separator!r})"
+                if separator
+                else "rename the column in the file or fix the column name in the party config"
             )
+            raise source.error(column, f"column not found; the file has columns {present}", fix)
+
+
+def _other_separator(source: _Source, present: list[str]) -> str | None:
+    """The separator a one-column CSV header seems to use instead of ',' (or None)."""
+    if source.fmt is not FileFormat.CSV or len(present) != 1:
+        return None
+    return next((sep for sep in (";", "\t", "|") if sep in present[0]), None)
 
 
 def _read_columns(source: _Source, wanted: list[str]) -> pd.DataFrame:
