@@ -401,17 +401,6 @@ def test_truncated_sealed_envelope_names_the_peer() -> None:
             p.recv(timeout=1)
 
 
-def test_truncated_protocol_message_is_a_protocol_error() -> None:
-    from vfl.protocol.messages import ForwardIns
-    from vfl.protocol.serde import Envelope, decode, encode
-
-    message = ForwardIns(step=3, users=np.arange(4, dtype=np.int64), train=True)
-    data = encode(Envelope(job_id="pilot", seq=9, message=message))
-    for cut in (data[:-3], data[: len(data) // 2], b"\x00" * 7):
-        with pytest.raises(ProtocolError, match=r"malformed|truncated|trailing"):
-            decode(cut)
-
-
 # -- command line and what is already on disk ----------------------------------------------
 
 
@@ -532,3 +521,35 @@ def test_disk_full_while_writing_the_report_keeps_the_previous_one(
         write_report(results, tmp_path)
     monkeypatch.undo()
     assert _digests(tmp_path) == before
+
+
+# -- the catalogue in the README -----------------------------------------------------------
+
+
+def _catalogue() -> list[tuple[str, list[tuple[str, str]]]]:
+    """(bad input, [(test file, test name)]) for each row of the README's catalogue table."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    out = []
+    for row in rows[1:]:  # rows[0] is the header
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        refs = []
+        for group in cells[2].split(";"):
+            short, names = group.split(":", 1)
+            module = "test_bad_inputs" if short.strip() == "bad" else f"test_{short.strip()}"
+            for name in names.split(", "):
+                if name.strip().startswith("test_"):
+                    refs.append((module, name.strip().split("[")[0]))
+        out.append((cells[0], refs))
+    return out
+
+
+def test_readme_catalogue_names_existing_tests() -> None:
+    catalogue = _catalogue()
+    assert len(catalogue) >= 40
+    for bad_input, refs in catalogue:
+        assert refs, bad_input
+        for module, name in refs:
+            source = (ROOT / "tests" / f"{module}.py").read_text()
+            assert f"def {name}(" in source, f"{bad_input}: {module}.{name} does not exist"
