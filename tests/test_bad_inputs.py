@@ -139,6 +139,26 @@ def test_parquet_file_that_is_really_csv(tmp_path: Path) -> None:
     assert 'rename it to .csv or set format = "csv"' in message
 
 
+def test_csv_file_that_is_really_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    pd.DataFrame({"user_id": ["u1"], "spend": [1.0], "card": ["v"]}).to_parquet(path)
+    with pytest.raises(DataError) as err:
+        _load_users(path)
+    message = _data_check(err, path, None)
+    assert "it is a Parquet file" in message and 'set format = "parquet"' in message
+
+
+def test_csv_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    # Prepare: a Latin-1 export from a spreadsheet, the bad byte far beyond pandas' first chunk
+    path = tmp_path / "users.csv"
+    rows = "".join(f"u{i},{i},visa\n" for i in range(3000))
+    path.write_bytes(("user_id,spend,card\n" + rows + "u9999,1,caf\xe9\n").encode("latin-1"))
+    with pytest.raises(DataError) as err:
+        _load_users(path)
+    message = _data_check(err, path, None)
+    assert "not UTF-8 text (byte 0xe9 on line 3002)" in message and "save it as UTF-8" in message
+
+
 def test_semicolon_separated_csv_says_so(tmp_path: Path) -> None:
     path = tmp_path / "users.csv"
     path.write_text("user_id;spend;card\nu1;1;visa\n")

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vfl.config.party import FeatureSchema, FileFormat, IdRule, InteractionSchema, PartyConfig, Role
+from vfl.data.sniff import diagnose_unreadable, other_separator
 from vfl.data.tables import ActiveData, FeatureTable, InteractionLog, PassiveData
 from vfl.errors import DataError
 
@@ -152,36 +153,15 @@ def _read(source: _Source, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _unreadable(source: _Source, exc: Exception) -> DataError:
-    """The error for a file pandas/pyarrow cannot parse."""
-    if source.fmt is FileFormat.PARQUET and _looks_like_text(source.path):
-        return source.error(
-            None,
-            "cannot read the file as parquet: it has no 'PAR1' magic bytes and looks like "
-            "text, e.g. CSV",
-            'rename it to .csv or set format = "csv" in the party config, or write it with '
-            "DataFrame.to_parquet",
-        )
+    """The error for a file pandas/pyarrow cannot parse (naming the mix-up if recognised)."""
+    known = diagnose_unreadable(source.path, source.fmt.value, exc)
+    if known is not None:
+        return source.error(None, *known)
     return source.error(
         None,
         f"cannot read the file as {source.fmt.value} ({exc})",
         f"check that it is a readable {source.fmt.value} file with a header row",
     )
-
-
-def _looks_like_text(path: Path) -> bool:
-    """True if the file lacks Parquet's magic and its first bytes decode as UTF-8 text."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4096)
-    except OSError:
-        return False
-    if head.startswith(b"PAR1"):
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start > len(head) - 4  # only a multi-byte character cut at the end
-    return True
 
 
 def _header(source: _Source) -> list[str]:
@@ -195,20 +175,14 @@ def _require_columns(source: _Source, present: list[str], wanted: list[str]) -> 
     """Raise for the first wanted column the file lacks."""
     for column in wanted:
         if column not in present:
-            separator = _other_separator(source, present)
+            csv = source.fmt is FileFormat.CSV
+            separator = other_separator(present) if csv else None
             fix = (
                 f"save the file comma-separated (it seems to use {separator!r})"
                 if separator
                 else "rename the column in the file or fix the column name in the party config"
             )
             raise source.error(column, f"column not found; the file has columns {present}", fix)
-
-
-def _other_separator(source: _Source, present: list[str]) -> str | None:
-    """The separator a one-column CSV header seems to use instead of ',' (or None)."""
-    if source.fmt is not FileFormat.CSV or len(present) != 1:
-        return None
-    return next((sep for sep in (";", "\t", "|") if sep in present[0]), None)
 
 
 def _read_columns(source: _Source, wanted: list[str]) -> pd.DataFrame:
