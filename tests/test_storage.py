@@ -49,7 +49,7 @@ def test_disk_full_is_named_and_keeps_the_old_file(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if failing == "write":
-        monkeypatch.setattr("builtins.open", lambda *a, **k: _FullFile())
+        monkeypatch.setattr(os, "fdopen", _FullFile)
     else:
         monkeypatch.setattr(os, failing, full)
 
@@ -68,19 +68,27 @@ def test_disk_full_is_named_and_keeps_the_old_file(
 
 
 class _FullFile:
-    """A file object whose writes fail with ENOSPC."""
+    """A file object over ``fd`` whose writes fail with ENOSPC."""
+
+    def __init__(self, fd: int, *args: object) -> None:
+        self.fd = fd
 
     def __enter__(self) -> _FullFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        os.close(self.fd)
 
     def write(self, data: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     def flush(self) -> None:
         return None
+
+
+def test_private_file_is_never_readable_by_others(tmp_path: Path) -> None:
+    path = atomic_write_bytes(tmp_path / "shop.key", b"secret", mode=0o600)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_bytes() == b"secret"
 
 
 def test_permission_denied_names_directory_and_fix(

@@ -133,16 +133,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int = 0o666) -> Path:
     """Replace ``path``'s content with ``data`` atomically; return the path.
+
+    ``mode`` (less the umask) applies from the moment the file exists: pass ``0o600`` for
+    private keys, which are then never readable by others, not even briefly.
 
     Raises:
         StorageError: disk full, permission denied, read-only, or a file in the way.
     """
     target = Path(path)
-    with atomic_path(target) as tmp, open(tmp, "xb") as handle:
-        handle.write(data)
-        handle.flush()
+    with atomic_path(target) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
     return target
 
 
