@@ -153,16 +153,7 @@ def decode(data: bytes, source: str) -> Checkpoint:
         )
     (head_len,) = struct.unpack(">Q", body[len(_MAGIC) + 1 : start])
     header = json.loads(body[start : start + head_len])
-    offset = start + head_len
-    arrays: dict[str, np.ndarray] = {}
-    blobs: dict[str, bytes] = {}
-    for section in header["sections"]:
-        chunk = body[offset : offset + section["length"]]
-        offset += section["length"]
-        if section["kind"] == "blob":
-            blobs[section["name"]] = chunk
-        else:
-            arrays[section["name"]] = _decode_array(section["kind"], chunk)
+    arrays, blobs = _sections(body, header["sections"], start + head_len)
     return Checkpoint(
         job_id=header["job_id"],
         party=header["party"],
@@ -174,6 +165,22 @@ def decode(data: bytes, source: str) -> Checkpoint:
         arrays=arrays,
         blobs=blobs,
     )
+
+
+def _sections(
+    body: bytes, sections: list[dict[str, Any]], offset: int
+) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
+    """The arrays and blobs stored from ``offset`` on, as the header's section list says."""
+    arrays: dict[str, np.ndarray] = {}
+    blobs: dict[str, bytes] = {}
+    for section in sections:
+        chunk = body[offset : offset + section["length"]]
+        offset += section["length"]
+        if section["kind"] == "blob":
+            blobs[section["name"]] = chunk
+        else:
+            arrays[section["name"]] = _decode_array(section["kind"], chunk)
+    return arrays, blobs
 
 
 def _corrupted(source: str, why: str) -> CheckpointError:
