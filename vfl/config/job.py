@@ -24,6 +24,7 @@ Every section except ``[parties]`` has defaults, so a file holding only ``[parti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import (
     BaseModel,
@@ -87,7 +88,7 @@ class TrainConfig(BaseModel):
     # SGD learning rate of the secret-shared W_B (encrypted mode): a share update must stay
     # linear in its gradient, so W_B cannot use Adam there.
     wb_learning_rate: PositiveFloat = 1.0
-    key_bits: PositiveInt = 2048  # Paillier modulus size in encrypted mode
+    key_bits: Annotated[int, Field(ge=256, multiple_of=2)] = 2048  # Paillier modulus, even
 
 
 class EvalConfig(BaseModel):

@@ -32,7 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from phe import paillier as phe_paillier
 
 from vfl.crypto.encoding import as_int_array
-from vfl.errors import VflError
+from vfl.errors import MalformedCiphertext, VflError
 
 if TYPE_CHECKING:
     from vfl.crypto.pool import RPowNSource
@@ -368,7 +368,8 @@ class EncryptedVector:
 
         Raises:
             KeyMismatchError: if ``data`` was made under another key.
-            ValueError: if ``data`` is malformed (magic, rank, length or a ciphertext range).
+            ValueError: if ``data`` is malformed (magic, rank or length).
+            MalformedCiphertext: a ciphertext is not in ``(0, n^2)`` or not coprime to ``n``.
         """
         head = len(_MAGIC) + _FINGERPRINT_BYTES + 1
         if len(data) < head or not data.startswith(_MAGIC):
@@ -384,9 +385,20 @@ class EncryptedVector:
         if len(body) != width * int(np.prod(shape)):
             raise ValueError(f"payload of {len(body)} bytes does not hold shape {shape}")
         cts = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
-        if any(not 0 < c < public_key.nsquare for c in cts):
-            raise ValueError("serialised ciphertext outside (0, n^2)")
+        _check_residues(cts, public_key)
         return cls(public_key, cts, tuple(shape))
+
+
+def _check_residues(cts: list[int], public_key: PublicKey) -> None:
+    """Raises MalformedCiphertext unless each ``c`` is a unit mod ``n^2`` (``0 < c < n^2``,
+    ``gcd(c, n) = 1``), as every encryption ``(1 + n*m) * r^n`` is."""
+    for i, c in enumerate(cts):
+        if not 0 < c < public_key.nsquare or gmpy2.gcd(c, public_key.n) != 1:
+            raise MalformedCiphertext(
+                f"serialised ciphertext {i} is outside (0, n^2) or not coprime to n of the "
+                f"{public_key.n_bits}-bit key {public_key.fingerprint().hex()[:12]}: the "
+                "sender is faulty or hostile"
+            )
 
 
 def _draw(public_key: PublicKey, pool: RPowNSource | None, k: int) -> list[int | None]:
