@@ -28,13 +28,15 @@ from typing import TYPE_CHECKING, NoReturn
 
 import gmpy2
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from phe import paillier as phe_paillier
 
+from vfl.crypto.batched import combine
 from vfl.crypto.encoding import as_int_array
 from vfl.errors import VflError
 
 if TYPE_CHECKING:
+    from vfl.crypto.executor import Executor
     from vfl.crypto.pool import RPowNSource
 
 _MAGIC = b"VFLE\x01"
@@ -299,12 +301,15 @@ class EncryptedVector:
     def __rmatmul__(self, other: ArrayLike) -> EncryptedVector:
         return self.dot(other)
 
-    def dot(self, matrix: EncryptedVector | ArrayLike) -> EncryptedVector:
+    def dot(
+        self, matrix: EncryptedVector | ArrayLike, *, executor: Executor | None = None
+    ) -> EncryptedVector:
         """Returns ``E(M · X)`` given ``self = E(X)`` and a plaintext integer matrix ``M``.
 
         This is the ``b · [[U]]`` product: ``M`` is ``m x d`` (signed integers), ``X`` is
         ``d x h`` (or ``d``), the result ``m x h`` (or ``m``). Zero entries cost nothing;
-        cost grows with the bit length of the entries.
+        cost grows with the bit length of the entries; bases reused by many rows of ``M`` get
+        fixed-base tables and large products use ``executor`` (:func:`vfl.crypto.batched.combine`).
 
         Raises:
             ValueError: if ``M`` is not 2-D or its columns do not match ``X``'s rows.
@@ -317,21 +322,10 @@ class EncryptedVector:
         if mat.ndim != 2 or mat.shape[1] != d:
             raise ValueError(f"cannot multiply a {mat.shape} matrix by encrypted {self.shape}")
         h = self.shape[1] if len(self.shape) == 2 else 1
-        columns = [self.ciphertexts[k::h] for k in range(h)]
-        out = [self._combine(columns[k], row) for row in mat for k in range(h)]
+        bases = [self.ciphertexts[j * h : (j + 1) * h] for j in range(d)]
+        out = combine(bases, mat, self.public_key.nsquare, executor=executor)
         shape = (mat.shape[0], h) if len(self.shape) == 2 else (mat.shape[0],)
-        return EncryptedVector(self.public_key, out, shape)
-
-    def _combine(self, cts: list[int], coefficients: NDArray[np.object_]) -> int:
-        """Returns ``E(sum_j a_j * x_j)`` given ``cts = [E(x_j)]`` and integers ``a_j``."""
-        nsquare = self.public_key.nsquare
-        acc = gmpy2.mpz(1)
-        for c, a in zip(cts, coefficients, strict=True):
-            if a == 0:
-                continue
-            base = c if a > 0 else gmpy2.invert(c, nsquare)
-            acc = acc * gmpy2.powmod(base, abs(a), nsquare) % nsquare
-        return int(acc)
+        return EncryptedVector(self.public_key, [c for row in out for c in row], shape)
 
     def rerandomised(self, *, pool: RPowNSource | None = None) -> EncryptedVector:
         """Returns a vector encrypting the same values with fresh, unlinkable randomness.

@@ -14,6 +14,11 @@ The costly half of a Paillier encryption or re-randomisation (Paillier 1999, EUR
    draws collide with probability below ``1/n`` per pair.
 
 ``workers=0`` computes inline, in the calling thread, on demand (no background work).
+
+``mode`` selects how each value is computed (:class:`~vfl.crypto.randomness.Randomness`):
+``FULL`` (default, ``r^n`` for uniform ``r``) or ``SHORT_EXPONENT`` (``h^x`` with a short
+``x`` and a fixed-base table that each worker builds once; security assumption in
+:mod:`vfl.crypto.randomness`). :func:`randomness_source` builds any of them in one line.
 """
 
 from __future__ import annotations
@@ -25,11 +30,20 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 import gmpy2
+
+from vfl.crypto.randomness import (
+    FullSource,
+    Randomness,
+    ShortExponentSource,
+    short_exponent_batch,
+)
 
 if TYPE_CHECKING:
     from vfl.crypto.paillier import PublicKey
@@ -62,9 +76,12 @@ class RandomnessPool:
         size: target number of values kept in stock (``>= 1``).
         workers: worker processes; ``None`` means ``os.cpu_count()``, ``0`` means inline.
         timeout: seconds :meth:`take` waits before raising ``TimeoutError``.
+        mode: ``Randomness.FULL`` (default) or ``Randomness.SHORT_EXPONENT``.
+        exponent_bits: short-exponent length (default ``n_bits // 2``); ignored for FULL.
 
     Raises:
-        ValueError: if ``size < 1``, ``workers < 0`` or ``timeout <= 0``.
+        ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0`` or
+            ``exponent_bits < 256``.
     """
 
     def __init__(
@@ -74,6 +91,8 @@ class RandomnessPool:
         workers: int | None = None,
         *,
         timeout: float = 60.0,
+        mode: Randomness = Randomness.FULL,
+        exponent_bits: int | None = None,
     ) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
@@ -83,6 +102,8 @@ class RandomnessPool:
                 f"workers {workers}, timeout {timeout}"
             )
         self._key, self.size, self.workers, self.timeout = public_key, size, workers, timeout
+        self.mode = mode
+        self._batch = _batch_job(public_key, mode, exponent_bits)
         self._stock: deque[int] = deque()
         self._ready = threading.Condition()
         self._pending = 0  # values being computed by workers
@@ -101,7 +122,8 @@ class RandomnessPool:
 
     def __repr__(self) -> str:
         return (
-            f"RandomnessPool(n_bits={self._key.n_bits}, size={self.size}, workers={self.workers})"
+            f"RandomnessPool(n_bits={self._key.n_bits}, size={self.size}, workers={self.workers}, "
+            f"mode={self.mode.name})"
         )
 
     def available(self) -> int:
@@ -123,7 +145,7 @@ class RandomnessPool:
         if k < 0:
             raise ValueError(f"cannot take {k} values")
         if self.workers == 0:
-            return r_pow_n_batch(self._key.n, k)
+            return self._batch(k)
         deadline, out = time.monotonic() + self.timeout, list[int]()
         while True:
             with self._ready:
@@ -163,7 +185,7 @@ class RandomnessPool:
                 self._pending += self._chunk
                 chunks += 1
         for _ in range(chunks):
-            future = executor.submit(r_pow_n_batch, self._key.n, self._chunk)
+            future = executor.submit(self._batch, self._chunk)
             future.add_done_callback(self._on_done)
 
     def _on_done(self, future: Future[list[int]]) -> None:
@@ -196,3 +218,43 @@ class RandomnessPool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _batch_job(
+    public_key: PublicKey, mode: Randomness, exponent_bits: int | None
+) -> Callable[[int], list[int]]:
+    """Returns a picklable ``count -> values`` job for worker processes."""
+    if mode is Randomness.FULL:
+        return partial(r_pow_n_batch, public_key.n)
+    source = ShortExponentSource(public_key, exponent_bits=exponent_bits)
+    return partial(
+        short_exponent_batch, source.h, public_key.nsquare, source.exponent_bits, source.window
+    )
+
+
+def randomness_source(
+    public_key: PublicKey,
+    mode: Randomness = Randomness.FULL,
+    *,
+    pool_size: int = 0,
+    workers: int | None = None,
+    exponent_bits: int | None = None,
+) -> RPowNSource:
+    """Returns an :class:`RPowNSource` for ``public_key`` drawing obfuscators by ``mode``.
+
+    ``pool_size=0`` computes inline on demand (:class:`FullSource` or
+    :class:`ShortExponentSource`); ``pool_size > 0`` returns a :class:`RandomnessPool` of
+    that size refilled by ``workers`` background processes (close it when done).
+
+    Raises:
+        ValueError: if ``pool_size < 0`` or the pool or exponent parameters are out of range.
+    """
+    if pool_size < 0:
+        raise ValueError(f"pool_size must be >= 0, got {pool_size}")
+    if pool_size:
+        return RandomnessPool(
+            public_key, pool_size, workers, mode=mode, exponent_bits=exponent_bits
+        )
+    if mode is Randomness.FULL:
+        return FullSource(public_key)
+    return ShortExponentSource(public_key, exponent_bits=exponent_bits)
