@@ -86,7 +86,7 @@ class PackingLayout:
                 f"{value_bits}, {summands}, {scalar_bits}, {sigma}"
             )
         result_bits = value_bits + scalar_bits + (summands - 1).bit_length()
-        return cls(result_bits + (sigma + 2 if sigma else 1), n_bits)
+        return cls(max(2, result_bits + (sigma + 2 if sigma else 1)), n_bits)
 
     @property
     def slots(self) -> int:
