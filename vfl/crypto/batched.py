@@ -12,8 +12,9 @@ the ``b · [[U]]`` product of SPEC §4, and per-user aggregation when ``M`` is 0
    so a term with an ``L``-bit coefficient costs ``ceil(L/w)`` multiplications instead of one
    ``L``-bit exponentiation; the window ``w`` minimises ``(2^w - 1) t + uses * t`` with
    ``t = ceil(L/w)``, against ``uses * (L + 1)`` for plain exponentiation.
-3. Output rows are split into chunks for an :class:`~vfl.crypto.executor.Executor` when the
-   work exceeds :data:`~vfl.crypto.executor.PARALLEL_MIN_MULTIPLICATIONS`.
+3. Above :data:`~vfl.crypto.executor.PARALLEL_MIN_MULTIPLICATIONS` the work goes to an
+   :class:`~vfl.crypto.executor.Executor`: split by ciphertext column when there are at least
+   as many columns as workers (every table is built once), else by output rows.
 
 The result is the same integer whichever path computes it (exact arithmetic mod ``n^2``).
 """
@@ -74,13 +75,26 @@ def combine(
     if coefficients.ndim != 2 or coefficients.shape[1] != d:
         raise ValueError(f"coefficients of shape {coefficients.shape} do not match {d} bases")
     columns = len(bases[0]) if d else 0
-    work = partial(_combine_rows, [list(map(int, row)) for row in bases], nsquare)
+    ints = [list(map(int, row)) for row in bases]
     if executor is None or not worth_parallel(
         executor, estimated_multiplications(coefficients, columns)
     ):
-        return work(coefficients)
+        return _combine_rows(ints, nsquare, coefficients)
+    if columns >= executor.workers:  # split bases: each table is built exactly once
+        parts = split(columns, executor.workers)
+        jobs = [[row[r.start : r.stop] for row in ints] for r in parts]
+        done = executor.map(partial(_combine_columns, nsquare, coefficients), jobs)
+        return [[c for part in done for c in part[i]] for i in range(len(coefficients))]
+    work = partial(_combine_rows, ints, nsquare)
     chunks = [coefficients[r.start : r.stop] for r in split(len(coefficients), executor.workers)]
     return [row for part in executor.map(work, chunks) for row in part]
+
+
+def _combine_columns(
+    nsquare: int, coefficients: NDArray[np.object_], bases: list[list[int]]
+) -> list[list[int]]:
+    """:func:`_combine_rows` with the bases as last argument (for splitting by column)."""
+    return _combine_rows(bases, nsquare, coefficients)
 
 
 def _combine_rows(

@@ -126,6 +126,11 @@ class RandomnessPool:
             f"mode={self.mode.name})"
         )
 
+    def pending(self) -> int:
+        """Returns how many values workers are computing now."""
+        with self._ready:
+            return self._pending
+
     def available(self) -> int:
         """Returns how many values are in stock now."""
         with self._ready:
