@@ -228,3 +228,43 @@ def test_per_group_row_sums_match_integers(case: tuple, data: st.DataObject) -> 
     else:
         got = ex.aggregate_rows(groups, 3).decrypt(KEY.private_key)
         assert (got == expected).all()
+
+
+def test_packed_matrix_round_trips_the_wire_with_agreed_geometry() -> None:
+    # Prepare
+    layout = PackingLayout.for_bounds(n_bits=512, value_bits=20, summands=4, scalar_bits=8)
+    x = np.array([[1, -2, 3], [-(2**20) + 1, 0, 2**20 - 1]], dtype=object)
+    enc = PackedMatrix.encrypt(KEY.public_key, layout, x, bound=2**20 - 1)
+    # Execute
+    data = enc.serialise(pool=SOURCE)
+    back = PackedMatrix.deserialise(data, KEY.public_key, layout, 3, 2**20 - 1)
+    # Assert: same values, fresh ciphertexts
+    assert (back.decrypt(KEY.private_key) == x).all()
+    assert not set(back.cipher.ciphertexts) & set(enc.cipher.ciphertexts)
+    with pytest.raises(ValueError, match="does not hold 40 packed"):
+        PackedMatrix.deserialise(data, KEY.public_key, layout, 40, 1)
+    with pytest.raises(HeadroomExceeded, match="packed matrix"):
+        PackedMatrix.deserialise(data, KEY.public_key, layout, 3, layout.capacity + 1)
+
+
+def test_packed_operations_refuse_mismatched_operands() -> None:
+    layout = PackingLayout(40, 512)
+    x = np.array([[1, 2]], dtype=object)
+    enc = PackedMatrix.encrypt(KEY.public_key, layout, x)
+    other_layout = PackedMatrix.encrypt(KEY.public_key, PackingLayout(41, 512), x)
+    with pytest.raises(ValueError, match="cannot combine"):
+        enc + other_layout
+    with pytest.raises(ValueError, match="does not match"):
+        enc + np.array([[1, 2, 3]], dtype=object)
+    with pytest.raises(TypeError, match="integer"):
+        enc * 1.5  # type: ignore[operator]
+    with pytest.raises(HeadroomExceeded, match="declared bound 1"):
+        PackedMatrix.encrypt(KEY.public_key, layout, x, bound=1)
+    with pytest.raises(ValueError, match="group ids"):
+        enc.aggregate_rows([3], 2)
+
+
+def test_layout_from_bounds_width_and_slots_at_2048_bits() -> None:
+    layout = PackingLayout.for_bounds(n_bits=2048, value_bits=61, summands=32, scalar_bits=21)
+    assert (layout.slot_bits, layout.slots) == (61 + 21 + 5 + 40 + 2, 15)
+    assert PackingLayout.for_bounds(n_bits=2048, value_bits=8, sigma=0).slot_bits == 10

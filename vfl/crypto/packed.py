@@ -315,6 +315,24 @@ class PackedMatrix:
         packed = np.array(lifted, dtype=object).reshape(self.cipher.shape)
         return unpack_rows(packed, self.layout.slot_bits, self.layout.slots, self.columns)
 
+    def serialise(self, *, rerandomise: bool = True, pool: RPowNSource | None = None) -> bytes:
+        """Returns the ciphertexts' wire form, re-randomised by default (see
+        :meth:`EncryptedVector.serialise`); layout, columns and bound are agreed, not sent."""
+        return self.cipher.serialise(rerandomise=rerandomise, pool=pool)
+
+    @classmethod
+    def deserialise(
+        cls, data: bytes, public_key: PublicKey, layout: PackingLayout, columns: int, bound: int
+    ) -> PackedMatrix:
+        """Returns the packed matrix serialised by :meth:`serialise` with the agreed geometry.
+
+        Raises:
+            KeyMismatchError: if ``data`` was made under another key.
+            ValueError: if ``data`` is malformed or does not hold ``columns`` packed columns.
+            HeadroomExceeded: if ``bound`` exceeds the layout's capacity.
+        """
+        return cls(layout, EncryptedVector.deserialise(data, public_key), columns, bound)
+
     def rerandomised(self, *, pool: RPowNSource | None = None) -> PackedMatrix:
         """Returns the same matrix with fresh, unlinkable ciphertexts."""
         return PackedMatrix(
