@@ -13,8 +13,9 @@ spawning the workers to joining them, crediting only the values taken.
 - ``phe``: ``PaillierPublicKey.encrypt(float)``, ``PaillierPrivateKey.decrypt``,
   ``EncryptedNumber * float`` (the way one multiplies by an embedding value with phe) and
   ``EncryptedNumber * int`` with the same 21-bit scalars vfl uses.
-- ``vfl``: fresh encryption (full ``r^n`` inline; short-exponent through a background
-  :class:`~vfl.crypto.pool.RandomnessPool`), re-randomisation, CRT decryption, signed scalar
+- ``vfl``: fresh encryption (full ``r^n``, owner CRT and short-exponent inline; full and
+  short-exponent through a background :class:`~vfl.crypto.pool.RandomnessPool`),
+  re-randomisation, CRT decryption, signed scalar
   multiplication, and packed slot operations. A slot operation is one slot's worth of a
   homomorphic multiply-by-signed-scalar-and-accumulate: ``M @ [[X]]`` with ``M`` of
   ``m x d`` 21-bit signed entries and ``X`` ``d x h`` packed counts ``m * d * h`` of them.
@@ -39,7 +40,7 @@ from vfl.crypto.executor import LocalProcessExecutor
 from vfl.crypto.packed import PackedMatrix, PackingLayout, linear_combination
 from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool
-from vfl.crypto.randomness import Randomness, ShortExponentSource
+from vfl.crypto.randomness import OwnerCrtSource, Randomness, ShortExponentSource
 
 SCALAR_BITS = 21  # b quantised at 20 fractional bits, |b| <= 1, plus sign
 
@@ -170,6 +171,7 @@ def vfl_unpacked(keys: KeyPair, reps: int) -> dict[str, Any]:
     cts = [pk.raw_encrypt(secrets.randbelow(pk.n)) for _ in range(reps)]
     ints = [_signed_scalar() for _ in range(5 * reps)]
     short_256 = ShortExponentSource(pk, exponent_bits=256)
+    owner = OwnerCrtSource(sk)
 
     return {
         "encrypt_full_inline": measure(many(lambda i: pk.raw_encrypt(i), reps)),
@@ -178,6 +180,9 @@ def vfl_unpacked(keys: KeyPair, reps: int) -> dict[str, Any]:
         ),
         "encrypt_short256_inline": measure(
             many(lambda i: pk.raw_encrypt(i, r_pow_n=short_256.take(1)[0]), 5 * reps)
+        ),
+        "encrypt_owner_crt_inline": measure(
+            many(lambda i: pk.raw_encrypt(i, r_pow_n=owner.take(1)[0]), reps)
         ),
         "rerandomise_full_inline": measure(many(lambda i: pk.rerandomise(cts[i]), reps)),
         "rerandomise_short_inline": measure(

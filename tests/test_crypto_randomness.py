@@ -17,6 +17,7 @@ from vfl.crypto.pool import RandomnessPool, randomness_source
 from vfl.crypto.randomness import (
     FixedBaseTable,
     FullSource,
+    OwnerCrtSource,
     Randomness,
     ShortExponentSource,
 )
@@ -109,7 +110,7 @@ def test_sources_are_rpown_sources_for_rerandomisation(keys: KeyPair) -> None:
     pk = keys.public_key
     enc = EncryptedVector.raw_encrypt(pk, [1, 2, 3])
     for mode in Randomness:
-        source = randomness_source(pk, mode)
+        source = randomness_source(pk, mode, private_key=keys.private_key)
         fresh = enc.rerandomised(pool=source)
         assert not set(fresh.ciphertexts) & set(enc.ciphertexts)
         assert keys.private_key.raw_decrypt_vector(fresh) == [1, 2, 3]
@@ -174,3 +175,37 @@ def test_closed_executor_refuses_work() -> None:
         pool.map(abs, [1])
     with pytest.raises(ValueError, match="workers >= 1"):
         LocalProcessExecutor(0)
+
+
+def test_owner_crt_values_are_nth_residues_with_both_halves_random(keys: KeyPair) -> None:
+    # Prepare
+    source = randomness_source(keys.public_key, Randomness.OWNER_CRT, private_key=keys.private_key)
+    p, q = keys.private_key.primes
+    # Execute
+    values = source.take(40)
+    # Assert: encryptions of 0, pairwise distinct modulo p^2 and modulo q^2 (both CRT halves
+    # fresh), and they decrypt ciphertexts correctly
+    assert isinstance(source, OwnerCrtSource)
+    assert all(_is_nth_residue(keys, v) for v in values)
+    assert len({v % p**2 for v in values}) == len({v % q**2 for v in values}) == 40
+    assert all(pow(v % p**2, p - 1, p**2) == 1 for v in values)  # order divides p - 1
+    enc = EncryptedVector.raw_encrypt(keys.public_key, [9], pool=source)
+    assert keys.private_key.raw_decrypt_vector(enc) == [9]
+
+
+def test_owner_crt_needs_this_keys_private_key(keys: KeyPair) -> None:
+    other = KeyPair.generate(512)
+    with pytest.raises(ValueError, match="only the key's owner"):
+        randomness_source(keys.public_key, Randomness.OWNER_CRT)
+    with pytest.raises(ValueError, match="only the key's owner"):
+        RandomnessPool(
+            keys.public_key, 4, 0, mode=Randomness.OWNER_CRT, private_key=other.private_key
+        )
+
+
+def test_owner_crt_pool_in_a_worker(keys: KeyPair) -> None:
+    with RandomnessPool(
+        keys.public_key, 4, 1, mode=Randomness.OWNER_CRT, private_key=keys.private_key
+    ) as pool:
+        values = pool.take(10)
+    assert len(set(values)) == 10 and all(_is_nth_residue(keys, v) for v in values)

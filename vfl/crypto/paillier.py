@@ -147,6 +147,12 @@ class PrivateKey:
     def __repr__(self) -> str:
         return f"PrivateKey(n_bits={self.public_key.n_bits})"
 
+    @property
+    def primes(self) -> tuple[int, int]:
+        """The secret factors ``(p, q)`` of ``n``: for the owner's own use (CRT randomness in
+        :class:`~vfl.crypto.randomness.OwnerCrtSource`), never serialised or sent."""
+        return int(self._phe.p), int(self._phe.q)
+
     def raw_decrypt(self, c: int) -> int:
         """Returns ``m`` in ``[0, n)`` given ``c = E(m)``; ValueError unless ``0 < c < n^2``."""
         if not 0 < c < self.public_key.nsquare:

@@ -40,13 +40,15 @@ import gmpy2
 
 from vfl.crypto.randomness import (
     FullSource,
+    OwnerCrtSource,
     Randomness,
     ShortExponentSource,
+    owner_crt_batch,
     short_exponent_batch,
 )
 
 if TYPE_CHECKING:
-    from vfl.crypto.paillier import PublicKey
+    from vfl.crypto.paillier import PrivateKey, PublicKey
 
 
 class RPowNSource(Protocol):
@@ -76,12 +78,14 @@ class RandomnessPool:
         size: target number of values kept in stock (``>= 1``).
         workers: worker processes; ``None`` means ``os.cpu_count()``, ``0`` means inline.
         timeout: seconds :meth:`take` waits before raising ``TimeoutError``.
-        mode: ``Randomness.FULL`` (default) or ``Randomness.SHORT_EXPONENT``.
-        exponent_bits: short-exponent length (default ``n_bits // 2``); ignored for FULL.
+        mode: ``Randomness.FULL`` (default), ``SHORT_EXPONENT`` or ``OWNER_CRT``.
+        exponent_bits: short-exponent length (default ``n_bits // 2``); SHORT_EXPONENT only.
+        private_key: the key's private half, required by OWNER_CRT (the primes go to the
+            local worker processes, nowhere else).
 
     Raises:
-        ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0`` or
-            ``exponent_bits < 256``.
+        ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0``,
+            ``exponent_bits < 256``, or OWNER_CRT lacks this key's ``private_key``.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class RandomnessPool:
         timeout: float = 60.0,
         mode: Randomness = Randomness.FULL,
         exponent_bits: int | None = None,
+        private_key: PrivateKey | None = None,
     ) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
@@ -103,7 +108,7 @@ class RandomnessPool:
             )
         self._key, self.size, self.workers, self.timeout = public_key, size, workers, timeout
         self.mode = mode
-        self._batch = _batch_job(public_key, mode, exponent_bits)
+        self._batch = _batch_job(public_key, mode, exponent_bits, private_key)
         self._stock: deque[int] = deque()
         self._ready = threading.Condition()
         self._pending = 0  # values being computed by workers
@@ -226,15 +231,30 @@ class RandomnessPool:
 
 
 def _batch_job(
-    public_key: PublicKey, mode: Randomness, exponent_bits: int | None
+    public_key: PublicKey,
+    mode: Randomness,
+    exponent_bits: int | None,
+    private_key: PrivateKey | None,
 ) -> Callable[[int], list[int]]:
     """Returns a picklable ``count -> values`` job for worker processes."""
     if mode is Randomness.FULL:
         return partial(r_pow_n_batch, public_key.n)
+    if mode is Randomness.OWNER_CRT:
+        return partial(owner_crt_batch, *_owner(public_key, private_key).primes)
     source = ShortExponentSource(public_key, exponent_bits=exponent_bits)
     return partial(
         short_exponent_batch, source.h, public_key.nsquare, source.exponent_bits, source.window
     )
+
+
+def _owner(public_key: PublicKey, private_key: PrivateKey | None) -> PrivateKey:
+    """Returns ``private_key`` if it is ``public_key``'s private half (else ValueError)."""
+    if private_key is None or private_key.public_key != public_key:
+        raise ValueError(
+            "Randomness.OWNER_CRT needs the private key of this public key: only the key's "
+            "owner can use it (use FULL or SHORT_EXPONENT for another party's key)"
+        )
+    return private_key
 
 
 def randomness_source(
@@ -244,22 +264,32 @@ def randomness_source(
     pool_size: int = 0,
     workers: int | None = None,
     exponent_bits: int | None = None,
+    private_key: PrivateKey | None = None,
 ) -> RPowNSource:
     """Returns an :class:`RPowNSource` for ``public_key`` drawing obfuscators by ``mode``.
 
-    ``pool_size=0`` computes inline on demand (:class:`FullSource` or
-    :class:`ShortExponentSource`); ``pool_size > 0`` returns a :class:`RandomnessPool` of
-    that size refilled by ``workers`` background processes (close it when done).
+    ``pool_size=0`` computes inline on demand (:class:`FullSource`,
+    :class:`ShortExponentSource` or :class:`OwnerCrtSource`); ``pool_size > 0`` returns a
+    :class:`RandomnessPool` of that size refilled by ``workers`` background processes
+    (close it when done). ``private_key`` is needed by OWNER_CRT only.
 
     Raises:
-        ValueError: if ``pool_size < 0`` or the pool or exponent parameters are out of range.
+        ValueError: if ``pool_size < 0``, the pool or exponent parameters are out of range,
+            or OWNER_CRT lacks this key's private key.
     """
     if pool_size < 0:
         raise ValueError(f"pool_size must be >= 0, got {pool_size}")
     if pool_size:
         return RandomnessPool(
-            public_key, pool_size, workers, mode=mode, exponent_bits=exponent_bits
+            public_key,
+            pool_size,
+            workers,
+            mode=mode,
+            exponent_bits=exponent_bits,
+            private_key=private_key,
         )
     if mode is Randomness.FULL:
         return FullSource(public_key)
+    if mode is Randomness.OWNER_CRT:
+        return OwnerCrtSource(_owner(public_key, private_key))
     return ShortExponentSource(public_key, exponent_bits=exponent_bits)

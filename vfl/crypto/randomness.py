@@ -14,6 +14,15 @@ Every Paillier encryption and re-randomisation multiplies by an *obfuscator*, a 
    ``ceil(exponent_bits / window) - 1`` multiplications modulo ``n^2`` (about 15x faster at
    the default 1024-bit ``x`` for 2048-bit keys, more at shorter ``x``).
 
+3. :attr:`Randomness.OWNER_CRT`, for the key's owner only: the same distribution as FULL,
+   from the factorisation. For ``y`` uniform in ``[1, p)``, ``y^p mod p^2`` is the unique
+   element of order dividing ``p - 1`` congruent to ``y`` mod ``p`` (Fermat:
+   ``y^p = y mod p``, and ``(y^p)^(p-1) = 1 mod p^2``), so it is uniform in that subgroup;
+   ``r^n mod p^2`` for uniform ``r`` is uniform there too (it depends only on ``r mod p`` and
+   ``n`` is prime to ``p - 1``). CRT-combining independent halves mod ``p^2`` and ``q^2``
+   therefore gives exactly the distribution of ``r^n mod n^2``, with two exponentiations of
+   half the size (about 3x faster). Perfect hiding; only the owner can use it.
+
 Security assumption of the short-exponent mode (stated, not proven here): the distribution
 ``{h^x mod n^2 : x < 2^l}`` is computationally indistinguishable from uniform ``n``-th
 residues. Against parties that do not know the factorisation this is the assumption under
@@ -47,7 +56,7 @@ from typing import TYPE_CHECKING
 import gmpy2
 
 if TYPE_CHECKING:
-    from vfl.crypto.paillier import PublicKey
+    from vfl.crypto.paillier import PrivateKey, PublicKey
 
 MIN_EXPONENT_BITS = 256  # 2 * lambda for lambda = 128 against generic (kangaroo) attacks
 DEFAULT_WINDOW = 8
@@ -58,6 +67,7 @@ class Randomness(Enum):
 
     FULL = "full"
     SHORT_EXPONENT = "short_exponent"
+    OWNER_CRT = "owner_crt"
 
 
 @dataclass(frozen=True)
@@ -205,3 +215,45 @@ class FullSource:
         if k < 0:
             raise ValueError(f"cannot take {k} values")
         return [self._key.random_r_pow_n() for _ in range(k)]
+
+
+def owner_crt_batch(p: int, q: int, count: int) -> list[int]:
+    """Returns ``count`` values distributed as ``r^n mod n^2``, from the factorisation.
+
+    Each is ``CRT(y_p^p mod p^2, y_q^q mod q^2)`` with fresh uniform ``y_p`` in ``[1, p)`` and
+    ``y_q`` in ``[1, q)`` (module docstring, item 3).
+    """
+    p2, q2 = gmpy2.mpz(p) ** 2, gmpy2.mpz(q) ** 2
+    p2_inverse = gmpy2.invert(p2, q2)
+    out: list[int] = []
+    for _ in range(count):
+        zp = gmpy2.powmod(secrets.randbelow(p - 1) + 1, p, p2)
+        zq = gmpy2.powmod(secrets.randbelow(q - 1) + 1, q, q2)
+        out.append(int(zp + p2 * ((zq - zp) * p2_inverse % q2)))
+    return out
+
+
+class OwnerCrtSource:
+    """An :class:`~vfl.crypto.pool.RPowNSource` for the key's owner: FULL's distribution via CRT.
+
+    Only the holder of ``private_key`` can build it; use it for the owner's own fresh
+    encryptions (about 3x faster than :class:`FullSource`, same perfect hiding).
+    """
+
+    def __init__(self, private_key: PrivateKey) -> None:
+        self._key = private_key.public_key
+        self._p, self._q = private_key.primes
+
+    @property
+    def public_key(self) -> PublicKey:
+        """The key the values belong to."""
+        return self._key
+
+    def __repr__(self) -> str:
+        return f"OwnerCrtSource(n_bits={self._key.n_bits})"
+
+    def take(self, k: int) -> list[int]:
+        """Returns ``k`` fresh values distributed as ``r^n mod n^2`` (ValueError if ``k < 0``)."""
+        if k < 0:
+            raise ValueError(f"cannot take {k} values")
+        return owner_crt_batch(self._p, self._q, k)
