@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 from vfl.crypto.batched import combine
 from vfl.crypto.encoding import HeadroomExceeded, as_int_array, lift_signed
 from vfl.crypto.executor import Executor
-from vfl.crypto.paillier import EncryptedVector, PrivateKey, PublicKey, _same_key
+from vfl.crypto.paillier import EncryptedVector, PrivateKey, PublicKey, require_same_key
 from vfl.crypto.pool import RPowNSource
 from vfl.crypto.signed_packing import pack_rows, slots_per_plaintext, unpack_rows
 
@@ -205,7 +205,7 @@ class PackedMatrix:
         return PackedMatrix(self.layout, cipher, self.columns, self.layout.check(bound, what))
 
     def _compatible(self, other: PackedMatrix) -> None:
-        _same_key(self.public_key, other.public_key)
+        require_same_key(self.public_key, other.public_key)
         if other.layout != self.layout or other.shape != self.shape:
             raise ValueError(
                 f"cannot combine packed {self.shape} ({self.layout}) with {other.shape} "

@@ -185,13 +185,16 @@ class KeyPair:
         return cls(public, PrivateKey(public, int(phe_private.p), int(phe_private.q)))
 
 
-def _same_key(a: PublicKey, b: PublicKey) -> None:
+def require_same_key(a: PublicKey, b: PublicKey) -> None:
     """Raises KeyMismatchError unless ``a`` and ``b`` are the same key."""
     if a != b:
         raise KeyMismatchError(
             f"ciphertexts under different Paillier keys ({a.fingerprint().hex()[:12]} vs "
             f"{b.fingerprint().hex()[:12]})"
         )
+
+
+_same_key = require_same_key
 
 
 class EncryptedVector:
@@ -351,7 +354,10 @@ class EncryptedVector:
         deterministic function of its operands' ciphertexts and the plaintexts applied to
         them; sent back to the key's owner unchanged, the owner can test guesses of those
         plaintexts (or, for fresh ``1 + n*m`` without ``r^n``, read ``m`` directly). Pass
-        ``rerandomise=False`` only for ciphertexts that stay with their producer.
+        ``rerandomise=False`` only for ciphertexts that stay with their producer. For
+        ciphertexts going back to their key's owner keep a FULL source (or none): a
+        short-exponent ``pool`` hides them from the owner only computationally
+        (:mod:`vfl.crypto.randomness`).
 
         Raises:
             KeyMismatchError: if ``pool`` belongs to another key.
