@@ -46,7 +46,9 @@ def operands(draw: st.DrawFn, count: int | None = None) -> tuple[PackingLayout, 
     terms, k = count or draw(st.integers(1, 4)), layout.slots
     rows, cols = draw(st.integers(1, 2)), draw(st.sampled_from([1, 2, k - 1, k, k + 1, 2 * k + 1]))
     scalars = [draw(st.integers(-(2**12), 2**12)) for _ in range(terms)]
-    bounds = [draw(st.integers(1, layout.capacity)) for _ in range(terms)]
+    cap = layout.capacity  # bounds near the capacity too, so overflow cases are common
+    near = st.one_of(st.integers(1, cap), st.integers(cap // 4, cap), st.just(cap))
+    bounds = [draw(near) for _ in range(terms)]
     matrices = []
     for s, b in zip(scalars, bounds, strict=True):
         cells = draw(st.lists(st.integers(-b, b), min_size=rows * cols, max_size=rows * cols))
