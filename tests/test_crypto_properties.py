@@ -29,14 +29,22 @@ def _sign(x: int) -> int:
 
 
 def _wrong_without_check(layout: PackingLayout, expected: np.ndarray) -> bool:
-    """True if packing ``expected`` and unpacking it does not give it back (silent overflow)."""
+    """True if ``expected`` or ``-expected`` (operands negated, still within their symmetric
+    bounds) would not survive packing and unpacking: a silent overflow the check prevents.
+
+    Balanced digits also hold ``-2^(w-1)``, so for that one value only the negated operands
+    overflow; bounds carry no sign, so the check must refuse both.
+    """
     event("refused: the unchecked result would be wrong")
     w, k = layout.slot_bits, layout.slots
-    try:
-        back = unpack_rows(pack_rows(expected, w, k), w, k, expected.shape[1])
-    except OverflowDetected:
-        return True
-    return bool((back != expected).any())
+    for result in (expected, -expected):
+        try:
+            back = unpack_rows(pack_rows(result, w, k), w, k, result.shape[1])
+        except OverflowDetected:
+            return True
+        if (back != result).any():
+            return True
+    return False
 
 
 @st.composite
