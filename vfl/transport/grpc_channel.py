@@ -327,6 +327,11 @@ class GrpcChannel:
             raise self._timeout(f"no answer from the coordinator at {self.target} in time")
         if code == grpc.StatusCode.UNAVAILABLE:
             raise self._tls_error(details)
+        if code == grpc.StatusCode.PERMISSION_DENIED and "serves job" in details:
+            raise TransportError(
+                f"party '{self.name}' refused by the coordinator at {self.target}: {details}. "
+                "Fix: point network.coordinator at the coordinator of this job"
+            ) from None
         if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
             raise TransportError(
                 f"party '{self.name}' refused by the coordinator at {self.target}: {details}. "
