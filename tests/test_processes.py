@@ -189,6 +189,8 @@ def test_three_processes_train_the_same_model_as_the_in_process_run(finished: Pi
     assert e_al["ids"] == p_al["ids"] and len(e_al["ids"]) == e_metrics["aligned_users"]
     got, want = e_metrics["split_encrypted"], reference["split_encrypted"]
     assert isinstance(want, dict)
+    print("processes:", {k: got[k] for k in ("loss_curve", "auc", "hr@10", "ndcg@10")})
+    print("in-process:", {k: want[k] for k in ("loss_curve", "auc", "hr@10", "ndcg@10")})
     assert len(got["loss_curve"]) == 2
     np.testing.assert_allclose(got["loss_curve"], want["loss_curve"], atol=2e-5)
     for key in ("auc", "hr@10", "ndcg@10", "logloss"):
@@ -324,6 +326,7 @@ def test_killed_party_is_reported_by_name_within_10_s(
     assert code == 2
     assert f"party '{name}' stopped responding: no heartbeat for" in pilot.log(survivor)
     assert elapsed < 10.0, elapsed
+    print(f"{name} killed; {survivor} reported it after {elapsed:.1f} s")
     assert "Traceback" not in pilot.log(survivor)
 
 

@@ -167,6 +167,19 @@ def test_flipped_bit_anywhere_is_tamper_error(keys) -> None:
     assert p.recv(timeout=1) == b"payload"
 
 
+def test_protocol_step_and_phase_travel_inside_the_seal(keys) -> None:
+    from vfl.party.common import SteppedEndpoint
+
+    e, p, _, _ = _job_pair(keys)
+    e.phase = p.phase = "train"
+    SteppedEndpoint(e, job_id="j").send(ForwardIns(step=7, users=np.arange(3), train=True))
+    assert Endpoint(p, job_id="j").recv(ForwardIns).step == 7
+    header = p.last_header
+    assert header is not None
+    assert (header.job, header.sender, header.recipient) == ("j", "E", "P")
+    assert (header.phase, header.step, header.seq) == ("train", 7, 0)
+
+
 def test_bad_key_files_are_named(tmp_path: Path) -> None:
     from vfl.errors import VflError
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from vfl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vfl.transport.certs import DevPki
 
 
 def certs(
@@ -51,6 +55,12 @@ def certs(
     layout = NetworkLayout(out, (names[0], names[1]), host=host, port=port, job_file=job)
     written = write_network_configs(layout, configs)
     typer.echo(f"dev PKI for coordinator host {host} (not for production):")
+    _echo_files(pki, sealing, written)
+
+
+def _echo_files(
+    pki: DevPki, sealing: dict[str, tuple[Path, Path]], written: dict[str, Path]
+) -> None:
     typer.echo(f"  {'ca':<13} {pki.ca}")
     for name, files in {"coordinator": pki.coordinator, **pki.parties}.items():
         typer.echo(f"  {name:<13} {files.cert}")

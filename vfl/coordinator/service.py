@@ -74,10 +74,10 @@ def run_coordinator(
         port = server.start()
         try:
             host = section.bind.rsplit(":", 1)[0]
+            plan_id = "" if plan is None else f", plan {plan.fingerprint()[:16]}"
             emit(
                 f"coordinator for job {section.job} listening on {host}:{port}, "
-                f"parties: {', '.join(section.parties)}"
-                + ("" if plan is None else f", plan {plan.fingerprint()[:16]}")
+                f"parties: {', '.join(section.parties)}{plan_id}"
             )
             if ready is not None:
                 ready(port)

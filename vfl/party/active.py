@@ -20,12 +20,13 @@ from vfl.party.common import (
     TORCH_INIT_LOCK,
     LocalAlignment,
     PhaseFn,
+    SteppedEndpoint,
     align_with_peer,
     local_rng_seed,
     no_phase,
     save_alignment,
 )
-from vfl.protocol.endpoint import ByteChannel, Endpoint
+from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import ActiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.training.compare import summarise
@@ -92,25 +93,9 @@ def train_active(
         n_negatives=plan.eval.test_negatives,
         seed=plan.job.seed,
     )
-    inputs = ActiveInputs(
-        users=TableTensors.from_table(data.users, local.rows),
-        items=TableTensors.from_table(data.items),
-    )
-    m, t = plan.model, plan.train
-    # E's half of W_B comes from E's own secret seed: P knows the job seed.
-    half = initial_half(
-        m.passive_out,
-        m.interactive_out,
-        SecureScales(),
-        np.random.default_rng(local_rng_seed(local_seed)),
-    )
-    share = ActiveShare(KeyPair.generate(t.key_bits), half, SecureScales())
-    peer = SecurePassivePeer(Endpoint(channel, job_id=plan.job.name, timeout=timeout), share)
-    with TORCH_INIT_LOCK:
-        torch.manual_seed(plan.job.seed)
-        model = SecureSplitRecommender(
-            inputs, m, t, n_users=len(alignment), peer=peer, wb_learning_rate=t.wb_learning_rate
-        )
+    peer = _passive_peer(plan, channel, timeout, local_seed)
+    model = _model(data, plan, local, peer)
+    t = plan.train
     batcher = UserBatcher(
         split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
     )
@@ -136,3 +121,33 @@ def train_active(
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _passive_peer(
+    plan: JobPlan, channel: ByteChannel, timeout: float, local_seed: int | None
+) -> SecurePassivePeer:
+    """E's proxy of P, with E's key pair and its half of ``W_B``.
+
+    The half comes from E's own secret seed, not the job seed, which P knows too.
+    """
+    m = plan.model
+    rng = np.random.default_rng(local_rng_seed(local_seed))
+    half = initial_half(m.passive_out, m.interactive_out, SecureScales(), rng)
+    share = ActiveShare(KeyPair.generate(plan.train.key_bits), half, SecureScales())
+    return SecurePassivePeer(SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout), share)
+
+
+def _model(
+    data: ActiveData, plan: JobPlan, local: LocalAlignment, peer: SecurePassivePeer
+) -> SecureSplitRecommender:
+    """E's towers and top model, initialised from the job seed."""
+    inputs = ActiveInputs(
+        users=TableTensors.from_table(data.users, local.rows),
+        items=TableTensors.from_table(data.items),
+    )
+    m, t = plan.model, plan.train
+    with TORCH_INIT_LOCK:
+        torch.manual_seed(plan.job.seed)
+        return SecureSplitRecommender(
+            inputs, m, t, n_users=len(local), peer=peer, wb_learning_rate=t.wb_learning_rate
+        )

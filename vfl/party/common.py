@@ -13,6 +13,8 @@ import numpy as np
 
 from vfl.config.party import PartyConfig
 from vfl.data.tables import FeatureTable
+from vfl.protocol.endpoint import Endpoint
+from vfl.protocol.messages import Message
 from vfl.psi.protocol import ByteLink, PsiResult, run_psi
 
 PhaseFn = Callable[[str], None]
@@ -35,6 +37,17 @@ def local_rng_seed(local_seed: int | None) -> int:
     model); it must not be derived from anything the other party knows, such as the job seed.
     """
     return secrets.randbits(63) if local_seed is None else local_seed
+
+
+class SteppedEndpoint(Endpoint):
+    """An :class:`Endpoint` that writes each message's protocol step into the sealed envelope
+    header (when the channel is a :class:`~vfl.transport.sealing.SealedChannel`)."""
+
+    def send(self, message: Message) -> None:
+        """Set the channel's ``step`` to ``message.step``, then send as usual."""
+        if hasattr(self.channel, "step"):
+            self.channel.step = message.step
+        super().send(message)
 
 
 @dataclass(frozen=True)

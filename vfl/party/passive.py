@@ -17,12 +17,13 @@ from vfl.party.common import (
     TORCH_INIT_LOCK,
     LocalAlignment,
     PhaseFn,
+    SteppedEndpoint,
     align_with_peer,
     local_rng_seed,
     no_phase,
     save_alignment,
 )
-from vfl.protocol.endpoint import ByteChannel, Endpoint
+from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import PassiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.training.inputs import TableTensors
@@ -79,7 +80,7 @@ def serve_passive(
         SecureScales(),
     )
     server = PassiveSecureServer(
-        endpoint=Endpoint(channel, job_id=plan.job.name, timeout=timeout),
+        endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),
         bottom=bottom,
         numeric=features.numeric,
         categorical=features.categorical,

@@ -81,21 +81,51 @@ def _run_sealed(
     emit: Callable[[str], None],
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
+    """Steps 3-4: handshake, PSI, training over the sealed channel."""
     cfg = run.cfg
-    if net.box_key is None or net.peer_box_public is None:  # checked by _network
-        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
-    channel = SealedChannel(
-        grpc_channel,
-        private_key=read_key(net.box_key, "network.box_key"),
-        peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
-        job_id=grpc_channel.job_id,
-        me=cfg.party.name,
-    )
+    channel = _seal(run, net, grpc_channel)
 
     def phase(name: str) -> None:
         channel.phase = name
         grpc_channel.report(phase=name)
         emit(f"{cfg.party.name}: phase {name}")
+
+    phase("handshake")
+    handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
+    emit(f"{cfg.party.name}: handshake with {net.peer} agreed on plan and parameters")
+    if cfg.role is Role.PASSIVE:
+        timeout, seed = net.timeout_s, run.local_seed
+        return dict(
+            run_passive(cfg, plan, channel, run.out, timeout=timeout, phase=phase, local_seed=seed)
+        )
+    return run_active(
+        cfg,
+        plan,
+        channel,
+        run.out,
+        epochs=run.epochs,
+        timeout=net.timeout_s,
+        progress=_publishing(grpc_channel, progress),
+        phase=phase,
+        local_seed=run.local_seed,
+    )
+
+
+def _seal(run: PartyRun, net: NetworkSection, grpc_channel: GrpcChannel) -> SealedChannel:
+    """The channel to the peer, sealed with this party's key and the peer's pinned key."""
+    if net.box_key is None or net.peer_box_public is None:  # checked by _network
+        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
+    return SealedChannel(
+        grpc_channel,
+        private_key=read_key(net.box_key, "network.box_key"),
+        peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
+        job_id=grpc_channel.job_id,
+        me=run.cfg.party.name,
+    )
+
+
+def _publishing(grpc_channel: GrpcChannel, progress: ProgressFn | None) -> ProgressFn:
+    """E's epoch callback: publish epoch, loss and validation NDCG to C, then ``progress``."""
 
     def on_epoch(name: str, record: EpochRecord) -> None:
         grpc_channel.report(
@@ -108,32 +138,7 @@ def _run_sealed(
         if progress is not None:
             progress(name, record)
 
-    phase("handshake")
-    handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
-    emit(f"{cfg.party.name}: handshake with {net.peer} agreed on plan and parameters")
-    if cfg.role is Role.ACTIVE:
-        return run_active(
-            cfg,
-            plan,
-            channel,
-            run.out,
-            epochs=run.epochs,
-            timeout=net.timeout_s,
-            progress=on_epoch,
-            phase=phase,
-            local_seed=run.local_seed,
-        )
-    return dict(
-        run_passive(
-            cfg,
-            plan,
-            channel,
-            run.out,
-            timeout=net.timeout_s,
-            phase=phase,
-            local_seed=run.local_seed,
-        )
-    )
+    return on_epoch
 
 
 def _network(run: PartyRun) -> NetworkSection:

@@ -55,6 +55,7 @@ _HANGUP = "socket closed"
 _MAX_HANGUPS = 5
 _NO_ATTEMPT = "no attempt made"
 _HEARTBEAT_RPC_S = 2.0
+_BEATING_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ class GrpcChannel:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             left = deadline - time.monotonic()
+            if self._beat.thread is not None:  # look at the peer's heartbeat every second
+                left = min(left, _BEATING_POLL_S)
             req = RecvRequest(job=self.job_id, sender=self.peer, wait_s=max(0.0, left))
             reply = self._call(self._recv_rpc, encode_recv_request(req), deadline, poll=True)
             if not reply:

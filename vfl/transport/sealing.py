@@ -65,6 +65,7 @@ class SealedChannel:
         self.phase, self.step = "default", -1
         self.chunk_bytes = chunk_bytes
         self.next_out = next_out
+        self.last_header: EnvelopeHeader | None = None  # of the last envelope accepted
         self._check = SequenceCheck(job=job_id, me=self.me, peer=self.peer, next_seq=next_in)
         self._box = nacl.public.Box(
             nacl.public.PrivateKey(private_key), nacl.public.PublicKey(peer_public_key)
@@ -122,6 +123,7 @@ class SealedChannel:
             ) from exc
         header, chunk = unpack(plain, peer=self.peer)
         self._check.accept(header, phase=self.phase)
+        self.last_header = header
         return header, chunk
 
     def close(self) -> None:
