@@ -262,18 +262,27 @@ def test_capture_of_all_relayed_bytes_holds_no_plaintext(finished: Pilot) -> Non
     assert found == {k: [] for k in patterns}
 
 
-def _sealed_receiver(run: Pilot, first: bytes) -> tuple[SealedChannel, InMemoryChannel]:
-    """P's opening side, fed by hand with relayed envelopes from E."""
+def _sealed_receiver(run: Pilot, job_id: str) -> tuple[SealedChannel, InMemoryChannel]:
+    """P's opening side of session ``job_id``, fed by hand with relayed envelopes from E."""
     certs = run.root / "certs"
     raw, _ = InMemoryChannel.pair("payments", "shop")
     channel = SealedChannel(
         raw,
         private_key=read_key(certs / "payments.box", "k"),
         peer_public_key=read_key(certs / "shop.box.pub", "k"),
-        job_id="proc-test",
+        job_id=job_id,
     )
     channel.phase = "handshake"
     return channel, raw
+
+
+def _session_envelopes(run: Pilot, bodies: list[bytes]) -> tuple[str, list[bytes]]:
+    """The sealed session's job id and its envelopes (after the session hellos)."""
+    opener, _ = _sealed_receiver(run, "proc-test")
+    jobs = [opener.open_envelope(body)[0].job for body in bodies]
+    session = [b for b, job in zip(bodies, jobs, strict=True) if job != "proc-test/hello"]
+    assert jobs[0] == "proc-test/hello" and len({j for j in jobs if j != jobs[0]}) == 1
+    return opener.open_envelope(session[0])[0].job, session
 
 
 def test_flipped_bit_replay_and_reorder_of_relayed_envelopes_are_rejected(
@@ -287,7 +296,9 @@ def test_flipped_bit_replay_and_reorder_of_relayed_envelopes_are_rejected(
         )
         if header.sender == "shop"
     ]
-    channel, raw = _sealed_receiver(finished, bodies[0])
+    job_id, bodies = _session_envelopes(finished, bodies)
+    assert job_id.startswith("proc-test/")
+    channel, raw = _sealed_receiver(finished, job_id)
     # Execute / Assert: one flipped bit is rejected, the genuine envelope then opens
     for bit in (7, 8 * 40, 8 * len(bodies[0]) - 1):
         flipped = bytearray(bodies[0])

@@ -293,6 +293,21 @@ class CheckpointStore:
         candidates = [ps for ps in self.positions() if phase is None or ps[0] is phase]
         return self.load(*candidates[-1]) if candidates else None
 
+    def discard_after(self, position: tuple[Phase, int] | None) -> list[tuple[Phase, int]]:
+        """Delete every checkpoint newer than ``position`` (None: all); return what went.
+
+        After both parties agreed to resume from ``position``, the one that was ahead drops
+        the state the other never reached, so a later restart cannot pick it up.
+        """
+
+        def newer(ps: tuple[Phase, int]) -> bool:
+            return position is None or (ps[0].order, ps[1]) > (position[0].order, position[1])
+
+        gone = [ps for ps in self.positions() if newer(ps)]
+        for phase, step in gone:
+            (self.directory / file_name(phase, step)).unlink(missing_ok=True)
+        return gone
+
     def _check_owner(self, checkpoint: Checkpoint, path: Path) -> None:
         """Refuse a checkpoint of another job, party or set of agreed parameters."""
         if (checkpoint.job_id, checkpoint.party) != (self.job_id, self.party):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vfl.checkpoint import Checkpoint, CheckpointStore, Phase
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.crypto.paillier import KeyPair
@@ -26,12 +27,22 @@ from vfl.party.common import (
     no_phase,
     save_alignment,
 )
+from vfl.party.resume import (
+    Position,
+    load_alignment_checkpoint,
+    module_blobs,
+    restore_modules,
+    save_alignment_checkpoint,
+    torch_blob,
+    training_checkpoint,
+)
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import ActiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
+from vfl.storage import atomic_write_bytes
 from vfl.training.compare import summarise
 from vfl.training.inputs import TableTensors, UserBatcher
-from vfl.training.loop import ProgressFn, fit
+from vfl.training.loop import LoopState, ProgressFn, fit
 from vfl.training.recommenders import ActiveInputs
 from vfl.training.secure import SecureSplitRecommender
 
@@ -47,13 +58,23 @@ def run_active(
     progress: ProgressFn | None = None,
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
+    store: CheckpointStore | None = None,
+    resume_at: Position | None = None,
 ) -> dict[str, Any]:
-    """PSI, encrypted split training and evaluation at E; writes ``metrics.json``."""
+    """PSI, encrypted split training and evaluation at E; writes ``metrics.json``.
+
+    With a ``store``, every phase and step is checkpointed, and a run resumes from the agreed
+    position ``resume_at`` (:mod:`vfl.party.resume`).
+    """
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
-    phase("psi")
-    local = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
+    local = None if store is None else load_alignment_checkpoint(store, resume_at)
+    if local is None:
+        phase("psi")
+        local = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
+        if store is not None:
+            save_alignment_checkpoint(store, local)
     save_alignment(local, out_dir)
     phase("train")
     return train_active(
@@ -66,6 +87,8 @@ def run_active(
         timeout=timeout,
         progress=progress,
         local_seed=local_seed,
+        store=store,
+        start=None if store is None else training_checkpoint(store, resume_at),
     )
 
 
@@ -80,8 +103,13 @@ def train_active(
     timeout: float = 120.0,
     progress: ProgressFn | None = None,
     local_seed: int | None = None,
+    store: CheckpointStore | None = None,
+    start: Checkpoint | None = None,
 ) -> dict[str, Any]:
-    """Encrypted split training and evaluation at E on an agreed alignment."""
+    """Encrypted split training and evaluation at E on an agreed alignment.
+
+    ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
+    """
     # E knows only its own rows; the passive party's rows stay at P.
     alignment = Alignment(
         ids=local.ids, active_rows=local.rows, passive_rows=np.full(len(local), -1, dtype=np.int64)
@@ -99,20 +127,20 @@ def train_active(
     batcher = UserBatcher(
         split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
     )
-    try:
-        peer.setup()
-        result = fit(
-            model,
-            split,
-            batcher,
-            epochs=epochs or t.epochs,
-            seed=plan.job.seed,
-            k=plan.eval.k,
-            cold_quantile=plan.eval.cold_start_quantile,
-            progress=progress,
-        )
-    finally:
-        peer.shutdown(step=-1)
+    state = None if start is None else restore_active(start, model)
+    peer.setup()
+    result = fit(
+        model,
+        split,
+        batcher,
+        epochs=epochs or t.epochs,
+        seed=plan.job.seed,
+        k=plan.eval.k,
+        cold_quantile=plan.eval.cold_start_quantile,
+        progress=progress,
+        start=state,
+        on_step=None if store is None else lambda s: save_active_step(store, model, s),
+    )
     metrics = {
         "job": plan.job.name,
         "aligned_users": len(alignment),
@@ -120,8 +148,50 @@ def train_active(
         "key_bits": t.key_bits,
         "split_encrypted": summarise(result),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if store is not None:
+        save_active_final(store, model, metrics)
+    peer.shutdown(step=-1)  # only once all is saved: P stops serving when it reads this
+    write_metrics(out_dir, metrics)
     return metrics
+
+
+def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
+    """E's ``metrics.json`` (atomically)."""
+    atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+
+
+def save_active_step(
+    store: CheckpointStore, model: SecureSplitRecommender, state: LoopState
+) -> None:
+    """``train`` checkpoint after a step or an epoch's evaluation: head, Adam, ``U``, loop."""
+    store.save(
+        Phase.TRAIN,
+        state.step,
+        seq=int(getattr(model.peer.endpoint.channel, "next_out", 0)),
+        meta={"loop": state.to_meta()},
+        arrays={"u": model.peer.share.u},
+        blobs=module_blobs("head", model.head, model.optimizer),
+    )
+
+
+def restore_active(ckpt: Checkpoint, model: SecureSplitRecommender) -> LoopState:
+    """Load E's state from a ``train`` checkpoint; return the loop state to continue from."""
+    restore_modules(ckpt, "head", model.head, model.optimizer)
+    model.peer.share.u = ckpt.arrays["u"]
+    return LoopState.from_meta(ckpt.meta["loop"])
+
+
+def save_active_final(
+    store: CheckpointStore, model: SecureSplitRecommender, metrics: dict[str, Any]
+) -> None:
+    """``eval`` 0 (the metrics) and ``export`` 0 (E's trained shard: head and ``U``)."""
+    store.save(Phase.EVAL, 0, meta={"metrics": metrics})
+    store.save(
+        Phase.EXPORT,
+        0,
+        arrays={"u": model.peer.share.u},
+        blobs={"head": torch_blob(model.head.state_dict())},
+    )
 
 
 def _passive_peer(

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vfl.checkpoint import Checkpoint, CheckpointStore, Phase
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.crypto.paillier import KeyPair
@@ -23,6 +24,14 @@ from vfl.party.common import (
     no_phase,
     save_alignment,
 )
+from vfl.party.resume import (
+    Position,
+    load_alignment_checkpoint,
+    module_blobs,
+    restore_modules,
+    save_alignment_checkpoint,
+    training_checkpoint,
+)
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import PassiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
@@ -38,16 +47,36 @@ def run_passive(
     timeout: float = 120.0,
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
+    store: CheckpointStore | None = None,
+    resume_at: Position | None = None,
 ) -> dict[str, int]:
-    """Load P's data, align with E by PSI, then serve the encrypted protocol until E is done."""
+    """Load P's data, align with E by PSI, then serve the encrypted protocol until E is done.
+
+    With a ``store``, every phase and step is checkpointed, and a run resumes from the agreed
+    position ``resume_at`` (:mod:`vfl.party.resume`).
+    """
     data = load_party_data(cfg)
     if not isinstance(data, PassiveData):
         raise TypeError("run_passive needs a passive party config")
-    phase("psi")
-    alignment = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
+    alignment = None if store is None else load_alignment_checkpoint(store, resume_at)
+    if alignment is None:
+        phase("psi")
+        alignment = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
+        if store is not None:
+            save_alignment_checkpoint(store, alignment)
     save_alignment(alignment, out_dir)
     phase("train")
-    return serve_passive(data, plan, channel, alignment, timeout=timeout, local_seed=local_seed)
+    start = None if store is None else training_checkpoint(store, resume_at)
+    return serve_passive(
+        data,
+        plan,
+        channel,
+        alignment,
+        timeout=timeout,
+        local_seed=local_seed,
+        store=store,
+        start=start,
+    )
 
 
 def serve_passive(
@@ -58,11 +87,14 @@ def serve_passive(
     *,
     timeout: float = 120.0,
     local_seed: int | None = None,
+    store: CheckpointStore | None = None,
+    start: Checkpoint | None = None,
 ) -> dict[str, int]:
     """Serve the encrypted protocol on an agreed alignment until E sends ``Shutdown``.
 
     P's bottom model and its half of ``W_B`` are drawn from P's own secret seed
     (``local_seed``, fresh from the OS when None), never from the job seed E knows.
+    ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
     """
     features = TableTensors.from_table(data.users, alignment.rows)
     m, t = plan.model, plan.train
@@ -89,5 +121,38 @@ def serve_passive(
             bottom.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
         ),
     )
+    if start is not None:
+        restore_passive(start, server)
+    if store is not None:
+        server.on_update = lambda step: save_passive_step(store, server, Phase.TRAIN, step)
     server.serve()
+    if store is not None:
+        save_passive_step(store, server, Phase.EXPORT, 0)
     return {"aligned_users": len(alignment), "steps": server.steps_done}
+
+
+def save_passive_step(
+    store: CheckpointStore, server: PassiveSecureServer, phase: Phase, step: int
+) -> None:
+    """P's bottom model, Adam state, ``V`` and step count (``train`` s, or the ``export``)."""
+    store.save(
+        phase,
+        step,
+        seq=int(getattr(server.endpoint.channel, "next_out", 0)),
+        meta={"steps_done": server.steps_done},
+        arrays={"v": server.share.v},
+        blobs=module_blobs("bottom", server.bottom, server.optimizer),
+    )
+
+
+def restore_passive(ckpt: Checkpoint, server: PassiveSecureServer) -> None:
+    """Load P's state from a ``train`` checkpoint."""
+    restore_modules(ckpt, "bottom", server.bottom, server.optimizer)
+    server.share.v = ckpt.arrays["v"]
+    server.steps_done = int(ckpt.meta["steps_done"])
+
+
+def finished_summary(store: CheckpointStore) -> dict[str, int]:
+    """P's summary from its ``export`` checkpoint (a restart after the job ended)."""
+    steps = int(store.load(Phase.EXPORT, 0).meta["steps_done"])
+    return {"aligned_users": len(store.load(Phase.ALIGNMENT, 0).arrays["ids"]), "steps": steps}

@@ -17,16 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vfl.checkpoint import CheckpointStore, Phase
 from vfl.config.party import NetworkSection, PartyConfig, Role, read_network_pems
 from vfl.config.plan import JobPlan, load_plan_file
-from vfl.errors import ConfigError, ParameterMismatch
-from vfl.party.active import run_active
+from vfl.errors import ChannelTimeout, ConfigError, ParameterMismatch, PeerLost
+from vfl.party.active import run_active, write_metrics
+from vfl.party.common import SteppedEndpoint
 from vfl.party.handshake import handshake
-from vfl.party.passive import run_passive
+from vfl.party.passive import finished_summary, run_passive
+from vfl.party.resume import Position, agree_position, latest_position, party_store, show
+from vfl.protocol.messages import Shutdown
 from vfl.training.loop import EpochRecord, ProgressFn
 from vfl.transport.board import PartyState
 from vfl.transport.grpc_channel import GrpcChannel
 from vfl.transport.sealing import SealedChannel, read_key
+from vfl.transport.session import open_session
 
 
 @dataclass(frozen=True)
@@ -81,22 +86,66 @@ def _run_sealed(
     emit: Callable[[str], None],
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
-    """Steps 3-4: handshake, PSI, training over the sealed channel."""
+    """Steps 3-4: session, handshake, resume position, PSI, training over the sealed channel."""
+    cfg, name = run.cfg, run.cfg.party.name
+    store = party_store(cfg, plan, run.out)
+    mine = latest_position(store)
+    done = mine is not None and mine[0] is Phase.EXPORT
+    if done and cfg.role is Role.PASSIVE:
+        emit(f"{name}: the job already finished here (checkpoint {store.directory})")
+        return dict(finished_summary(store))
+    try:
+        channel = _session(run, net, grpc_channel)
+        channel.phase = "handshake"
+        grpc_channel.report(phase="handshake")
+        handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
+        agreed = agree_position(channel, mine, me=name, timeout=net.timeout_s)
+    except (PeerLost, ChannelTimeout):
+        if not done:
+            raise
+        agreed, channel = None, None  # P is gone: it had its Shutdown
+    emit(
+        f"{name}: handshake with {net.peer} agreed on plan and parameters; "
+        f"{'resuming from ' + show(agreed) if agreed or mine else 'starting'}"
+    )
+    if done or channel is None:
+        return _finish_active(store, channel, plan, run.out, net.timeout_s)
+    store.discard_after(agreed)
+    return _run_phases(run, net, grpc_channel, plan, channel, store, agreed, emit, progress)
+
+
+def _run_phases(
+    run: PartyRun,
+    net: NetworkSection,
+    grpc_channel: GrpcChannel,
+    plan: JobPlan,
+    channel: SealedChannel,
+    store: CheckpointStore,
+    agreed: Position | None,
+    emit: Callable[[str], None],
+    progress: ProgressFn | None,
+) -> dict[str, Any]:
+    """Step 4 from the agreed position: PSI unless aligned, then training (E) or serving (P)."""
     cfg = run.cfg
-    channel = _seal(run, net, grpc_channel)
 
     def phase(name: str) -> None:
         channel.phase = name
         grpc_channel.report(phase=name)
         emit(f"{cfg.party.name}: phase {name}")
 
-    phase("handshake")
-    handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
-    emit(f"{cfg.party.name}: handshake with {net.peer} agreed on plan and parameters")
     if cfg.role is Role.PASSIVE:
-        timeout, seed = net.timeout_s, run.local_seed
         return dict(
-            run_passive(cfg, plan, channel, run.out, timeout=timeout, phase=phase, local_seed=seed)
+            run_passive(
+                cfg,
+                plan,
+                channel,
+                run.out,
+                timeout=net.timeout_s,
+                phase=phase,
+                local_seed=run.local_seed,
+                store=store,
+                resume_at=agreed,
+            )
         )
     return run_active(
         cfg,
@@ -108,19 +157,41 @@ def _run_sealed(
         progress=_publishing(grpc_channel, progress),
         phase=phase,
         local_seed=run.local_seed,
+        store=store,
+        resume_at=agreed,
     )
 
 
-def _seal(run: PartyRun, net: NetworkSection, grpc_channel: GrpcChannel) -> SealedChannel:
-    """The channel to the peer, sealed with this party's key and the peer's pinned key."""
+def _finish_active(
+    store: CheckpointStore,
+    channel: SealedChannel | None,
+    plan: JobPlan,
+    out: Path,
+    timeout: float,
+) -> dict[str, Any]:
+    """E restarted after its job ended: tell P (if it still waits), rewrite the metrics."""
+    if channel is not None:
+        channel.phase = "train"
+        SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout).send(Shutdown(step=-1))
+    metrics: dict[str, Any] = store.load(Phase.EVAL, 0).meta["metrics"]
+    write_metrics(out, metrics)
+    return metrics
+
+
+def _session(run: PartyRun, net: NetworkSection, grpc_channel: GrpcChannel) -> SealedChannel:
+    """A fresh session to the peer, sealed with this party's key and the peer's pinned key.
+
+    The session window is three message timeouts: long enough for a restarted peer.
+    """
     if net.box_key is None or net.peer_box_public is None:  # checked by _network
         raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
-    return SealedChannel(
+    return open_session(
         grpc_channel,
         private_key=read_key(net.box_key, "network.box_key"),
         peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
         job_id=grpc_channel.job_id,
         me=run.cfg.party.name,
+        timeout=3 * net.timeout_s,
     )
 
 

@@ -15,6 +15,8 @@ Reference: Vepakomma et al., "Split learning for health", 2018 (arxiv.org/abs/18
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -50,6 +52,9 @@ class PassivePlainServer:
         self.optimizer = optimizer
         self._pending: tuple[int, torch.Tensor] | None = None
         self.steps_done = 0
+        # called with ``step + 1`` once a step's update is applied, before the answer goes out
+        self.on_update: Callable[[int], None] | None = None
+        self._updated: int | None = None
 
     def serve(self) -> None:
         """Handle messages until ``Shutdown``; a bad request gets an ``ErrorRes``, not a crash."""
@@ -64,6 +69,9 @@ class PassivePlainServer:
                 if isinstance(exc, ParameterMismatch):
                     raise  # the job cannot go on: stop P too
                 continue
+            if self._updated is not None and self.on_update is not None:
+                self.on_update(self._updated)
+            self._updated = None
             self.endpoint.send(reply)
 
     def handle(self, msg: Message) -> Message:
@@ -110,6 +118,7 @@ class PassivePlainServer:
         b.backward(g)
         self.optimizer.step()
         self.steps_done += 1
+        self._updated = step + 1
 
     def _backward(self, msg: BackwardIns) -> BackwardRes:
         self._step_bottom(msg.step, self._pop_pending(msg.step), msg.grads)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,52 @@ def _test_metrics(
 ProgressFn = Callable[[str, EpochRecord], None]
 
 
+@dataclass
+class LoopState:
+    """Where a run of :func:`fit` stands, to checkpoint and to resume from.
+
+    ``epoch_rng`` is the batch generator's state at the start of ``epoch``: replaying that
+    epoch's draws up to ``position`` restores both the user order and every negative sampled.
+    ``position == len(epoch)`` means the epoch is trained but not yet evaluated.
+    """
+
+    step: int = 0  # training steps done in all
+    epoch: int = 1  # the current epoch, from 1
+    position: int = 0  # steps done in the current epoch
+    epoch_rng: dict[str, Any] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)  # every step's loss so far
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def to_meta(self) -> dict[str, Any]:
+        """JSON-ready form (for a checkpoint's ``meta``)."""
+        meta = asdict(self)
+        meta["history"] = [asdict(r) for r in self.history]
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> LoopState:
+        """Inverse of :meth:`to_meta`."""
+        history = [_record(r) for r in meta["history"]]
+        fields = {k: meta[k] for k in ("step", "epoch", "position", "epoch_rng", "losses")}
+        return cls(**fields, history=history)
+
+
+def _record(d: dict[str, Any]) -> EpochRecord:
+    cold = d.get("test_cold")
+    return EpochRecord(
+        epoch=d["epoch"],
+        train_loss=d["train_loss"],
+        valid=RankingMetrics(**d["valid"]),
+        test=RankingMetrics(**d["test"]),
+        seconds=d["seconds"],
+        test_cold=None if cold is None else RankingMetrics(**cold),
+    )
+
+
+StepFn = Callable[[LoopState], None]
+"""``on_step(state)``: called after every training step and after every epoch's evaluation."""
+
+
 def fit(
     model: Recommender,
     split: RecSplit,
@@ -85,26 +132,45 @@ def fit(
     k: int,
     cold_quantile: float = 0.2,
     progress: ProgressFn | None = None,
+    start: LoopState | None = None,
+    on_step: StepFn | None = None,
 ) -> FitResult:
-    """Train ``model`` for ``epochs`` epochs, evaluating validation and test after each."""
+    """Train ``model`` for ``epochs`` epochs, evaluating validation and test after each.
+
+    With ``start`` (from a checkpoint) training continues exactly where that state stood,
+    drawing the same user order and negatives as an uninterrupted run of the same ``seed``.
+    """
     rng = np.random.default_rng(seed)
     cold = cold_start_group(split.train_users, split.test.users, split.n_users, cold_quantile)
     result = FitResult(name=model.name, cold_max_train_positives=cold.max_train_positives)
-    step = 0
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    state = start or LoopState(epoch_rng=dict(rng.bit_generator.state))
+    result.history = list(state.history)
+    began = time.perf_counter()
+    while state.epoch <= epochs:
         t0 = time.perf_counter()
-        losses = []
-        for batch in batcher.epoch(rng):
-            losses.append(model.train_step(step, batch))
-            step += 1
-        valid = evaluate(model, split.valid, step=step, k=k)
-        test, test_cold = _test_metrics(score(model, split.test, step=step), cold, k)
-        record = EpochRecord(
-            epoch, float(np.mean(losses)), valid, test, time.perf_counter() - t0, test_cold
-        )
+        rng.bit_generator.state = state.epoch_rng
+        n_before = state.step - state.position
+        for index, batch in enumerate(batcher.epoch(rng)):
+            if index < state.position:
+                continue  # done before the resume: replay its draws only
+            state.losses.append(model.train_step(state.step, batch))
+            state.step, state.position = state.step + 1, index + 1
+            _notify(on_step, state)
+        valid = evaluate(model, split.valid, step=state.step, k=k)
+        test, test_cold = _test_metrics(score(model, split.test, step=state.step), cold, k)
+        loss = float(np.mean(state.losses[n_before:]))
+        record = EpochRecord(state.epoch, loss, valid, test, time.perf_counter() - t0, test_cold)
         result.history.append(record)
+        state.history.append(record)
+        state.epoch, state.position = state.epoch + 1, 0
+        state.epoch_rng = dict(rng.bit_generator.state)
+        _notify(on_step, state)
         if progress is not None:
             progress(model.name, record)
-    result.train_seconds = time.perf_counter() - start
+    result.train_seconds = time.perf_counter() - began
     return result
+
+
+def _notify(on_step: StepFn | None, state: LoopState) -> None:
+    if on_step is not None:
+        on_step(state)

@@ -98,12 +98,12 @@ class SealedChannel:
             ReplayError, ReorderError, EnvelopeError: see the module docstring.
             ChannelTimeout: from the wrapped channel.
         """
-        header, chunk = self._open(self.inner.recv(timeout))
+        header, chunk = self._next(timeout)
         if header.parts * self.chunk_bytes > MAX_MESSAGE_BYTES + self.chunk_bytes:
             raise EnvelopeError(f"message from '{self.peer}' announces {header.parts} parts")
         pieces = [chunk]
         for part in range(1, header.parts):
-            nxt, chunk = self._open(self.inner.recv(timeout))
+            nxt, chunk = self._next(timeout)
             if (nxt.part, nxt.parts) != (part, header.parts):
                 raise EnvelopeError(
                     f"{self.me}: part {nxt.part}/{nxt.parts} from '{self.peer}' where part "
@@ -112,7 +112,17 @@ class SealedChannel:
             pieces.append(chunk)
         return b"".join(pieces)
 
-    def _open(self, sealed: bytes) -> tuple[EnvelopeHeader, bytes]:
+    def seal(self, header: EnvelopeHeader, chunk: bytes) -> bytes:
+        """One sealed envelope (fresh nonce) of ``header`` and ``chunk``; no sequence kept."""
+        return bytes(self._box.encrypt(pack(header, chunk)))
+
+    def open_envelope(self, sealed: bytes) -> tuple[EnvelopeHeader, bytes]:
+        """Authenticate and split one envelope, without the order check.
+
+        Raises:
+            TamperError: not sealed by the pinned peer key, or altered.
+            EnvelopeError: the authenticated header is malformed.
+        """
         try:
             plain = bytes(self._box.decrypt(sealed))
         except nacl.exceptions.CryptoError as exc:
@@ -121,10 +131,24 @@ class SealedChannel:
                 "authentication: it was not sealed with the pinned key or was altered in "
                 "transit; rejected"
             ) from exc
-        header, chunk = unpack(plain, peer=self.peer)
-        self._check.accept(header, phase=self.phase)
-        self.last_header = header
-        return header, chunk
+        return unpack(plain, peer=self.peer)
+
+    def foreign(self, header: EnvelopeHeader, chunk: bytes) -> bool:
+        """Whether to drop an authentic envelope of another job id (False: refuse it).
+
+        Sessions (:mod:`vfl.transport.session`) drop their job's older sessions here.
+        """
+        return False
+
+    def _next(self, timeout: float) -> tuple[EnvelopeHeader, bytes]:
+        """The next envelope that passes the checks, skipping those :meth:`foreign` drops."""
+        while True:
+            header, chunk = self.open_envelope(self.inner.recv(timeout))
+            if header.job != self.job_id and self.foreign(header, chunk):
+                continue
+            self._check.accept(header, phase=self.phase)
+            self.last_header = header
+            return header, chunk
 
     def close(self) -> None:
         """Close the wrapped channel if it can be closed."""
