@@ -13,6 +13,7 @@ from vfl.config.plan import JobPlan
 from vfl.crypto.paillier import KeyPair
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
+from vfl.errors import CheckpointError
 from vfl.models.bottom import PassiveBottom
 from vfl.party.common import (
     TORCH_INIT_LOCK,
@@ -156,3 +157,23 @@ def finished_summary(store: CheckpointStore) -> dict[str, int]:
     """P's summary from its ``export`` checkpoint (a restart after the job ended)."""
     steps = int(store.load(Phase.EXPORT, 0).meta["steps_done"])
     return {"aligned_users": len(store.load(Phase.ALIGNMENT, 0).arrays["ids"]), "steps": steps}
+
+
+def finish_passive(store: CheckpointStore) -> dict[str, int]:
+    """E finished while P was down after the last step: export P's last ``train`` state.
+
+    E only finishes once every step's update is applied at both sides, so P's newest
+    ``train`` checkpoint is its final state.
+
+    Raises:
+        CheckpointError: P holds no ``train`` checkpoint to export.
+    """
+    steps = [s for p, s in store.positions() if p is Phase.TRAIN]
+    if not steps:
+        raise CheckpointError(
+            f"{store.directory}: the peer finished the job but this party holds no training "
+            "checkpoint. Fix: restart both parties with fresh work directories"
+        )
+    last = store.load(Phase.TRAIN, steps[-1])
+    store.save(Phase.EXPORT, 0, seq=last.seq, meta=last.meta, arrays=last.arrays, blobs=last.blobs)
+    return finished_summary(store)

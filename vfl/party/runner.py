@@ -20,11 +20,11 @@ from typing import Any
 from vfl.checkpoint import CheckpointStore, Phase
 from vfl.config.party import NetworkSection, PartyConfig, Role, read_network_pems
 from vfl.config.plan import JobPlan, load_plan_file
-from vfl.errors import ChannelTimeout, ConfigError, ParameterMismatch, PeerLost
+from vfl.errors import ChannelTimeout, ConfigError, ParameterMismatch, PeerLost, ProtocolError
 from vfl.party.active import run_active, write_metrics
 from vfl.party.common import SteppedEndpoint
 from vfl.party.handshake import handshake
-from vfl.party.passive import finished_summary, run_passive
+from vfl.party.passive import finish_passive, finished_summary, run_passive
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
 from vfl.protocol.messages import Shutdown
 from vfl.training.loop import EpochRecord, ProgressFn
@@ -72,6 +72,13 @@ def run_party(
     except BaseException as exc:
         grpc_channel.report(state=PartyState.FAILED, progress={"error": type(exc).__name__})
         grpc_channel.close()
+        if isinstance(exc, ChannelTimeout | ProtocolError) and not isinstance(
+            exc, ParameterMismatch
+        ):
+            emit(
+                f"{run.cfg.party.name}: stopped ({type(exc).__name__}); the checkpoints in "
+                f"{run.out / 'checkpoints'} are kept: re-run the same command to resume"
+            )
         raise
     grpc_channel.report(state=PartyState.DONE, progress=_published(result))
     grpc_channel.close()
@@ -101,17 +108,26 @@ def _run_sealed(
         handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
         agreed = agree_position(channel, mine, me=name, timeout=net.timeout_s)
     except (PeerLost, ChannelTimeout):
-        if not done:
-            raise
-        agreed, channel = None, None  # P is gone: it had its Shutdown
+        if done:  # E restarted after the end and P is gone: P had its Shutdown
+            return _finish_active(store, None, plan, run.out, net.timeout_s)
+        if cfg.role is Role.PASSIVE and _peer_finished(grpc_channel) and mine is not None:
+            emit(f"{name}: {net.peer} finished the job; exporting the last step")
+            return dict(finish_passive(store))
+        raise
     emit(
         f"{name}: handshake with {net.peer} agreed on plan and parameters; "
-        f"{'resuming from ' + show(agreed) if agreed or mine else 'starting'}"
+        + (f"resuming from {show(agreed)}" if agreed or mine else "starting")
     )
-    if done or channel is None:
+    if done:
         return _finish_active(store, channel, plan, run.out, net.timeout_s)
     store.discard_after(agreed)
     return _run_phases(run, net, grpc_channel, plan, channel, store, agreed, emit, progress)
+
+
+def _peer_finished(grpc_channel: GrpcChannel) -> bool:
+    """Whether the coordinator last saw the peer report that it finished the job."""
+    status = grpc_channel.peer_status()
+    return status is not None and status.state is PartyState.DONE
 
 
 def _run_phases(
