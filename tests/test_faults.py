@@ -59,15 +59,17 @@ def saved(k: str, phase: str) -> Callable[[Job], bool]:
 
 def psi_and_handshake(spe: int) -> list[Kill]:
     """Kills while the session, the handshake and PSI run, then a few in training."""
+    # Each trigger is sure to come: a log line that follows a party kill (the killed party
+    # restarts; its peer restarts on the new session hello), or a training step. A
+    # restarted party waits in the session hello until its peer is back.
     return [
         Kill("e", logged("e", "phase psi"), 0.3, "psi"),
-        # a restarted party waits in the session hello until its peer is back
         Kill("e", logged("e", "joined job"), 0.5, "handshake"),
-        Kill("coordinator", logged("e", "joined job"), 0.5, "handshake"),
         Kill("p", logged("p", "phase psi"), 0.3, "psi"),
         Kill("p", logged("p", "joined job"), 0.5, "handshake"),
         Kill("coordinator", logged("e", "phase psi"), 0.3, "psi"),
         Kill("e", at_step(2), 0.2, "train"),
+        Kill("coordinator", logged("e", "joined job"), 0.5, "handshake"),
         Kill("coordinator", at_step(4), 0.2, "train"),
         Kill("p", at_step(spe), 0.1, "eval"),
     ]
