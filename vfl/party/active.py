@@ -16,7 +16,7 @@ from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
 from vfl.data.splits import build_split
 from vfl.data.tables import ActiveData
-from vfl.party.common import align_with_peer, save_alignment
+from vfl.party.common import align_with_peer
 from vfl.protocol.endpoint import ByteChannel, Endpoint
 from vfl.protocol.secure_layer import ActiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
@@ -41,8 +41,15 @@ def run_active(
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
-    local = align_with_peer(channel, cfg, data.users, job_id=job.job.name, timeout=timeout)
-    save_alignment(local, out_dir)
+    local = align_with_peer(
+        channel,
+        cfg,
+        data.users,
+        job_id=job.job.name,
+        timeout=timeout,
+        work_dir=out_dir,
+        psi=job.psi,
+    )
     # E knows only its own rows; the passive party's rows stay at P.
     alignment = Alignment(
         ids=local.ids, active_rows=local.rows, passive_rows=np.full(len(local), -1, dtype=np.int64)

@@ -14,7 +14,7 @@ from vfl.crypto.paillier import KeyPair
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
 from vfl.models.bottom import PassiveBottom
-from vfl.party.common import align_with_peer, save_alignment
+from vfl.party.common import align_with_peer
 from vfl.protocol.endpoint import ByteChannel, Endpoint
 from vfl.protocol.secure_layer import PassiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
@@ -28,8 +28,15 @@ def run_passive(
     data = load_party_data(cfg)
     if not isinstance(data, PassiveData):
         raise TypeError("run_passive needs a passive party config")
-    alignment = align_with_peer(channel, cfg, data.users, job_id=job.job.name, timeout=timeout)
-    save_alignment(alignment, out_dir)
+    alignment = align_with_peer(
+        channel,
+        cfg,
+        data.users,
+        job_id=job.job.name,
+        timeout=timeout,
+        work_dir=out_dir,
+        psi=job.psi,
+    )
     features = TableTensors.from_table(data.users, alignment.rows)
     m, t = job.model, job.train
     torch.manual_seed(secrets.randbits(32))  # P's initialisation is P's own secret
