@@ -13,8 +13,9 @@ Both parties run the same code; the roles differ only in who sends first in each
 1. Each side hashes and blinds its ids, ``x·H(id)``, in chunks on its executor (every core).
 2. It streams that singly-blinded set in a fresh uniformly random order (from the OS CSPRNG,
    so the order says nothing about its table), chunk by chunk as chunks are computed.
-3. Each received chunk is re-blinded at once, ``y·(x·H(id)) = x·y·H(id)``, after checking that
-   every element is a valid point; the results go back in the order received.
+3. Each received chunk is queued for re-blinding at once, ``y·(x·H(id)) = x·y·H(id)``, after
+   checking that every element is a valid point; the results stream back in the order
+   received, each chunk as soon as it is done.
 4. Each side now holds ``x·y·H(id)`` for its own ids (in its own order) and for the other's
    ids (in an order it cannot link to ids). The intersection is the set of own ids whose
    double value occurs in the other's set; under DDH in the curve group nothing else is
@@ -223,12 +224,13 @@ def _intersect(
         FrameKind.SINGLE, session.counted("hash", singles, len(normalised)), len(normalised),
         n_peer, lambda blob: reblinds.append(executor.submit(groups.reblind, curve, blob, scalar)),
     )  # fmt: skip
-    peer_blobs = session.collect(reblinds, n_peer)
+    peer_blobs: list[bytes] = []
+    own: list[bytes] = []
+    doubles = session.collected(reblinds, n_peer, peer_blobs)
+    session.stream(FrameKind.DOUBLE, doubles, n_peer, len(normalised), own.append)
     peer_sorted = np.sort(np.frombuffer(b"".join(peer_blobs), dtype=_DOUBLE))
     if peer_sorted.size > 1 and bool(np.any(peer_sorted[1:] == peer_sorted[:-1])):
         raise ProtocolError("PSI peer sent the same point twice (duplicate ids)")
-    own: list[bytes] = []
-    session.stream(FrameKind.DOUBLE, iter(peer_blobs), n_peer, len(normalised), own.append)
     return _align(normalised, order, b"".join(own), peer_sorted, party)
 
 
@@ -302,23 +304,26 @@ class _Session:
             self._progress(stage, done, total)
             yield blob
 
-    def collect(self, futures: list[Future[bytes]], total: int) -> list[bytes]:
-        """Step 3: wait for the re-blinded peer chunks, in order.
+    def collected(
+        self, futures: list[Future[bytes]], total: int, keep: list[bytes]
+    ) -> Iterator[bytes]:
+        """Step 3: yield the re-blinded peer chunks in order as they finish, keeping each.
 
         Raises:
             ProtocolError: a peer chunk held an invalid curve point.
         """
-        out, done = [], 0
+        done = 0
         for index, future in enumerate(futures):
             try:
-                out.append(future.result())
+                blob = future.result()
             except ValueError as exc:
                 raise ProtocolError(
                     f"peer sent an invalid curve point in chunk {index}: {exc}"
                 ) from None
-            done += len(out[-1]) // POINT_BYTES
+            keep.append(blob)
+            done += len(blob) // POINT_BYTES
             self._progress("reblind", done, total)
-        return out
+            yield blob
 
     def stream(
         self, kind: FrameKind, blobs: Iterator[bytes], n_mine: int, n_peer: int,
