@@ -9,7 +9,9 @@ Usage: ``python benchmarks/psi.py [--ids 1000000] [--overlap 0.5] [--curve x2551
    persisting. ``ids`` per side, a fraction ``overlap`` in common. Both start on a barrier
    after generating their ids; ``wall_s`` runs from there until both have their result.
 2. Each party reports its peak RSS (``getrusage``): the party process itself and its largest
-   curve worker.
+   curve worker; and the CPU seconds of both parties with their workers (``cpu_s``), which
+   with ``raw_bound_cpu_s`` gives an overhead ratio that other load on the machine does not
+   distort as much as the wall-clock ratio. The pools are started before the barrier.
 3. ``raw_bound_s``: the same number of scalar multiplications the protocol performs (``2·ids``
    per party: blind own, re-blind the peer's), as bare libsodium calls in a tight loop spread
    over every core -- how fast the curve operations alone could do the work on this machine.
@@ -64,13 +66,33 @@ def _ids(role: Role, n: int, overlap: float) -> list[str]:
     return [f"user-{i:09d}" for i in range(start, start + n)]
 
 
+def _warm(seconds: float) -> tuple[int, float]:
+    """Keep a worker busy briefly, so that every worker starts; its pid and CPU s so far."""
+    time.sleep(seconds)
+    return os.getpid(), time.process_time()
+
+
+def _cpu_s(who: int) -> float:
+    """User plus system CPU seconds of this process or of its reaped children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _party(
     role: Role, conn: Connection, barrier: Barrier, out: Connection, args: dict[str, Any]
 ) -> None:
-    """One party process: ids, barrier, PSI with its own pool and work dir, report."""
+    """One party process: pool, ids, barrier, PSI with its own work dir, report.
+
+    The pool is started before the ids exist: a spawned worker's ``ru_maxrss`` would otherwise
+    count the parent's pages at fork time, not the worker's own use.
+    """
     name = "E" if role is Role.ACTIVE else "P"
-    ids = _ids(role, args["ids"], args["overlap"])
     with tempfile.TemporaryDirectory() as work, LocalProcessExecutor(args["workers"]) as pool:
+        started: dict[int, float] = {}
+        for warm in [pool.submit(_warm, 0.3) for _ in range(2 * pool.workers)]:
+            pid, cpu_so_far = warm.result()
+            started[pid] = max(cpu_so_far, started.get(pid, 0.0))
+        ids = _ids(role, args["ids"], args["overlap"])
         options = PsiOptions(
             curve=PsiCurve(args["curve"]),
             chunk_size=args["chunk_size"],
@@ -79,16 +101,20 @@ def _party(
             work_dir=Path(work),
         )
         barrier.wait()
+        cpu = _cpu_s(resource.RUSAGE_SELF)
         start = time.perf_counter()
         result = run_psi(
             PipeLink(conn, "P" if name == "E" else "E"), ids, job_id=_JOB, role=role,
             rule=IdRule(), party=name, options=options,
         )  # fmt: skip
         seconds = time.perf_counter() - start
+        cpu = _cpu_s(resource.RUSAGE_SELF) - cpu
     out.send(
         {
             "party": name,
             "seconds": seconds,
+            # workers, reaped by now, less what they spent starting before the barrier
+            "cpu_s": cpu + _cpu_s(resource.RUSAGE_CHILDREN) - sum(started.values()),
             "n_common": result.n_common,
             "digest": result.alignment_digest,
             "rss_party_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -126,6 +152,7 @@ def run_parties(args: dict[str, Any]) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "n_common": reports["E"]["n_common"],
         "party_seconds": {k: round(r["seconds"], 2) for k, r in sorted(reports.items())},
+        "cpu_s": round(sum(r["cpu_s"] for r in reports.values()), 2),
         "peak_rss_mib": {
             k: {
                 "party": round(r["rss_party_mib"], 1),
@@ -136,34 +163,34 @@ def run_parties(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _bare_mults(curve: str, count: int) -> float:
-    """``count`` bare scalar multiplications in a tight loop (one worker); seconds taken."""
+def _bare_mults(curve: str, count: int) -> tuple[float, float]:
+    """``count`` bare scalar multiplications in a tight loop (one worker); wall and CPU s."""
     from nacl._sodium import ffi, lib
 
     group = PsiCurve(curve)
     points = [groups.hash_to_point(group, f"u{i}", _JOB) for i in range(256)]
     scalar = groups.random_scalar(group)
-    mult = (
-        lib.crypto_scalarmult if group is PsiCurve.X25519 else lib.crypto_scalarmult_ed25519_noclamp
-    )
+    if group is PsiCurve.X25519:
+        mult = lib.crypto_scalarmult
+    else:
+        mult = lib.crypto_scalarmult_ed25519_noclamp
     buf = ffi.new("unsigned char[]", 32)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(count):
         mult(buf, scalar, points[i & 255])
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def raw_bound(curve: str, operations: int, workers: int) -> float:
-    """Step 3: wall seconds for ``operations`` bare multiplications over ``workers`` processes."""
+def raw_bound(curve: str, operations: int, workers: int) -> tuple[float, float]:
+    """Step 3: wall and CPU seconds of ``operations`` bare multiplications on ``workers``."""
     share = -(-operations // workers)
     with LocalProcessExecutor(workers) as pool:
         for warm in [pool.submit(_bare_mults, curve, 1) for _ in range(workers)]:
             warm.result()  # workers started and imports done before timing
         start = time.perf_counter()
         futures = [pool.submit(_bare_mults, curve, share) for _ in range(workers)]
-        for future in futures:
-            future.result()
-        return time.perf_counter() - start
+        cpu = sum(future.result()[1] for future in futures)
+        return time.perf_counter() - start, cpu
 
 
 def main() -> None:
@@ -178,7 +205,7 @@ def main() -> None:
     load_before = os.getloadavg()
     parties = run_parties(args)
     operations = 4 * args["ids"]
-    bound = raw_bound(args["curve"], operations, os.cpu_count() or 1)
+    bound, bound_cpu = raw_bound(args["curve"], operations, os.cpu_count() or 1)
     report = {
         "ids_per_party": args["ids"],
         "overlap": args["overlap"],
@@ -191,6 +218,8 @@ def main() -> None:
         "scalar_mults": operations,
         "raw_bound_s": round(bound, 2),
         "ratio_to_raw_bound": round(parties["wall_s"] / bound, 3),
+        "raw_bound_cpu_s": round(bound_cpu, 2),
+        "cpu_ratio_to_raw_bound": round(parties["cpu_s"] / bound_cpu, 3),
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
     }
