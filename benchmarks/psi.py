@@ -115,6 +115,7 @@ def _party(
             "seconds": seconds,
             # workers, reaped by now, less what they spent starting before the barrier
             "cpu_s": cpu + _cpu_s(resource.RUSAGE_CHILDREN) - sum(started.values()),
+            "party_cpu_s": cpu,
             "n_common": result.n_common,
             "digest": result.alignment_digest,
             "rss_party_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -153,6 +154,7 @@ def run_parties(args: dict[str, Any]) -> dict[str, Any]:
         "n_common": reports["E"]["n_common"],
         "party_seconds": {k: round(r["seconds"], 2) for k, r in sorted(reports.items())},
         "cpu_s": round(sum(r["cpu_s"] for r in reports.values()), 2),
+        "party_process_cpu_s": {k: round(r["party_cpu_s"], 2) for k, r in sorted(reports.items())},
         "peak_rss_mib": {
             k: {
                 "party": round(r["rss_party_mib"], 1),
