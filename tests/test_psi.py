@@ -412,3 +412,24 @@ def test_chunk_size_must_be_positive() -> None:
             ch_e, ["a"], job_id=JOB, role=Role.ACTIVE, rule=KEEP,
             options=PsiOptions(chunk_size=0),
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"VPSH{not json", b'VPSH{"version": 2}', b"hello", b'VPSH{"version": "2", "curve": "x25519", '
+     b'"job_id": "j", "id_rule": "r", "n": 1, "reuse": ""}'],
+    ids=["json", "fields", "magic", "types"],
+)  # fmt: skip
+def test_malformed_hello_is_a_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProtocolError, match="hello"):
+        Hello.decode(data)
+
+
+def test_hello_mismatch_names_every_field_on_both_sides() -> None:
+    mine = Hello(2, "x25519", "j", "strip=1;case=keep;unicode=NFC", 5, "")
+    theirs = Hello(3, "ed25519", "j", "strip=1;case=lower;unicode=NFC", 9, "abc")
+    with pytest.raises(ParameterMismatch) as err:
+        mine.check_against(theirs, me="E")
+    text = str(err.value)
+    assert "version: E has 2, the peer has 3" in text and "curve: E has 'x25519'" in text
+    assert "case=lower" in text and "job_id:" not in text and " n: " not in text
