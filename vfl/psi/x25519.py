@@ -5,7 +5,8 @@ Notation: Curve25519 is the Montgomery curve ``E: v^2 = u^3 + A·u^2 + u`` over 
 ``2^252 + 27742317777372353535851937790883648493``; its quadratic twist ``E'`` has order
 ``4·L'`` with ``L'`` prime. Values travel as 32-byte little-endian ``u`` in ``[0, p)``.
 
-- ``H(job, id) = Elligator2(SHA-512(tag(job) || utf8(id)) mod 2^255)`` (:func:`hash_to_point`):
+- ``H(job, id) = Elligator2(r)``, ``r = (SHA-512(tag(job) || utf8(id))[:32] mod 2^255) mod p``
+  (:func:`hash_to_point`):
   the Elligator 2 map (Bernstein, Hamburg, Krasnova, Lange, CCS 2013) with non-square ``2``:
   ``u1 = -A / (1 + 2r^2)``; ``u = u1`` if ``f(u1) = u1^3 + A·u1^2 + u1`` is a square in
   ``F_p``, else ``u = -A - u1``. Exactly one of the two is the u of a point of ``E`` (``2`` is
@@ -15,6 +16,10 @@ Notation: Curve25519 is the Montgomery curve ``E: v^2 = u^3 + A·u^2 + u`` over 
   scalar beyond its value mod the cofactor 4, which clamping fixes), but it would show
   the receiver, through a Legendre symbol, whether each of the peer's hashed ids fell on the
   curve or the twist: a count of them per set, which is information about the peer's ids.
+  One Elligator 2 map is an *encoding* in the sense of RFC 9380 (about half the points are
+  reachable, not uniformly); the PSI needs only that nobody knows a discrete log of ``H(id)``
+  or a relation between two of them, which a SHA-512 input gives. The ed25519 backend uses
+  the same single-map encoding (libsodium's ``crypto_core_ed25519_from_uniform``).
 - ``a`` is 32 fresh random bytes per job (:func:`random_scalar`); X25519 clamps it to
   ``k(a) = 2^254 + 8·m`` with ``m`` uniform in ``[0, 2^251)``.
 - ``blind(u, a) = X25519(a, u) = u([k(a)]·Q)`` for either point ``Q = (u, ±v)``
@@ -24,7 +29,9 @@ Commutativity: ``k(a)·(k(b)·Q) = k(a)·k(b)·Q = k(b)·(k(a)·Q)`` and the u-c
 ``±R`` is the same, so ``X25519(a, X25519(b, u)) = X25519(b, X25519(a, u))``. Because every
 ``k(a)`` is a multiple of the cofactor 8, one blinding moves ``H(id)`` into the subgroup of
 order ``L`` (the cofactor is cleared), where the DDH assumption makes ``k(a)·H(id)`` look
-random to anyone without ``a``. libsodium returns an error when the product is the
+random to anyone without ``a``. Two ids collide after blinding only if their ``H`` differ by
+sign and a point of order 8, which for hash outputs has probability about ``2^-250`` per
+pair. libsodium returns an error when the product is the
 identity (``u`` of small order): for hashed ids that has probability about ``2^-250``, for a
 peer's value it means a malformed input; :func:`blind` raises ``ValueError`` either way.
 """
