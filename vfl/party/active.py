@@ -22,17 +22,14 @@ from vfl.party.common import (
     LocalAlignment,
     PhaseFn,
     SteppedEndpoint,
-    align_with_peer,
     local_rng_seed,
     no_phase,
-    save_alignment,
 )
 from vfl.party.resume import (
     Position,
-    load_alignment_checkpoint,
+    align_or_resume,
     module_blobs,
     restore_modules,
-    save_alignment_checkpoint,
     torch_blob,
     training_checkpoint,
 )
@@ -69,13 +66,17 @@ def run_active(
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
-    local = None if store is None else load_alignment_checkpoint(store, resume_at)
-    if local is None:
-        phase("psi")
-        local = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
-        if store is not None:
-            save_alignment_checkpoint(store, local)
-    save_alignment(local, out_dir)
+    local = align_or_resume(
+        channel,
+        cfg,
+        data.users,
+        plan,
+        out_dir,
+        timeout=timeout,
+        phase=phase,
+        store=store,
+        resume_at=resume_at,
+    )
     phase("train")
     return train_active(
         data,

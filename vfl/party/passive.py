@@ -20,17 +20,14 @@ from vfl.party.common import (
     LocalAlignment,
     PhaseFn,
     SteppedEndpoint,
-    align_with_peer,
     local_rng_seed,
     no_phase,
-    save_alignment,
 )
 from vfl.party.resume import (
     Position,
-    load_alignment_checkpoint,
+    align_or_resume,
     module_blobs,
     restore_modules,
-    save_alignment_checkpoint,
     training_checkpoint,
 )
 from vfl.protocol.endpoint import ByteChannel
@@ -59,13 +56,17 @@ def run_passive(
     data = load_party_data(cfg)
     if not isinstance(data, PassiveData):
         raise TypeError("run_passive needs a passive party config")
-    alignment = None if store is None else load_alignment_checkpoint(store, resume_at)
-    if alignment is None:
-        phase("psi")
-        alignment = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
-        if store is not None:
-            save_alignment_checkpoint(store, alignment)
-    save_alignment(alignment, out_dir)
+    alignment = align_or_resume(
+        channel,
+        cfg,
+        data.users,
+        plan,
+        out_dir,
+        timeout=timeout,
+        phase=phase,
+        store=store,
+        resume_at=resume_at,
+    )
     phase("train")
     start = None if store is None else training_checkpoint(store, resume_at)
     return serve_passive(

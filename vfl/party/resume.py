@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,14 +31,16 @@ import torch
 from vfl.checkpoint import Checkpoint, CheckpointStore, Phase, Scalar, agree_resume
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
+from vfl.data.tables import FeatureTable
 from vfl.errors import ProtocolError
-from vfl.party.common import LocalAlignment
+from vfl.party.common import LocalAlignment, PhaseFn, align_with_peer
 from vfl.protocol.endpoint import ByteChannel
+from vfl.psi.protocol import ByteLink
 
 Position = tuple[Phase, int]
 
 
-def party_store(cfg: PartyConfig, plan: JobPlan, out: Any) -> CheckpointStore:
+def party_store(cfg: PartyConfig, plan: JobPlan, out: Path) -> CheckpointStore:
     """This party's checkpoint store, bound to the job, the party and every plan field."""
     params: dict[str, Scalar] = {}
     for key, value in plan.fields().items():
@@ -98,6 +101,31 @@ def load_alignment_checkpoint(store: CheckpointStore, at: Position | None) -> Lo
         return None
     ckpt = store.load(Phase.ALIGNMENT, 0)
     return LocalAlignment(ids=ckpt.arrays["ids"], rows=ckpt.arrays["rows"].astype(np.int64))
+
+
+def align_or_resume(
+    channel: ByteLink,
+    cfg: PartyConfig,
+    users: FeatureTable,
+    plan: JobPlan,
+    out_dir: Path,
+    *,
+    timeout: float,
+    phase: PhaseFn,
+    store: CheckpointStore | None,
+    resume_at: Position | None,
+) -> LocalAlignment:
+    """The alignment: from the checkpoint when both resume past PSI, else by PSI (saved)."""
+    local = None if store is None else load_alignment_checkpoint(store, resume_at)
+    if local is not None:
+        return local
+    phase("psi")
+    local = align_with_peer(
+        channel, cfg, users, job_id=plan.job.name, timeout=timeout, work_dir=out_dir, psi=plan.psi
+    )
+    if store is not None:
+        save_alignment_checkpoint(store, local)
+    return local
 
 
 def training_checkpoint(store: CheckpointStore, at: Position | None) -> Checkpoint | None:
