@@ -113,6 +113,7 @@ class Job:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=True,  # its own process group: PSI workers die with it
             )
         if k == "coordinator":
             self._wait_listening()
@@ -129,7 +130,7 @@ class Job:
         proc = self.procs[k]
         if proc.poll() is not None:
             return False
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the process and its worker pool, as in a crash
         proc.wait(timeout=10)
         self._marks = {p: (self.runs[p], len(self.log(p))) for p in ("e", "p")}
         return True
@@ -172,9 +173,12 @@ class Job:
         return text in self.log(k)[offset:]
 
     def stop_all(self) -> None:
+        """Kill every process group still there (a failed test leaves nothing behind)."""
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             proc.wait(timeout=10)
 
     # -- what the parties have done ----------------------------------------------------------
