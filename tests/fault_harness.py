@@ -9,6 +9,7 @@ with 0 has finished.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -175,10 +176,8 @@ class Job:
     def stop_all(self) -> None:
         """Kill every process group still there (a failed test leaves nothing behind)."""
         for proc in self.procs.values():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=10)
 
     # -- what the parties have done ----------------------------------------------------------

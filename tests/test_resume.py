@@ -142,7 +142,7 @@ def test_fit_resumed_from_any_saved_state_ends_as_the_uninterrupted_run() -> Non
     # Execute / Assert: resume from a mid-epoch step, a trained-but-not-evaluated epoch and
     # an evaluated one, each in a fresh model
     spe = steps // 2
-    evaluated_first = [i for i, s in enumerate(saved) if json.loads(s[0])["epoch"] == 2][0]
+    evaluated_first = next(i for i, s in enumerate(saved) if json.loads(s[0])["epoch"] == 2)
     for index in (1, spe - 1, evaluated_first, len(saved) - 2):
         meta, head, optimiser = saved[index]
         resumed = _model(inputs, len(al))
