@@ -87,6 +87,7 @@ class Job:
         self.runs: dict[str, int] = {"e": 0, "p": 0, "coordinator": 0}
         self.done: set[str] = set()
         self._marks: dict[str, tuple[int, int]] = {}  # at the last kill: (run, log length)
+        self.last_kill_at = time.monotonic()
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class Job:
         os.killpg(proc.pid, signal.SIGKILL)  # the process and its worker pool, as in a crash
         proc.wait(timeout=10)
         self._marks = {p: (self.runs[p], len(self.log(p))) for p in ("e", "p")}
+        self.last_kill_at = time.monotonic()
         return True
 
     def seed_alignment(self, other: Job) -> None:
@@ -210,6 +212,7 @@ class Job:
         out, began = Outcome(), time.monotonic()
         rng = random.Random(seed)
         pending, due = list(kills), None
+        self.last_kill_at = began
         self.start("coordinator")
         self.start("p")
         self.start("e")
