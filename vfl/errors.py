@@ -55,3 +55,10 @@ class FrameError(ProtocolError):
 
 class TransportError(VflError):
     """The transport cannot reach or is refused by the coordinator; the message names the fix."""
+
+
+class PlaintextRefused(ParameterMismatch):
+    """A party was asked to run the plaintext protocol without enabling it in its own config.
+
+    Fatal, like any parameter mismatch: the message names the party and the config key.
+    """

@@ -24,10 +24,12 @@ Every section except ``[parties]`` has defaults, so a file holding only ``[parti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -37,6 +39,7 @@ from pydantic import (
 from vfl.config.party import PartyConfig, Role, load_party_config
 from vfl.config.toml_io import ConfigPath, load_toml_model
 from vfl.errors import ConfigError
+from vfl.protocol.options import Mode, Randomness
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -86,7 +89,14 @@ class TrainConfig(BaseModel):
     # SGD learning rate of the secret-shared W_B (encrypted mode): a share update must stay
     # linear in its gradient, so W_B cannot use Adam there.
     wb_learning_rate: PositiveFloat = 1.0
+    wb_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # momentum kept as shares too
+    wb_weight_decay: NonNegativeFloat = 0.0
     key_bits: PositiveInt = 2048  # Paillier modulus size in encrypted mode
+    # "plaintext" (same messages, no encryption, no masks) is for development and for
+    # measuring the cost of privacy; both party configs must set [party] allow_plaintext.
+    protocol: Mode = Mode.ENCRYPTED
+    randomness: Randomness = Randomness.POOL  # where r^n of encryptions comes from
+    crypto_workers: NonNegativeInt = 0  # processes per party for batched Paillier work
 
 
 class EvalConfig(BaseModel):

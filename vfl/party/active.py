@@ -11,20 +11,19 @@ import torch
 
 from vfl.config.job import JobConfig
 from vfl.config.party import PartyConfig
-from vfl.crypto.paillier import KeyPair
 from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
 from vfl.data.splits import build_split
 from vfl.data.tables import ActiveData
 from vfl.party.common import align_with_peer, save_alignment
 from vfl.protocol.endpoint import ByteChannel, Endpoint
-from vfl.protocol.secure_layer import ActiveShare, SecureScales, initial_half
+from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.training.compare import summarise
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import ProgressFn, fit
 from vfl.training.recommenders import ActiveInputs
-from vfl.training.secure import SecureSplitRecommender
+from vfl.training.secure import SecureSplitRecommender, layer_settings
 
 
 def run_active(
@@ -60,17 +59,17 @@ def run_active(
     )
     m, t = job.model, job.train
     torch.manual_seed(job.job.seed)
+    settings = layer_settings(t)
+    rng = np.random.default_rng(job.job.seed)
     share = ActiveShare(
-        KeyPair.generate(t.key_bits),
-        initial_half(
-            m.passive_out, m.interactive_out, SecureScales(), np.random.default_rng(job.job.seed)
-        ),
-        SecureScales(),
+        u=initial_half(m.passive_out, m.interactive_out, settings.scales, rng),
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=cfg.party.allow_plaintext,
+        party=cfg.party.name,
     )
     peer = SecurePassivePeer(Endpoint(channel, job_id=job.job.name, timeout=timeout), share)
-    model = SecureSplitRecommender(
-        inputs, m, t, n_users=len(alignment), peer=peer, wb_learning_rate=t.wb_learning_rate
-    )
+    model = SecureSplitRecommender(inputs, m, t, n_users=len(alignment), peer=peer)
     batcher = UserBatcher(
         split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
     )
@@ -87,6 +86,7 @@ def run_active(
         )
     finally:
         peer.shutdown(step=-1)
+        share.close()
     metrics = {
         "job": job.job.name,
         "aligned_users": len(alignment),

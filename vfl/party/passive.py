@@ -10,15 +10,15 @@ import torch
 
 from vfl.config.job import JobConfig
 from vfl.config.party import PartyConfig
-from vfl.crypto.paillier import KeyPair
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
 from vfl.models.bottom import PassiveBottom
 from vfl.party.common import align_with_peer, save_alignment
 from vfl.protocol.endpoint import ByteChannel, Endpoint
-from vfl.protocol.secure_layer import PassiveShare, SecureScales, initial_half
+from vfl.protocol.secure_layer import PassiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.training.inputs import TableTensors
+from vfl.training.secure import layer_settings
 
 
 def run_passive(
@@ -36,15 +36,18 @@ def run_passive(
     bottom = PassiveBottom(
         features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
     )
+    settings = layer_settings(t)
     share = PassiveShare(
-        KeyPair.generate(t.key_bits),
-        initial_half(
+        v=initial_half(
             m.passive_out,
             m.interactive_out,
-            SecureScales(),
+            settings.scales,
             np.random.default_rng(secrets.randbits(64)),
         ),
-        SecureScales(),
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=cfg.party.allow_plaintext,
+        party=cfg.party.name,
     )
     server = PassiveSecureServer(
         endpoint=Endpoint(channel, job_id=job.job.name, timeout=timeout),
@@ -56,5 +59,8 @@ def run_passive(
             bottom.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
         ),
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        share.close()
     return {"aligned_users": len(alignment), "steps": server.steps_done}

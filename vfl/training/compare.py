@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from vfl.config.job import JobConfig, load_job_config, load_job_parties
-from vfl.crypto.paillier import KeyPair
 from vfl.data.alignment import Alignment, align_locally
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
@@ -26,7 +25,7 @@ from vfl.evaluation.report import write_report
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
-from vfl.protocol.secure_layer import ActiveShare, PassiveShare, SecureScales, initial_half
+from vfl.protocol.secure_layer import ActiveShare, PassiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, ProgressFn, fit
@@ -37,11 +36,10 @@ from vfl.training.recommenders import (
     SplitRecommender,
     joined_users,
 )
-from vfl.training.secure import SecureSplitRecommender
+from vfl.training.secure import SecureSplitRecommender, layer_settings
 from vfl.transport.channel import InMemoryChannel
 
 MODELS = ("e_alone", "split_plaintext", "centralised")
-SCALES = SecureScales()
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,7 @@ class Prepared:
     split: RecSplit
     active: ActiveInputs
     passive_users: TableTensors  # P's features in aligned order (P's side only)
+    allow_plaintext: tuple[bool, bool] = (False, False)  # (E's config, P's config)
 
 
 def prepare(job_file: str | Path) -> Prepared:
@@ -80,6 +79,7 @@ def prepare(job_file: str | Path) -> Prepared:
             items=TableTensors.from_table(e_data.items),
         ),
         passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
+        allow_plaintext=(active_cfg.party.allow_plaintext, passive_cfg.party.allow_plaintext),
     )
 
 
@@ -145,6 +145,9 @@ def run_split(
     finally:
         model.peer.shutdown(step=-1)
         thread.join(timeout=channel_timeout)
+        if isinstance(model, SecureSplitRecommender) and isinstance(server, PassiveSecureServer):
+            model.peer.share.close()
+            server.share.close()
     if errors:
         raise errors[0]
     traffic = {
@@ -169,16 +172,17 @@ def _plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
 def _secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
     """E's side of the encrypted split: E's key pair and its half of the initial ``W_B``."""
     cfg, t = prep.job.model, prep.job.train
+    settings = layer_settings(t)
     rng = np.random.default_rng(prep.job.job.seed)
-    u = initial_half(cfg.passive_out, cfg.interactive_out, SCALES, rng)
-    share = ActiveShare(KeyPair.generate(t.key_bits), u, SCALES)
+    u = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
+    share = ActiveShare(
+        u=u,
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=prep.allow_plaintext[0],
+    )
     return SecureSplitRecommender(
-        prep.active,
-        cfg,
-        t,
-        n_users=len(prep.alignment),
-        peer=SecurePassivePeer(endpoint, share),
-        wb_learning_rate=t.wb_learning_rate,
+        prep.active, cfg, t, n_users=len(prep.alignment), peer=SecurePassivePeer(endpoint, share)
     )
 
 
@@ -186,9 +190,15 @@ def _secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
     """P's side of the encrypted split: its bottom model, key pair and half of ``W_B``."""
     plain = _passive_server(prep, endpoint)
     cfg, t = prep.job.model, prep.job.train
+    settings = layer_settings(t)
     rng = np.random.default_rng(prep.job.job.seed + 1)
-    v = initial_half(cfg.passive_out, cfg.interactive_out, SCALES, rng)
-    share = PassiveShare(KeyPair.generate(t.key_bits), v, SCALES)
+    v = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
+    share = PassiveShare(
+        v=v,
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=prep.allow_plaintext[1],
+    )
     return PassiveSecureServer(
         endpoint=endpoint,
         bottom=plain.bottom,
