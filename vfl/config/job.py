@@ -12,7 +12,7 @@ Every section except ``[parties]`` has defaults, so a file holding only ``[parti
 
     [model]
     embedding_dim = 16
-    passive_out = 8
+    passive_out = 16
 
     [train]
     epochs = 20
@@ -70,9 +70,9 @@ class ModelConfig(BaseModel):
     embedding_dim: PositiveInt = 16  # E user/item tower width
     user_id_embedding: bool = True  # E learns an embedding per user id
     passive_hidden: tuple[PositiveInt, ...] = (32,)  # P bottom MLP hidden sizes
-    passive_out: PositiveInt = 8  # d, width of P's bottom output b
+    passive_out: PositiveInt = 16  # d, width of P's bottom output b
     active_hidden: tuple[PositiveInt, ...] = (64,)  # E bottom MLP hidden sizes
-    interactive_out: PositiveInt = 32  # h, width of z
+    interactive_out: PositiveInt = 16  # h, width of z (16 slots = one ciphertext per row)
     top_hidden: tuple[PositiveInt, ...] = (32,)
 
 

@@ -130,14 +130,14 @@ def run_split(
     e_end, p_end = InMemoryChannel.pair("active", "passive")
     job_id = prep.job.job.name
     p_endpoint = Endpoint(p_end, job_id=job_id, timeout=channel_timeout)
-    server = _secure_server(prep, p_endpoint) if secure else _passive_server(prep, p_endpoint)
+    server = secure_server(prep, p_endpoint) if secure else _passive_server(prep, p_endpoint)
     errors: list[BaseException] = []
     thread = threading.Thread(
         target=_serve_catching, args=(server, errors), name="passive", daemon=True
     )
     thread.start()
     e_endpoint = Endpoint(e_end, job_id=job_id, timeout=channel_timeout)
-    model = _secure_model(prep, e_endpoint) if secure else _plain_model(prep, e_endpoint)
+    model = secure_model(prep, e_endpoint) if secure else _plain_model(prep, e_endpoint)
     try:
         if isinstance(model, SecureSplitRecommender):
             model.peer.setup()
@@ -169,7 +169,7 @@ def _plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
     )
 
 
-def _secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
+def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
     """E's side of the encrypted split: E's key pair and its half of the initial ``W_B``."""
     cfg, t = prep.job.model, prep.job.train
     settings = layer_settings(t)
@@ -186,7 +186,7 @@ def _secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
     )
 
 
-def _secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
+def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
     """P's side of the encrypted split: its bottom model, key pair and half of ``W_B``."""
     plain = _passive_server(prep, endpoint)
     cfg, t = prep.job.model, prep.job.train
