@@ -106,6 +106,8 @@ class EvalConfig(BaseModel):
 
     k: PositiveInt = 10
     test_negatives: PositiveInt = 99
+    # Cold-start users: test users with at most this quantile of training positives.
+    cold_start_quantile: float = Field(default=0.2, gt=0.0, le=1.0)
 
 
 class JobConfig(BaseModel):

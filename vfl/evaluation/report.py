@@ -1,7 +1,10 @@
 """Run reports: Markdown plus PNG plots (loss curves, metrics, time) from a results dict.
 
 The input is the JSON ``vfl compare`` or a pilot writes: ``{"models": {name: row}}`` where a
-row holds the metrics, ``loss_curve`` and ``wall_seconds``.
+row holds the metrics, ``loss_curve`` and ``wall_seconds`` (and optionally ``cold_start``, the
+metrics of the least active test users). A federated run may add ``phases``: a list of
+``{"phase", "seconds", "bytes_sent", "bytes_received"}`` as seen by E, plotted as the cost
+breakdown.
 """
 
 from __future__ import annotations
@@ -55,12 +58,75 @@ def plot_metrics(models: dict[str, Any], k: int, path: Path) -> Path:
     return path
 
 
+def _amount(value: float, unit: str) -> str:
+    """Bar label; small traffic in kB so a handshake does not read as 0.00 MB."""
+    if unit == "MB" and value < 0.1:
+        return f"{value * 1e3:.1f} kB"
+    return f"{value:.2f} {unit}"
+
+
+def plot_phases(phases: list[dict[str, Any]], path: Path) -> Path:
+    """Wall seconds and megabytes (sent + received by E) of each phase of a federated run."""
+    names = [str(p["phase"]) for p in phases]
+    secs = [float(p["seconds"]) for p in phases]
+    mbytes = [(int(p["bytes_sent"]) + int(p["bytes_received"])) / 1e6 for p in phases]
+    height = max(3.0, 0.35 * len(names) + 1.5)
+    fig, (ax_t, ax_b) = plt.subplots(1, 2, figsize=(10, height), sharey=True)
+    for ax, values, unit, color in (
+        (ax_t, secs, "s", "tab:blue"),
+        (ax_b, mbytes, "MB", "tab:orange"),
+    ):
+        bars = ax.barh(names, values, color=color)
+        ax.bar_label(bars, labels=[_amount(v, unit) for v in values], fontsize=8)
+        ax.margins(x=0.25)
+    ax_t.invert_yaxis()  # phases top to bottom in the order they ran
+    ax_t.set(xlabel="wall seconds", title="Time per phase")
+    ax_b.set(xlabel="megabytes exchanged by E (sent + received)", title="Traffic per phase")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _cold_start_lines(models: dict[str, Any], k: int) -> list[str]:
+    """Table of the cold-start users' metrics, when the rows carry them."""
+    rows = {name: r["cold_start"] for name, r in models.items() if "cold_start" in r}
+    if not rows:
+        return []
+    limit = next(iter(rows.values()))["max_train_positives"]
+    lines = [
+        "",
+        f"Cold-start test users (at most {limit} training positives), where P's features "
+        "should matter most:",
+        "",
+        f"| model | HR@{k} | NDCG@{k} | AUC |",
+        "|---|---|---|---|",
+    ]
+    for name, c in rows.items():
+        lines.append(f"| {name} | {c[f'hr@{k}']:.4f} | {c[f'ndcg@{k}']:.4f} | {c['auc']:.4f} |")
+    return lines
+
+
+def _phase_lines(phases: list[dict[str, Any]]) -> list[str]:
+    """Table of wall time and bytes per phase of the federated run."""
+    lines = ["", "| phase | seconds | bytes sent by E | bytes received by E |", "|---|---|---|---|"]
+    for p in phases:
+        lines.append(
+            f"| {p['phase']} | {float(p['seconds']):.2f} | {int(p['bytes_sent']):,} | "
+            f"{int(p['bytes_received']):,} |"
+        )
+    return [*lines, "", "![cost per phase](phases.png)"]
+
+
 def write_report(results: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``report.md`` with its two plots next to it; returns the Markdown path."""
+    """Write ``report.md`` with its plots next to it; returns the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     models, k = results["models"], results.get("k", 10)
     plot_losses(models, out_dir / "loss_curves.png")
     plot_metrics(models, k, out_dir / "metrics.png")
+    phases = results.get("phases") or []
+    if phases:
+        plot_phases(phases, out_dir / "phases.png")
     lines = [
         f"# vfl report: {results.get('job', 'job')}",
         "",
@@ -85,6 +151,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
             "randomness and users come in PSI order, so the two runs start and proceed "
             "differently.",
         ]
+    lines += _cold_start_lines(models, k)
+    if phases:
+        lines += _phase_lines(phases)
     lines += ["", "![loss curves](loss_curves.png)", "", "![metrics](metrics.png)", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

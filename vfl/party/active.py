@@ -82,6 +82,7 @@ def run_active(
             epochs=epochs or t.epochs,
             seed=job.job.seed,
             k=job.eval.k,
+            cold_quantile=job.eval.cold_start_quantile,
             progress=progress,
         )
     finally:

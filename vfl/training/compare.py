@@ -95,6 +95,7 @@ def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs
         epochs=epochs,
         seed=prep.job.job.seed,
         k=prep.job.eval.k,
+        cold_quantile=prep.job.eval.cold_start_quantile,
         progress=progress,
     )
 
@@ -238,8 +239,19 @@ def _serve_catching(server: PassivePlainServer, errors: list[BaseException]) -> 
 def summarise(result: FitResult) -> dict[str, Any]:
     """Test metrics at the best validation epoch, plus timing and the loss curve."""
     best = result.best
+    cold = (
+        {}
+        if best.test_cold is None
+        else {
+            "cold_start": {
+                **best.test_cold.as_dict(),
+                "max_train_positives": result.cold_max_train_positives,
+            }
+        }
+    )
     return {
         **best.test.as_dict(),
+        **cold,
         "valid": best.valid.as_dict(),
         "best_epoch": best.epoch,
         "wall_seconds": round(result.train_seconds, 2),

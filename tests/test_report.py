@@ -1,0 +1,76 @@
+"""The run report: cold-start group, phase cost table and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vfl.evaluation.cold_start import cold_start_group
+from vfl.evaluation.report import write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(auc: float, cold_auc: float) -> dict[str, Any]:
+    metrics = {"hr@10": auc - 0.3, "ndcg@10": auc - 0.5, "auc": auc, "logloss": 0.2}
+    return {
+        **metrics,
+        "cold_start": {**metrics, "auc": cold_auc, "max_train_positives": 3},
+        "best_epoch": 2,
+        "wall_seconds": 12.5,
+        "loss_curve": [0.5, 0.4, 0.35],
+    }
+
+
+def test_cold_start_group_takes_least_active_users_with_ties() -> None:
+    # Prepare: training positives per user 0..4 are 3, 1, 1, 0, 5
+    train_users = np.array([0, 0, 0, 1, 2, 4, 4, 4, 4, 4])
+    # Execute
+    group = cold_start_group(train_users, np.array([0, 1, 2, 3, 4]), 5, 0.4)
+    # Assert: the 0.4 quantile of (3, 1, 1, 0, 5) is 1 -> users 1, 2 (tie) and 3
+    assert group.max_train_positives == 1
+    assert group.rows.tolist() == [False, True, True, True, False]
+
+
+def test_cold_start_quantile_out_of_range_raises() -> None:
+    with pytest.raises(ValueError, match="quantile"):
+        cold_start_group(np.array([0]), np.array([0]), 1, 0.0)
+
+
+def test_report_has_cold_start_and_phase_tables_and_valid_pngs(tmp_path: Path) -> None:
+    # Prepare
+    results = {
+        "job": "pilot",
+        "k": 10,
+        "models": {
+            "e_alone": _row(0.70, 0.61),
+            "split_plaintext": _row(0.80, 0.77),
+            "split_encrypted": _row(0.799, 0.768),
+            "centralised": _row(0.81, 0.78),
+        },
+        "phases": [
+            {"phase": "handshake", "seconds": 0.4, "bytes_sent": 900, "bytes_received": 800},
+            {"phase": "psi", "seconds": 3.1, "bytes_sent": 64_000, "bytes_received": 128_000},
+            {"phase": "epoch 1", "seconds": 50.0, "bytes_sent": 2e6, "bytes_received": 6e6},
+        ],
+    }
+    # Execute
+    md = write_report(results, tmp_path).read_text()
+    # Assert
+    assert "| split_encrypted | 0.4990 | 0.2990 | 0.7680 |" in md  # cold-start row
+    assert "at most 3 training positives" in md
+    assert "| psi | 3.10 | 64,000 | 128,000 |" in md
+    for png in ("loss_curves.png", "metrics.png", "phases.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5_000
+        assert f"]({png})" in md
+
+
+def test_report_without_phases_writes_no_phase_plot(tmp_path: Path) -> None:
+    results = {"models": {"e_alone": _row(0.7, 0.6)}}
+    md = write_report(results, tmp_path).read_text()
+    assert not (tmp_path / "phases.png").exists()
+    assert "phases.png" not in md
