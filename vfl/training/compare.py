@@ -131,14 +131,14 @@ def run_split(
     e_end, p_end = InMemoryChannel.pair("active", "passive")
     job_id = prep.job.job.name
     p_endpoint = Endpoint(p_end, job_id=job_id, timeout=channel_timeout)
-    server = secure_server(prep, p_endpoint) if secure else _passive_server(prep, p_endpoint)
+    server = secure_server(prep, p_endpoint) if secure else passive_server(prep, p_endpoint)
     errors: list[BaseException] = []
     thread = threading.Thread(
         target=_serve_catching, args=(server, errors), name="passive", daemon=True
     )
     thread.start()
     e_endpoint = Endpoint(e_end, job_id=job_id, timeout=channel_timeout)
-    model = secure_model(prep, e_endpoint) if secure else _plain_model(prep, e_endpoint)
+    model = secure_model(prep, e_endpoint) if secure else plain_model(prep, e_endpoint)
     try:
         if isinstance(model, SecureSplitRecommender):
             model.peer.setup()
@@ -159,7 +159,7 @@ def run_split(
     return result, traffic
 
 
-def _plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
+def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
     """E's side of the plaintext split."""
     return SplitRecommender(
         prep.active,
@@ -189,7 +189,7 @@ def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
 
 def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
     """P's side of the encrypted split: its bottom model, key pair and half of ``W_B``."""
-    plain = _passive_server(prep, endpoint)
+    plain = passive_server(prep, endpoint)
     cfg, t = prep.job.model, prep.job.train
     settings = layer_settings(t)
     rng = np.random.default_rng(prep.job.job.seed + 1)
@@ -210,7 +210,7 @@ def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
     )
 
 
-def _passive_server(prep: Prepared, endpoint: Endpoint) -> PassivePlainServer:
+def passive_server(prep: Prepared, endpoint: Endpoint) -> PassivePlainServer:
     """P's side, built from P's own tensors and its own seed."""
     torch.manual_seed(prep.job.job.seed + 1)
     cfg, p = prep.job.model, prep.passive_users
