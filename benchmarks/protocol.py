@@ -123,6 +123,8 @@ def run_mode(mode: Mode, args: argparse.Namespace) -> dict[str, Any]:
     thread.start()
     model = secure_model(prep, Endpoint(e_end, job_id="bench", timeout=600))
     model.peer.setup()
+    model.peer.share.wait_ready()  # r^n is precomputed ahead (SPEC §4): start with full pools
+    server.share.wait_ready()
     out: dict[str, Any] = {"setup_seconds": round(time.perf_counter() - t0, 2)}
     epochs, users = _train(model, prep, args)
     shares = [*model.peer.share.counts().values(), *server.share.counts().values()]

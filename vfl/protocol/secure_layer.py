@@ -34,6 +34,7 @@ Network", and FATE's hetero-NN interactive layer (Paillier, 2019 onwards).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -198,6 +199,13 @@ class _Side:
         if self.peer is not None:
             out["peer_key"] = self.peer.counts
         return out
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Blocks until every background randomness pool holds a full stock (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        for pool in self._pools:
+            while pool.available() < pool.size and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def close(self) -> None:
         """Stops background workers (randomness pools, kernel processes)."""
