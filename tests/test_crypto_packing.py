@@ -40,7 +40,7 @@ def combinations(draw: st.DrawFn) -> tuple[SlotLayout, list[np.ndarray], list[in
 
 
 @given(case=combinations())
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_linear_combination_of_packings_matches_integer_arithmetic(
     case: tuple[SlotLayout, list[np.ndarray], list[int]],
 ) -> None:

@@ -17,6 +17,7 @@ KEY = KeyPair.generate(512)
 
 
 @given(st.lists(slot, min_size=1, max_size=8), st.lists(slot, min_size=1, max_size=8))
+@settings(max_examples=200, deadline=None)
 def test_sum_of_packings_is_packing_of_sums(xs: list[int], ys: list[int]) -> None:
     n = min(len(xs), len(ys))
     xs, ys = xs[:n], ys[:n]
@@ -27,11 +28,12 @@ def test_sum_of_packings_is_packing_of_sums(xs: list[int], ys: list[int]) -> Non
 
 
 @given(st.lists(st.integers(-(2**20), 2**20), min_size=1, max_size=6), st.integers(-(2**20), 2**20))
+@settings(max_examples=200, deadline=None)
 def test_signed_scalar_multiplies_every_slot(xs: list[int], c: int) -> None:
     assert unpack(c * pack(xs, W), W, len(xs)) == [c * x for x in xs]
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(
         st.lists(st.integers(-(2**30), 2**30), min_size=5, max_size=5), min_size=1, max_size=3

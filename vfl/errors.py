@@ -57,6 +57,27 @@ class TransportError(VflError):
     """The transport cannot reach or is refused by the coordinator; the message names the fix."""
 
 
+class MalformedCiphertext(ProtocolError, ValueError):
+    """A serialised ciphertext is not a valid residue of its key: 0, ``>= n^2`` or not coprime
+    to ``n``. The message names the position and the key; the sender is faulty or hostile."""
+
+
+class StorageError(VflError, OSError):
+    """A file or directory could not be written (disk full, no permission, read-only, a file
+    in the way). The message names the path and the fix; the previous file is left intact.
+    """
+
+    def __init__(self, file: str, problem: str, fix: str) -> None:
+        self.file, self.problem, self.fix = file, problem, fix
+        super().__init__(f"{file}: {problem}. Fix: {fix}")
+
+
+class CheckpointError(VflError):
+    """A checkpoint is corrupted, of another job or party, of a newer format, or the two
+    parties' checkpoints cannot be reconciled. The message names the file and the fix.
+    """
+
+
 class PlaintextRefused(ParameterMismatch):
     """A party was asked to run the plaintext protocol without enabling it in its own config.
 

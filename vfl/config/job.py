@@ -91,7 +91,7 @@ class TrainConfig(BaseModel):
     wb_learning_rate: PositiveFloat = 1.0
     wb_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # momentum kept as shares too
     wb_weight_decay: NonNegativeFloat = 0.0
-    key_bits: PositiveInt = 2048  # Paillier modulus size in encrypted mode
+    key_bits: Annotated[int, Field(ge=256, multiple_of=2)] = 2048  # Paillier modulus, even
     # "plaintext" (same messages, no encryption, no masks) is for development and for
     # measuring the cost of privacy; both party configs must set [party] allow_plaintext.
     protocol: Mode = Mode.ENCRYPTED

@@ -51,6 +51,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
+from vfl.config.tls_files import check_tls_files
 from vfl.config.toml_io import ConfigPath, load_toml_model, read_pem_files, rule_error
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -250,6 +251,12 @@ class NetworkSection(BaseModel):
     peer: str | None = None  # the other party's name (its certificate CN)
     box_key: ConfigPath | None = None  # own X25519 sealing key (private, 32 bytes)
     peer_box_public: ConfigPath | None = None  # the other party's pinned sealing public key
+
+    @model_validator(mode="after")
+    def _tls_files_fit(self) -> NetworkSection:
+        """CA, certificate and key parse, match, are valid now, and the CA issued the cert."""
+        check_tls_files(self.ca, self.cert, self.key)
+        return self
 
 
 def read_network_pems(net: NetworkSection) -> tuple[bytes, bytes, bytes]:

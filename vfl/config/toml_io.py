@@ -177,6 +177,8 @@ def _expected(err: ErrorDetails) -> str:
         return f"a number greater than or equal to {ctx.get('ge')}"
     if kind == "less_than_equal":
         return f"a number at most {ctx.get('le')}"
+    if kind == "multiple_of":
+        return f"a multiple of {ctx.get('multiple_of')}"
     return _EXPECTED.get(kind, f"a valid value ({err['msg']})")
 
 

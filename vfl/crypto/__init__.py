@@ -3,9 +3,16 @@
 - :mod:`vfl.crypto.encoding`: fixed-point reals as residues of ``Z_n`` (``FixedPoint``,
   ``OverflowDetected``).
 - :mod:`vfl.crypto.packing`: many signed slots per Paillier plaintext (``SlotLayout``).
+- :mod:`vfl.crypto.signed_packing`: balanced-digit slots (``pack_rows``/``unpack_rows``).
+- :mod:`vfl.crypto.packed`: ``PackedMatrix``, packed ciphertexts whose every operation checks
+  slot headroom first (``PackingLayout``, ``HeadroomExceeded``).
+- :mod:`vfl.crypto.batched`: ``M @ [[X]]`` with fixed-base tables, optionally on an executor.
+- :mod:`vfl.crypto.executor`: ``Executor``, ``InlineExecutor``, ``LocalProcessExecutor``.
+- :mod:`vfl.crypto.randomness`: ``Randomness`` (FULL / SHORT_EXPONENT), ``ShortExponentSource``.
 - :mod:`vfl.crypto.paillier`: keys, raw ring operations and ``EncryptedVector``
   (``KeyMismatchError``); Paillier 1999, EUROCRYPT.
-- :mod:`vfl.crypto.pool`: ``RandomnessPool`` precomputing ``r^n mod n^2`` in background.
+- :mod:`vfl.crypto.pool`: ``RandomnessPool`` precomputing obfuscators in background;
+  ``randomness_source`` builds any source in one line.
 
 This package imports only numpy, phe, gmpy2, the standard library and :mod:`vfl.errors`.
 """

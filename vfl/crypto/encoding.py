@@ -52,6 +52,10 @@ class OverflowDetected(VflError, ArithmeticError):
     """A value or a result left the band declared for it; it is never wrapped silently."""
 
 
+class HeadroomExceeded(OverflowDetected):
+    """A packed operation could overflow a slot, so it was refused before it ran."""
+
+
 @dataclass(frozen=True)
 class FixedPoint:
     """Fixed-point codec with ``frac_bits`` fractional bits into the ring ``Z_modulus``.
@@ -159,22 +163,7 @@ class FixedPoint:
             OverflowDetected: if a residue falls in the middle third of ``Z_n``, i.e. the
                 result it carries wrapped around ``n``.
         """
-        n, limit = self.modulus, self.decode_limit
-        out: list[int] = []
-        for x in ints:
-            x = int(x)
-            if not 0 <= x < n:
-                raise ValueError(f"residue {x} is outside [0, n)")
-            if x <= limit:
-                out.append(x)
-            elif x >= n - limit:
-                out.append(x - n)
-            else:
-                raise OverflowDetected(
-                    f"a result left the decodable band |s| <= n/3 (n of "
-                    f"{n.bit_length()} bits): the computation overflowed"
-                )
-        return out
+        return lift_signed(ints, self.modulus)
 
     def raw_decode(self, ints: Iterable[int], *, scale_power: int = 1) -> NDArray[np.float64]:
         """Returns ``Decode_p(x)`` for residues ``x``: the inverse of :meth:`raw_encode` for p=1.
@@ -187,6 +176,31 @@ class FixedPoint:
             OverflowDetected: if a residue lies in the overflow band (see :meth:`raw_lift`).
         """
         return self.decode(self.raw_lift(ints), scale_power=scale_power)
+
+
+def lift_signed(ints: Iterable[int], n: int) -> list[int]:
+    """Returns the signed ``s`` in ``[-n/3, n/3]`` with ``s = x mod n`` for residues ``x``.
+
+    Raises:
+        ValueError: if a residue is outside ``[0, n)``.
+        OverflowDetected: if a residue falls in the middle third of ``Z_n`` (a result wrapped).
+    """
+    limit = n // 3
+    out: list[int] = []
+    for x in ints:
+        x = int(x)
+        if not 0 <= x < n:
+            raise ValueError(f"residue {x} is outside [0, n)")
+        if x <= limit:
+            out.append(x)
+        elif x >= n - limit:
+            out.append(x - n)
+        else:
+            raise OverflowDetected(
+                f"a result left the decodable band |s| <= n/3 (n of "
+                f"{n.bit_length()} bits): the computation overflowed"
+            )
+    return out
 
 
 def as_int_array(values: ArrayLike, shape: tuple[int, ...] | None = None) -> NDArray[np.object_]:

@@ -28,13 +28,15 @@ from typing import TYPE_CHECKING, NoReturn
 
 import gmpy2
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from phe import paillier as phe_paillier
 
+from vfl.crypto.batched import combine
 from vfl.crypto.encoding import as_int_array
-from vfl.errors import VflError
+from vfl.errors import MalformedCiphertext, VflError
 
 if TYPE_CHECKING:
+    from vfl.crypto.executor import Executor
     from vfl.crypto.pool import RPowNSource
 
 _MAGIC = b"VFLE\x01"
@@ -145,6 +147,12 @@ class PrivateKey:
     def __repr__(self) -> str:
         return f"PrivateKey(n_bits={self.public_key.n_bits})"
 
+    @property
+    def primes(self) -> tuple[int, int]:
+        """The secret factors ``(p, q)`` of ``n``: for the owner's own use (CRT randomness in
+        :class:`~vfl.crypto.randomness.OwnerCrtSource`), never serialised or sent."""
+        return int(self._phe.p), int(self._phe.q)
+
     def raw_decrypt(self, c: int) -> int:
         """Returns ``m`` in ``[0, n)`` given ``c = E(m)``; ValueError unless ``0 < c < n^2``."""
         if not 0 < c < self.public_key.nsquare:
@@ -177,13 +185,16 @@ class KeyPair:
         return cls(public, PrivateKey(public, int(phe_private.p), int(phe_private.q)))
 
 
-def _same_key(a: PublicKey, b: PublicKey) -> None:
+def require_same_key(a: PublicKey, b: PublicKey) -> None:
     """Raises KeyMismatchError unless ``a`` and ``b`` are the same key."""
     if a != b:
         raise KeyMismatchError(
             f"ciphertexts under different Paillier keys ({a.fingerprint().hex()[:12]} vs "
             f"{b.fingerprint().hex()[:12]})"
         )
+
+
+_same_key = require_same_key
 
 
 class EncryptedVector:
@@ -299,12 +310,15 @@ class EncryptedVector:
     def __rmatmul__(self, other: ArrayLike) -> EncryptedVector:
         return self.dot(other)
 
-    def dot(self, matrix: EncryptedVector | ArrayLike) -> EncryptedVector:
+    def dot(
+        self, matrix: EncryptedVector | ArrayLike, *, executor: Executor | None = None
+    ) -> EncryptedVector:
         """Returns ``E(M · X)`` given ``self = E(X)`` and a plaintext integer matrix ``M``.
 
         This is the ``b · [[U]]`` product: ``M`` is ``m x d`` (signed integers), ``X`` is
         ``d x h`` (or ``d``), the result ``m x h`` (or ``m``). Zero entries cost nothing;
-        cost grows with the bit length of the entries.
+        cost grows with the bit length of the entries; bases reused by many rows of ``M`` get
+        fixed-base tables and large products use ``executor`` (:func:`vfl.crypto.batched.combine`).
 
         Raises:
             ValueError: if ``M`` is not 2-D or its columns do not match ``X``'s rows.
@@ -317,21 +331,10 @@ class EncryptedVector:
         if mat.ndim != 2 or mat.shape[1] != d:
             raise ValueError(f"cannot multiply a {mat.shape} matrix by encrypted {self.shape}")
         h = self.shape[1] if len(self.shape) == 2 else 1
-        columns = [self.ciphertexts[k::h] for k in range(h)]
-        out = [self._combine(columns[k], row) for row in mat for k in range(h)]
+        bases = [self.ciphertexts[j * h : (j + 1) * h] for j in range(d)]
+        out = combine(bases, mat, self.public_key.nsquare, executor=executor)
         shape = (mat.shape[0], h) if len(self.shape) == 2 else (mat.shape[0],)
-        return EncryptedVector(self.public_key, out, shape)
-
-    def _combine(self, cts: list[int], coefficients: NDArray[np.object_]) -> int:
-        """Returns ``E(sum_j a_j * x_j)`` given ``cts = [E(x_j)]`` and integers ``a_j``."""
-        nsquare = self.public_key.nsquare
-        acc = gmpy2.mpz(1)
-        for c, a in zip(cts, coefficients, strict=True):
-            if a == 0:
-                continue
-            base = c if a > 0 else gmpy2.invert(c, nsquare)
-            acc = acc * gmpy2.powmod(base, abs(a), nsquare) % nsquare
-        return int(acc)
+        return EncryptedVector(self.public_key, [c for row in out for c in row], shape)
 
     def rerandomised(self, *, pool: RPowNSource | None = None) -> EncryptedVector:
         """Returns a vector encrypting the same values with fresh, unlinkable randomness.
@@ -351,7 +354,10 @@ class EncryptedVector:
         deterministic function of its operands' ciphertexts and the plaintexts applied to
         them; sent back to the key's owner unchanged, the owner can test guesses of those
         plaintexts (or, for fresh ``1 + n*m`` without ``r^n``, read ``m`` directly). Pass
-        ``rerandomise=False`` only for ciphertexts that stay with their producer.
+        ``rerandomise=False`` only for ciphertexts that stay with their producer. For
+        ciphertexts going back to their key's owner keep a FULL source (or none): a
+        short-exponent ``pool`` hides them from the owner only computationally
+        (:mod:`vfl.crypto.randomness`).
 
         Raises:
             KeyMismatchError: if ``pool`` belongs to another key.
@@ -368,7 +374,8 @@ class EncryptedVector:
 
         Raises:
             KeyMismatchError: if ``data`` was made under another key.
-            ValueError: if ``data`` is malformed (magic, rank, length or a ciphertext range).
+            ValueError: if ``data`` is malformed (magic, rank or length).
+            MalformedCiphertext: a ciphertext is not in ``(0, n^2)`` or not coprime to ``n``.
         """
         head = len(_MAGIC) + _FINGERPRINT_BYTES + 1
         if len(data) < head or not data.startswith(_MAGIC):
@@ -384,9 +391,20 @@ class EncryptedVector:
         if len(body) != width * int(np.prod(shape)):
             raise ValueError(f"payload of {len(body)} bytes does not hold shape {shape}")
         cts = [int.from_bytes(body[i : i + width], "big") for i in range(0, len(body), width)]
-        if any(not 0 < c < public_key.nsquare for c in cts):
-            raise ValueError("serialised ciphertext outside (0, n^2)")
+        _check_residues(cts, public_key)
         return cls(public_key, cts, tuple(shape))
+
+
+def _check_residues(cts: list[int], public_key: PublicKey) -> None:
+    """Raises MalformedCiphertext unless each ``c`` is a unit mod ``n^2`` (``0 < c < n^2``,
+    ``gcd(c, n) = 1``), as every encryption ``(1 + n*m) * r^n`` is."""
+    for i, c in enumerate(cts):
+        if not 0 < c < public_key.nsquare or gmpy2.gcd(c, public_key.n) != 1:
+            raise MalformedCiphertext(
+                f"serialised ciphertext {i} is outside (0, n^2) or not coprime to n of the "
+                f"{public_key.n_bits}-bit key {public_key.fingerprint().hex()[:12]}: the "
+                "sender is faulty or hostile"
+            )
 
 
 def _draw(public_key: PublicKey, pool: RPowNSource | None, k: int) -> list[int | None]:

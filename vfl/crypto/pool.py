@@ -14,6 +14,11 @@ The costly half of a Paillier encryption or re-randomisation (Paillier 1999, EUR
    draws collide with probability below ``1/n`` per pair.
 
 ``workers=0`` computes inline, in the calling thread, on demand (no background work).
+
+``mode`` selects how each value is computed (:class:`~vfl.crypto.randomness.Randomness`):
+``FULL`` (default, ``r^n`` for uniform ``r``) or ``SHORT_EXPONENT`` (``h^x`` with a short
+``x`` and a fixed-base table that each worker builds once; security assumption in
+:mod:`vfl.crypto.randomness`). :func:`randomness_source` builds any of them in one line.
 """
 
 from __future__ import annotations
@@ -25,14 +30,25 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 import gmpy2
 
+from vfl.crypto.randomness import (
+    FullSource,
+    OwnerCrtSource,
+    Randomness,
+    ShortExponentSource,
+    owner_crt_batch,
+    short_exponent_batch,
+)
+
 if TYPE_CHECKING:
-    from vfl.crypto.paillier import PublicKey
+    from vfl.crypto.paillier import PrivateKey, PublicKey
 
 
 class RPowNSource(Protocol):
@@ -62,9 +78,14 @@ class RandomnessPool:
         size: target number of values kept in stock (``>= 1``).
         workers: worker processes; ``None`` means ``os.cpu_count()``, ``0`` means inline.
         timeout: seconds :meth:`take` waits before raising ``TimeoutError``.
+        mode: ``Randomness.FULL`` (default), ``SHORT_EXPONENT`` or ``OWNER_CRT``.
+        exponent_bits: short-exponent length (default ``n_bits // 2``); SHORT_EXPONENT only.
+        private_key: the key's private half, required by OWNER_CRT (the primes go to the
+            local worker processes, nowhere else).
 
     Raises:
-        ValueError: if ``size < 1``, ``workers < 0`` or ``timeout <= 0``.
+        ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0``,
+            ``exponent_bits < 256``, or OWNER_CRT lacks this key's ``private_key``.
     """
 
     def __init__(
@@ -74,6 +95,9 @@ class RandomnessPool:
         workers: int | None = None,
         *,
         timeout: float = 60.0,
+        mode: Randomness = Randomness.FULL,
+        exponent_bits: int | None = None,
+        private_key: PrivateKey | None = None,
     ) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
@@ -83,6 +107,8 @@ class RandomnessPool:
                 f"workers {workers}, timeout {timeout}"
             )
         self._key, self.size, self.workers, self.timeout = public_key, size, workers, timeout
+        self.mode = mode
+        self._batch = _batch_job(public_key, mode, exponent_bits, private_key)
         self._stock: deque[int] = deque()
         self._ready = threading.Condition()
         self._pending = 0  # values being computed by workers
@@ -101,8 +127,14 @@ class RandomnessPool:
 
     def __repr__(self) -> str:
         return (
-            f"RandomnessPool(n_bits={self._key.n_bits}, size={self.size}, workers={self.workers})"
+            f"RandomnessPool(n_bits={self._key.n_bits}, size={self.size}, workers={self.workers}, "
+            f"mode={self.mode.name})"
         )
+
+    def pending(self) -> int:
+        """Returns how many values workers are computing now."""
+        with self._ready:
+            return self._pending
 
     def available(self) -> int:
         """Returns how many values are in stock now."""
@@ -123,7 +155,7 @@ class RandomnessPool:
         if k < 0:
             raise ValueError(f"cannot take {k} values")
         if self.workers == 0:
-            return r_pow_n_batch(self._key.n, k)
+            return self._batch(k)
         deadline, out = time.monotonic() + self.timeout, list[int]()
         while True:
             with self._ready:
@@ -163,7 +195,7 @@ class RandomnessPool:
                 self._pending += self._chunk
                 chunks += 1
         for _ in range(chunks):
-            future = executor.submit(r_pow_n_batch, self._key.n, self._chunk)
+            future = executor.submit(self._batch, self._chunk)
             future.add_done_callback(self._on_done)
 
     def _on_done(self, future: Future[list[int]]) -> None:
@@ -196,3 +228,68 @@ class RandomnessPool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _batch_job(
+    public_key: PublicKey,
+    mode: Randomness,
+    exponent_bits: int | None,
+    private_key: PrivateKey | None,
+) -> Callable[[int], list[int]]:
+    """Returns a picklable ``count -> values`` job for worker processes."""
+    if mode is Randomness.FULL:
+        return partial(r_pow_n_batch, public_key.n)
+    if mode is Randomness.OWNER_CRT:
+        return partial(owner_crt_batch, *_owner(public_key, private_key).primes)
+    source = ShortExponentSource(public_key, exponent_bits=exponent_bits)
+    return partial(
+        short_exponent_batch, source.h, public_key.nsquare, source.exponent_bits, source.window
+    )
+
+
+def _owner(public_key: PublicKey, private_key: PrivateKey | None) -> PrivateKey:
+    """Returns ``private_key`` if it is ``public_key``'s private half (else ValueError)."""
+    if private_key is None or private_key.public_key != public_key:
+        raise ValueError(
+            "Randomness.OWNER_CRT needs the private key of this public key: only the key's "
+            "owner can use it (use FULL or SHORT_EXPONENT for another party's key)"
+        )
+    return private_key
+
+
+def randomness_source(
+    public_key: PublicKey,
+    mode: Randomness = Randomness.FULL,
+    *,
+    pool_size: int = 0,
+    workers: int | None = None,
+    exponent_bits: int | None = None,
+    private_key: PrivateKey | None = None,
+) -> RPowNSource:
+    """Returns an :class:`RPowNSource` for ``public_key`` drawing obfuscators by ``mode``.
+
+    ``pool_size=0`` computes inline on demand (:class:`FullSource`,
+    :class:`ShortExponentSource` or :class:`OwnerCrtSource`); ``pool_size > 0`` returns a
+    :class:`RandomnessPool` of that size refilled by ``workers`` background processes
+    (close it when done). ``private_key`` is needed by OWNER_CRT only.
+
+    Raises:
+        ValueError: if ``pool_size < 0``, the pool or exponent parameters are out of range,
+            or OWNER_CRT lacks this key's private key.
+    """
+    if pool_size < 0:
+        raise ValueError(f"pool_size must be >= 0, got {pool_size}")
+    if pool_size:
+        return RandomnessPool(
+            public_key,
+            pool_size,
+            workers,
+            mode=mode,
+            exponent_bits=exponent_bits,
+            private_key=private_key,
+        )
+    if mode is Randomness.FULL:
+        return FullSource(public_key)
+    if mode is Randomness.OWNER_CRT:
+        return OwnerCrtSource(_owner(public_key, private_key))
+    return ShortExponentSource(public_key, exponent_bits=exponent_bits)

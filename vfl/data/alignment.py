@@ -27,8 +27,15 @@ class Alignment:
         return len(self.ids)
 
 
-def align_locally(active_ids: np.ndarray, passive_ids: np.ndarray) -> Alignment:
+def align_locally(
+    active_ids: np.ndarray,
+    passive_ids: np.ndarray,
+    *,
+    sources: tuple[str, str] = ("E's users table", "P's users table"),
+) -> Alignment:
     """Intersect two unique id arrays and order the result by id.
+
+    ``sources`` name the two id sets in the error (e.g. their file paths).
 
     Raises:
         DataError: if the intersection is empty.
@@ -38,9 +45,11 @@ def align_locally(active_ids: np.ndarray, passive_ids: np.ndarray) -> Alignment:
     )
     if common.size == 0:
         raise DataError(
-            "users tables",
+            f"{sources[0]} and {sources[1]}",
             None,
-            "the two parties have no user id in common (empty intersection)",
+            f"the two parties have no user id in common (empty intersection of "
+            f"{active_ids.size} and {passive_ids.size} ids, e.g. {active_ids[:1].tolist()} "
+            f"and {passive_ids[:1].tolist()})",
             "check both parties' [ids] normalisation rules (strip, case) and id columns",
         )
     return Alignment(

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vfl.config.party import FeatureSchema, FileFormat, IdRule, InteractionSchema, PartyConfig, Role
+from vfl.data.sniff import diagnose_unreadable, other_separator
 from vfl.data.tables import ActiveData, FeatureTable, InteractionLog, PassiveData
 from vfl.errors import DataError
 
@@ -152,7 +153,10 @@ def _read(source: _Source, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _unreadable(source: _Source, exc: Exception) -> DataError:
-    """The error for a file pandas/pyarrow cannot parse."""
+    """The error for a file pandas/pyarrow cannot parse (naming the mix-up if recognised)."""
+    known = diagnose_unreadable(source.path, source.fmt.value, exc)
+    if known is not None:
+        return source.error(None, *known)
     return source.error(
         None,
         f"cannot read the file as {source.fmt.value} ({exc})",
@@ -171,11 +175,14 @@ def _require_columns(source: _Source, present: list[str], wanted: list[str]) -> 
     """Raise for the first wanted column the file lacks."""
     for column in wanted:
         if column not in present:
-            raise source.error(
-                column,
-                f"column not found; the file has columns {present}",
-                "rename the column in the file or fix the column name in the party config",
+            csv = source.fmt is FileFormat.CSV
+            separator = other_separator(present) if csv else None
+            fix = (
+                f"save the file comma-separated (it seems to use {separator!r})"
+                if separator
+                else "rename the column in the file or fix the column name in the party config"
             )
+            raise source.error(column, f"column not found; the file has columns {present}", fix)
 
 
 def _read_columns(source: _Source, wanted: list[str]) -> pd.DataFrame:

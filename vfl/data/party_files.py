@@ -20,6 +20,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from vfl.storage import atomic_path, atomic_write_text
+
 Role = Literal["active", "passive"]
 IdCase = Literal["lower", "upper", "keep"]
 
@@ -73,8 +75,11 @@ def data_file_name(stem: str, fmt: FileFormat) -> str:
 def write_table(df: pd.DataFrame, path: Path, fmt: FileFormat, *, features: Sequence[str]) -> Path:
     """Write ``df`` to ``path`` as CSV (no index) or Parquet and return the path.
 
+    The write is atomic: a failure (disk full, ...) leaves any previous file intact.
+
     Raises:
         ValueError: if any column in ``features`` holds NaN or is missing from ``df``.
+        StorageError: the directory cannot be created or written.
     """
     missing = [c for c in features if c not in df.columns]
     if missing:
@@ -82,11 +87,11 @@ def write_table(df: pd.DataFrame, path: Path, fmt: FileFormat, *, features: Sequ
     bad = [c for c in features if df[c].isna().any()]
     if bad:
         raise ValueError(f"{path.name}: feature columns {bad} hold NaN; fill them and add a flag")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt is FileFormat.PARQUET:
-        df.to_parquet(path, index=False)
-    else:
-        df.to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        if fmt is FileFormat.PARQUET:
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
     return path
 
 
@@ -148,7 +153,7 @@ def write_party_config(path: Path, party: PartyFiles) -> Path:
             "time_column": inter.time_column,
             "label_column": inter.label_column,
         }
-    path.write_text(dumps_toml(tables), encoding="utf-8")
+    atomic_write_text(path, dumps_toml(tables))
     return path
 
 
@@ -170,7 +175,7 @@ def write_job_config(
         "parties": {"active": active, "passive": passive},
         **(settings or {}),
     }
-    path.write_text(dumps_toml(tables), encoding="utf-8")
+    atomic_write_text(path, dumps_toml(tables))
     return path
 
 

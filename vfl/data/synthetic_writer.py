@@ -5,7 +5,6 @@ The generative model itself lives in :mod:`vfl.data.synthetic`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from vfl.data.synthetic import (
     sample_interactions,
     sample_latents,
 )
+from vfl.storage import atomic_write_json
 
 # Training settings written into job.toml. Users buy ~10 items, too few to learn a per-user id
 # embedding without overfitting; the behaviour and payment features carry the signal instead.
@@ -158,7 +158,7 @@ def generate_synthetic(
     truth = {"seed": seed, "overlap": overlap, "oracle": asdict(oracle)}
     truth |= _ground_truth(lat, cat, groups, coef)
     paths["ground_truth"] = Path(out_dir) / "ground_truth.json"
-    paths["ground_truth"].write_text(json.dumps(truth), encoding="utf-8")
+    atomic_write_json(paths["ground_truth"], truth, indent=None)
     return SyntheticSummary(
         n_union=users,
         n_shared=len(groups["shared"]),

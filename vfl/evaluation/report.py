@@ -16,6 +16,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from vfl.storage import atomic_path, atomic_write_text, ensure_dir
 
 
 def plot_losses(models: dict[str, Any], path: Path) -> Path:
@@ -28,8 +31,7 @@ def plot_losses(models: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -53,9 +55,17 @@ def plot_metrics(models: dict[str, Any], k: int, path: Path) -> Path:
         ax_t.set_xscale("log")
     ax_t.set(xlabel="training seconds", title="Cost")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as PNG atomically and close it (StorageError if the disk is full)."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def _amount(value: float, unit: str) -> str:
@@ -83,8 +93,7 @@ def plot_phases(phases: list[dict[str, Any]], path: Path) -> Path:
     ax_t.set(xlabel="wall seconds", title="Time per phase")
     ax_b.set(xlabel="megabytes exchanged by E (sent + received)", title="Traffic per phase")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -119,8 +128,14 @@ def _phase_lines(phases: list[dict[str, Any]]) -> list[str]:
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``report.md`` with its plots next to it; returns the Markdown path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``report.md`` with its plots next to it; returns the Markdown path.
+
+    Each file is replaced atomically, so a failed run leaves the previous report readable.
+
+    Raises:
+        StorageError: the directory cannot be created or written (disk full, permission).
+    """
+    ensure_dir(out_dir)
     models, k = results["models"], results.get("k", 10)
     plot_losses(models, out_dir / "loss_curves.png")
     plot_metrics(models, k, out_dir / "metrics.png")
@@ -156,5 +171,5 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         lines += _phase_lines(phases)
     lines += ["", "![loss curves](loss_curves.png)", "", "![metrics](metrics.png)", ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path

@@ -6,7 +6,6 @@ sampling stream and the same seed; only what the model may look at differs.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
 from vfl.protocol.secure_layer import ActiveShare, PassiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
+from vfl.storage import atomic_write_json, ensure_dir
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, ProgressFn, fit
 from vfl.training.recommenders import (
@@ -62,7 +62,11 @@ def prepare(job_file: str | Path) -> Prepared:
     p_data = load_party_data(passive_cfg)
     if not isinstance(e_data, ActiveData) or not isinstance(p_data, PassiveData):
         raise TypeError("party roles were checked when loading the job")
-    alignment = align_locally(e_data.users.ids, p_data.users.ids)
+    alignment = align_locally(
+        e_data.users.ids,
+        p_data.users.ids,
+        sources=(str(active_cfg.users.path), str(passive_cfg.users.path)),
+    )
     split = build_split(
         e_data.interactions,
         alignment,
@@ -269,6 +273,7 @@ def run_compare(
 ) -> dict[str, Any]:
     """Train the three models (four with ``encrypted``) and write ``compare.json``."""
     t0 = time.perf_counter()
+    out = ensure_dir(out_dir)  # fail before training if the output cannot be written
     prep = prepare(job_file)
     n_epochs = epochs or prep.job.train.epochs
     rows: dict[str, Any] = {}
@@ -301,9 +306,7 @@ def run_compare(
         "models": rows,
         "total_seconds": round(time.perf_counter() - t0, 2),
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(out / "compare.json", report)
     write_report(report, out)
     return report
 
