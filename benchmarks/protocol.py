@@ -1,7 +1,8 @@
 """Cost of the secret-shared interactive layer on MovieLens-100K, against its op-count model.
 
 Usage: python benchmarks/protocol.py [--bits 2048] [--epochs 1] [--users-per-step 32]
-                                     [--no-eval] [--no-plaintext] [--randomness pool|fresh]
+           [--randomness full|short_exponent] [--inline-randomness] [--workers N]
+           [--no-eval] [--no-plaintext] [--max-steps N]
 
 Both parties run in this process (P in a thread) over the in-memory channel, with the job's
 default model dimensions. For the encrypted protocol and then for plaintext mode (same
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from vfl.crypto.paillier import KeyPair
+from vfl.crypto.pool import randomness_source
 from vfl.data.movielens import convert_movielens
 from vfl.protocol.ciphers import OpCounts
 from vfl.protocol.endpoint import Endpoint
@@ -63,6 +65,7 @@ def load_movielens(users_per_step: int, mode: Mode, args: argparse.Namespace) ->
             "protocol": mode,
             "key_bits": args.bits,
             "randomness": Randomness(args.randomness),
+            "precompute_randomness": not args.inline_randomness,
             "crypto_workers": args.workers,
         }
     )
@@ -196,16 +199,22 @@ def _per_call(fn: Callable[[], object], repeat: int) -> float:
     return (time.perf_counter() - t0) / repeat
 
 
-def op_costs(bits: int, scalar_bits: list[int]) -> dict[str, float]:
-    """Seconds per Paillier operation at ``bits``, measured now, single-threaded."""
+def op_costs(bits: int, scalar_bits: list[int], rerandomise: Randomness) -> dict[str, float]:
+    """Seconds per Paillier operation at ``bits``, measured now, single-threaded, inline.
+
+    Encryption is a party's fresh encryption under its own key (OWNER_CRT obfuscator);
+    re-randomisation uses ``rerandomise``, as the protocol does.
+    """
     kp = KeyPair.generate(bits)
     pk, n2 = kp.public_key, kp.public_key.nsquare
+    own = randomness_source(pk, Randomness.OWNER_CRT, private_key=kp.private_key)
+    other = randomness_source(pk, rerandomise)
     c = gmpy2.mpz(pk.raw_encrypt(secrets.randbelow(pk.n)))
     m = gmpy2.mpz(1 + pk.n * secrets.randbelow(pk.n)) % n2
     costs = {
-        "encryption": _per_call(lambda: pk.raw_encrypt(12345), 30),
+        "encryption": _per_call(lambda: pk.raw_encrypt(12345, r_pow_n=own.take(1)[0]), 30),
         "decryption": _per_call(lambda: kp.private_key.raw_decrypt(int(c)), 30),
-        "rerandomisation": _per_call(lambda: pk.rerandomise(int(c)), 30),
+        "rerandomisation": _per_call(lambda: pk.rerandomise(int(c), r_pow_n=other.take(1)[0]), 30),
         "ciphertext_add": _per_call(lambda: c * c % n2, 3000),
         "plaintext_add": _per_call(lambda: c * m % n2, 3000),
     }
@@ -234,7 +243,10 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=2048)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--users-per-step", type=int, default=32)
-    ap.add_argument("--randomness", choices=[r.value for r in Randomness], default="pool")
+    ap.add_argument(
+        "--randomness", choices=["full", "short_exponent"], default="full", help="re-randomisation"
+    )
+    ap.add_argument("--inline-randomness", action="store_true", help="no background pools")
     ap.add_argument("--workers", type=int, default=0, help="kernel processes per party")
     ap.add_argument("--max-steps", type=int, default=0, help="stop early (profiling)")
     ap.add_argument("--no-eval", dest="eval", action="store_false")
@@ -245,7 +257,7 @@ def main() -> None:
     load.append(os.getloadavg())
     totals: OpCounts = enc.pop("_totals")
     enc["op_counts"] = totals.as_dict()
-    costs = op_costs(args.bits, sorted(totals.scalar_mults))
+    costs = op_costs(args.bits, sorted(totals.scalar_mults), Randomness(args.randomness))
     model = op_model(totals, costs)
     enc["op_cost_seconds"] = {k: round(v * 1e3, 4) for k, v in costs.items()}  # ms
     enc["op_count_model_seconds"] = model

@@ -15,7 +15,7 @@ from vfl.config.job import ModelConfig, TrainConfig
 from vfl.crypto.paillier import KeyPair
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
-from vfl.protocol.options import Mode, Randomness
+from vfl.protocol.options import Mode
 from vfl.protocol.recorder import RecordingChannel
 from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
@@ -86,12 +86,12 @@ class Pair:
 def settings(
     mode: Mode = Mode.ENCRYPTED, sgd: ShareSgdConfig | None = None, **kw: Any
 ) -> LayerSettings:
-    """Test settings: 512-bit keys, r^n drawn inline."""
+    """Test settings: 512-bit keys, r^n drawn inline (no background pools) by default."""
     return LayerSettings(
         mode=mode,
         sgd=sgd or ShareSgdConfig(lr=0.5),
         key_bits=BITS,
-        randomness=kw.pop("randomness", Randomness.FRESH),
+        precompute=kw.pop("precompute", False),
         **kw,
     )
 

@@ -162,10 +162,12 @@ def test_evaluation_asks_p_once_per_user_and_step() -> None:
     assert evals[0].enc_u and not evals[1].enc_u  # [[U]] is resent only when U changed
 
 
-def test_background_randomness_pool_gives_the_same_model() -> None:
-    # Prepare: r^n precomputed by worker processes instead of inline
+@pytest.mark.parametrize("rerandomise", [Randomness.FULL, Randomness.SHORT_EXPONENT])
+def test_background_randomness_pools_give_the_same_model(rerandomise: Randomness) -> None:
+    # Prepare: r^n precomputed by worker processes (owner CRT for own encryptions)
     pair = build_pair(
-        tiny_training_inputs(), e_settings=settings(sgd=MOMENTUM, randomness=Randomness.POOL)
+        tiny_training_inputs(),
+        e_settings=settings(sgd=MOMENTUM, precompute=True, rerandomise=rerandomise),
     )
     batches = pair.batches(6)
     expected = reference_run(pair, batches, MOMENTUM)
@@ -176,3 +178,8 @@ def test_background_randomness_pool_gives_the_same_model() -> None:
     # Assert
     np.testing.assert_allclose(got, expected["loss"], rtol=0, atol=LOSS_TOL)
     assert CFG.passive_out == pair.server.share.v.shape[0]
+
+
+def test_owner_crt_cannot_rerandomise_for_the_other_party() -> None:
+    with pytest.raises(ValueError, match="owner_crt"):
+        settings(rerandomise=Randomness.OWNER_CRT)

@@ -34,12 +34,13 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    field_validator,
 )
 
 from vfl.config.party import PartyConfig, Role, load_party_config
-from vfl.config.toml_io import ConfigPath, load_toml_model
+from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
 from vfl.errors import ConfigError
-from vfl.protocol.options import Mode, Randomness
+from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -95,8 +96,21 @@ class TrainConfig(BaseModel):
     # "plaintext" (same messages, no encryption, no masks) is for development and for
     # measuring the cost of privacy; both party configs must set [party] allow_plaintext.
     protocol: Mode = Mode.ENCRYPTED
-    randomness: Randomness = Randomness.POOL  # where r^n of encryptions comes from
+    # r^n of re-randomisations under the other party's key: "full" (perfect hiding, even from
+    # the key's owner) or "short_exponent" (faster; computational, see vfl/crypto/randomness).
+    # Own fresh encryptions always use the owner's CRT shortcut ("owner_crt", same as full).
+    randomness: Randomness = Randomness.FULL
+    precompute_randomness: bool = True  # r^n computed ahead by background processes
     crypto_workers: NonNegativeInt = 0  # processes per party for batched Paillier work
+
+    @field_validator("randomness")
+    @classmethod
+    def _rerandomise_source(cls, value: Randomness) -> Randomness:
+        """``owner_crt`` cannot re-randomise under the other party's key."""
+        try:
+            return check_rerandomise_source(value)
+        except ValueError as exc:
+            raise rule_error(str(exc), 'use randomness = "full" or "short_exponent"') from exc
 
 
 class EvalConfig(BaseModel):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from enum import Enum
 
+from vfl.crypto.randomness import Randomness
+
+__all__ = ["Mode", "Randomness", "check_rerandomise_source"]
+
 
 class Mode(Enum):
     """How the interactive layer's payloads travel.
@@ -17,12 +21,19 @@ class Mode(Enum):
     PLAINTEXT = "plaintext"
 
 
-class Randomness(Enum):
-    """Where the ``r^n mod n^2`` of every encryption and re-randomisation comes from.
+def check_rerandomise_source(mode: Randomness) -> Randomness:
+    """The obfuscators that re-randomise ciphertexts under the *other* party's key.
 
-    ``POOL``: precomputed by background worker processes (:class:`vfl.crypto.pool.RandomnessPool`)
-    while the party waits for the other; ``FRESH``: computed on demand in the caller.
+    ``FULL`` (default) hides the operands perfectly, even from the key's owner;
+    ``SHORT_EXPONENT`` is faster and hides them only computationally from the owner (see
+    :mod:`vfl.crypto.randomness`). ``OWNER_CRT`` needs the other party's private key.
+
+    Raises:
+        ValueError: for ``OWNER_CRT``.
     """
-
-    POOL = "pool"
-    FRESH = "fresh"
+    if mode is Randomness.OWNER_CRT:
+        raise ValueError(
+            "randomness = 'owner_crt' needs the key owner's primes; re-randomising under the "
+            "other party's key must use 'full' (default) or 'short_exponent'"
+        )
+    return mode

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from vfl.crypto.paillier import KeyPair, PublicKey
-from vfl.crypto.pool import RandomnessPool, RPowNSource
+from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
+from vfl.crypto.pool import RandomnessPool, RPowNSource, randomness_source
 from vfl.errors import ParameterMismatch, PlaintextRefused, ProtocolError
 from vfl.protocol.ciphers import LayerCipher, OpCounts, PaillierCipher, PlainCipher, Sealed
 from vfl.protocol.fixed_point import (
@@ -54,7 +54,7 @@ from vfl.protocol.fixed_point import (
     uniform_mask,
 )
 from vfl.protocol.kernels import Kernels
-from vfl.protocol.options import Mode, Randomness
+from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
 from vfl.protocol.share_optim import ShareSgd, ShareSgdConfig
 
 __all__ = [
@@ -72,14 +72,25 @@ POOL_SIZE = 256  # r^n values kept in stock per key and party
 
 @dataclass(frozen=True)
 class LayerSettings:
-    """How one party runs the layer; all but ``randomness`` and ``workers`` must agree."""
+    """How one party runs the layer; all but the last three fields must agree.
+
+    ``rerandomise``: the obfuscators for ciphertexts returned to the other party's key owner
+    (``FULL`` by default; ``SHORT_EXPONENT`` is faster, see :mod:`vfl.crypto.randomness`).
+    A party's fresh encryptions under its own key always use ``OWNER_CRT`` (FULL's exact
+    distribution, from its own primes). ``precompute``: draw both from background pools
+    while the party waits for the other. ``workers``: processes for batched products.
+    """
 
     mode: Mode = Mode.ENCRYPTED
     scales: SecureScales = field(default_factory=SecureScales)
     sgd: ShareSgdConfig = field(default_factory=lambda: ShareSgdConfig(lr=1.0))
     key_bits: int = 2048
-    randomness: Randomness = Randomness.POOL
-    workers: int = 0  # kernel worker processes (0: inline)
+    rerandomise: Randomness = Randomness.FULL
+    precompute: bool = True
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        check_rerandomise_source(self.rerandomise)
 
     def agreed(self, shape: tuple[int, ...]) -> dict[str, int | float | str]:
         """What both parties must have identical before any payload is exchanged."""
@@ -146,12 +157,19 @@ class _Side:
         self.own: LayerCipher = self._cipher(keys)
         self.peer: LayerCipher | None = None
 
-    def _source(self, public_key: PublicKey) -> RPowNSource | None:
-        if self.settings.randomness is Randomness.FRESH:
-            return None
-        pool = RandomnessPool(public_key, POOL_SIZE, workers=1)
-        self._pools.append(pool)
-        return pool
+    def _source(self, public_key: PublicKey, owner: PrivateKey | None = None) -> RPowNSource:
+        """Obfuscators: OWNER_CRT for own fresh encryptions, ``rerandomise`` for the peer's."""
+        mode = Randomness.OWNER_CRT if owner is not None else self.settings.rerandomise
+        source = randomness_source(
+            public_key,
+            mode,
+            pool_size=POOL_SIZE if self.settings.precompute else 0,
+            workers=1,
+            private_key=owner,
+        )
+        if isinstance(source, RandomnessPool):
+            self._pools.append(source)
+        return source
 
     def _cipher(self, keys: KeyPair | None) -> LayerCipher:
         if self.settings.mode is Mode.PLAINTEXT:
@@ -167,7 +185,7 @@ class _Side:
             keys.public_key,
             self.scales,
             private_key=keys.private_key,
-            randomness=self._source(keys.public_key),
+            randomness=self._source(keys.public_key, keys.private_key),
             kernels=self.kernels,
         )
 

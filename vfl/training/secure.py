@@ -24,7 +24,8 @@ def layer_settings(train: TrainConfig, *, key_bits: int | None = None) -> LayerS
             weight_decay=train.wb_weight_decay,
         ),
         key_bits=key_bits or train.key_bits,
-        randomness=train.randomness,
+        rerandomise=train.randomness,
+        precompute=train.precompute_randomness,
         workers=train.crypto_workers,
     )
 
