@@ -183,3 +183,30 @@ def test_background_randomness_pools_give_the_same_model(rerandomise: Randomness
 def test_owner_crt_cannot_rerandomise_for_the_other_party() -> None:
     with pytest.raises(ValueError, match="owner_crt"):
         settings(rerandomise=Randomness.OWNER_CRT)
+
+
+def test_share_sgd_sums_to_torch_sgd_with_momentum_and_weight_decay() -> None:
+    # Prepare: W = U + V at scale 2^56, gradients split into a masked share and its mask
+    import torch
+
+    from vfl.protocol.fixed_point import quantise, uniform_mask
+    from vfl.protocol.share_optim import ShareSgd
+
+    scales, rng = SecureScales(), np.random.default_rng(5)
+    cfg = ShareSgdConfig(lr=0.3, momentum=0.9, weight_decay=0.01)
+    w0 = rng.normal(0, 0.3, (3, 4))
+    u = quantise(w0, scales.w_bits, 64.0, "w") - uniform_mask((3, 4), 100)
+    v = quantise(w0, scales.w_bits, 64.0, "w") - u
+    e_opt, p_opt = ShareSgd(cfg), ShareSgd(cfg)
+    w = torch.tensor(w0, dtype=torch.float64, requires_grad=True)
+    ref = torch.optim.SGD([w], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # Execute: 100 steps
+    for _ in range(100):
+        g = rng.normal(0, 0.1, (3, 4))
+        big_g, mask = quantise(g, scales.w_bits, 64.0, "g"), uniform_mask((3, 4), 110)
+        u, v = e_opt.step(u, big_g - mask), p_opt.step(v, mask)
+        w.grad = torch.tensor(g)
+        ref.step()
+    # Assert: the shares sum to torch's weights (to the fixed-point resolution)
+    np.testing.assert_allclose((u + v).astype(float) / 2.0**scales.w_bits, w.detach(), atol=1e-12)
+    assert np.abs(u.astype(float)).min() > 2.0**90  # each share alone is noise
