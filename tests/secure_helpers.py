@@ -144,7 +144,8 @@ def reference_run(pair: Pair, batches: list[Batch], sgd: ShareSgdConfig) -> dict
     opt_e = torch.optim.Adam(head.parameters(), lr=0.01, weight_decay=TRAIN.weight_decay)
     opt_p = torch.optim.Adam(bottom.parameters(), lr=0.01)
     opt_w = torch.optim.SGD([w_b], lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
-    out: dict[str, Any] = {"loss": [], "b": [], "delta": [], "w_b": [], "grad_w": [], "d_b": []}
+    keys_ = ("loss", "b", "delta", "w_b", "grad_w", "d_b", "e")
+    out: dict[str, Any] = {k: [] for k in keys_}
     for batch in batches:
         users = torch.as_tensor(batch.users)
         b = bottom(p.numeric[users], p.categorical[users])
@@ -152,7 +153,13 @@ def reference_run(pair: Pair, batches: list[Batch], sgd: ShareSgdConfig) -> dict
         z_b = b @ w_b
         z_b.retain_grad()
         local = torch.as_tensor(batch.row_user)
-        logits = head.logits(users[local], torch.as_tensor(batch.row_item), z_b[local])
+        row_item = torch.as_tensor(batch.row_item)
+        with torch.no_grad():  # E's bottom output e, for the who-sees-what checks
+            e = head.bottom(
+                head.inputs.users.gather(users[local]), head.inputs.items.gather(row_item)
+            )
+        out["e"].append(e.numpy().copy())
+        logits = head.logits(users[local], row_item, z_b[local])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits, torch.as_tensor(batch.labels)
         )

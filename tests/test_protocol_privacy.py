@@ -8,7 +8,8 @@ clear is compared with the values that party must never see.
 | value                                   | E     | P     |
 |-----------------------------------------|-------|-------|
 | P's features, ``b``, ``V``              | never | yes   |
-| labels, ``e``, ``U``, ``δ``, predictions| yes   | never |
+| E's features, labels, ``e``, ``U``,     |       |       |
+| ``δ``, predictions                      | yes   | never |
 | ``W_B``                                 | never | never |
 | ``z_B``                                 | yes   | never |
 | ``dL/db``                               | never | yes   |
@@ -195,11 +196,17 @@ def test_nothing_either_party_reads_is_a_value_it_must_not_see(run) -> None:
     labels = [b.labels for b in truth["batches"]]
     s = 2.0**SCALES.w_bits
     never_e = {
+        "P's features": [pair.p.numeric.numpy()],
         "b": truth["b"],
         "V": [pair.server.share.v.astype(float) / s],
         "W_B": truth["w_b"],
+        "dL/db": truth["d_b"],
     }
+    inputs = pair.model.head.inputs
     never_p = {
+        "E's features": [inputs.users.numeric.numpy(), inputs.items.numeric.numpy()],
+        "e": truth["e"],
+        "W_B": truth["w_b"],
         "labels": labels,
         "δ": truth["delta"],
         "U": [pair.model.peer.share.u.astype(float) / s],
