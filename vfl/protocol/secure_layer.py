@@ -62,6 +62,7 @@ __all__ = [
     "LayerSettings",
     "PassiveShare",
     "SecureScales",
+    "agreed_parameters",
     "check_agreement",
     "generate_keys",
     "initial_half",
@@ -102,6 +103,13 @@ class LayerSettings:
             **{k: v for k, v in vars(self.scales).items()},
             **{f"wb_{k}": v for k, v in vars(self.sgd).items()},
         }
+
+
+def agreed_parameters(
+    scales: SecureScales, shape: tuple[int, ...], key_bits: int
+) -> dict[str, int | float | str]:
+    """The agreed parameters of encrypted-mode settings with ``scales`` and ``key_bits``."""
+    return LayerSettings(scales=scales, key_bits=key_bits).agreed(shape)
 
 
 def generate_keys(settings: LayerSettings) -> KeyPair | None:
