@@ -238,7 +238,7 @@ def op_model(counts: OpCounts, costs: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in model.items()}
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bits", type=int, default=2048)
     ap.add_argument("--epochs", type=int, default=1)
@@ -251,12 +251,14 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=0, help="stop early (profiling)")
     ap.add_argument("--no-eval", dest="eval", action="store_false")
     ap.add_argument("--no-plaintext", dest="plaintext", action="store_false")
-    args = ap.parse_args()
-    load = [os.getloadavg()]
+    return ap.parse_args()
+
+
+def run_encrypted(args: argparse.Namespace) -> dict[str, Any]:
+    """The encrypted run with its op-count model (costs measured before and after it)."""
     rerandomise, widths = Randomness(args.randomness), [21, 35]  # b_bits + 1, d_bits + 5
     before = op_costs(args.bits, widths, rerandomise)
     enc = run_mode(Mode.ENCRYPTED, args)
-    load.append(os.getloadavg())
     after = op_costs(args.bits, widths, rerandomise)
     totals: OpCounts = enc.pop("_totals")
     enc["op_counts"] = totals.as_dict()
@@ -270,6 +272,14 @@ def main() -> None:
     enc["op_count_model_seconds"] = model
     enc["op_count_model_total_seconds"] = round(sum(model.values()), 2)
     enc["measured_over_model"] = round(enc["train_seconds"] / max(sum(model.values()), 1e-9), 3)
+    return enc
+
+
+def main() -> None:
+    args = _args()
+    load = [os.getloadavg()]
+    enc = run_encrypted(args)
+    load.append(os.getloadavg())
     report: dict[str, Any] = {"dataset": "movielens-100k", "bits": args.bits, "encrypted": enc}
     if args.plaintext:
         plain = run_mode(Mode.PLAINTEXT, args)
