@@ -1,4 +1,4 @@
-"""Coordinator config, the party ``[network]`` section, ``vfl certs-dev`` and a real coordinator."""
+"""Coordinator config, the party ``[network]`` section, ``vfl certs`` and a real coordinator."""
 
 from __future__ import annotations
 
@@ -191,35 +191,75 @@ def test_party_network_missing_key_file(conf_dir: Path) -> None:
 # -- CLI and a real coordinator process -----------------------------------------------------
 
 
-def test_certs_dev_cli_writes_files(tmp_path: Path) -> None:
-    # Execute
-    done = _vfl("certs-dev", "--out", "pki", "--parties", "e,p", cwd=tmp_path)
+def test_certs_cli_writes_pki_keys_and_ready_configs(tmp_path: Path) -> None:
+    # Prepare: two party configs and a job file, as 'vfl data synth' writes them
+    from vfl.data.synthetic_writer import generate_synthetic
 
-    # Assert
+    generate_synthetic(tmp_path / "data", users=60, items=40, seed=1)
+    data = tmp_path / "data"
+
+    # Execute
+    done = _vfl(
+        "certs",
+        "--out",
+        "pki",
+        "--port",
+        "50999",
+        "--job",
+        str(data / "job.toml"),
+        "--party-config",
+        str(data / "e_party.toml"),
+        "--party-config",
+        str(data / "p_party.toml"),
+        cwd=tmp_path,
+    )
+
+    # Assert: certificates, sealing keys and configs
     assert done.returncode == 0, done.stderr
-    names = {
-        "ca.pem",
-        "coordinator.pem",
-        "coordinator.key",
-        "e.pem",
-        "e.key",
-        "p.pem",
-        "p.key",
-        "e.box",
-        "e.box.pub",
-        "p.box",
-        "p.box.pub",
-    }
-    assert {f.name for f in (tmp_path / "pki").iterdir()} == names
-    for name in names:
-        assert name in done.stdout
-    # sealing keys: raw 32-byte X25519 keys, private halves readable by the owner only
-    assert len((tmp_path / "pki" / "e.box.pub").read_bytes()) == 32
-    assert (tmp_path / "pki" / "p.box").stat().st_mode & 0o777 == 0o600
+    pki = tmp_path / "pki"
+    names = {"ca.pem", "coordinator.pem", "coordinator.key", "coordinator.toml"}
+    for party in ("shop", "payments"):
+        names |= {f"{party}.{ext}" for ext in ("pem", "key", "box", "box.pub", "network.toml")}
+    assert {f.name for f in pki.iterdir()} == names
+    assert len((pki / "shop.box.pub").read_bytes()) == 32
+    assert (pki / "payments.box").stat().st_mode & 0o777 == 0o600
+    coord = load_coordinator_config(pki / "coordinator.toml").coordinator
+    assert coord.bind == "127.0.0.1:50999" and set(coord.parties) == {"shop", "payments"}
+    assert coord.plan == (data / "job.toml").resolve()
+    # each party config now pins the *peer's* sealing public key and schema
+    shop = load_party_config(data / "e_party.toml").network
+    payments = load_party_config(data / "p_party.toml").network
+    assert shop is not None and payments is not None
+    assert shop.peer == "payments" and shop.peer_box_public == (pki / "payments.box.pub")
+    assert payments.peer_box_public == (pki / "shop.box.pub")
+    assert shop.box_key == pki / "shop.box" and shop.coordinator == "127.0.0.1:50999"
+    assert shop.peer_schema_sha256 and shop.peer_schema_sha256 != payments.peer_schema_sha256
+    # the stand-alone snippet is a valid [network] section too
+    snippet = (pki / "shop.network.toml").read_text()
+    assert str(pki / "payments.box.pub") in snippet
+
+
+def test_certs_dev_alias_still_works(tmp_path: Path) -> None:
+    done = _vfl("certs-dev", "--out", "pki", "--parties", "e,p", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "pki" / "e.network.toml").exists()
+
+
+def test_coordinator_plan_of_another_job_is_named(conf_dir: Path) -> None:
+    # Prepare: a plan file whose [job] name is not the coordinator's job
+    plan = conf_dir / "other_job.toml"
+    plan.write_text('[job]\nname = "other"\n[parties]\nactive = "x"\npassive = "y"\n')
+    config = conf_dir / "with_plan.toml"
+    config.write_text(COORDINATOR.format(port=0) + 'plan = "other_job.toml"\n')
+    cfg = load_coordinator_config(config)
+    # Execute / Assert: [parties] is ignored (C never reads party files), the name is checked
+    with pytest.raises(ConfigError) as err:
+        cfg.read_plan(config)
+    assert "'other'" in _check(err, config, "coordinator.plan")
 
 
 def test_certs_dev_cli_rejects_bad_party_name(tmp_path: Path) -> None:
-    done = _vfl("certs-dev", "--out", "pki", "--parties", "shop,ca", cwd=tmp_path)
+    done = _vfl("certs", "--out", "pki", "--parties", "shop,ca", cwd=tmp_path)
     assert done.returncode == 2 and "'ca'" in done.stderr and "Traceback" not in done.stderr
 
 

@@ -14,8 +14,9 @@ import grpc
 import pytest
 from cryptography import x509
 
-from vfl.errors import ChannelTimeout, FrameError, TransportError, VflError
+from vfl.errors import ChannelTimeout, FrameError, PeerLost, TransportError, VflError
 from vfl.transport import grpc_relay
+from vfl.transport.board import PartyState
 from vfl.transport.certs import DevPki, generate_dev_pki, peer_name_from_cert
 from vfl.transport.framing import FrameHeader, encode_frame, peek_header
 from vfl.transport.grpc_channel import GrpcChannel
@@ -43,6 +44,7 @@ def _start_relay(pki: DevPki, limit: int, bind: str = "127.0.0.1:0") -> RelaySer
         cert_pem=cert,
         key_pem=key,
         allowed_parties={"E", "P"},
+        job_id=JOB,
         mailbox_limit_bytes=limit,
     )
 
@@ -321,3 +323,92 @@ def test_second_relay_on_a_taken_port_is_a_named_error(
     with pytest.raises(TransportError, match=r"cannot listen on .*Fix:"):
         other.start()
     other.stop()
+
+
+# --- job, plan and heartbeats ----------------------------------------------------------------
+
+
+def test_frames_and_polls_for_another_job_are_refused(
+    relay: tuple[RelayServer, int], pki: DevPki
+) -> None:
+    # Prepare: a party channel of a job this coordinator does not serve
+    e = _channel(pki, relay[1], "E", "P", timeout_s=2.0)
+    e.job_id = "job-2"
+    try:
+        # Execute / Assert
+        with pytest.raises(TransportError, match="serves job 'job-1', not 'job-2'"):
+            e.send(b"x")
+        with pytest.raises(TransportError, match="serves job 'job-1', not 'job-2'"):
+            e.recv(1)
+        with pytest.raises(TransportError, match="not 'job-2'"):
+            e.join("job-2")
+    finally:
+        e.close()
+
+
+def test_join_hands_out_the_plan_and_the_job(pki: DevPki) -> None:
+    cert, key = pki.coordinator.read()
+    server = RelayServer(
+        "127.0.0.1:0",
+        ca_pem=pki.ca_pem(),
+        cert_pem=cert,
+        key_pem=key,
+        allowed_parties={"E", "P"},
+        job_id=JOB,
+        plan='{"job": {"name": "job-1"}}',
+    )
+    port = server.start()
+    e = _channel(pki, port, "E", "P", timeout_s=2.0)
+    e.job_id = ""  # the party learns the job from the coordinator
+    try:
+        reply = e.join()
+        assert reply.job == JOB and e.job_id == JOB
+        assert reply.plan == '{"job": {"name": "job-1"}}' and set(reply.parties) == {"E", "P"}
+        assert "E" in server.board.joined
+    finally:
+        e.close()
+        server.stop()
+
+
+def test_vanished_peer_is_reported_by_name_within_seconds(
+    relay: tuple[RelayServer, int], pki: DevPki
+) -> None:
+    # Prepare: both parties heartbeat; then P goes silent (its heartbeat thread stops)
+    e = _channel(pki, relay[1], "E", "P", timeout_s=60.0)
+    p = _channel(pki, relay[1], "P", "E", timeout_s=60.0)
+    e.start_heartbeat(interval_s=0.2, lost_after_s=1.0)
+    p.start_heartbeat(interval_s=0.2, lost_after_s=1.0)
+    try:
+        time.sleep(0.6)
+        assert e.peer_status() is not None
+        p.close()
+        # Execute: E waits for a message from P, with a 60 s timeout
+        start = time.monotonic()
+        with pytest.raises(PeerLost, match="party 'P' stopped responding: no heartbeat for"):
+            e.recv(60.0)
+        # Assert: reported well before the timeout
+        assert time.monotonic() - start < 5.0
+    finally:
+        e.close()
+
+
+def test_peer_that_failed_is_reported_and_final_message_still_arrives(
+    relay: tuple[RelayServer, int], pki: DevPki
+) -> None:
+    e = _channel(pki, relay[1], "E", "P", timeout_s=30.0)
+    p = _channel(pki, relay[1], "P", "E", timeout_s=30.0)
+    e.start_heartbeat(interval_s=0.2, lost_after_s=5.0)
+    p.start_heartbeat(interval_s=0.2, lost_after_s=5.0)
+    try:
+        # a message sent just before P reports done is delivered, then P's end is named
+        p.send(b"last words")
+        p.report(state=PartyState.FAILED, progress={"error": "DataError"})
+        time.sleep(0.5)
+        assert e.recv(5.0) == b"last words"
+        start = time.monotonic()
+        with pytest.raises(PeerLost, match=r"party 'P' failed the job \(DataError\)"):
+            e.recv(30.0)
+        assert time.monotonic() - start < 3.0
+    finally:
+        e.close()
+        p.close()

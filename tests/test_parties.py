@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from vfl.config.job import load_job_config, load_job_parties
+from vfl.config.plan import JobPlan
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.party.active import run_active
 from vfl.party.passive import run_passive
@@ -20,8 +21,9 @@ def test_psi_then_encrypted_training_end_to_end(tmp_path: Path) -> None:
     generate_synthetic(data, users=500, items=150, overlap=0.7, seed=4)
     job_file = data / "job.toml"
     job_file.write_text(job_file.read_text().replace("[train]\n", "[train]\nkey_bits = 512\n"))
-    job = load_job_config(job_file)
-    e_cfg, p_cfg = load_job_parties(job, job_file)
+    job_cfg = load_job_config(job_file)
+    e_cfg, p_cfg = load_job_parties(job_cfg, job_file)
+    job = JobPlan.of(job_cfg)
     e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
     out: dict[str, object] = {}
     errors: list[BaseException] = []

@@ -78,6 +78,26 @@ class CheckpointError(VflError):
     """
 
 
+class EnvelopeError(ProtocolError):
+    """A sealed E-P envelope is for another job, direction or phase, or is malformed."""
+
+
+class ReplayError(EnvelopeError):
+    """A sealed envelope's sequence number was already received: a replay or duplicate."""
+
+
+class ReorderError(EnvelopeError):
+    """A sealed envelope's sequence number skips ahead: reordered or dropped in transit."""
+
+
+class TamperError(ProtocolError):
+    """A relayed envelope failed authentication: altered, or not sealed by the pinned peer."""
+
+
+class PeerLost(ChannelTimeout):
+    """The other party stopped sending heartbeats (or reported a failure); names the party."""
+
+
 class PlaintextRefused(ParameterMismatch):
     """A party was asked to run the plaintext protocol without enabling it in its own config.
 

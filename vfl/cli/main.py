@@ -8,7 +8,7 @@ import typer
 
 from vfl.cli.compare_cmd import compare
 from vfl.cli.data_cmd import data_app
-from vfl.cli.infra_cmd import certs_dev, coordinator
+from vfl.cli.infra_cmd import certs, coordinator
 from vfl.cli.party_cmd import party
 from vfl.cli.pilot_cmd import pilot
 from vfl.errors import VflError
@@ -20,7 +20,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("compare")(compare)
-app.command("certs-dev")(certs_dev)
+app.command("certs")(certs)
+app.command("certs-dev", hidden=True)(certs)  # the earlier name
 app.command("coordinator")(coordinator)
 app.command("party")(party)
 app.command("pilot")(pilot)

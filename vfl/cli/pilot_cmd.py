@@ -37,44 +37,19 @@ def _free_port() -> int:
 
 
 def _write_configs(out: Path, port: int, *, epochs: int, key_bits: int) -> dict[str, Path]:
-    """Certificates, coordinator.toml, [network] sections and the pilot's job.toml."""
+    """Certificates, sealing keys, the pilot's job.toml (the plan), coordinator.toml and the
+    parties' [network] sections with pinned peer keys and schemas."""
+    from vfl.cli.netconfig import NetworkLayout, write_network_configs
     from vfl.transport.certs import generate_dev_pki
     from vfl.transport.sealing import write_box_keys
 
     data = out / "data"
     e_cfg, p_cfg = data / "e_party.toml", data / "p_party.toml"
     names = [load_party_config(f).party.name for f in (e_cfg, p_cfg)]
-    generate_dev_pki(out / "certs", parties=names)
+    certs = out / "certs"
+    generate_dev_pki(certs, parties=names)
     for name in names:
-        write_box_keys(out / "certs", name)
-    coordinator = out / "coordinator.toml"
-    coordinator.write_text(
-        dumps_toml(
-            {
-                "coordinator": {
-                    "bind": f"127.0.0.1:{port}",
-                    "job": "pilot",
-                    "parties": names,
-                    "ca": "certs/ca.pem",
-                    "cert": "certs/coordinator.pem",
-                    "key": "certs/coordinator.key",
-                }
-            }
-        )
-    )
-    for cfg, me, peer in ((e_cfg, names[0], names[1]), (p_cfg, names[1], names[0])):
-        table = tomllib.loads(cfg.read_text())
-        table["network"] = {
-            "coordinator": f"127.0.0.1:{port}",
-            "ca": "../certs/ca.pem",
-            "cert": f"../certs/{me}.pem",
-            "key": f"../certs/{me}.key",
-            "peer": peer,
-            "timeout_s": 600.0,
-            "box_key": f"../certs/{me}.box",
-            "peer_box_public": f"../certs/{peer}.box.pub",
-        }
-        cfg.write_text(dumps_toml(table))
+        write_box_keys(certs, name)
     job = data / "job.toml"
     table = tomllib.loads(job.read_text())
     table["job"]["name"] = "pilot"
@@ -90,7 +65,9 @@ def _write_configs(out: Path, port: int, *, epochs: int, key_bits: int) -> dict[
         }
     )
     job.write_text(dumps_toml(table))
-    return {"coordinator": coordinator, "e": e_cfg, "p": p_cfg, "job": job}
+    layout = NetworkLayout(certs, (names[0], names[1]), port=port, job_file=job)
+    written = write_network_configs(layout, {names[0]: e_cfg, names[1]: p_cfg})
+    return {"coordinator": written["coordinator"], "e": e_cfg, "p": p_cfg, "job": job}
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -124,15 +101,7 @@ def _run_federated(out: Path, files: dict[str, Path], timeout: float) -> str:
         _wait_listening(logs["coordinator"], coord, 30)
         for k in ("p", "e"):
             parties[k] = _start(
-                [
-                    "party",
-                    "--config",
-                    str(files[k]),
-                    "--job",
-                    str(files["job"]),
-                    "--out",
-                    str(out / k),
-                ],
+                ["party", "--config", str(files[k]), "--out", str(out / k)],
                 logs[k],
             )
         _wait_parties(parties, logs, timeout)
@@ -149,7 +118,9 @@ def _wait_parties(
 ) -> None:
     """Wait for both parties; the first failure stops the pilot with that party's log."""
     deadline = time.monotonic() + timeout
+    shown = {k: 0 for k in logs}
     while time.monotonic() < deadline:
+        _show_progress(logs, shown)
         codes = {k: p.poll() for k, p in parties.items()}
         failed = [k for k, c in codes.items() if c not in (None, 0)]
         if failed:
@@ -161,6 +132,16 @@ def _wait_parties(
             return
         time.sleep(1.0)
     raise VflError(f"the parties did not finish within {timeout:.0f} s; see {logs['e']}")
+
+
+def _show_progress(logs: dict[str, Path], shown: dict[str, int]) -> None:
+    """Echo the new phase, handshake, epoch and done lines of the parties' logs."""
+    for k in ("e", "p"):
+        lines = logs[k].read_text(errors="replace").splitlines()
+        for line in lines[shown[k] :]:
+            if any(w in line for w in ("phase", "handshake", "epoch", "done:")):
+                console.print(f"  {k.upper()}| {line.strip()}")
+        shown[k] = len(lines)
 
 
 def _merge(

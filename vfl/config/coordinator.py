@@ -9,6 +9,8 @@ Example::
     ca = "certs/ca.pem"
     cert = "certs/coordinator.pem"
     key = "certs/coordinator.key"
+    plan = "job.toml"                # the job plan handed to each party (its [parties] is ignored)
+    capture = "relay.capture"        # optional audit copy of every relayed frame
 
 Paths are relative to the config file's directory and are absolute in the loaded model. The
 coordinator holds no data: only the job name, the party identities and its own TLS files.
@@ -18,13 +20,26 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from vfl.config.party import BindAddress
+from vfl.config.plan import JobPlan, load_plan_file
 from vfl.config.toml_io import ConfigPath, load_toml_model, read_pem_files, rule_error
+from vfl.errors import ConfigError
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_output(value: Path, info: ValidationInfo) -> Path:
+    """Resolve a file the coordinator writes against the config file's directory."""
+    context = info.context if isinstance(info.context, dict) else {}
+    base = context.get("base_dir")
+    return value if base is None else (Path(base) / value.expanduser()).resolve()
+
+
+OutputPath = Annotated[Path, AfterValidator(_resolve_output)]
 
 
 class CoordinatorSection(BaseModel):
@@ -38,6 +53,8 @@ class CoordinatorSection(BaseModel):
     ca: ConfigPath
     cert: ConfigPath
     key: ConfigPath
+    plan: ConfigPath | None = None
+    capture: OutputPath | None = None
 
     @model_validator(mode="after")
     def _parties_distinct(self) -> CoordinatorSection:
@@ -71,6 +88,26 @@ class CoordinatorConfig(BaseModel):
         """
         section = self.coordinator
         return read_pem_files("coordinator", section.ca, section.cert, section.key)
+
+    def read_plan(self, file: str | Path) -> JobPlan | None:
+        """The job plan named by ``plan`` (None without one); its job name must be ``job``.
+
+        Raises:
+            ConfigError: the plan file is invalid, or names another job (``file`` is this
+                coordinator config, named in the message).
+        """
+        section = self.coordinator
+        if section.plan is None:
+            return None
+        plan = load_plan_file(section.plan)
+        if plan.job.name != section.job:
+            raise ConfigError(
+                str(file),
+                "coordinator.plan",
+                f"{section.plan} is job '{plan.job.name}', this coordinator serves '{section.job}'",
+                "set [job] name in the plan file to the coordinator's job, or vice versa",
+            )
+        return plan
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:

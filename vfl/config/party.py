@@ -251,6 +251,10 @@ class NetworkSection(BaseModel):
     peer: str | None = None  # the other party's name (its certificate CN)
     box_key: ConfigPath | None = None  # own X25519 sealing key (private, 32 bytes)
     peer_box_public: ConfigPath | None = None  # the other party's pinned sealing public key
+    heartbeat_s: PositiveFloat = 1.0  # how often this party pings the coordinator
+    lost_after_s: PositiveFloat = 5.0  # peer silent this long while awaited = peer lost
+    # optional: the SHA-256 of the peer's data schema, checked at the handshake
+    peer_schema_sha256: str | None = None
 
     @model_validator(mode="after")
     def _tls_files_fit(self) -> NetworkSection:

@@ -260,6 +260,6 @@ def read_pem_files(section: str, ca: Path, cert: Path, key: Path) -> tuple[bytes
         except OSError as exc:
             raise VflError(
                 f"cannot read {section}.{field} file {path} ({exc}). Fix: make it a readable "
-                "PEM file, e.g. one written by 'vfl certs-dev'"
+                "PEM file, e.g. one written by 'vfl certs'"
             ) from exc
     return pems[0], pems[1], pems[2]

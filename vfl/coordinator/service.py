@@ -1,11 +1,14 @@
 """The coordinator process: serve the mutual-TLS relay for one job until told to stop.
 
-1. Read the CA, the coordinator's certificate and key named in the config.
+1. Read the CA, the coordinator's certificate and key, and the job plan named in the config.
 2. Start :class:`~vfl.transport.grpc_relay.RelayServer` on ``bind``, admitting only the
-   configured parties (checked against each caller's verified certificate common name).
-3. Serve until ``stop_event`` is set or, when running in the main thread, SIGINT/SIGTERM arrives.
-4. Stop the relay and report the bytes moved per (sender, recipient): together with timing, that
-   is everything the coordinator learns, since E and P seal their payloads end to end.
+   configured parties (checked against each caller's verified certificate common name) and
+   only for this job; each party that joins receives the job plan.
+3. Serve until ``stop_event`` is set or, when running in the main thread, SIGINT/SIGTERM arrives,
+   printing each party's phase changes and the progress E publishes with its heartbeats.
+4. Stop the relay and report the bytes moved per (sender, recipient): together with timing and
+   the published progress, that is everything the coordinator learns, since E and P seal their
+   payloads end to end.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from vfl.config.coordinator import CoordinatorConfig
+from vfl.transport.board import JobBoard
 from vfl.transport.grpc_relay import RelayServer
 
 _POLL_S = 0.2
@@ -34,6 +40,7 @@ def run_coordinator(
     ready: Callable[[int], None] | None = None,
     stop_event: threading.Event | None = None,
     emit: Callable[[str], None] = _print,
+    config_file: str | Path = "coordinator config",
 ) -> None:
     """Serve the relay for ``cfg``'s job; return after a clean stop.
 
@@ -42,34 +49,60 @@ def run_coordinator(
 
     Raises:
         TransportError: the bind address is taken or not local.
+        ConfigError: the plan file is invalid or names another job.
         VflError: a certificate file cannot be read.
     """
     section = cfg.coordinator
     ca_pem, cert_pem, key_pem = cfg.read_pems()
-    server = RelayServer(
-        section.bind,
-        ca_pem=ca_pem,
-        cert_pem=cert_pem,
-        key_pem=key_pem,
-        allowed_parties=set(section.parties),
-    )
+    plan = cfg.read_plan(config_file)
     stop = stop_event if stop_event is not None else threading.Event()
-    with _stop_on_signals(stop):
+    with ExitStack() as stack:
+        capture = None
+        if section.capture is not None:
+            capture = stack.enter_context(section.capture.open("wb"))
+        server = RelayServer(
+            section.bind,
+            ca_pem=ca_pem,
+            cert_pem=cert_pem,
+            key_pem=key_pem,
+            allowed_parties=set(section.parties),
+            job_id=section.job,
+            plan=None if plan is None else plan.to_json(),
+            capture=capture,
+        )
+        stack.enter_context(_stop_on_signals(stop))
         port = server.start()
         try:
             host = section.bind.rsplit(":", 1)[0]
+            plan_id = "" if plan is None else f", plan {plan.fingerprint()[:16]}"
             emit(
                 f"coordinator for job {section.job} listening on {host}:{port}, "
-                f"parties: {', '.join(section.parties)}"
+                f"parties: {', '.join(section.parties)}{plan_id}"
             )
             if ready is not None:
                 ready(port)
-            while not stop.wait(_POLL_S):
-                pass
+            _watch(server.board, stop, emit)
         finally:
             server.stop()
     for line in format_stats(server.stats()):
         emit(line)
+
+
+def _watch(board: JobBoard, stop: threading.Event, emit: Callable[[str], None]) -> None:
+    """Until ``stop``: one line whenever a party's phase, state or published progress changes."""
+    last: dict[str, tuple[str, str, str]] = {}
+    while not stop.wait(_POLL_S):
+        for name, status in board.status().items():
+            if status.age_s is None:
+                continue
+            now = (status.phase, status.state.value, _progress_text(status.progress))
+            if last.get(name) != now:
+                last[name] = now
+                emit(f"party {name}: phase {now[0]}, {now[1]}" + (f", {now[2]}" if now[2] else ""))
+
+
+def _progress_text(progress: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(progress.items()))
 
 
 def format_stats(stats: dict[tuple[str, str], int]) -> list[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +13,41 @@ import numpy as np
 
 from vfl.config.party import PartyConfig
 from vfl.data.tables import FeatureTable
+from vfl.protocol.endpoint import Endpoint
+from vfl.protocol.messages import Message
 from vfl.psi.protocol import ByteLink, PsiResult, run_psi
+
+PhaseFn = Callable[[str], None]
+"""``phase(name)``: called as the party enters ``psi`` and ``train`` (sets the sealed
+envelopes' phase and what the heartbeats report)."""
+
+# torch's default generator is process-wide; two parties run as threads of one process (tests,
+# in-process reference runs) must not interleave their seeding and model construction.
+TORCH_INIT_LOCK = threading.Lock()
+
+
+def no_phase(name: str) -> None:
+    """Default :data:`PhaseFn`: nothing to tell."""
+
+
+def local_rng_seed(local_seed: int | None) -> int:
+    """This party's own secret seed: ``local_seed`` if given (reproducible runs), else fresh.
+
+    The seed drives the party's secret initialisation (its half of ``W_B``, P's bottom
+    model); it must not be derived from anything the other party knows, such as the job seed.
+    """
+    return secrets.randbits(63) if local_seed is None else local_seed
+
+
+class SteppedEndpoint(Endpoint):
+    """An :class:`Endpoint` that writes each message's protocol step into the sealed envelope
+    header (when the channel is a :class:`~vfl.transport.sealing.SealedChannel`)."""
+
+    def send(self, message: Message) -> None:
+        """Set the channel's ``step`` to ``message.step``, then send as usual."""
+        if hasattr(self.channel, "step"):
+            self.channel.step = message.step
+        super().send(message)
 
 
 @dataclass(frozen=True)
@@ -46,3 +83,9 @@ def save_alignment(alignment: LocalAlignment, out_dir: Path) -> Path:
     path = out_dir / "alignment.json"
     path.write_text(json.dumps({"ids": alignment.ids.tolist(), "rows": alignment.rows.tolist()}))
     return path
+
+
+def load_alignment(path: Path) -> LocalAlignment:
+    """Read an ``alignment.json`` written by :func:`save_alignment`."""
+    data = json.loads(path.read_text())
+    return LocalAlignment(ids=np.array(data["ids"]), rows=np.asarray(data["rows"], np.int64))

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vfl.config.job import JobConfig
 from vfl.config.party import PartyConfig
+from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
 from vfl.models.bottom import PassiveBottom
-from vfl.party.common import align_with_peer, save_alignment
-from vfl.protocol.endpoint import ByteChannel, Endpoint
+from vfl.party.common import (
+    TORCH_INIT_LOCK,
+    LocalAlignment,
+    PhaseFn,
+    SteppedEndpoint,
+    align_with_peer,
+    local_rng_seed,
+    no_phase,
+    save_alignment,
+)
+from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import PassiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.training.inputs import TableTensors
@@ -22,35 +30,73 @@ from vfl.training.secure import layer_settings
 
 
 def run_passive(
-    cfg: PartyConfig, job: JobConfig, channel: ByteChannel, out_dir: Path, *, timeout: float = 120.0
+    cfg: PartyConfig,
+    plan: JobPlan,
+    channel: ByteChannel,
+    out_dir: Path,
+    *,
+    timeout: float = 120.0,
+    phase: PhaseFn = no_phase,
+    local_seed: int | None = None,
 ) -> dict[str, int]:
     """Load P's data, align with E by PSI, then serve the encrypted protocol until E is done."""
     data = load_party_data(cfg)
     if not isinstance(data, PassiveData):
         raise TypeError("run_passive needs a passive party config")
-    alignment = align_with_peer(channel, cfg, data.users, job_id=job.job.name, timeout=timeout)
+    phase("psi")
+    alignment = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
     save_alignment(alignment, out_dir)
-    features = TableTensors.from_table(data.users, alignment.rows)
-    m, t = job.model, job.train
-    torch.manual_seed(secrets.randbits(32))  # P's initialisation is P's own secret
-    bottom = PassiveBottom(
-        features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
-    )
-    settings = layer_settings(t)
-    share = PassiveShare(
-        v=initial_half(
-            m.passive_out,
-            m.interactive_out,
-            settings.scales,
-            np.random.default_rng(secrets.randbits(64)),
-        ),
-        settings=settings,
-        keys=generate_keys(settings),
+    phase("train")
+    return serve_passive(
+        data,
+        plan,
+        channel,
+        alignment,
+        timeout=timeout,
+        local_seed=local_seed,
         allow_plaintext=cfg.party.allow_plaintext,
         party=cfg.party.name,
     )
+
+
+def serve_passive(
+    data: PassiveData,
+    plan: JobPlan,
+    channel: ByteChannel,
+    alignment: LocalAlignment,
+    *,
+    timeout: float = 120.0,
+    local_seed: int | None = None,
+    allow_plaintext: bool = False,
+    party: str = "P",
+) -> dict[str, int]:
+    """Serve the encrypted protocol on an agreed alignment until E sends ``Shutdown``.
+
+    ``allow_plaintext`` is P's own ``[party] allow_plaintext`` (plaintext mode needs both).
+
+    P's bottom model and its half of ``W_B`` are drawn from P's own secret seed
+    (``local_seed``, fresh from the OS when None), never from the job seed E knows.
+    """
+    features = TableTensors.from_table(data.users, alignment.rows)
+    m, t = plan.model, plan.train
+    seed = local_rng_seed(local_seed)
+    with TORCH_INIT_LOCK:
+        torch.manual_seed(seed % 2**32)
+        bottom = PassiveBottom(
+            features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
+        )
+    settings = layer_settings(t)
+    share = PassiveShare(
+        v=initial_half(
+            m.passive_out, m.interactive_out, settings.scales, np.random.default_rng(seed + 1)
+        ),
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=allow_plaintext,
+        party=party,
+    )
     server = PassiveSecureServer(
-        endpoint=Endpoint(channel, job_id=job.job.name, timeout=timeout),
+        endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),
         bottom=bottom,
         numeric=features.numeric,
         categorical=features.categorical,

@@ -8,17 +8,27 @@ Limits: one frame holds at most :data:`~vfl.transport.grpc_relay.MAX_MESSAGE_BYT
 body plus header room); the protocol layer chunks anything larger. Transient failures
 (coordinator restarting, mailbox full) are retried with exponential backoff inside the caller's
 timeout; certificate and permission failures are reported at once with the likely fix.
+
+Liveness: :meth:`GrpcChannel.join` fetches the job plan, and :meth:`GrpcChannel.start_heartbeat`
+pings the coordinator every ``interval_s`` from a background thread, carrying this party's
+phase, state and published progress. Each reply holds every party's last-heard age; while
+``recv`` waits it checks the peer's, and raises :class:`~vfl.errors.PeerLost` naming the peer
+once it has been silent for ``lost_after_s`` (or reported a failure, or finished).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from vfl.errors import ChannelTimeout, ProtocolError, TransportError
+from vfl.errors import ChannelTimeout, PeerLost, ProtocolError, TransportError
+from vfl.transport.board import Heartbeat, PartyState, PartyStatus, decode_status
 from vfl.transport.channel import TrafficCounter
 from vfl.transport.framing import (
     FrameHeader,
@@ -27,7 +37,13 @@ from vfl.transport.framing import (
     encode_recv_request,
     split_frame,
 )
-from vfl.transport.grpc_relay import GRPC_OPTIONS, RECV_METHOD, SEND_METHOD
+from vfl.transport.grpc_relay import (
+    GRPC_OPTIONS,
+    HEARTBEAT_METHOD,
+    JOIN_METHOD,
+    RECV_METHOD,
+    SEND_METHOD,
+)
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 _TLS_HINTS = ("handshake", "ssl", "tls", "certificate", "tsi_")
@@ -38,6 +54,17 @@ _POLL_SLACK_S = 0.5
 _HANGUP = "socket closed"
 _MAX_HANGUPS = 5
 _NO_ATTEMPT = "no attempt made"
+_HEARTBEAT_RPC_S = 2.0
+_BEATING_POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class JoinReply:
+    """What the coordinator hands a party that joins: job id, its parties and the plan text."""
+
+    job: str
+    parties: tuple[str, ...]
+    plan: str | None
 
 
 class GrpcChannel:
@@ -52,7 +79,7 @@ class GrpcChannel:
         ca_pem: bytes,
         cert_pem: bytes,
         key_pem: bytes,
-        job_id: str,
+        job_id: str = "",
         timeout_s: float = 30.0,
     ) -> None:
         self.name, self.peer, self.job_id = me, peer, job_id
@@ -64,6 +91,9 @@ class GrpcChannel:
         self._channel: Any = grpc.secure_channel(target, creds, options=GRPC_OPTIONS)
         self._send_rpc = self._channel.unary_unary(SEND_METHOD)
         self._recv_rpc = self._channel.unary_unary(RECV_METHOD)
+        self._join_rpc = self._channel.unary_unary(JOIN_METHOD)
+        self._beat_rpc = self._channel.unary_unary(HEARTBEAT_METHOD)
+        self._beat = _BeatState()
         self._session = secrets.token_hex(8)
         self._seq = 0
         self._last_seen: dict[str, int] = {}  # peer session -> last delivered seq
@@ -101,16 +131,82 @@ class GrpcChannel:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             left = deadline - time.monotonic()
+            if self._beat.thread is not None:  # look at the peer's heartbeat every second
+                left = min(left, _BEATING_POLL_S)
             req = RecvRequest(job=self.job_id, sender=self.peer, wait_s=max(0.0, left))
             reply = self._call(self._recv_rpc, encode_recv_request(req), deadline, poll=True)
+            if not reply:
+                reply = self._check_peer(deadline)
             if reply:
                 body = self._accept(reply)
                 if body is not None:
                     return body
         raise self._timeout(f"no message from party '{self.peer}' within {timeout:g} s")
 
+    def join(self, expected_job: str | None = None) -> JoinReply:
+        """Fetch the job id, parties and plan from the coordinator; adopt the job id.
+
+        Raises:
+            TransportError: refused (certificate, job), or the coordinator's reply is garbage.
+            ChannelTimeout: the coordinator is unreachable within ``timeout_s``.
+        """
+        self.job_id = expected_job or self.job_id
+        payload = json.dumps({"job": self.job_id}).encode()
+        raw = self._call(self._join_rpc, payload, time.monotonic() + self.timeout_s, poll=False)
+        try:
+            fields = json.loads(raw.decode())
+            reply = JoinReply(str(fields["job"]), tuple(fields["parties"]), fields["plan"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise TransportError(f"{self.name}: malformed join reply from the coordinator") from exc
+        if self.peer not in reply.parties:
+            raise TransportError(
+                f"{self.name}: the coordinator's job '{reply.job}' has parties "
+                f"{', '.join(reply.parties)}, not the configured peer '{self.peer}'. Fix: set "
+                "network.peer to the other party's certificate name"
+            )
+        self.job_id = reply.job
+        return reply
+
+    def start_heartbeat(self, *, interval_s: float = 1.0, lost_after_s: float = 5.0) -> None:
+        """Ping the coordinator every ``interval_s`` from a daemon thread (idempotent)."""
+        if self._beat.thread is not None:
+            return
+        self._beat.lost_after_s = lost_after_s
+        self._beat.thread = threading.Thread(
+            target=self._beat_loop, args=(interval_s,), name="heartbeat", daemon=True
+        )
+        self._beat.thread.start()
+
+    def report(
+        self,
+        *,
+        phase: str | None = None,
+        state: PartyState | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> None:
+        """Change what the heartbeats say; a final state is sent at once."""
+        with self._beat.lock:
+            self._beat.phase = phase if phase is not None else self._beat.phase
+            self._beat.state = state if state is not None else self._beat.state
+            self._beat.progress = progress if progress is not None else self._beat.progress
+        if state in (PartyState.DONE, PartyState.FAILED):
+            self._beat_once()
+
+    def peer_status(self) -> PartyStatus | None:
+        """The peer's status from the latest heartbeat reply, with its age brought up to now."""
+        with self._beat.lock:
+            status, at = self._beat.peer, self._beat.peer_at
+        if status is None or status.age_s is None:
+            return status
+        return PartyStatus(
+            status.age_s + time.monotonic() - at, status.phase, status.state, status.progress
+        )
+
     def close(self) -> None:
-        """Close the underlying gRPC channel."""
+        """Stop the heartbeat and close the underlying gRPC channel."""
+        self._beat.stop.set()
+        if self._beat.thread is not None:
+            self._beat.thread.join(timeout=_HEARTBEAT_RPC_S + 1)
         self._channel.close()
 
     def __enter__(self) -> GrpcChannel:
@@ -118,6 +214,65 @@ class GrpcChannel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _beat_loop(self, interval_s: float) -> None:
+        while not self._beat.stop.is_set():
+            self._beat_once()
+            self._beat.stop.wait(interval_s)
+
+    def _beat_once(self) -> None:
+        """One heartbeat; failures only age the last contact (``recv`` reports them)."""
+        with self._beat.lock:
+            beat = Heartbeat(self.job_id, self._beat.phase, self._beat.state, self._beat.progress)
+        try:
+            reply = self._beat_rpc(beat.encode(), timeout=_HEARTBEAT_RPC_S)
+            statuses = decode_status(bytes(reply))
+        except (grpc.RpcError, ProtocolError):
+            return
+        with self._beat.lock:
+            self._beat.peer, self._beat.peer_at = statuses.get(self.peer), time.monotonic()
+            self._beat.contact_at = self._beat.peer_at
+
+    def _check_peer(self, deadline: float) -> bytes:
+        """Raise :class:`PeerLost` if the peer is silent, failed or done while we wait.
+
+        A peer that finished gets one last look at the mailbox first, so its final message,
+        sent before it reported done, is still delivered (returned; else empty bytes).
+        """
+        if self._beat.thread is None:
+            return b""
+        status = self.peer_status()
+        lost = self._beat.lost_after_s
+        if status is not None and status.state is not PartyState.RUNNING:
+            req = RecvRequest(job=self.job_id, sender=self.peer, wait_s=0.0)
+            reply = self._call(self._recv_rpc, encode_recv_request(req), deadline, poll=True)
+            if reply:
+                return reply
+            what = "failed" if status.state is PartyState.FAILED else "finished"
+            reason = status.progress.get("error", "")
+            raise PeerLost(
+                f"{self.name}: party '{self.peer}' {what} the job"
+                + (f" ({reason})" if reason else "")
+                + " while this party waits for its next message"
+            )
+        if status is not None and status.age_s is not None and status.age_s > lost:
+            raise PeerLost(
+                f"{self.name}: party '{self.peer}' stopped responding: no heartbeat for "
+                f"{status.age_s:.0f} s (phase '{status.phase}')"
+            )
+        self._check_coordinator()
+        return b""
+
+    def _check_coordinator(self) -> None:
+        """Raise :class:`PeerLost` once no heartbeat has been answered for 3 x lost_after_s."""
+        if self._beat.thread is None:
+            return
+        silent = time.monotonic() - self._beat.contact_at
+        if silent > 3 * self._beat.lost_after_s:
+            raise PeerLost(
+                f"{self.name}: the coordinator at {self.target} stopped responding: no "
+                f"heartbeat answered for {silent:.0f} s"
+            )
 
     def _accept(self, frame: bytes) -> bytes | None:
         """Body of a checked frame, or None for a duplicate."""
@@ -154,6 +309,8 @@ class GrpcChannel:
                 hangups = hangups + 1 if _HANGUP in last.lower() else 0
             if hangups >= _MAX_HANGUPS:
                 raise self._tls_error(last)
+            if poll:
+                self._check_coordinator()
             time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
             backoff = min(2 * backoff, _MAX_BACKOFF_S)
         if last == _NO_ATTEMPT:
@@ -173,6 +330,11 @@ class GrpcChannel:
             raise self._timeout(f"no answer from the coordinator at {self.target} in time")
         if code == grpc.StatusCode.UNAVAILABLE:
             raise self._tls_error(details)
+        if code == grpc.StatusCode.PERMISSION_DENIED and "serves job" in details:
+            raise TransportError(
+                f"party '{self.name}' refused by the coordinator at {self.target}: {details}. "
+                "Fix: point network.coordinator at the coordinator of this job"
+            ) from None
         if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
             raise TransportError(
                 f"party '{self.name}' refused by the coordinator at {self.target}: {details}. "
@@ -193,3 +355,18 @@ class GrpcChannel:
 
     def _timeout(self, what: str) -> ChannelTimeout:
         return ChannelTimeout(f"{self.name}: {what}")
+
+
+class _BeatState:
+    """Mutable heartbeat state shared between the heartbeat thread and ``recv``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.lost_after_s = 5.0
+        self.phase, self.state = "joined", PartyState.RUNNING
+        self.progress: dict[str, Any] = {}
+        self.peer: PartyStatus | None = None
+        self.peer_at = 0.0
+        self.contact_at = time.monotonic()

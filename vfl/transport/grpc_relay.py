@@ -9,6 +9,13 @@ the framing of :mod:`vfl.transport.framing`):
    a frame the same sender session already delivered is acknowledged and dropped (safe re-send).
 2. ``Recv(request)``: long-polls the caller's own mailbox for frames from the named sender, for at
    most ``min(wait_s, max_poll_s)`` seconds, and answers one frame or empty bytes.
+3. ``Join(request)``: JSON ``{job}`` (empty = whatever this coordinator serves); answers JSON
+   ``{job, parties, plan}``, ``plan`` being the job plan text the coordinator hands out (or
+   null). The caller's certificate has been checked against the job's parties by then.
+4. ``Heartbeat(status)``: a :class:`~vfl.transport.board.Heartbeat`; answers every party's
+   age and state from the :class:`~vfl.transport.board.JobBoard`.
+
+Every RPC names the job; a frame or request for any job but the one served is refused.
 
 The relay reads headers only; bodies are never decoded. What the coordinator learns is exactly
 :meth:`RelayServer.stats`: bytes per (sender, recipient) pair, plus timing. Mailboxes live in
@@ -19,14 +26,17 @@ from their protocol checkpoints (clients simply retry until the relay is back).
 from __future__ import annotations
 
 import collections
+import json
+import struct
 import threading
 import time
 from concurrent import futures
-from typing import Any
+from typing import Any, BinaryIO
 
 import grpc
 
 from vfl.errors import FrameError, TransportError
+from vfl.transport.board import Heartbeat, JobBoard
 from vfl.transport.framing import (
     FrameHeader,
     decode_recv_request,
@@ -36,6 +46,8 @@ from vfl.transport.framing import (
 SERVICE = "vfl.Relay"
 SEND_METHOD = f"/{SERVICE}/Send"
 RECV_METHOD = f"/{SERVICE}/Recv"
+JOIN_METHOD = f"/{SERVICE}/Join"
+HEARTBEAT_METHOD = f"/{SERVICE}/Heartbeat"
 # One frame carries one protocol chunk; 64 MiB bounds a chunk with room for the header.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024
 GRPC_OPTIONS = [
@@ -44,13 +56,25 @@ GRPC_OPTIONS = [
 ]
 
 _Box = tuple[str, str, str]  # (job, recipient, sender)
+_CAPTURE_LEN = struct.Struct(">I")
+
+
+def read_capture(data: bytes) -> list[bytes]:
+    """Split a relay capture (``u32 length || frame`` records) back into frames."""
+    frames, at = [], 0
+    while at + _CAPTURE_LEN.size <= len(data):
+        (n,) = _CAPTURE_LEN.unpack_from(data, at)
+        frames.append(data[at + _CAPTURE_LEN.size : at + _CAPTURE_LEN.size + n])
+        at += _CAPTURE_LEN.size + n
+    return frames
 
 
 class _Mailboxes:
     """Bounded FIFO per (job, recipient, sender), with duplicate-drop and byte counters."""
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int, capture: BinaryIO | None = None) -> None:
         self._limit = limit_bytes
+        self._capture = capture
         self._cond = threading.Condition()
         self._boxes: dict[_Box, collections.deque[bytes]] = collections.defaultdict(
             collections.deque
@@ -76,6 +100,9 @@ class _Mailboxes:
             self._used[box] += len(frame)
             self._last_seq[session] = header.seq
             self._bytes[(header.sender, header.recipient)] += len(frame)
+            if self._capture is not None:
+                self._capture.write(_CAPTURE_LEN.pack(len(frame)) + frame)
+                self._capture.flush()
             self._cond.notify_all()
         return True
 
@@ -117,20 +144,26 @@ class RelayServer:
         cert_pem: bytes,
         key_pem: bytes,
         allowed_parties: set[str],
+        job_id: str,
+        plan: str | None = None,
         mailbox_limit_bytes: int = 256 * 1024 * 1024,
         max_poll_s: float = 2.0,
         max_workers: int = 16,
+        capture: BinaryIO | None = None,
     ) -> None:
+        """``capture``, if given, receives a copy of every relayed frame (for audits/tests)."""
         if mailbox_limit_bytes <= 0 or max_poll_s <= 0:
             raise ValueError("mailbox_limit_bytes and max_poll_s must be positive")
         self._bind = bind
+        self.job_id, self._plan = job_id, plan
+        self.board = JobBoard(job_id, allowed_parties)
         self._creds = grpc.ssl_server_credentials(
             [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
         )
         self._allowed = frozenset(allowed_parties)
         self._max_poll_s = max_poll_s
         self._max_workers = max_workers
-        self._boxes = _Mailboxes(mailbox_limit_bytes)
+        self._boxes = _Mailboxes(mailbox_limit_bytes, capture)
         self._server: Any = None
 
     def start(self) -> int:
@@ -151,6 +184,8 @@ class RelayServer:
             {
                 "Send": grpc.unary_unary_rpc_method_handler(self._send),
                 "Recv": grpc.unary_unary_rpc_method_handler(self._recv),
+                "Join": grpc.unary_unary_rpc_method_handler(self._join),
+                "Heartbeat": grpc.unary_unary_rpc_method_handler(self._heartbeat),
             },
         )
         server.add_generic_rpc_handlers((handler,))
@@ -198,6 +233,7 @@ class RelayServer:
             header = peek_header(frame)
         except FrameError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._check_job(header.job, context)
         if header.sender != caller:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -221,8 +257,40 @@ class RelayServer:
             req = decode_recv_request(request)
         except FrameError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._check_job(req.job, context)
         wait = min(req.wait_s, self._max_poll_s)
         remaining = context.time_remaining()
         if remaining is not None:
             wait = max(0.0, min(wait, remaining - 0.05))
         return self._boxes.take((req.job, caller, req.sender), wait)
+
+    def _check_job(self, job: str, context: Any) -> None:
+        if job != self.job_id:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this coordinator serves job '{self.job_id}', not '{job}'",
+            )
+
+    def _join(self, request: bytes, context: Any) -> bytes:
+        caller = self._caller(context)
+        try:
+            fields = json.loads(request.decode() or "{}")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            fields = None
+        if not isinstance(fields, dict) or not isinstance(fields.get("job", ""), str):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "join request must be JSON {job}")
+        if fields.get("job"):
+            self._check_job(fields["job"], context)
+        self.board.join(caller)
+        reply = {"job": self.job_id, "parties": sorted(self._allowed), "plan": self._plan}
+        return json.dumps(reply).encode()
+
+    def _heartbeat(self, request: bytes, context: Any) -> bytes:
+        caller = self._caller(context)
+        try:
+            beat = Heartbeat.decode(request)
+        except FrameError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._check_job(beat.job, context)
+        self.board.beat(caller, beat)
+        return self.board.encode_status()

@@ -1,13 +1,20 @@
 """End-to-end sealing between E and P, so the coordinator relays opaque bytes (SPEC §3).
 
 Each party has an X25519 key pair for sealing; the other party's public half is pinned in its
-config. Every message is sealed with NaCl ``Box`` (X25519 key agreement, XSalsa20-Poly1305,
-a fresh random 24-byte nonce per message) before it enters the transport, and opened -- which
-authenticates it as coming from the pinned peer -- after it leaves. The coordinator sees only
-ciphertext lengths and timing.
+config. Every message is split into chunks of at most ``chunk_bytes``; each chunk is prefixed
+with an :class:`~vfl.transport.envelope.EnvelopeHeader` (job id, sender, recipient, phase, step,
+per-direction sequence number, chunk index) and sealed with NaCl ``Box`` (X25519 key agreement,
+XSalsa20-Poly1305, a fresh random 24-byte nonce per envelope) before it enters the transport.
+The receiver opens each envelope -- which authenticates it as coming from the pinned peer --
+and checks the header before the payload is used:
 
-Replays are caught one layer up: the protocol's sequence numbers and PSI's chunk indices are
-inside the sealed payload.
+* an altered envelope (one flipped bit) fails authentication: :class:`TamperError`;
+* a replayed or duplicated envelope: :class:`ReplayError`; a reordered or dropped one:
+  :class:`ReorderError`; one for another job, phase or direction (the two directions share
+  one Box key, so the header's sender/recipient is what stops a reflection): EnvelopeError.
+
+The coordinator sees only envelope lengths and timing. Large payloads cross as a stream of
+bounded envelopes, so no relay frame or gRPC message exceeds ``chunk_bytes`` plus overhead.
 """
 
 from __future__ import annotations
@@ -18,43 +25,106 @@ from pathlib import Path
 import nacl.exceptions
 import nacl.public
 
-from vfl.errors import ProtocolError, VflError
+from vfl.errors import EnvelopeError, TamperError, VflError
 from vfl.transport.channel import Channel
+from vfl.transport.envelope import EnvelopeHeader, SequenceCheck, pack, unpack
 
 KEY_BYTES = 32
+DEFAULT_CHUNK_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 1024 * 1024 * 1024
 
 
 class SealedChannel:
-    """A :class:`~vfl.transport.channel.Channel` whose payloads are sealed to one pinned peer."""
+    """A :class:`~vfl.transport.channel.Channel` whose payloads are sealed to one pinned peer.
 
-    def __init__(self, inner: Channel, *, private_key: bytes, peer_public_key: bytes) -> None:
+    ``phase`` and ``step`` are set by the party as it moves through the pipeline; they are
+    written into every envelope sent and the phase is checked on every envelope received.
+    """
+
+    def __init__(
+        self,
+        inner: Channel,
+        *,
+        private_key: bytes,
+        peer_public_key: bytes,
+        job_id: str = "",
+        me: str | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        next_out: int = 0,
+        next_in: int = 0,
+    ) -> None:
         """Wrap ``inner``; keys are raw 32-byte X25519 keys (ValueError otherwise)."""
         if len(private_key) != KEY_BYTES or len(peer_public_key) != KEY_BYTES:
             raise ValueError("sealing keys must be 32-byte X25519 keys")
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
         self.inner = inner
         self.peer = inner.peer
+        self.me = me if me is not None else str(getattr(inner, "name", "?"))
+        self.job_id = job_id
+        self.phase, self.step = "default", -1
+        self.chunk_bytes = chunk_bytes
+        self.next_out = next_out
+        self.last_header: EnvelopeHeader | None = None  # of the last envelope accepted
+        self._check = SequenceCheck(job=job_id, me=self.me, peer=self.peer, next_seq=next_in)
         self._box = nacl.public.Box(
             nacl.public.PrivateKey(private_key), nacl.public.PublicKey(peer_public_key)
         )
 
+    @property
+    def next_in(self) -> int:
+        """Sequence number of the next envelope expected from the peer."""
+        return self._check.next_seq
+
     def send(self, data: bytes) -> None:
-        """Seal ``data`` with a fresh nonce and send it."""
-        self.inner.send(bytes(self._box.encrypt(data)))
+        """Seal ``data`` (as one or more envelopes, each with a fresh nonce) and send it."""
+        if not isinstance(data, bytes):
+            raise TypeError("channels carry bytes only")
+        size = self.chunk_bytes
+        parts = max(1, -(-len(data) // size))
+        for part in range(parts):
+            header = EnvelopeHeader(
+                self.job_id, self.me, self.peer, self.phase, self.step, self.next_out, part, parts
+            )
+            chunk = data[part * size : (part + 1) * size]
+            self.inner.send(bytes(self._box.encrypt(pack(header, chunk))))
+            self.next_out += 1
 
     def recv(self, timeout: float) -> bytes:
-        """Receive and open the next message.
+        """Receive, open and check the envelopes of the next message; return its payload.
 
         Raises:
-            ProtocolError: the message was not sealed by the pinned peer key, or was altered.
+            TamperError: an envelope was not sealed by the pinned peer key, or was altered.
+            ReplayError, ReorderError, EnvelopeError: see the module docstring.
+            ChannelTimeout: from the wrapped channel.
         """
-        sealed = self.inner.recv(timeout)
+        header, chunk = self._open(self.inner.recv(timeout))
+        if header.parts * self.chunk_bytes > MAX_MESSAGE_BYTES + self.chunk_bytes:
+            raise EnvelopeError(f"message from '{self.peer}' announces {header.parts} parts")
+        pieces = [chunk]
+        for part in range(1, header.parts):
+            nxt, chunk = self._open(self.inner.recv(timeout))
+            if (nxt.part, nxt.parts) != (part, header.parts):
+                raise EnvelopeError(
+                    f"{self.me}: part {nxt.part}/{nxt.parts} from '{self.peer}' where part "
+                    f"{part}/{header.parts} was due"
+                )
+            pieces.append(chunk)
+        return b"".join(pieces)
+
+    def _open(self, sealed: bytes) -> tuple[EnvelopeHeader, bytes]:
         try:
-            return bytes(self._box.decrypt(sealed))
+            plain = bytes(self._box.decrypt(sealed))
         except nacl.exceptions.CryptoError as exc:
-            raise ProtocolError(
-                f"a message relayed as coming from '{self.peer}' failed authentication: it "
-                "was not sealed with the pinned key or was altered in transit"
+            raise TamperError(
+                f"{self.me}: a message relayed as coming from '{self.peer}' failed "
+                "authentication: it was not sealed with the pinned key or was altered in "
+                "transit; rejected"
             ) from exc
+        header, chunk = unpack(plain, peer=self.peer)
+        self._check.accept(header, phase=self.phase)
+        self.last_header = header
+        return header, chunk
 
     def close(self) -> None:
         """Close the wrapped channel if it can be closed."""
@@ -86,11 +156,11 @@ def read_key(path: Path, what: str) -> bytes:
     except OSError as exc:
         raise VflError(
             f"cannot read {what} {path} ({exc}). Fix: point the config at the "
-            "file written by 'vfl certs-dev'"
+            "file written by 'vfl certs'"
         ) from exc
     if len(data) != KEY_BYTES:
         raise VflError(
             f"{what} {path} holds {len(data)} bytes, not a 32-byte X25519 key. "
-            "Fix: regenerate it with 'vfl certs-dev'"
+            "Fix: regenerate it with 'vfl certs'"
         )
     return data

@@ -1,0 +1,84 @@
+"""The sealed E-P handshake: equal plans and rules pass; any difference names field and values."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from vfl.config.job import load_job_config, load_job_parties
+from vfl.config.party import PartyConfig
+from vfl.config.plan import JobPlan, load_plan_file
+from vfl.data.synthetic_writer import generate_synthetic
+from vfl.errors import ParameterMismatch
+from vfl.party.handshake import handshake, schema_fingerprint
+from vfl.transport.channel import InMemoryChannel
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory: pytest.TempPathFactory) -> tuple[PartyConfig, PartyConfig, Path]:
+    data = tmp_path_factory.mktemp("hs") / "data"
+    generate_synthetic(data, users=60, items=40, seed=1)
+    e_cfg, p_cfg = load_job_parties(load_job_config(data / "job.toml"), data / "job.toml")
+    return e_cfg, p_cfg, data / "job.toml"
+
+
+def _both(
+    e: tuple[PartyConfig, JobPlan], p: tuple[PartyConfig, JobPlan], p_pin: str | None = None
+) -> dict[str, BaseException | dict[str, object]]:
+    """Run both sides of the handshake as threads; collect each side's result or error."""
+    e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
+    out: dict[str, BaseException | dict[str, object]] = {}
+
+    def side(k: str, ch: InMemoryChannel, cfg: PartyConfig, plan: JobPlan, pin: str | None) -> None:
+        try:
+            out[k] = handshake(ch, cfg, plan, timeout=5, peer_schema=pin)
+        except ParameterMismatch as exc:
+            out[k] = exc
+
+    threads = [
+        threading.Thread(target=side, args=("e", e_ch, *e, None)),
+        threading.Thread(target=side, args=("p", p_ch, *p, p_pin)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    return out
+
+
+def test_equal_parameters_agree(configs: tuple[PartyConfig, PartyConfig, Path]) -> None:
+    e_cfg, p_cfg, job = configs
+    plan = load_plan_file(job)
+    out = _both((e_cfg, plan), (p_cfg, plan), p_pin=schema_fingerprint(e_cfg))
+    assert isinstance(out["e"], dict) and out["e"]["party"] == "payments"
+    assert isinstance(out["p"], dict) and out["p"]["party"] == "shop"
+
+
+def test_key_size_mismatch_names_the_field_on_both_sides(
+    configs: tuple[PartyConfig, PartyConfig, Path],
+) -> None:
+    # Prepare: P was given a plan with 1024-bit keys
+    e_cfg, p_cfg, job = configs
+    plan = load_plan_file(job)
+    other = plan.model_copy(update={"train": plan.train.model_copy(update={"key_bits": 1024})})
+    # Execute
+    out = _both((e_cfg, plan), (p_cfg, other))
+    # Assert: both stop, naming the field and both values
+    for k in ("e", "p"):
+        assert isinstance(out[k], ParameterMismatch)
+        message = str(out[k])
+        assert "plan.train.key_bits" in message and "2048" in message and "1024" in message
+
+
+def test_same_role_and_pinned_schema_are_checked(
+    configs: tuple[PartyConfig, PartyConfig, Path],
+) -> None:
+    e_cfg, p_cfg, job = configs
+    plan = load_plan_file(job)
+    out = _both((e_cfg, plan), (e_cfg, plan))
+    assert isinstance(out["e"], ParameterMismatch) and "party.role" in str(out["e"])
+    out = _both((e_cfg, plan), (p_cfg, plan), p_pin="0" * 64)
+    assert isinstance(out["p"], ParameterMismatch) and "schema of shop" in str(out["p"])
+    assert isinstance(out["e"], dict)  # E pinned nothing

@@ -1,0 +1,111 @@
+"""Ready-to-run network configs for a dev PKI: the coordinator's file and each party's [network].
+
+Used by ``vfl certs`` and ``vfl pilot``. Everything is written next to the certificates:
+
+* ``coordinator.toml``: bind address, job name, admitted parties (certificate common names),
+  its TLS files and, given a job file, ``plan`` (what it hands out at join);
+* ``<party>.network.toml``: a ``[network]`` section for that party -- coordinator address, CA,
+  its certificate and key, its sealing key, and the **pinned** sealing public key of its peer;
+  when both party configs are known, the peer's schema fingerprint is pinned too.
+
+Given the party config files themselves, their ``[network]`` section is replaced in place.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vfl.config.party import load_party_config
+from vfl.config.plan import load_plan_file
+from vfl.data.party_files import dumps_toml
+from vfl.party.handshake import schema_fingerprint
+
+
+@dataclass(frozen=True)
+class NetworkLayout:
+    """Where the coordinator listens and which parties (in pairs) take part."""
+
+    certs: Path
+    parties: tuple[str, str]
+    host: str = "127.0.0.1"
+    port: int = 50051
+    job_file: Path | None = None
+    timeout_s: float = 600.0
+
+
+def write_network_configs(
+    layout: NetworkLayout, party_configs: dict[str, Path] | None = None
+) -> dict[str, Path]:
+    """Write ``coordinator.toml`` and one ``[network]`` per party; returns the files by name.
+
+    ``party_configs`` maps party names to their config files, whose ``[network]`` is then
+    rewritten (paths relative to each file) and whose schemas are pinned at the peer.
+
+    Raises:
+        ConfigError: a party config or the job file is invalid.
+    """
+    certs = layout.certs.resolve()
+    configs = {k: v.resolve() for k, v in (party_configs or {}).items()}
+    schemas = {name: schema_fingerprint(load_party_config(f)) for name, f in configs.items()}
+    written = {"coordinator": _write_coordinator(layout, certs)}
+    a, b = layout.parties
+    for me, peer in ((a, b), (b, a)):
+        target = configs.get(me)
+        base = target.parent if target is not None else certs
+        section = _network_section(layout, certs, base, me, peer)
+        if peer in schemas:
+            section["peer_schema_sha256"] = schemas[peer]
+        snippet = certs / f"{me}.network.toml"
+        snippet.write_text(dumps_toml({"network": _absolute(section, base)}))
+        written[me] = snippet
+        if target is not None:
+            table = tomllib.loads(target.read_text())
+            table["network"] = section
+            target.write_text(dumps_toml(table))
+            written[me] = target
+    return written
+
+
+def _write_coordinator(layout: NetworkLayout, certs: Path) -> Path:
+    section: dict[str, Any] = {
+        "bind": f"{layout.host}:{layout.port}",
+        "job": "vfl-job",
+        "parties": list(layout.parties),
+        "ca": "ca.pem",
+        "cert": "coordinator.pem",
+        "key": "coordinator.key",
+    }
+    if layout.job_file is not None:
+        section["job"] = load_plan_file(layout.job_file).job.name
+        section["plan"] = os.path.relpath(layout.job_file.resolve(), certs)
+    path = certs / "coordinator.toml"
+    path.write_text(dumps_toml({"coordinator": section}))
+    return path
+
+
+def _network_section(
+    layout: NetworkLayout, certs: Path, base: Path, me: str, peer: str
+) -> dict[str, Any]:
+    def rel(name: str) -> str:
+        return os.path.relpath(certs / name, base)
+
+    return {
+        "coordinator": f"{layout.host}:{layout.port}",
+        "ca": rel("ca.pem"),
+        "cert": rel(f"{me}.pem"),
+        "key": rel(f"{me}.key"),
+        "peer": peer,
+        "timeout_s": layout.timeout_s,
+        "box_key": rel(f"{me}.box"),
+        "peer_box_public": rel(f"{peer}.box.pub"),
+    }
+
+
+def _absolute(section: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The snippet copy uses absolute paths, so it works pasted into any config."""
+    keys = ("ca", "cert", "key", "box_key", "peer_box_public")
+    return {k: str((base / v).resolve()) if k in keys else v for k, v in section.items()}

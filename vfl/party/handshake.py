@@ -1,0 +1,132 @@
+"""The first thing E and P say to each other: a sealed comparison of what they agreed on.
+
+Each side builds the same dictionary of agreed parameters from the job plan C handed out and
+its own config, and sends it with its SHA-256 fingerprint through the sealed channel (so the
+coordinator cannot forge agreement):
+
+1. ``plan.*``: every plan field (seed, model shapes, key size, learning rates, ...) and
+   ``plan.fingerprint``, the SHA-256 of the canonical plan JSON;
+2. ``precision.*``: the fixed-point scales and mask parameters of the secure layer;
+3. ``ids.*``: the id normalisation rule (both sides must normalise alike for PSI);
+4. ``party.role``: the sender's role, which must be the other one's opposite.
+
+Besides, each side sends the SHA-256 of its own data schema (columns, types, id column, no
+paths); a party that pinned ``network.peer_schema_sha256`` checks the peer's against it.
+Equal fingerprints end the handshake; otherwise every differing field is listed with both
+values and the job stops on both sides with :class:`~vfl.errors.ParameterMismatch`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from vfl.config.party import PartyConfig, Role
+from vfl.config.plan import JobPlan
+from vfl.errors import ParameterMismatch, ProtocolError
+from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.secure_layer import SecureScales
+
+
+def agreed_fields(cfg: PartyConfig, plan: JobPlan) -> dict[str, Any]:
+    """The parameters both parties must hold identically, by dotted name."""
+    fields: dict[str, Any] = {f"plan.{k}": v for k, v in plan.fields().items()}
+    fields["plan.fingerprint"] = plan.fingerprint()
+    for key, value in dataclasses.asdict(SecureScales()).items():
+        fields[f"precision.{key}"] = value
+    for key, value in cfg.ids.model_dump(mode="json").items():
+        fields[f"ids.{key}"] = value
+    as_sent: dict[str, Any] = json.loads(json.dumps(fields))  # tuples -> lists, as the peer sees
+    return as_sent
+
+
+def schema_fingerprint(cfg: PartyConfig) -> str:
+    """SHA-256 of this party's data schema: column names and roles, without file paths."""
+    sections = {"ids": cfg.ids.model_dump(mode="json")}
+    for name in ("users", "items", "interactions"):
+        section = getattr(cfg, name)
+        if section is not None:
+            sections[name] = section.model_dump(mode="json", exclude={"path", "format"})
+    canonical = json.dumps(sections, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def handshake(
+    channel: ByteChannel,
+    cfg: PartyConfig,
+    plan: JobPlan,
+    *,
+    timeout: float,
+    peer_schema: str | None = None,
+) -> dict[str, Any]:
+    """Exchange and compare agreed parameters with the peer; return the peer's hello.
+
+    Raises:
+        ParameterMismatch: a field differs (each named, with both values), the roles clash,
+            or the peer's schema differs from the pinned ``peer_schema``.
+        ProtocolError: the peer's hello is not the JSON this function sends.
+    """
+    mine = agreed_fields(cfg, plan)
+    hello = {
+        "party": cfg.party.name,
+        "role": cfg.role.value,
+        "fingerprint": _digest(mine),
+        "agreed": mine,
+        "schema_sha256": schema_fingerprint(cfg),
+    }
+    channel.send(json.dumps(hello).encode())
+    theirs = _parse_hello(channel.recv(timeout), channel.peer)
+    problems = _differences(cfg.party.name, mine, channel.peer, theirs["agreed"])
+    if theirs["role"] == cfg.role.value:
+        problems.append(
+            f"party.role: {cfg.party.name} has '{cfg.role.value}', {channel.peer} has "
+            f"'{theirs['role']}' (one party must be active, the other passive)"
+        )
+    if peer_schema is not None and theirs["schema_sha256"] != peer_schema:
+        problems.append(
+            f"schema of {channel.peer}: pinned network.peer_schema_sha256 is "
+            f"{peer_schema[:16]}..., {channel.peer} has {str(theirs['schema_sha256'])[:16]}..."
+        )
+    if problems:
+        raise ParameterMismatch(
+            f"{cfg.party.name}: handshake with '{channel.peer}' failed, the job stops: "
+            + "; ".join(problems)
+        )
+    return theirs
+
+
+def _digest(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _parse_hello(data: bytes, peer: str) -> dict[str, Any]:
+    try:
+        hello = json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"handshake message from '{peer}' is not JSON: {exc}") from exc
+    ok = (
+        isinstance(hello, dict)
+        and isinstance(hello.get("agreed"), dict)
+        and hello.get("role") in {r.value for r in Role}
+        and isinstance(hello.get("fingerprint"), str)
+    )
+    if not ok:
+        raise ProtocolError(f"handshake message from '{peer}' lacks its agreed parameters")
+    return dict(hello)
+
+
+def _differences(me: str, mine: dict[str, Any], peer: str, theirs: dict[str, Any]) -> list[str]:
+    """One line per differing field, naming both values; nothing when the digests match."""
+    if _digest(mine) == _digest(theirs):
+        return []
+    out = []
+    for key in sorted(set(mine) | set(theirs)):
+        if key == "plan.fingerprint" or mine.get(key) == theirs.get(key):
+            continue
+        out.append(
+            f"{key}: {me} has {mine.get(key, '<missing>')!r}, {peer} has "
+            f"{theirs.get(key, '<missing>')!r}"
+        )
+    return out or [f"plan.fingerprint: {me} and {peer} hold different plans"]

@@ -1,0 +1,212 @@
+"""One party process end to end: join C, handshake with the peer, PSI, training, evaluation.
+
+1. Dial the coordinator (mutual TLS, outbound only) and **join**: C checks this party's
+   certificate against the job and hands out the job plan (saved as ``job_plan.json``).
+2. Start the **heartbeat** thread; from now on a silent peer is reported by name.
+3. Seal the channel to the peer with the pinned keys and run the **handshake**
+   (:mod:`vfl.party.handshake`): a mismatch stops the job, naming each field.
+4. **PSI** and alignment, then **training** and evaluation (E drives, P serves).
+5. Report ``done`` (E publishes its test metrics) or ``failed`` (the error's class name only:
+   messages may quote ids) to the coordinator, then close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vfl.config.party import NetworkSection, PartyConfig, Role, read_network_pems
+from vfl.config.plan import JobPlan, load_plan_file
+from vfl.errors import ConfigError, ParameterMismatch
+from vfl.party.active import run_active
+from vfl.party.handshake import handshake
+from vfl.party.passive import run_passive
+from vfl.training.loop import EpochRecord, ProgressFn
+from vfl.transport.board import PartyState
+from vfl.transport.grpc_channel import GrpcChannel
+from vfl.transport.sealing import SealedChannel, read_key
+
+
+@dataclass(frozen=True)
+class PartyRun:
+    """How to run this party: its config (and file), work directory and optional overrides."""
+
+    cfg: PartyConfig
+    config_file: Path
+    out: Path
+    job_file: Path | None = None  # a local plan to check against C's
+    epochs: int | None = None
+    local_seed: int | None = None
+
+
+def run_party(
+    run: PartyRun, *, emit: Callable[[str], None], progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Steps 1-5 of the module docstring; returns E's metrics or P's summary.
+
+    Raises:
+        ConfigError: the ``[network]`` section is incomplete, or no plan is available.
+        ParameterMismatch: the plans or agreed parameters differ (fields named).
+        TransportError, ChannelTimeout, PeerLost, ProtocolError: from the channel.
+    """
+    net = _network(run)
+    grpc_channel = _dial(run.cfg, net)
+    try:
+        reply = grpc_channel.join()
+        plan = _plan(run, reply.plan)
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / "job_plan.json").write_text(plan.to_json())
+        grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
+        emit(
+            f"{run.cfg.party.name} ({run.cfg.role.value}) joined job {reply.job} at "
+            f"{net.coordinator}, plan {plan.fingerprint()[:16]}, peer {net.peer}"
+        )
+        result = _run_sealed(run, net, grpc_channel, plan, emit, progress)
+    except BaseException as exc:
+        grpc_channel.report(state=PartyState.FAILED, progress={"error": type(exc).__name__})
+        grpc_channel.close()
+        raise
+    grpc_channel.report(state=PartyState.DONE, progress=_published(result))
+    grpc_channel.close()
+    return result
+
+
+def _run_sealed(
+    run: PartyRun,
+    net: NetworkSection,
+    grpc_channel: GrpcChannel,
+    plan: JobPlan,
+    emit: Callable[[str], None],
+    progress: ProgressFn | None,
+) -> dict[str, Any]:
+    """Steps 3-4: handshake, PSI, training over the sealed channel."""
+    cfg = run.cfg
+    channel = _seal(run, net, grpc_channel)
+
+    def phase(name: str) -> None:
+        channel.phase = name
+        grpc_channel.report(phase=name)
+        emit(f"{cfg.party.name}: phase {name}")
+
+    phase("handshake")
+    handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
+    emit(f"{cfg.party.name}: handshake with {net.peer} agreed on plan and parameters")
+    if cfg.role is Role.PASSIVE:
+        timeout, seed = net.timeout_s, run.local_seed
+        return dict(
+            run_passive(cfg, plan, channel, run.out, timeout=timeout, phase=phase, local_seed=seed)
+        )
+    return run_active(
+        cfg,
+        plan,
+        channel,
+        run.out,
+        epochs=run.epochs,
+        timeout=net.timeout_s,
+        progress=_publishing(grpc_channel, progress),
+        phase=phase,
+        local_seed=run.local_seed,
+    )
+
+
+def _seal(run: PartyRun, net: NetworkSection, grpc_channel: GrpcChannel) -> SealedChannel:
+    """The channel to the peer, sealed with this party's key and the peer's pinned key."""
+    if net.box_key is None or net.peer_box_public is None:  # checked by _network
+        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
+    return SealedChannel(
+        grpc_channel,
+        private_key=read_key(net.box_key, "network.box_key"),
+        peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
+        job_id=grpc_channel.job_id,
+        me=run.cfg.party.name,
+    )
+
+
+def _publishing(grpc_channel: GrpcChannel, progress: ProgressFn | None) -> ProgressFn:
+    """E's epoch callback: publish epoch, loss and validation NDCG to C, then ``progress``."""
+
+    def on_epoch(name: str, record: EpochRecord) -> None:
+        grpc_channel.report(
+            progress={
+                "epoch": record.epoch,
+                "loss": round(record.train_loss, 4),
+                "valid_ndcg": round(record.valid.ndcg, 4),
+            }
+        )
+        if progress is not None:
+            progress(name, record)
+
+    return on_epoch
+
+
+def _network(run: PartyRun) -> NetworkSection:
+    """The ``[network]`` section, complete enough to join a job and seal to the peer."""
+    net = run.cfg.network
+    where = str(run.config_file)
+    if net is None or net.peer is None:
+        raise ConfigError(
+            where,
+            "network" if net is None else "network.peer",
+            "missing: the party needs the coordinator address, "
+            "its certificates and the other party's name",
+            "add [network] with coordinator, ca, cert, key and peer (written by 'vfl certs')",
+        )
+    if net.box_key is None or net.peer_box_public is None:
+        raise ConfigError(
+            where,
+            "network.box_key" if net.box_key is None else "network.peer_box_public",
+            "missing: E-P traffic is sealed end to end with pinned keys",
+            "name this party's sealing key and the peer's public key "
+            "(written by 'vfl certs' as <party>.box and <party>.box.pub)",
+        )
+    return net
+
+
+def _dial(cfg: PartyConfig, net: NetworkSection) -> GrpcChannel:
+    ca, cert, key_pem = read_network_pems(net)
+    return GrpcChannel(
+        net.coordinator,
+        me=cfg.party.name,
+        peer=str(net.peer),
+        ca_pem=ca,
+        cert_pem=cert,
+        key_pem=key_pem,
+        timeout_s=net.timeout_s,
+    )
+
+
+def _plan(run: PartyRun, handed_out: str | None) -> JobPlan:
+    """C's plan; a local ``--job`` file must agree with it field by field."""
+    local = None if run.job_file is None else load_plan_file(run.job_file)
+    if handed_out is None:
+        if local is None:
+            raise ConfigError(
+                str(run.config_file),
+                "network.coordinator",
+                "the coordinator hands out no job plan and no --job file was given",
+                'set plan = "job.toml" in the coordinator\'s config, or pass --job',
+            )
+        return local
+    plan = JobPlan.from_json(handed_out, "job plan from the coordinator")
+    if local is not None and local.fingerprint() != plan.fingerprint():
+        ours, theirs = local.fields(), plan.fields()
+        diff = [
+            f"{k}: --job has {ours[k]!r}, coordinator has {theirs[k]!r}"
+            for k in sorted(ours)
+            if ours[k] != theirs.get(k)
+        ]
+        raise ParameterMismatch(
+            f"{run.cfg.party.name}: the job file {run.job_file} differs from the coordinator's "
+            "plan: " + "; ".join(diff)
+        )
+    return plan
+
+
+def _published(result: dict[str, Any]) -> dict[str, Any]:
+    """What a finished party tells the coordinator: E its test metrics, P its step count."""
+    row = result.get("split_encrypted")
+    if isinstance(row, dict):
+        return {k: row[k] for k in ("auc", "hr@10", "ndcg@10") if k in row}
+    return {k: v for k, v in result.items() if isinstance(v, int)}

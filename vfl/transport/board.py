@@ -1,0 +1,168 @@
+"""The coordinator's job board: who joined, when each party was last heard, and what E published.
+
+Parties report ``{phase, state, progress}`` with every heartbeat; the board keeps the latest
+report per party with the time it arrived, and answers each heartbeat with every party's
+age (seconds since its last heartbeat) and state, so a party waiting for its peer can tell a
+peer that is working from one that is gone. Nothing here is secret: phases, ages, the job
+state and the progress E chooses to publish (epoch, loss, validation score).
+
+Status wire format (UTF-8 JSON), request ``{job, phase, state, progress}`` and reply
+``{job, parties: {name: {age_s, phase, state, progress}}}``; ``age_s`` is null for a party
+that has not been heard from yet. ``state`` is one of :class:`PartyState`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from vfl.errors import FrameError
+
+_MAX_PROGRESS_BYTES = 2048
+
+
+class PartyState(Enum):
+    """A party's own account of where it is."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PartyStatus:
+    """The latest heartbeat of one party, as the coordinator saw it."""
+
+    age_s: float | None
+    phase: str = ""
+    state: PartyState = PartyState.RUNNING
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a party reports with each heartbeat."""
+
+    job: str
+    phase: str
+    state: PartyState
+    progress: dict[str, Any]
+
+    def encode(self) -> bytes:
+        """JSON bytes of this heartbeat."""
+        return json.dumps(
+            {
+                "job": self.job,
+                "phase": self.phase,
+                "state": self.state.value,
+                "progress": self.progress,
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Heartbeat:
+        """Parse a heartbeat request.
+
+        Raises:
+            FrameError: not JSON, a field of the wrong type, or progress above 2 KiB.
+        """
+        fields = _json(data, "heartbeat")
+        job, phase, state = fields.get("job"), fields.get("phase"), fields.get("state")
+        progress = fields.get("progress", {})
+        if not isinstance(job, str) or not isinstance(phase, str) or len(phase) > 64:
+            raise FrameError("heartbeat needs string 'job' and 'phase' (<= 64 characters)")
+        if state not in {s.value for s in PartyState}:
+            raise FrameError(f"heartbeat 'state' must be one of running/done/failed: {state!r}")
+        if not isinstance(progress, dict) or len(json.dumps(progress)) > _MAX_PROGRESS_BYTES:
+            raise FrameError("heartbeat 'progress' must be a JSON object of at most 2 KiB")
+        return cls(job=job, phase=phase, state=PartyState(state), progress=progress)
+
+
+class JobBoard:
+    """Thread-safe last-heard table for the parties of one job."""
+
+    def __init__(self, job: str, parties: set[str]) -> None:
+        self.job = job
+        self._parties = frozenset(parties)
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, Heartbeat]] = {}
+        self.joined: set[str] = set()
+
+    def join(self, party: str) -> None:
+        """Record that ``party`` fetched the job plan (counts as its first heartbeat)."""
+        with self._lock:
+            self.joined.add(party)
+            beat = Heartbeat(self.job, "joined", PartyState.RUNNING, {})
+            self._seen[party] = (time.monotonic(), beat)
+
+    def beat(self, party: str, heartbeat: Heartbeat) -> None:
+        """Record ``heartbeat`` from ``party`` now."""
+        with self._lock:
+            self._seen[party] = (time.monotonic(), heartbeat)
+
+    def status(self) -> dict[str, PartyStatus]:
+        """Every party's age and latest report."""
+        now = time.monotonic()
+        with self._lock:
+            seen = dict(self._seen)
+        out: dict[str, PartyStatus] = {}
+        for name in sorted(self._parties):
+            if name not in seen:
+                out[name] = PartyStatus(age_s=None)
+                continue
+            at, hb = seen[name]
+            out[name] = PartyStatus(now - at, hb.phase, hb.state, hb.progress)
+        return out
+
+    def encode_status(self) -> bytes:
+        """The heartbeat reply: JSON of :meth:`status`."""
+        parties = {
+            name: {
+                "age_s": s.age_s,
+                "phase": s.phase,
+                "state": s.state.value,
+                "progress": s.progress,
+            }
+            for name, s in self.status().items()
+        }
+        return json.dumps({"job": self.job, "parties": parties}).encode()
+
+
+def decode_status(data: bytes) -> dict[str, PartyStatus]:
+    """Parse a heartbeat reply.
+
+    Raises:
+        FrameError: not the JSON :meth:`JobBoard.encode_status` writes.
+    """
+    fields = _json(data, "heartbeat reply")
+    parties = fields.get("parties")
+    if not isinstance(parties, dict):
+        raise FrameError("heartbeat reply lacks 'parties'")
+    out: dict[str, PartyStatus] = {}
+    for name, s in parties.items():
+        age = s.get("age_s") if isinstance(s, dict) else None
+        if not isinstance(s, dict) or not (age is None or isinstance(age, int | float)):
+            raise FrameError(f"heartbeat reply entry for '{name}' is malformed")
+        state = s.get("state", "running")
+        known = state in {p.value for p in PartyState}
+        out[str(name)] = PartyStatus(
+            age_s=None if age is None else float(age),
+            phase=str(s.get("phase", "")),
+            state=PartyState(state) if known else PartyState.RUNNING,
+            progress=progress if isinstance(progress := s.get("progress"), dict) else {},
+        )
+    return out
+
+
+def _json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        fields = json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FrameError(f"{what} is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise FrameError(f"{what} must be a JSON object")
+    return fields
