@@ -394,3 +394,19 @@ def test_job_protocol_mode_is_checked(tmp_path: Path) -> None:
         load_job_config(job_file)
     msg = _check(err, job_file, "train.protocol")
     assert "encrypted" in msg and "plaintext" in msg
+
+
+def test_psi_section_selects_the_curve(tmp_path: Path) -> None:
+    from vfl.config.job import PsiCurve
+
+    _passive(tmp_path)
+    head = '[parties]\nactive = "p.toml"\npassive = "p.toml"\n'
+    job = load_job_config(_write(tmp_path / "job.toml", head))
+    assert job.psi.curve is PsiCurve.X25519 and job.psi.workers is None
+    text = head + '[psi]\ncurve = "ed25519"\nchunk_size = 512\nworkers = 1\n'
+    job = load_job_config(_write(tmp_path / "job.toml", text))
+    assert (job.psi.curve, job.psi.chunk_size, job.psi.workers) == (PsiCurve.ED25519, 512, 1)
+    path = _write(tmp_path / "job.toml", head + '[psi]\ncurve = "p256"\n')
+    with pytest.raises(ConfigError) as err:
+        load_job_config(path)
+    assert "x25519" in _check(err, path, "psi.curve")

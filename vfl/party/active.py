@@ -23,7 +23,6 @@ from vfl.party.common import (
     align_with_peer,
     local_rng_seed,
     no_phase,
-    save_alignment,
 )
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_half
@@ -52,8 +51,15 @@ def run_active(
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
     phase("psi")
-    local = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
-    save_alignment(local, out_dir)
+    local = align_with_peer(
+        channel,
+        cfg,
+        data.users,
+        job_id=plan.job.name,
+        timeout=timeout,
+        work_dir=out_dir,
+        psi=plan.psi,
+    )
     phase("train")
     return train_active(
         data,

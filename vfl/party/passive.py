@@ -20,7 +20,6 @@ from vfl.party.common import (
     align_with_peer,
     local_rng_seed,
     no_phase,
-    save_alignment,
 )
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import PassiveShare, generate_keys, initial_half
@@ -44,8 +43,15 @@ def run_passive(
     if not isinstance(data, PassiveData):
         raise TypeError("run_passive needs a passive party config")
     phase("psi")
-    alignment = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
-    save_alignment(alignment, out_dir)
+    alignment = align_with_peer(
+        channel,
+        cfg,
+        data.users,
+        job_id=plan.job.name,
+        timeout=timeout,
+        work_dir=out_dir,
+        psi=plan.psi,
+    )
     phase("train")
     return serve_passive(
         data,
