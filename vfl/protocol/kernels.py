@@ -9,7 +9,7 @@ inversion per output for negative entries).
 
 The two parties alternate (one computes while the other waits), so each may spread a batch
 over the machine's cores with ``workers > 0``: a
-:class:`~vfl.crypto.executor.LocalProcessExecutor` of spawned processes that receive only
+:class:`~vfl.executor.LocalProcessExecutor` of spawned processes that receive only
 public ciphertexts and small integers -- and, for decryption, the owner's own private key.
 """
 
@@ -21,8 +21,9 @@ from types import TracebackType
 import numpy as np
 
 from vfl.crypto.batched import combine
-from vfl.crypto.executor import LocalProcessExecutor, split
 from vfl.crypto.paillier import EncryptedVector, PrivateKey
+from vfl.crypto.parallel import split
+from vfl.executor import LocalProcessExecutor
 from vfl.protocol.fixed_point import IntArray
 
 _MIN_PARALLEL_DECRYPTIONS = 16
