@@ -96,3 +96,10 @@ class TamperError(ProtocolError):
 
 class PeerLost(ChannelTimeout):
     """The other party stopped sending heartbeats (or reported a failure); names the party."""
+
+
+class PlaintextRefused(ParameterMismatch):
+    """A party was asked to run the plaintext protocol without enabling it in its own config.
+
+    Fatal, like any parameter mismatch: the message names the party and the config key.
+    """

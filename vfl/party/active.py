@@ -12,7 +12,6 @@ import torch
 from vfl.checkpoint import Checkpoint, CheckpointStore, Phase
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
-from vfl.crypto.paillier import KeyPair
 from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
 from vfl.data.splits import build_split
@@ -30,18 +29,20 @@ from vfl.party.resume import (
     align_or_resume,
     module_blobs,
     restore_modules,
+    restore_sgd,
+    sgd_state,
     torch_blob,
     training_checkpoint,
 )
 from vfl.protocol.endpoint import ByteChannel
-from vfl.protocol.secure_layer import ActiveShare, SecureScales, initial_half
+from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_bytes
 from vfl.training.compare import summarise
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import LoopState, ProgressFn, fit
 from vfl.training.recommenders import ActiveInputs
-from vfl.training.secure import SecureSplitRecommender
+from vfl.training.secure import SecureSplitRecommender, layer_settings
 
 
 def run_active(
@@ -88,6 +89,8 @@ def run_active(
         timeout=timeout,
         progress=progress,
         local_seed=local_seed,
+        allow_plaintext=cfg.party.allow_plaintext,
+        party=cfg.party.name,
         store=store,
         start=None if store is None else training_checkpoint(store, resume_at),
     )
@@ -104,11 +107,14 @@ def train_active(
     timeout: float = 120.0,
     progress: ProgressFn | None = None,
     local_seed: int | None = None,
+    allow_plaintext: bool = False,
+    party: str = "E",
     store: CheckpointStore | None = None,
     start: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Encrypted split training and evaluation at E on an agreed alignment.
 
+    ``allow_plaintext`` is E's own ``[party] allow_plaintext`` (plaintext mode needs both).
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
     """
     # E knows only its own rows; the passive party's rows stay at P.
@@ -122,36 +128,39 @@ def train_active(
         n_negatives=plan.eval.test_negatives,
         seed=plan.job.seed,
     )
-    peer = _passive_peer(plan, channel, timeout, local_seed)
+    peer = _passive_peer(plan, channel, timeout, local_seed, (allow_plaintext, party))
     model = _model(data, plan, local, peer)
     t = plan.train
     batcher = UserBatcher(
         split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
     )
     state = None if start is None else restore_active(start, model)
-    peer.setup()
-    result = fit(
-        model,
-        split,
-        batcher,
-        epochs=epochs or t.epochs,
-        seed=plan.job.seed,
-        k=plan.eval.k,
-        cold_quantile=plan.eval.cold_start_quantile,
-        progress=progress,
-        start=state,
-        on_step=None if store is None else lambda s: save_active_step(store, model, s),
-    )
-    metrics = {
-        "job": plan.job.name,
-        "aligned_users": len(alignment),
-        "test_users": len(split.test.users),
-        "key_bits": t.key_bits,
-        "split_encrypted": summarise(result),
-    }
-    if store is not None:
-        save_active_final(store, model, metrics)
-    peer.shutdown(step=-1)  # only once all is saved: P stops serving when it reads this
+    try:
+        peer.setup()
+        result = fit(
+            model,
+            split,
+            batcher,
+            epochs=epochs or t.epochs,
+            seed=plan.job.seed,
+            k=plan.eval.k,
+            cold_quantile=plan.eval.cold_start_quantile,
+            progress=progress,
+            start=state,
+            on_step=None if store is None else lambda s: save_active_step(store, model, s),
+        )
+        metrics = {
+            "job": plan.job.name,
+            "aligned_users": len(alignment),
+            "test_users": len(split.test.users),
+            "key_bits": t.key_bits,
+            "split_encrypted": summarise(result),
+        }
+        if store is not None:
+            save_active_final(store, model, metrics)
+        peer.shutdown(step=-1)  # only once all is saved: P stops serving when it reads this
+    finally:
+        peer.share.close()
     write_metrics(out_dir, metrics)
     return metrics
 
@@ -164,13 +173,16 @@ def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
 def save_active_step(
     store: CheckpointStore, model: SecureSplitRecommender, state: LoopState
 ) -> None:
-    """``train`` checkpoint after a step or an epoch's evaluation: head, Adam, ``U``, loop."""
+    """``train`` checkpoint after a step or an epoch's evaluation: head, Adam, ``U`` and its
+    momentum share, the loop state."""
+    share = model.peer.share
+    arrays, meta = sgd_state("u", share.sgd)
     store.save(
         Phase.TRAIN,
         state.step,
         seq=int(getattr(model.peer.endpoint.channel, "next_out", 0)),
-        meta={"loop": state.to_meta()},
-        arrays={"u": model.peer.share.u},
+        meta={"loop": state.to_meta(), **meta},
+        arrays={"u": share.u, **arrays},
         blobs=module_blobs("head", model.head, model.optimizer),
     )
 
@@ -179,6 +191,7 @@ def restore_active(ckpt: Checkpoint, model: SecureSplitRecommender) -> LoopState
     """Load E's state from a ``train`` checkpoint; return the loop state to continue from."""
     restore_modules(ckpt, "head", model.head, model.optimizer)
     model.peer.share.u = ckpt.arrays["u"]
+    restore_sgd(ckpt, "u", model.peer.share.sgd)
     return LoopState.from_meta(ckpt.meta["loop"])
 
 
@@ -196,16 +209,26 @@ def save_active_final(
 
 
 def _passive_peer(
-    plan: JobPlan, channel: ByteChannel, timeout: float, local_seed: int | None
+    plan: JobPlan,
+    channel: ByteChannel,
+    timeout: float,
+    local_seed: int | None,
+    permission: tuple[bool, str],
 ) -> SecurePassivePeer:
     """E's proxy of P, with E's key pair and its half of ``W_B``.
 
     The half comes from E's own secret seed, not the job seed, which P knows too.
     """
-    m = plan.model
+    m, settings = plan.model, layer_settings(plan.train)
     rng = np.random.default_rng(local_rng_seed(local_seed))
-    half = initial_half(m.passive_out, m.interactive_out, SecureScales(), rng)
-    share = ActiveShare(KeyPair.generate(plan.train.key_bits), half, SecureScales())
+    half = initial_half(m.passive_out, m.interactive_out, settings.scales, rng)
+    share = ActiveShare(
+        u=half,
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=permission[0],
+        party=permission[1],
+    )
     return SecurePassivePeer(SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout), share)
 
 
@@ -220,6 +243,4 @@ def _model(
     m, t = plan.model, plan.train
     with TORCH_INIT_LOCK:
         torch.manual_seed(plan.job.seed)
-        return SecureSplitRecommender(
-            inputs, m, t, n_users=len(local), peer=peer, wb_learning_rate=t.wb_learning_rate
-        )
+        return SecureSplitRecommender(inputs, m, t, n_users=len(local), peer=peer)

@@ -10,7 +10,6 @@ import torch
 from vfl.checkpoint import Checkpoint, CheckpointStore, Phase
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
-from vfl.crypto.paillier import KeyPair
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
 from vfl.errors import CheckpointError
@@ -28,12 +27,15 @@ from vfl.party.resume import (
     align_or_resume,
     module_blobs,
     restore_modules,
+    restore_sgd,
+    sgd_state,
     training_checkpoint,
 )
 from vfl.protocol.endpoint import ByteChannel
-from vfl.protocol.secure_layer import PassiveShare, SecureScales, initial_half
+from vfl.protocol.secure_layer import PassiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.training.inputs import TableTensors
+from vfl.training.secure import layer_settings
 
 
 def run_passive(
@@ -76,6 +78,8 @@ def run_passive(
         alignment,
         timeout=timeout,
         local_seed=local_seed,
+        allow_plaintext=cfg.party.allow_plaintext,
+        party=cfg.party.name,
         store=store,
         start=start,
     )
@@ -89,10 +93,14 @@ def serve_passive(
     *,
     timeout: float = 120.0,
     local_seed: int | None = None,
+    allow_plaintext: bool = False,
+    party: str = "P",
     store: CheckpointStore | None = None,
     start: Checkpoint | None = None,
 ) -> dict[str, int]:
     """Serve the encrypted protocol on an agreed alignment until E sends ``Shutdown``.
+
+    ``allow_plaintext`` is P's own ``[party] allow_plaintext`` (plaintext mode needs both).
 
     P's bottom model and its half of ``W_B`` are drawn from P's own secret seed
     (``local_seed``, fresh from the OS when None), never from the job seed E knows.
@@ -106,12 +114,15 @@ def serve_passive(
         bottom = PassiveBottom(
             features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
         )
+    settings = layer_settings(t)
     share = PassiveShare(
-        KeyPair.generate(t.key_bits),
-        initial_half(
-            m.passive_out, m.interactive_out, SecureScales(), np.random.default_rng(seed + 1)
+        v=initial_half(
+            m.passive_out, m.interactive_out, settings.scales, np.random.default_rng(seed + 1)
         ),
-        SecureScales(),
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=allow_plaintext,
+        party=party,
     )
     server = PassiveSecureServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),
@@ -127,7 +138,10 @@ def serve_passive(
         restore_passive(start, server)
     if store is not None:
         server.on_update = lambda step: save_passive_step(store, server, Phase.TRAIN, step)
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        share.close()
     if store is not None:
         save_passive_step(store, server, Phase.EXPORT, 0)
     return {"aligned_users": len(alignment), "steps": server.steps_done}
@@ -136,13 +150,15 @@ def serve_passive(
 def save_passive_step(
     store: CheckpointStore, server: PassiveSecureServer, phase: Phase, step: int
 ) -> None:
-    """P's bottom model, Adam state, ``V`` and step count (``train`` s, or the ``export``)."""
+    """P's bottom model, Adam state, ``V``, its momentum share and step count (``train`` s,
+    or the ``export``)."""
+    arrays, meta = sgd_state("v", server.share.sgd)
     store.save(
         phase,
         step,
         seq=int(getattr(server.endpoint.channel, "next_out", 0)),
-        meta={"steps_done": server.steps_done},
-        arrays={"v": server.share.v},
+        meta={"steps_done": server.steps_done, **meta},
+        arrays={"v": server.share.v, **arrays},
         blobs=module_blobs("bottom", server.bottom, server.optimizer),
     )
 
@@ -151,6 +167,7 @@ def restore_passive(ckpt: Checkpoint, server: PassiveSecureServer) -> None:
     """Load P's state from a ``train`` checkpoint."""
     restore_modules(ckpt, "bottom", server.bottom, server.optimizer)
     server.share.v = ckpt.arrays["v"]
+    restore_sgd(ckpt, "v", server.share.sgd)
     server.steps_done = int(ckpt.meta["steps_done"])
 
 

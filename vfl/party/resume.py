@@ -35,6 +35,7 @@ from vfl.data.tables import FeatureTable
 from vfl.errors import ProtocolError
 from vfl.party.common import LocalAlignment, PhaseFn, align_with_peer
 from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.share_optim import ShareSgd
 from vfl.psi.protocol import ByteLink
 
 Position = tuple[Phase, int]
@@ -171,3 +172,18 @@ def restore_modules(
     module.load_state_dict(torch_state(ckpt.blobs[prefix]))
     opt.load_state_dict(torch_state(ckpt.blobs[f"{prefix}_optimizer"]))
     torch.set_rng_state(torch_state(ckpt.blobs["torch_rng"]))
+
+
+# -- W_B share optimiser state ----------------------------------------------------------------
+
+
+def sgd_state(name: str, sgd: ShareSgd) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """This party's share of the ``W_B`` momentum buffer (if any) and its step count."""
+    arrays = {} if sgd.buffer is None else {f"{name}_momentum": np.asarray(sgd.buffer)}
+    return arrays, {"sgd_steps": sgd.steps}
+
+
+def restore_sgd(ckpt: Checkpoint, name: str, sgd: ShareSgd) -> None:
+    """Inverse of :func:`sgd_state`."""
+    sgd.buffer = ckpt.arrays.get(f"{name}_momentum")
+    sgd.steps = int(ckpt.meta.get("sgd_steps", 0))
