@@ -1,6 +1,6 @@
 """Soak: one long job with a kill -9 every few seconds, then the same job uninterrupted; JSON.
 
-Usage: ``python benchmarks/soak.py [--kills 12] [--epochs 3] [--every 8] [--seed 0]``
+Usage: ``python benchmarks/soak.py [--kills 12] [--epochs 12] [--every 5] [--seed 0]``
 
 The job runs as three real processes (coordinator, E, P) over gRPC + mutual TLS on loopback,
 512-bit keys and tiny synthetic data (the supervisor of ``tests/fault_harness.py``). After the
@@ -56,8 +56,8 @@ def plan(kills: int, every: float, seed: int) -> list[Kill]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--every", type=float, default=8.0)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--every", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="vfl-soak-"))
@@ -75,6 +75,7 @@ def main() -> None:
     bad = mismatches(final_model(killed), final_model(again))
     result = {
         "kills": len(out.kills),
+        "kills_planned": args.kills,
         "resumes": out.resumes,
         "matched": not bad,
         "wall_s": round(out.wall_s, 1),
