@@ -14,7 +14,7 @@ from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
-from vfl.data.splits import build_split
+from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData
 from vfl.party.common import (
     TORCH_INIT_LOCK,
@@ -40,7 +40,7 @@ from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_bytes
 from vfl.training.compare import summarise
 from vfl.training.inputs import TableTensors, UserBatcher
-from vfl.training.loop import LoopState, ProgressFn, fit
+from vfl.training.loop import FitResult, LoopState, ProgressFn, fit
 from vfl.training.recommenders import ActiveInputs
 from vfl.training.secure import SecureSplitRecommender, layer_settings
 
@@ -130,30 +130,14 @@ def train_active(
     )
     peer = _passive_peer(plan, channel, timeout, local_seed, (allow_plaintext, party))
     model = _model(data, plan, local, peer)
-    t = plan.train
-    batcher = UserBatcher(
-        split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
-    )
-    state = None if start is None else restore_active(start, model)
     try:
         peer.setup()
-        result = fit(
-            model,
-            split,
-            batcher,
-            epochs=epochs or t.epochs,
-            seed=plan.job.seed,
-            k=plan.eval.k,
-            cold_quantile=plan.eval.cold_start_quantile,
-            progress=progress,
-            start=state,
-            on_step=None if store is None else lambda s: save_active_step(store, model, s),
-        )
+        result = _fit(model, split, plan, epochs, progress, store, start)
         metrics = {
             "job": plan.job.name,
             "aligned_users": len(alignment),
             "test_users": len(split.test.users),
-            "key_bits": t.key_bits,
+            "key_bits": plan.train.key_bits,
             "split_encrypted": summarise(result),
         }
         if store is not None:
@@ -163,6 +147,34 @@ def train_active(
         peer.share.close()
     write_metrics(out_dir, metrics)
     return metrics
+
+
+def _fit(
+    model: SecureSplitRecommender,
+    split: RecSplit,
+    plan: JobPlan,
+    epochs: int | None,
+    progress: ProgressFn | None,
+    store: CheckpointStore | None,
+    start: Checkpoint | None,
+) -> FitResult:
+    """The training loop, from ``start`` if given, checkpointing into ``store`` if given."""
+    t = plan.train
+    batcher = UserBatcher(
+        split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
+    )
+    return fit(
+        model,
+        split,
+        batcher,
+        epochs=epochs or t.epochs,
+        seed=plan.job.seed,
+        k=plan.eval.k,
+        cold_quantile=plan.eval.cold_start_quantile,
+        progress=progress,
+        start=None if start is None else restore_active(start, model),
+        on_step=None if store is None else lambda s: save_active_step(store, model, s),
+    )
 
 
 def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:

@@ -134,17 +134,24 @@ def serve_passive(
             bottom.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
         ),
     )
+    try:
+        _serve(server, store, start)
+    finally:
+        share.close()
+    return {"aligned_users": len(alignment), "steps": server.steps_done}
+
+
+def _serve(
+    server: PassiveSecureServer, store: CheckpointStore | None, start: Checkpoint | None
+) -> None:
+    """Serve from ``start`` if given, saving each step and the final shard into ``store``."""
     if start is not None:
         restore_passive(start, server)
     if store is not None:
         server.on_update = lambda step: save_passive_step(store, server, Phase.TRAIN, step)
-    try:
-        server.serve()
-    finally:
-        share.close()
+    server.serve()
     if store is not None:
         save_passive_step(store, server, Phase.EXPORT, 0)
-    return {"aligned_users": len(alignment), "steps": server.steps_done}
 
 
 def save_passive_step(

@@ -148,17 +148,9 @@ def fit(
     began = time.perf_counter()
     while state.epoch <= epochs:
         t0 = time.perf_counter()
-        rng.bit_generator.state = state.epoch_rng
-        n_before = state.step - state.position
-        for index, batch in enumerate(batcher.epoch(rng)):
-            if index < state.position:
-                continue  # done before the resume: replay its draws only
-            state.losses.append(model.train_step(state.step, batch))
-            state.step, state.position = state.step + 1, index + 1
-            _notify(on_step, state)
+        loss = _train_epoch(model, batcher, rng, state, on_step)
         valid = evaluate(model, split.valid, step=state.step, k=k)
         test, test_cold = _test_metrics(score(model, split.test, step=state.step), cold, k)
-        loss = float(np.mean(state.losses[n_before:]))
         record = EpochRecord(state.epoch, loss, valid, test, time.perf_counter() - t0, test_cold)
         result.history.append(record)
         state.history.append(record)
@@ -169,6 +161,30 @@ def fit(
             progress(model.name, record)
     result.train_seconds = time.perf_counter() - began
     return result
+
+
+def _train_epoch(
+    model: Recommender,
+    batcher: UserBatcher,
+    rng: np.random.Generator,
+    state: LoopState,
+    on_step: StepFn | None,
+) -> float:
+    """The rest of ``state.epoch``'s steps; returns the epoch's mean loss.
+
+    The epoch's batches are drawn from the generator state saved at its start, and those
+    before ``state.position`` are drawn but not trained on, so the generator ends where an
+    uninterrupted epoch leaves it.
+    """
+    rng.bit_generator.state = state.epoch_rng
+    n_before = state.step - state.position
+    for index, batch in enumerate(batcher.epoch(rng)):
+        if index < state.position:
+            continue  # trained before the resume: replay its draws only
+        state.losses.append(model.train_step(state.step, batch))
+        state.step, state.position = state.step + 1, index + 1
+        _notify(on_step, state)
+    return float(np.mean(state.losses[n_before:]))
 
 
 def _notify(on_step: StepFn | None, state: LoopState) -> None:
