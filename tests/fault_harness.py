@@ -88,6 +88,7 @@ class Job:
         self.done: set[str] = set()
         self._marks: dict[str, tuple[int, int]] = {}  # at the last kill: (run, log length)
         self.last_kill_at = time.monotonic()
+        self.step_at_kill = -1  # E's newest training step when the last kill was made
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class Job:
         proc.wait(timeout=10)
         self._marks = {p: (self.runs[p], len(self.log(p))) for p in ("e", "p")}
         self.last_kill_at = time.monotonic()
+        self.step_at_kill = self.train_step("e")
         return True
 
     def seed_alignment(self, other: Job) -> None:
@@ -188,6 +190,11 @@ class Job:
         directory = self.root / k / "checkpoints"
         names = os.listdir(directory) if directory.is_dir() else []
         return [(m.group(1), int(m.group(2))) for n in names if (m := _CKPT.match(n))]
+
+    def trained_since_kill(self, step: int) -> bool:
+        """E has checkpointed ``step`` or later, and a step it made after the last kill."""
+        now = self.train_step("e")
+        return now >= step and now > self.step_at_kill
 
     def train_step(self, k: str = "e") -> int:
         """The newest training step ``k`` checkpointed (-1: none)."""
@@ -280,7 +287,7 @@ def _prepare(root: Path, *, epochs: int, timeout_s: float) -> dict[str, Path]:
     table = tomllib.loads(job.read_text())
     table["job"]["name"] = "fault-test"
     table.setdefault("train", {}).update(
-        {"epochs": epochs, "key_bits": 512, "users_per_step": 16, "learning_rate": 0.01}
+        {"epochs": epochs, "key_bits": 512, "users_per_step": 8, "learning_rate": 0.01}
     )
     table.setdefault("eval", {})["test_negatives"] = 20
     job.write_text(dumps_toml(table))

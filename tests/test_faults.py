@@ -2,7 +2,7 @@
 command, and the finished model is the one of the uninterrupted run with the same seeds.
 
 Real processes (``vfl coordinator``, ``vfl party`` x 2) over gRPC + mutual TLS on a free
-loopback port, 512-bit keys, 96 aligned users, 2 epochs of 6 steps. Kill moments are a log
+loopback port, 512-bit keys, 96 aligned users, 2 epochs of 12 steps. Kill moments are a log
 line or a checkpointed step plus a random delay (seeded); the phase each kill hit is read
 off the victim's log and E's checkpoints at that instant. The supervisor restarts whatever
 was killed, and any party that stopped with an error, with its usual command
@@ -50,7 +50,9 @@ def logged(k: str, text: str) -> Callable[[Job], bool]:
 
 
 def at_step(step: int) -> Callable[[Job], bool]:
-    return lambda job: job.train_step("e") >= step
+    """E trained up to ``step``, and at least one step since the last kill (so the kill
+    lands in training, not in the restart after the previous one)."""
+    return lambda job: job.trained_since_kill(step)
 
 
 def saved(k: str, phase: str) -> Callable[[Job], bool]:
@@ -78,8 +80,8 @@ def psi_and_handshake(spe: int) -> list[Kill]:
 def training(spe: int) -> list[Kill]:
     """E, P and C in turn at ten different training steps."""
     victims = ["e", "p", "coordinator"] * 4
-    steps = [1, 2, 3, 4, 5, spe + 1, spe + 2, spe + 3, spe + 4, 2 * spe - 1]
-    return [Kill(v, at_step(s), 0.3, "train") for v, s in zip(victims, steps, strict=False)]
+    steps = [1, 3, 5, 7, 9, spe + 1, spe + 3, spe + 5, spe + 7, 2 * spe - 2]
+    return [Kill(v, at_step(s), 0.15, "train") for v, s in zip(victims, steps, strict=False)]
 
 
 def eval_and_export(spe: int) -> list[Kill]:
