@@ -78,10 +78,13 @@ def psi_and_handshake(spe: int) -> list[Kill]:
 
 
 def training(spe: int) -> list[Kill]:
-    """E, P and C in turn at ten different training steps."""
+    """E, P and C in turn, each once E made a new step after the previous kill.
+
+    However fast the steps run, seven kills fit into the 2 x ``spe`` steps; the last three
+    may come after the end.
+    """
     victims = ["e", "p", "coordinator"] * 4
-    steps = [1, 3, 5, 7, 9, spe + 1, spe + 3, spe + 5, spe + 7, 2 * spe - 2]
-    return [Kill(v, at_step(s), 0.15, "train") for v, s in zip(victims, steps, strict=False)]
+    return [Kill(v, at_step(0), 0.1, "train", may_miss=i >= 7) for i, v in enumerate(victims[:10])]
 
 
 def eval_and_export(spe: int) -> list[Kill]:
