@@ -63,6 +63,7 @@ class Outcome:
     kills: list[tuple[str, str]] = field(default_factory=list)  # (victim, label)
     missed: list[tuple[str, str]] = field(default_factory=list)
     phases: list[tuple[str, str]] = field(default_factory=list)  # (victim, phase seen)
+    missed_kills: list[Kill] = field(default_factory=list)
     restarts: dict[str, int] = field(default_factory=lambda: {"e": 0, "p": 0, "coordinator": 0})
     wall_s: float = 0.0
 
@@ -234,6 +235,7 @@ class Job:
                 due = None
             time.sleep(0.02)
         out.missed += [(k.victim, k.label) for k in pending]
+        out.missed_kills += pending
         out.wall_s = time.monotonic() - began
         return out
 
@@ -241,6 +243,7 @@ class Job:
         phase = self.phase_of(kill.victim)
         if kill.victim in self.done or not self.kill(kill.victim):
             out.missed.append((kill.victim, kill.label))
+            out.missed_kills.append(kill)
             return
         out.kills.append((kill.victim, kill.label))
         out.phases.append((kill.victim, phase))

@@ -167,3 +167,36 @@ def test_discard_after_forgets_what_the_peer_never_reached(tmp_path: Any) -> Non
     assert store.positions() == [(Phase.ALIGNMENT, 0), (Phase.TRAIN, 4)]
     assert store.discard_after(None) == [(Phase.ALIGNMENT, 0), (Phase.TRAIN, 4)]
     assert store.latest() is None
+
+
+def test_workers_of_a_killed_party_exit_with_it() -> None:
+    # Prepare: a process with a running executor pool, as a party during PSI or training
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time\nfrom vfl.executor import LocalProcessExecutor\n"
+        "ex = LocalProcessExecutor(2)\nprint(ex.submit(abs, -3).result(), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"3\n"
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(children) >= 2
+        # Execute: kill -9 the parent only
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{c}") for c in children):
+            time.sleep(0.2)
+        # Assert: no worker is left behind
+        assert not [c for c in children if os.path.exists(f"/proc/{c}")]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,6 +31,25 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_MAP_TIMEOUT_S = 600.0
+
+
+_PARENT_POLL_S = 1.0
+
+
+def exit_with_parent() -> None:
+    """Worker initializer: the worker exits once the process that started it is gone.
+
+    Idle workers block on their task queue and would outlive a party killed with SIGKILL;
+    a daemon thread compares ``os.getppid()`` with the parent's pid every second instead.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class Executor(Protocol):
@@ -113,7 +134,9 @@ class LocalProcessExecutor(ClosesOnExit):
             raise ValueError(f"the map timeout must be positive, got {timeout}")
         self._workers, self.timeout = count, timeout
         context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(max_workers=count, mp_context=context)
+        self._pool = ProcessPoolExecutor(
+            max_workers=count, mp_context=context, initializer=exit_with_parent
+        )
         self._closed = False
 
     @property

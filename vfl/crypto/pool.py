@@ -45,7 +45,7 @@ from vfl.crypto.randomness import (
     owner_crt_batch,
     short_exponent_batch,
 )
-from vfl.executor import ClosesOnExit
+from vfl.executor import ClosesOnExit, exit_with_parent
 
 if TYPE_CHECKING:
     from vfl.crypto.paillier import PrivateKey, PublicKey
@@ -117,7 +117,9 @@ class RandomnessPool(ClosesOnExit):
         self._chunk = max(1, math.ceil(size / (2 * max(1, workers))))
         if workers:
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=exit_with_parent
+            )
             self._refill()
 
     @property
