@@ -96,3 +96,8 @@ class TamperError(ProtocolError):
 
 class PeerLost(ChannelTimeout):
     """The other party stopped sending heartbeats (or reported a failure); names the party."""
+
+
+class ShardError(VflError):
+    """A model shard is missing, corrupted, of another job, or loaded without (or with the
+    wrong) partner shard. The message names the file and the fix."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
 from vfl.data.splits import build_split
 from vfl.data.tables import ActiveData
+from vfl.party.accounting import MeteredModel, PhaseMeter
 from vfl.party.common import (
     TORCH_INIT_LOCK,
     LocalAlignment,
@@ -29,6 +30,7 @@ from vfl.party.common import (
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import ActiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
+from vfl.storage import atomic_write_json
 from vfl.training.compare import summarise
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import ProgressFn, fit
@@ -47,16 +49,25 @@ def run_active(
     progress: ProgressFn | None = None,
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
+    meter: PhaseMeter | None = None,
+    export: ExportFn | None = None,
 ) -> dict[str, Any]:
-    """PSI, encrypted split training and evaluation at E; writes ``metrics.json``."""
+    """PSI, encrypted split training and evaluation at E; writes ``metrics.json``.
+
+    ``meter`` records the cost of each phase (written into ``metrics.json`` as ``phases``);
+    ``export`` is called with the trained model once P has stopped serving.
+    """
+    meter = meter if meter is not None else PhaseMeter()
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
     phase("psi")
+    meter.enter("psi")
     local = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
+    meter.enter("alignment")
     save_alignment(local, out_dir)
     phase("train")
-    return train_active(
+    metrics = train_active(
         data,
         plan,
         channel,
@@ -66,7 +77,46 @@ def run_active(
         timeout=timeout,
         progress=progress,
         local_seed=local_seed,
+        meter=meter,
+        export=None if export is None else _exporting(export, phase, meter),
     )
+    meter.close()
+    metrics["phases"] = meter.records
+    metrics["psi"] = psi_statistics(meter.records, len(data.users), len(local))
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+ExportFn = Callable[[SecureSplitRecommender], None]
+
+
+def _exporting(export: ExportFn, phase: PhaseFn, meter: PhaseMeter) -> ExportFn:
+    """``export`` under the sealed phase ``export`` (metered)."""
+
+    def run(model: SecureSplitRecommender) -> None:
+        phase("export")
+        meter.enter("export")
+        export(model)
+
+    return run
+
+
+def psi_statistics(records: list[dict[str, Any]], n_local: int, n_common: int) -> dict[str, Any]:
+    """E's PSI figures: its set size, the intersection, and the PSI phase's time and bytes.
+
+    Duplicate or empty ids never reach this point: PSI refuses them with a ``DataError``
+    naming the ids (SPEC §4), so a finished run reports zero of each.
+    """
+    psi = next((r for r in records if r["phase"] == "psi"), {})
+    return {
+        "e_ids": n_local,
+        "intersection": n_common,
+        "duplicates": 0,
+        "empty_ids": 0,
+        "seconds": psi.get("seconds"),
+        "bytes_sent": psi.get("bytes_sent"),
+        "bytes_received": psi.get("bytes_received"),
+    }
 
 
 def train_active(
@@ -80,8 +130,11 @@ def train_active(
     timeout: float = 120.0,
     progress: ProgressFn | None = None,
     local_seed: int | None = None,
+    meter: PhaseMeter | None = None,
+    export: ExportFn | None = None,
 ) -> dict[str, Any]:
     """Encrypted split training and evaluation at E on an agreed alignment."""
+    meter = meter if meter is not None else PhaseMeter()
     # E knows only its own rows; the passive party's rows stay at P.
     alignment = Alignment(
         ids=local.ids, active_rows=local.rows, passive_rows=np.full(len(local), -1, dtype=np.int64)
@@ -100,9 +153,10 @@ def train_active(
         split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
     )
     try:
+        meter.enter("setup")
         peer.setup()
         result = fit(
-            model,
+            MeteredModel(model, meter),
             split,
             batcher,
             epochs=epochs or t.epochs,
@@ -113,6 +167,8 @@ def train_active(
         )
     finally:
         peer.shutdown(step=-1)
+    if export is not None:
+        export(model)
     metrics = {
         "job": plan.job.name,
         "aligned_users": len(alignment),
@@ -120,7 +176,7 @@ def train_active(
         "key_bits": t.key_bits,
         "split_encrypted": summarise(result),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from vfl.party.common import (
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import PassiveShare, SecureScales, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
+from vfl.storage import atomic_write_json
 from vfl.training.inputs import TableTensors
 
 
@@ -38,16 +40,40 @@ def run_passive(
     timeout: float = 120.0,
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
+    export: PassiveExportFn | None = None,
 ) -> dict[str, int]:
-    """Load P's data, align with E by PSI, then serve the encrypted protocol until E is done."""
+    """Load P's data, align with E by PSI, then serve the encrypted protocol until E is done.
+
+    ``export`` is called with P's trained server after E's ``Shutdown``, in phase ``export``.
+    """
     data = load_party_data(cfg)
     if not isinstance(data, PassiveData):
         raise TypeError("run_passive needs a passive party config")
     phase("psi")
     alignment = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
     save_alignment(alignment, out_dir)
+    atomic_write_json(
+        out_dir / "psi.json", {"p_ids": len(data.users), "intersection": len(alignment)}
+    )
     phase("train")
-    return serve_passive(data, plan, channel, alignment, timeout=timeout, local_seed=local_seed)
+
+    def exporting(server: PassiveSecureServer) -> None:
+        phase("export")
+        if export is not None:
+            export(server)
+
+    return serve_passive(
+        data,
+        plan,
+        channel,
+        alignment,
+        timeout=timeout,
+        local_seed=local_seed,
+        export=None if export is None else exporting,
+    )
+
+
+PassiveExportFn = Callable[[PassiveSecureServer], None]
 
 
 def serve_passive(
@@ -58,6 +84,7 @@ def serve_passive(
     *,
     timeout: float = 120.0,
     local_seed: int | None = None,
+    export: PassiveExportFn | None = None,
 ) -> dict[str, int]:
     """Serve the encrypted protocol on an agreed alignment until E sends ``Shutdown``.
 
@@ -90,4 +117,6 @@ def serve_passive(
         ),
     )
     server.serve()
+    if export is not None:
+        export(server)
     return {"aligned_users": len(alignment), "steps": server.steps_done}

@@ -20,7 +20,9 @@ from typing import Any
 from vfl.config.party import NetworkSection, PartyConfig, Role, read_network_pems
 from vfl.config.plan import JobPlan, load_plan_file
 from vfl.errors import ConfigError, ParameterMismatch
+from vfl.party.accounting import CountingChannel, PhaseMeter
 from vfl.party.active import run_active
+from vfl.party.exporting import shard_exporter
 from vfl.party.handshake import handshake
 from vfl.party.passive import run_passive
 from vfl.training.loop import EpochRecord, ProgressFn
@@ -83,7 +85,10 @@ def _run_sealed(
 ) -> dict[str, Any]:
     """Steps 3-4: handshake, PSI, training over the sealed channel."""
     cfg = run.cfg
-    channel = _seal(run, net, grpc_channel)
+    counter = CountingChannel(grpc_channel)  # bytes on the wire, per phase (E's metrics)
+    channel = _seal(run, net, counter)
+    meter = PhaseMeter(counter)
+    export_to = shard_exporter(channel, run.out / "model", cfg, plan, timeout=net.timeout_s)
 
     def phase(name: str) -> None:
         channel.phase = name
@@ -91,12 +96,22 @@ def _run_sealed(
         emit(f"{cfg.party.name}: phase {name}")
 
     phase("handshake")
+    meter.enter("handshake")
     handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
     emit(f"{cfg.party.name}: handshake with {net.peer} agreed on plan and parameters")
     if cfg.role is Role.PASSIVE:
         timeout, seed = net.timeout_s, run.local_seed
         return dict(
-            run_passive(cfg, plan, channel, run.out, timeout=timeout, phase=phase, local_seed=seed)
+            run_passive(
+                cfg,
+                plan,
+                channel,
+                run.out,
+                timeout=timeout,
+                phase=phase,
+                local_seed=seed,
+                export=export_to.passive,
+            )
         )
     return run_active(
         cfg,
@@ -108,10 +123,12 @@ def _run_sealed(
         progress=_publishing(grpc_channel, progress),
         phase=phase,
         local_seed=run.local_seed,
+        meter=meter,
+        export=export_to.active,
     )
 
 
-def _seal(run: PartyRun, net: NetworkSection, grpc_channel: GrpcChannel) -> SealedChannel:
+def _seal(run: PartyRun, net: NetworkSection, grpc_channel: CountingChannel) -> SealedChannel:
     """The channel to the peer, sealed with this party's key and the peer's pinned key."""
     if net.box_key is None or net.peer_box_public is None:  # checked by _network
         raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
