@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,11 +104,21 @@ class MeteredModel:
     training opens ``evaluation N`` (the loop evaluates after every epoch).
     """
 
-    def __init__(self, model: Recommender, meter: PhaseMeter) -> None:
+    def __init__(
+        self,
+        model: Recommender,
+        meter: PhaseMeter,
+        *,
+        steps_per_epoch: int = 0,
+        emit: Callable[[str], None] | None = None,
+    ) -> None:
         self.model = model
         self.meter = meter
         self.name = model.name
+        self.steps_per_epoch = steps_per_epoch
+        self.emit = emit
         self._epoch = 0
+        self._step_in_epoch = 0
         self._training = False
 
     def train_step(self, step: int, batch: Batch) -> float:
@@ -115,8 +126,18 @@ class MeteredModel:
         if not self._training:
             self._epoch += 1
             self._training = True
+            self._step_in_epoch = 0
             self.meter.enter(f"epoch {self._epoch}")
-        return self.model.train_step(step, batch)
+        loss = self.model.train_step(step, batch)
+        self._step_in_epoch += 1
+        self._report_step()
+        return loss
+
+    def _report_step(self) -> None:
+        """``epoch N step i/n`` about every tenth of an epoch (the pilot draws a bar from it)."""
+        n, i = self.steps_per_epoch, self._step_in_epoch
+        if self.emit is not None and n > 0 and (i == n or i % max(1, n // 10) == 0):
+            self.emit(f"{self.name}: epoch {self._epoch} step {i}/{n}")
 
     def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Meter under ``evaluation N``, then delegate."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from vfl.party.common import (
     PhaseFn,
     SteppedEndpoint,
     align_with_peer,
+    in_id_order,
     local_rng_seed,
     no_phase,
     save_alignment,
@@ -64,6 +66,7 @@ def run_active(
     phase("psi")
     meter.enter("psi")
     local = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
+    local = in_id_order(local)
     meter.enter("alignment")
     save_alignment(local, out_dir)
     phase("train")
@@ -135,6 +138,7 @@ def train_active(
 ) -> dict[str, Any]:
     """Encrypted split training and evaluation at E on an agreed alignment."""
     meter = meter if meter is not None else PhaseMeter()
+    meter.enter("setup")  # split, model, key pair and the protocol's setup exchange
     # E knows only its own rows; the passive party's rows stay at P.
     alignment = Alignment(
         ids=local.ids, active_rows=local.rows, passive_rows=np.full(len(local), -1, dtype=np.int64)
@@ -153,10 +157,11 @@ def train_active(
         split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
     )
     try:
-        meter.enter("setup")
         peer.setup()
         result = fit(
-            MeteredModel(model, meter),
+            MeteredModel(
+                model, meter, steps_per_epoch=batcher.steps_per_epoch(), emit=_stderr_line
+            ),
             split,
             batcher,
             epochs=epochs or t.epochs,
@@ -178,6 +183,10 @@ def train_active(
     }
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _passive_peer(

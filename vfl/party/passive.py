@@ -20,6 +20,7 @@ from vfl.party.common import (
     PhaseFn,
     SteppedEndpoint,
     align_with_peer,
+    in_id_order,
     local_rng_seed,
     no_phase,
     save_alignment,
@@ -51,6 +52,7 @@ def run_passive(
         raise TypeError("run_passive needs a passive party config")
     phase("psi")
     alignment = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
+    alignment = in_id_order(alignment)
     save_alignment(alignment, out_dir)
     atomic_write_json(
         out_dir / "psi.json", {"p_ids": len(data.users), "intersection": len(alignment)}
