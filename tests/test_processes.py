@@ -344,13 +344,21 @@ def test_wrong_or_unknown_certificate_is_refused_with_a_clear_message(pilot: Pil
     assert code == 2
     log = pilot.log("e")
     assert "party 'mallory' is not allowed in this job" in log and "Fix:" in log
-    # Prepare / Execute: a certificate issued by a foreign CA
+    # Prepare / Execute: a certificate issued by a foreign CA, next to the job's CA: the
+    # party refuses its own config before connecting, naming the key
     foreign = generate_dev_pki(pilot.root / "foreign", parties=["shop"])
-    cfg.write_text(
-        original.replace("../certs/shop.pem", str(foreign.parties["shop"].cert)).replace(
-            "../certs/shop.key", str(foreign.parties["shop"].key)
-        )
-    )
+    with_foreign_cert = original.replace(
+        "../certs/shop.pem", str(foreign.parties["shop"].cert)
+    ).replace("../certs/shop.key", str(foreign.parties["shop"].key))
+    cfg.write_text(with_foreign_cert)
+    pilot.start_party("e")
+    assert pilot.wait_exit("e", 60) == 2
+    log = pilot.log("e")
+    assert "network.cert" in log and "Fix:" in log
+    assert "Traceback" not in log
+    # Prepare / Execute: a wholly foreign PKI (its own CA too): the config is consistent, so
+    # the TLS handshake with the coordinator is what refuses it
+    cfg.write_text(with_foreign_cert.replace("../certs/ca.pem", str(foreign.ca)))
     pilot.start_party("e")
     assert pilot.wait_exit("e", 60) == 2
     log = pilot.log("e")
