@@ -111,11 +111,21 @@ def _cold_start_lines(models: dict[str, Any], k: int) -> list[str]:
         f"Cold-start test users (at most {limit} training positives), where P's features "
         "should matter most:",
         "",
-        f"| model | HR@{k} | NDCG@{k} | AUC |",
-        "|---|---|---|---|",
+        f"| model | HR@{k} | NDCG@{k} | AUC | AUC gain over E alone | AUC gain, all users |",
+        "|---|---|---|---|---|---|",
     ]
+    base = rows.get("e_alone")
     for name, c in rows.items():
-        lines.append(f"| {name} | {c[f'hr@{k}']:.4f} | {c[f'ndcg@{k}']:.4f} | {c['auc']:.4f} |")
+        gain = "" if base is None else f"{c['auc'] - base['auc']:+.4f}"
+        overall = (
+            ""
+            if "e_alone" not in models
+            else f"{models[name]['auc'] - models['e_alone']['auc']:+.4f}"
+        )
+        lines.append(
+            f"| {name} | {c[f'hr@{k}']:.4f} | {c[f'ndcg@{k}']:.4f} | {c['auc']:.4f} | {gain} | "
+            f"{overall} |"
+        )
     return lines
 
 
