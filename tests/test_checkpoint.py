@@ -168,9 +168,7 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(
     assert file_name(Phase.TRAIN, 7) in str(err.value) and "no space left" in str(err.value)
     latest = store.latest()
     assert latest is not None and latest.step == 6 and latest.meta == {"loss": 0.5}
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [
-        file_name(Phase.TRAIN, 6)
-    ]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [file_name(Phase.TRAIN, 6)]
 
 
 def test_a_killed_writer_leaves_only_a_temporary_that_latest_ignores(tmp_path: Path) -> None:

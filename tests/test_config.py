@@ -381,3 +381,19 @@ def test_many_problems_are_counted(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_party_config(path)
     assert "1 more problem" in str(err.value)
+
+
+def test_psi_section_selects_the_curve(tmp_path: Path) -> None:
+    from vfl.config.job import PsiCurve
+
+    _passive(tmp_path)
+    head = '[parties]\nactive = "p.toml"\npassive = "p.toml"\n'
+    job = load_job_config(_write(tmp_path / "job.toml", head))
+    assert job.psi.curve is PsiCurve.X25519 and job.psi.workers is None
+    text = head + '[psi]\ncurve = "ed25519"\nchunk_size = 512\nworkers = 1\n'
+    job = load_job_config(_write(tmp_path / "job.toml", text))
+    assert (job.psi.curve, job.psi.chunk_size, job.psi.workers) == (PsiCurve.ED25519, 512, 1)
+    path = _write(tmp_path / "job.toml", head + '[psi]\ncurve = "p256"\n')
+    with pytest.raises(ConfigError) as err:
+        load_job_config(path)
+    assert "x25519" in _check(err, path, "psi.curve")

@@ -9,7 +9,7 @@ from typing import Any
 from vfl.cli.pilot_runs import FederatedRun
 from vfl.config.job import load_job_config
 from vfl.evaluation.report import write_report
-from vfl.party.common import load_alignment
+from vfl.party.common import in_id_order, load_alignment
 from vfl.storage import atomic_write_json
 
 ORDER = ("e_alone", "split_plaintext", "split_encrypted", "centralised")
@@ -23,7 +23,7 @@ def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict
     """
     from vfl.training.compare import prepare, run_single, run_split, summarise
 
-    order = load_alignment(out / "e" / "alignment.json").ids
+    order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids  # training order
     prep = prepare(job, order=order)
     rows = {
         name: summarise(run_single(prep, name, epochs=epochs))

@@ -19,10 +19,15 @@ Every section except ``[parties]`` has defaults, so a file holding only ``[parti
 
     [eval]
     k = 10
+
+    [psi]
+    curve = "x25519"           # or "ed25519"; both parties must use the same
+    chunk_size = 4096
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -102,6 +107,23 @@ class EvalConfig(BaseModel):
     cold_start_quantile: float = Field(default=0.2, gt=0.0, le=1.0)
 
 
+class PsiCurve(Enum):
+    """The elliptic-curve group of the PSI (see :mod:`vfl.psi.curve`); part of the handshake."""
+
+    X25519 = "x25519"  # Montgomery ladder on Curve25519 u-coordinates, Elligator 2 hashing
+    ED25519 = "ed25519"  # prime-order subgroup of edwards25519, about 2x slower
+
+
+class PsiConfig(BaseModel):
+    """``[psi]``: the PSI group, chunking of the streamed sets and local worker processes."""
+
+    model_config = _FROZEN
+
+    curve: PsiCurve = PsiCurve.X25519
+    chunk_size: PositiveInt = 4096  # points per streamed frame and per worker call
+    workers: PositiveInt | None = None  # curve worker processes; None = every core
+
+
 class JobConfig(BaseModel):
     """A whole job config file."""
 
@@ -112,6 +134,7 @@ class JobConfig(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    psi: PsiConfig = PsiConfig()
 
 
 def load_job_config(path: str | Path) -> JobConfig:

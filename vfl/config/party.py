@@ -9,6 +9,7 @@ Example (E, the active party)::
     [ids]
     strip = true
     case = "lower"
+    unicode = "NFC"                 # or NFKC, NFD, NFKD, none
 
     [users]
     path = "users.csv"
@@ -44,6 +45,7 @@ model.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from enum import Enum
 from pathlib import Path
@@ -124,22 +126,46 @@ class PartySection(BaseModel):
     role: Role
 
 
+class UnicodeForm(Enum):
+    """Unicode normalisation applied to ids (:func:`unicodedata.normalize`), or none."""
+
+    NFC = "NFC"
+    NFKC = "NFKC"
+    NFD = "NFD"
+    NFKD = "NFKD"
+    NONE = "none"
+
+
 class IdRule(BaseModel):
-    """``[ids]``: how raw ids are normalised; both parties must state the same rule."""
+    """``[ids]``: how raw ids are normalised; both parties must state the same rule.
+
+    ``normalise(raw) = unicode(case(strip(raw)))``: surrounding whitespace removed (if
+    ``strip``), letter case mapped (``case``), then the Unicode normal form ``unicode``
+    applied last, so the result is always in the declared form. The rule is part of the PSI
+    handshake (:meth:`fingerprint`): parties stating different rules stop before any point
+    is exchanged.
+    """
 
     model_config = _FROZEN
 
     strip: bool = True
     case: Case = Case.KEEP
+    unicode: UnicodeForm = UnicodeForm.NFC
 
     def normalise(self, raw: str) -> str:
-        """Return ``raw`` stripped and case-folded according to this rule."""
+        """Return ``raw`` stripped, case-mapped and Unicode-normalised by this rule."""
         value = raw.strip() if self.strip else raw
         if self.case is Case.LOWER:
-            return value.lower()
-        if self.case is Case.UPPER:
-            return value.upper()
-        return value
+            value = value.lower()
+        elif self.case is Case.UPPER:
+            value = value.upper()
+        if self.unicode is UnicodeForm.NONE:
+            return value
+        return unicodedata.normalize(self.unicode.value, value)
+
+    def fingerprint(self) -> str:
+        """A canonical text of the rule, e.g. ``strip=1;case=lower;unicode=NFC``."""
+        return f"strip={int(self.strip)};case={self.case.value};unicode={self.unicode.value}"
 
 
 class _DataFile(BaseModel):

@@ -2,7 +2,7 @@
 
 A job file (:mod:`vfl.config.job`) also names the two party config files in ``[parties]``;
 those are local paths of whoever wrote it and no business of the other side. The plan is
-everything else -- ``[job]`` (name, seed), ``[model]``, ``[train]``, ``[eval]`` -- and
+everything else -- ``[job]`` (name, seed), ``[model]``, ``[train]``, ``[eval]``, ``[psi]`` -- and
 travels as canonical JSON. Its SHA-256 fingerprint over that JSON is what the parties
 compare at the handshake, with the fields listed one by one so a mismatch names the field.
 """
@@ -16,14 +16,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from vfl.config.job import EvalConfig, JobConfig, JobSection, ModelConfig, TrainConfig
+from vfl.config.job import (
+    EvalConfig,
+    JobConfig,
+    JobSection,
+    ModelConfig,
+    PsiConfig,
+    TrainConfig,
+)
 from vfl.config.toml_io import read_toml, validate_config
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
 class JobPlan(BaseModel):
-    """``[job]``, ``[model]``, ``[train]`` and ``[eval]`` of a job, without local paths."""
+    """``[job]``, ``[model]``, ``[train]``, ``[eval]`` and ``[psi]`` of a job, no local paths."""
 
     model_config = _FROZEN
 
@@ -31,11 +38,12 @@ class JobPlan(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    psi: PsiConfig = PsiConfig()
 
     @classmethod
     def of(cls, job: JobConfig) -> JobPlan:
         """The plan part of a loaded job config."""
-        return cls(job=job.job, model=job.model, train=job.train, eval=job.eval)
+        return cls(job=job.job, model=job.model, train=job.train, eval=job.eval, psi=job.psi)
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): the bytes the fingerprint covers."""

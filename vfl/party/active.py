@@ -27,7 +27,6 @@ from vfl.party.common import (
     in_id_order,
     local_rng_seed,
     no_phase,
-    save_alignment,
 )
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import ActiveShare, SecureScales, initial_half
@@ -64,11 +63,18 @@ def run_active(
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
     phase("psi")
-    meter.enter("psi")
-    local = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
-    local = in_id_order(local)
+    meter.enter("psi")  # PSI and persisting its alignment (vfl.psi.store)
+    local = align_with_peer(
+        channel,
+        cfg,
+        data.users,
+        job_id=plan.job.name,
+        timeout=timeout,
+        work_dir=out_dir,
+        psi=plan.psi,
+    )
     meter.enter("alignment")
-    save_alignment(local, out_dir)
+    local = in_id_order(local)
     phase("train")
     metrics = train_active(
         data,
@@ -85,7 +91,10 @@ def run_active(
     )
     meter.close()
     metrics["phases"] = meter.records
-    metrics["psi"] = psi_statistics(meter.records, len(data.users), len(local))
+    metrics["psi"] = {
+        **psi_statistics(meter.records, len(data.users), len(local)),
+        "reused": local.reused,
+    }
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -139,6 +148,7 @@ def train_active(
     """Encrypted split training and evaluation at E on an agreed alignment."""
     meter = meter if meter is not None else PhaseMeter()
     meter.enter("setup")  # split, model, key pair and the protocol's setup exchange
+    local = in_id_order(local)  # the training order at both parties (idempotent)
     # E knows only its own rows; the passive party's rows stay at P.
     alignment = Alignment(
         ids=local.ids, active_rows=local.rows, passive_rows=np.full(len(local), -1, dtype=np.int64)

@@ -1,9 +1,10 @@
-"""What both parties do the same way: PSI on their own ids and persisting the alignment."""
+"""What both parties do the same way: PSI on their own ids, with the alignment persisted."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vfl.config.job import PsiConfig
 from vfl.config.party import PartyConfig
 from vfl.data.tables import FeatureTable
+from vfl.executor import LocalProcessExecutor
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import Message
-from vfl.psi.protocol import ByteLink, PsiResult, run_psi
+from vfl.psi.protocol import ByteLink, ProgressFn, PsiOptions, PsiResult, run_psi
 
 PhaseFn = Callable[[str], None]
 """``phase(name)``: called as the party enters ``psi`` and ``train`` (sets the sealed
@@ -56,37 +59,63 @@ class LocalAlignment:
 
     ids: np.ndarray  # (n,) normalised ids in the agreed order
     rows: np.ndarray  # (n,) int64 rows of this party's user table
+    reused: bool = False  # taken from the work directory (inputs unchanged on both sides)
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
+def psi_progress(party: str, *, steps: int = 4) -> ProgressFn:
+    """A progress callback printing each PSI stage to stderr at every ``1/steps`` of it."""
+    shown: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        level = steps if total <= 0 else done * steps // total
+        if level > shown.get(stage, 0):
+            shown[stage] = level
+            print(f"{party}: PSI {stage} {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
 def align_with_peer(
-    channel: ByteLink, cfg: PartyConfig, users: FeatureTable, *, job_id: str, timeout: float
+    channel: ByteLink,
+    cfg: PartyConfig,
+    users: FeatureTable,
+    *,
+    job_id: str,
+    timeout: float,
+    work_dir: Path,
+    psi: PsiConfig | None = None,
 ) -> LocalAlignment:
-    """Run PSI on this party's (already normalised) user ids."""
-    result: PsiResult = run_psi(
-        channel,
-        [str(i) for i in users.ids],
-        job_id=job_id,
-        role=cfg.role,
-        normalise=cfg.ids.normalise,
-        party=cfg.party.name,
-        timeout=timeout,
+    """Run PSI on this party's user ids; the alignment is stored in (and reused from)
+    ``work_dir/alignment.json``."""
+    psi = psi or PsiConfig()
+    with LocalProcessExecutor(psi.workers) as executor:
+        options = PsiOptions(
+            curve=psi.curve,
+            chunk_size=psi.chunk_size,
+            timeout=timeout,
+            executor=executor,
+            work_dir=work_dir,
+            progress=psi_progress(cfg.party.name),
+        )
+        result: PsiResult = run_psi(
+            channel,
+            [str(i) for i in users.ids],
+            job_id=job_id,
+            role=cfg.role,
+            rule=cfg.ids,
+            party=cfg.party.name,
+            options=options,
+        )
+    return LocalAlignment(
+        ids=np.array(result.ids), rows=np.asarray(result.rows, np.int64), reused=result.reused
     )
-    return LocalAlignment(ids=np.array(result.ids), rows=np.asarray(result.rows, np.int64))
-
-
-def save_alignment(alignment: LocalAlignment, out_dir: Path) -> Path:
-    """Persist the alignment in this party's own work directory (``alignment.json``)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "alignment.json"
-    path.write_text(json.dumps({"ids": alignment.ids.tolist(), "rows": alignment.rows.tolist()}))
-    return path
 
 
 def load_alignment(path: Path) -> LocalAlignment:
-    """Read an ``alignment.json`` written by :func:`save_alignment`."""
+    """Read the ``ids`` and ``rows`` of an ``alignment.json`` written by the PSI store."""
     data = json.loads(path.read_text())
     return LocalAlignment(ids=np.array(data["ids"]), rows=np.asarray(data["rows"], np.int64))
 
@@ -100,4 +129,6 @@ def in_id_order(alignment: LocalAlignment) -> LocalAlignment:
     the same data: two runs from the same seeds then train the same model.
     """
     order = np.argsort(alignment.ids.astype(str), kind="stable")
-    return LocalAlignment(ids=alignment.ids[order], rows=alignment.rows[order])
+    return LocalAlignment(
+        ids=alignment.ids[order], rows=alignment.rows[order], reused=alignment.reused
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vfl.config.party import PartyConfig, Role
 from vfl.config.plan import JobPlan
-from vfl.party.common import load_alignment
+from vfl.party.common import in_id_order, load_alignment
 from vfl.party.export import (
     ShardIdentity,
     alignment_bytes,
@@ -33,7 +33,8 @@ class ShardExporter:
 
     def _common(self) -> dict[str, bytes]:
         """Files both shards have: the plan and this party's alignment (saved next to ``out``)."""
-        alignment = load_alignment(self.out.parent / "alignment.json")
+        # the PSI store keeps PSI order; training (and so the shard) uses the id order
+        alignment = in_id_order(load_alignment(self.out.parent / "alignment.json"))
         return {
             "plan.json": self.plan.to_json().encode(),
             "alignment.json": alignment_bytes(alignment),

@@ -23,7 +23,6 @@ from vfl.party.common import (
     in_id_order,
     local_rng_seed,
     no_phase,
-    save_alignment,
 )
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import PassiveShare, SecureScales, initial_half
@@ -51,9 +50,16 @@ def run_passive(
     if not isinstance(data, PassiveData):
         raise TypeError("run_passive needs a passive party config")
     phase("psi")
-    alignment = align_with_peer(channel, cfg, data.users, job_id=plan.job.name, timeout=timeout)
+    alignment = align_with_peer(
+        channel,
+        cfg,
+        data.users,
+        job_id=plan.job.name,
+        timeout=timeout,
+        work_dir=out_dir,
+        psi=plan.psi,
+    )
     alignment = in_id_order(alignment)
-    save_alignment(alignment, out_dir)
     atomic_write_json(
         out_dir / "psi.json", {"p_ids": len(data.users), "intersection": len(alignment)}
     )
@@ -93,6 +99,7 @@ def serve_passive(
     P's bottom model and its half of ``W_B`` are drawn from P's own secret seed
     (``local_seed``, fresh from the OS when None), never from the job seed E knows.
     """
+    alignment = in_id_order(alignment)  # the training order at both parties (idempotent)
     features = TableTensors.from_table(data.users, alignment.rows)
     m, t = plan.model, plan.train
     seed = local_rng_seed(local_seed)

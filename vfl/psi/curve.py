@@ -1,121 +1,91 @@
-"""Group operations for ECDH-PSI on the prime-order subgroup of edwards25519, via libsodium.
+"""The two PSI groups behind one interface, and the chunk-level work an executor runs.
 
-Notation: ``G`` is the subgroup of edwards25519 of prime order
-``L = 2^252 + 27742317777372353535851937790883648493``; points travel as their 32-byte
-canonical compressed encoding, scalars as 32-byte little-endian integers in ``[1, L)``.
+Choice: :attr:`~vfl.config.job.PsiCurve.X25519` is the default (:mod:`vfl.psi.x25519`: Elligator 2
+hashing onto Curve25519, X25519 blinding with clamped scalars, which clears the cofactor; about
+31 µs per blinding here). :attr:`~vfl.config.job.PsiCurve.ED25519` (:mod:`vfl.psi.ed25519`:
+prime-order subgroup of edwards25519, unclamped scalars mod ``L``, about 65 µs per blinding)
+stays selectable. Both give ``blind(blind(H(id), a), b) == blind(blind(H(id), b), a)`` and
+pseudo-random blinded values under DDH in a group of prime order about ``2^252``. The curve is
+part of the PSI handshake, so both parties always use the same one.
 
-The PSI protocol needs exactly three operations:
-
-- ``H(job, id)``: a hash of an identifier onto ``G`` (:func:`hash_to_point`);
-- a secret scalar ``a`` drawn uniformly from ``[1, L)`` per job (:func:`random_scalar`);
-- ``a·P`` for a point ``P`` in ``G`` (:func:`blind`).
-
-Because ``G`` is cyclic, scalar multiplication commutes: ``a·(b·P) = (ab mod L)·P = b·(a·P)``.
-That identity is what lets two parties compare ``a·b·H(id)`` without either one learning the
-other's scalar or its non-shared ids (under the decisional Diffie-Hellman assumption in ``G``).
+The worker functions (:func:`hash_and_blind`, :func:`reblind`) take and return whole chunks as
+one concatenated ``bytes`` (``32·k`` bytes for ``k`` points), so one executor call amortises
+its pickling and dispatch over thousands of curve operations.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+from types import ModuleType
 
-from nacl import bindings
-from nacl.exceptions import CryptoError
+from vfl.config.job import PsiCurve
+from vfl.psi import ed25519, x25519
 
 POINT_BYTES = 32
-"""Length of a compressed edwards25519 point."""
+"""Length of one group element on the wire, for both curves."""
 
-SCALAR_BYTES = 32
-"""Length of a scalar mod ``L``."""
-
-_DOMAIN = b"vfl/psi/ed25519-elligator2/v1"
-_ZERO_SCALAR = bytes(SCALAR_BYTES)
+_GROUPS: dict[PsiCurve, ModuleType] = {PsiCurve.X25519: x25519, PsiCurve.ED25519: ed25519}
 
 
-def _domain_tag(job_id: str) -> bytes:
-    """Length-prefixed ``domain || job_id``, so no (job, id) pair can collide with another."""
-    job = job_id.encode("utf-8")
-    return _DOMAIN + len(job).to_bytes(4, "big") + job
+def random_scalar(curve: PsiCurve) -> bytes:
+    """A fresh secret scalar of ``curve`` from the OS CSPRNG (see the curve's module)."""
+    scalar: bytes = _GROUPS[curve].random_scalar()
+    return scalar
 
 
-def hash_to_point(id: str, job_id: str) -> bytes:
-    """Return ``H(job_id, id)``, a point of the prime-order subgroup ``G``.
-
-    ``H(job, id) = 8·Elligator2(SHA-512(tag(job) || utf8(id))[:32])`` where ``tag`` is a
-    length-prefixed domain string containing ``job_id``, so the same id maps to unrelated
-    points in different jobs. libsodium's ``crypto_core_ed25519_from_uniform`` applies the
-    Elligator 2 map (the top bit of the 32 bytes chooses the sign of x) and multiplies by the
-    cofactor 8, so the result is always in ``G``. Reversing ``H`` means inverting SHA-512.
-
-    Args:
-        id: an already normalised identifier (any Unicode string).
-        job_id: the job identifier both parties share.
-
-    Returns:
-        A 32-byte compressed point of ``G``.
-
-    Raises:
-        ValueError: if libsodium refuses the input (it does not for 32-byte digests).
-    """
-    digest = hashlib.sha512(_domain_tag(job_id) + id.encode("utf-8")).digest()
-    try:
-        point: bytes = bindings.crypto_core_ed25519_from_uniform(digest[:POINT_BYTES])
-    except CryptoError as exc:
-        raise ValueError(f"cannot map id to a curve point: {exc}") from exc
+def hash_to_point(curve: PsiCurve, id: str, job_id: str) -> bytes:
+    """``H(job_id, id)`` on ``curve``: 32 bytes of a group element, job-separated."""
+    point: bytes = _GROUPS[curve].hash_to_point(id, job_id)
     return point
 
 
-def random_scalar() -> bytes:
-    """Return a fresh secret scalar ``a``, uniform in ``[1, L)`` up to a 2^-256 bias.
-
-    ``a = int(r) mod L`` for 64 bytes ``r`` from the OS CSPRNG (libsodium's
-    ``crypto_core_ed25519_scalar_reduce``); reducing 512 bits mod a 253-bit ``L`` leaves a
-    statistical distance below 2^-259 from uniform. ``a = 0`` (probability ~2^-252) is refused
-    by drawing again, because ``0·P`` is the identity and would make every id collide.
-
-    Returns:
-        A 32-byte little-endian scalar in ``[1, L)``.
-    """
-    while True:
-        scalar: bytes = bindings.crypto_core_ed25519_scalar_reduce(os.urandom(64))
-        if scalar != _ZERO_SCALAR:
-            return scalar
-
-
-def blind(point: bytes, scalar: bytes) -> bytes:
-    """Return ``scalar·point``; for ``P`` in ``G`` and ``a`` in ``[1, L)`` this is in ``G``.
-
-    Uses libsodium's ``crypto_scalarmult_ed25519_noclamp``: the scalar is taken as given (not
-    clamped like X25519 keys), so ``blind(blind(P, a), b) == blind(blind(P, b), a)``.
-
-    Args:
-        point: 32-byte canonical encoding of a point in ``G``.
-        scalar: 32-byte little-endian scalar, normally from :func:`random_scalar`.
-
-    Returns:
-        The 32-byte encoding of ``scalar·point``.
+def blind(curve: PsiCurve, point: bytes, scalar: bytes) -> bytes:
+    """``scalar·point`` on ``curve``.
 
     Raises:
-        ValueError: if ``point`` or ``scalar`` is not 32 bytes, if ``point`` is not a canonical
-            encoding of a point of ``G`` (off-curve, small order or identity), or if the product
-            is the identity (``scalar = 0 mod L``).
+        ValueError: if the point is malformed or the product is the identity.
     """
-    if len(point) != POINT_BYTES or len(scalar) != SCALAR_BYTES:
-        raise ValueError(
-            f"expected a {POINT_BYTES}-byte point and a {SCALAR_BYTES}-byte scalar, "
-            f"got {len(point)} and {len(scalar)} bytes"
-        )
-    try:
-        product: bytes = bindings.crypto_scalarmult_ed25519_noclamp(scalar, point)
-    except CryptoError as exc:
-        raise ValueError("not a valid point of the prime-order subgroup, or zero scalar") from exc
+    product: bytes = _GROUPS[curve].blind(point, scalar)
     return product
 
 
-def is_valid_point(point: bytes) -> bool:
-    """Return whether ``point`` is a canonical, non-small-order encoding of a point in ``G``."""
-    if len(point) != POINT_BYTES:
-        return False
-    valid: bool = bindings.crypto_core_ed25519_is_valid_point(point)
+def is_valid_point(curve: PsiCurve, point: bytes) -> bool:
+    """Whether ``point`` is a canonical group element of large order on ``curve``."""
+    valid: bool = _GROUPS[curve].is_valid_point(point)
     return valid
+
+
+def split(blob: bytes) -> list[bytes]:
+    """The 32-byte elements of a concatenated chunk."""
+    return [blob[i : i + POINT_BYTES] for i in range(0, len(blob), POINT_BYTES)]
+
+
+def hash_and_blind(curve: PsiCurve, job_id: str, ids: list[str], scalar: bytes) -> bytes:
+    """Steps 1-2 for one chunk: ``a·H(job_id, id)`` for each (trusted, own) id, concatenated.
+
+    Raises:
+        ValueError: if an id maps to a point of small order (probability about ``2^-250``).
+    """
+    group = _GROUPS[curve]
+    points: list[bytes] = group.blind_many(group.hash_many(ids, group.domain_tag(job_id)), scalar)
+    return b"".join(points)
+
+
+def reblind(curve: PsiCurve, blob: bytes, scalar: bytes) -> bytes:
+    """Step 3 for one chunk of the peer's points: ``a·P`` for each, concatenated, in order.
+
+    Peer points are checked first: canonical, on the curve (not the twist) and of large order
+    for X25519; libsodium's own checks (canonical, in the prime-order subgroup) for ed25519.
+
+    Raises:
+        ValueError: naming the index in the chunk of the first invalid point.
+    """
+    group = _GROUPS[curve]
+    points = split(blob)
+    if curve is PsiCurve.X25519:
+        for index, point in enumerate(points):
+            if not x25519.is_valid_point(point):
+                raise ValueError(
+                    f"point {index} is not a u-coordinate of Curve25519 of large order"
+                )
+    out: list[bytes] = group.blind_many(points, scalar)
+    return b"".join(out)

@@ -1,20 +1,26 @@
 """Diffie-Hellman private set intersection (PSI) between two parties, with alignment.
 
-Party X holds ids ``S_X`` and a fresh secret scalar ``x`` per job; ``H`` is
-:func:`vfl.psi.curve.hash_to_point` with the job id in its domain tag. Both parties run the
-same code; the roles differ only in who sends first in each turn.
+Party X holds ids ``S_X`` and a fresh secret scalar ``x`` per run; ``H`` is
+:func:`vfl.psi.curve.hash_to_point` on the agreed curve with the job id in its domain tag.
+Both parties run the same code; the roles differ only in who sends first in each turn.
 
-1. Each side normalises its ids with the stated rule, refuses empty ids and duplicates *after*
-   normalisation (a :class:`~vfl.errors.DataError` naming the party -- nothing is silently
-   dropped), hashes every id to ``H(id)`` and blinds it: ``x·H(id)``.
-2. Each side sends its singly-blinded set in a fresh random order (so the order leaks nothing
-   about its ids), streamed in chunks of ``chunk_size`` points behind a small header.
-3. Each side re-blinds the other's set, ``y·(x·H(id)) = x·y·H(id)``, and streams it back in
-   the order it was received.
+0. Hello: each side normalises its ids with its ``[ids]`` rule, refuses empty ids and
+   duplicates *after* normalisation (a :class:`~vfl.errors.DataError` naming the party, with
+   counts and examples -- nothing is silently dropped), then both exchange the agreed
+   parameters (version, curve, job id, id rule), their set sizes and the digest of a reusable
+   stored alignment (:mod:`vfl.psi.store`). Differing parameters stop both sides with a
+   :class:`~vfl.errors.ParameterMismatch`; equal non-empty digests let both reuse.
+1. Each side hashes and blinds its ids, ``x·H(id)``, in chunks on its executor (every core).
+2. It streams that singly-blinded set in a fresh uniformly random order (from the OS CSPRNG,
+   so the order says nothing about its table), chunk by chunk as chunks are computed.
+3. Each received chunk is queued for re-blinding at once, ``y·(x·H(id)) = x·y·H(id)``, after
+   checking that every element is a valid point; the results stream back in the order
+   received, each chunk as soon as it is done.
 4. Each side now holds ``x·y·H(id)`` for its own ids (in its own order) and for the other's
-   ids (in no order it can link to ids). The intersection is the set of own ids whose double
-   value occurs in the other's set; under DDH in the curve group nothing else is learned but
-   the other set's size.
+   ids (in an order it cannot link to ids). The intersection is the set of own ids whose
+   double value occurs in the other's set; under DDH in the curve group nothing else is
+   learned but the other set's size. A party receives only group elements: never an id, a
+   hash of an id, or ``H(id)`` itself.
 5. Alignment: both sides sort the intersection by the double value, which is the same bytes
    on both sides, so row ``k`` of either party's aligned data is the same user.
 
@@ -24,33 +30,36 @@ request/response relay; a side whose chunks are exhausted answers with an empty 
 References: C. Meadows, "A more efficient cryptographic matchmaking protocol for use in the
 absence of a continuously available third party", IEEE S&P 1986; B. A. Huberman, M. Franklin,
 T. Hogg, "Enhancing privacy and trust in electronic communities", ACM EC 1999. FATE and
-SecretFlow ship the same ECDH-PSI family on Curve25519; this module uses the prime-order
-subgroup of edwards25519 through libsodium.
+SecretFlow ship the same ECDH-PSI family on Curve25519.
 """
 
 from __future__ import annotations
 
-import random
-import struct
-from collections import Counter
+import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from enum import IntEnum
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from vfl.config.party import Role
+from vfl.config.job import PsiCurve
+from vfl.config.party import IdRule, Role
 from vfl.errors import DataError, ProtocolError
-from vfl.psi import curve
+from vfl.executor import Executor, LocalProcessExecutor, ordered_map
+from vfl.psi import curve as groups
+from vfl.psi import store
+from vfl.psi.frames import POINT_BYTES, VERSION, Frame, FrameKind, Hello, Inbound
 
 ProgressFn = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``, stages in order: ``hash`` (step 1), ``send`` (step 2),
+"""``progress(stage, done, total)``, stages: ``hash`` (step 1), ``send`` (step 2),
 ``reblind`` (step 3, computing) and ``return`` (step 3, streaming back)."""
 
 DEFAULT_CHUNK_SIZE = 4096
 _EXAMPLES = 3
+_DOUBLE = np.dtype(f"S{POINT_BYTES}")
 
 
 class ByteLink(Protocol):
@@ -68,7 +77,8 @@ class PsiResult:
     """The aligned intersection, identical in order on both sides.
 
     ``ids[k]`` is the k-th common (normalised) id and ``rows[k]`` its index in the caller's
-    id list; ``n_local``/``n_remote`` are the two set sizes, ``n_common == len(ids)``.
+    id list; ``n_local``/``n_remote`` are the two set sizes, ``n_common == len(ids)``;
+    ``alignment_digest`` is the same on both sides; ``reused`` says it came from the store.
     """
 
     ids: list[str]
@@ -76,6 +86,22 @@ class PsiResult:
     n_local: int
     n_remote: int
     n_common: int
+    alignment_digest: str
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class PsiOptions:
+    """How to run: the agreed ``curve``, points per frame and per worker call, the wait for
+    each peer message, the executor (``None``: a local pool on every core, for this run) and
+    the work directory where the alignment is stored and reused (``None``: not stored)."""
+
+    curve: PsiCurve = PsiCurve.X25519
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    timeout: float = 60.0
+    executor: Executor | None = None
+    work_dir: Path | None = None
+    progress: ProgressFn | None = None
 
 
 def run_psi(
@@ -84,39 +110,61 @@ def run_psi(
     *,
     job_id: str,
     role: Role,
-    normalise: Callable[[str], str],
+    rule: IdRule,
     party: str | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    timeout: float = 60.0,
-    progress: ProgressFn | None = None,
+    options: PsiOptions = PsiOptions(),
 ) -> PsiResult:
-    """Run steps 1-5 with the peer on ``channel`` and return the aligned intersection.
+    """Run steps 0-5 with the peer on ``channel`` and return the aligned intersection.
 
-    ``normalise`` must be the rule both parties state (e.g. ``IdRule.normalise``); ``party``
-    names this side in error messages; ``timeout`` bounds each wait for a peer message.
+    ``rule`` must be the one this party states (``[ids]``); ``party`` names this side in
+    error messages. With ``options.work_dir`` the result is stored there, and reused when
+    both sides' inputs are unchanged (see :mod:`vfl.psi.store`).
 
     Raises:
-        DataError: own ids empty or duplicated after ``normalise``, or an empty intersection.
+        DataError: own ids empty or duplicated after normalisation, or an empty intersection.
+        ParameterMismatch: the peer states a different curve, job, id rule or version.
         ProtocolError: the peer sent a malformed, inconsistent or duplicated set, or aborted.
         ValueError: ``chunk_size`` < 1.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    session = _Session(channel, role, chunk_size, timeout, progress or _no_progress)
+    if options.chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {options.chunk_size}")
+    session = _Session(channel, role, options)
     name = party or f"{role.value} party"
     try:
-        normalised = normalise_ids(ids, normalise, party=name)
+        normalised = normalise_ids(ids, rule.normalise, party=name)
     except DataError:
         session.abort()  # so the peer stops at once instead of timing out
         raise
-    scalar = curve.random_scalar()
-    order = list(range(len(normalised)))
-    random.SystemRandom().shuffle(order)
-    singles = session.blind_all((curve.hash_to_point(normalised[i], job_id) for i in order), scalar)
-    peer_singles = session.exchange(FrameKind.SINGLE, singles, "send", expect=None)
-    peer_doubles = session.reblind(peer_singles, scalar)
-    own_doubles = session.exchange(FrameKind.DOUBLE, peer_doubles, "return", expect=len(singles))
-    return _align(normalised, order, own_doubles, set(peer_doubles), name)
+    digest = store.input_digest(
+        normalised, version=VERSION, curve=options.curve, job_id=job_id, rule=rule
+    )
+    cached = store.load_alignment(options.work_dir, digest) if options.work_dir else None
+    mine = Hello(
+        VERSION, options.curve.value, job_id, rule.fingerprint(), len(normalised),
+        cached.alignment_digest if cached else "",
+    )  # fmt: skip
+    peer = Hello.decode(session.turn(mine.encode()))
+    mine.check_against(peer, me=name)
+    if cached is not None and peer.reuse == cached.alignment_digest:
+        return PsiResult(
+            cached.ids, cached.rows, cached.n_local, cached.n_remote, len(cached.ids),
+            cached.alignment_digest, reused=True,
+        )  # fmt: skip
+    executor = options.executor or LocalProcessExecutor()
+    try:
+        result = _intersect(session, normalised, peer.n, job_id, executor, name)
+    finally:
+        if options.executor is None:
+            executor.close()
+    if options.work_dir is not None:
+        store.save_alignment(
+            options.work_dir,
+            store.StoredAlignment(
+                digest, result.alignment_digest, result.ids, result.rows,
+                result.n_local, result.n_remote,
+            ),
+        )  # fmt: skip
+    return result
 
 
 def normalise_ids(ids: Sequence[str], normalise: Callable[[str], str], *, party: str) -> list[str]:
@@ -135,44 +183,96 @@ def normalise_ids(ids: Sequence[str], normalise: Callable[[str], str], *, party:
             f"(rows {empty[:_EXAMPLES]})",
             "fill in or remove the rows with empty ids",
         )
-    dupes = [(value, n) for value, n in Counter(normalised).items() if n > 1]
-    if dupes:
+    if len(set(normalised)) != len(normalised):
+        counts: dict[str, int] = {}
+        for value in normalised:
+            counts[value] = counts.get(value, 0) + 1
+        dupes = [(value, n) for value, n in counts.items() if n > 1]
         examples = ", ".join(f"'{value}' x{n}" for value, n in dupes[:_EXAMPLES])
         raise DataError(
             f"ids of party '{party}'",
             None,
-            f"{len(dupes)} ids occur more than once after normalisation (e.g. {examples})",
+            f"{len(dupes)} ids occur more than once after normalisation, "
+            f"{sum(n for _, n in dupes) - len(dupes)} extra rows (e.g. {examples})",
             "deduplicate the user file, or check the [ids] normalisation rule",
         )
     return normalised
 
 
+def _random_order(n: int) -> npt.NDArray[np.int64]:
+    """A uniformly random permutation of ``range(n)``: argsort of 64-bit keys from the OS
+    CSPRNG (a tie, probability below ``n^2 / 2^65``, only fixes the order of two rows)."""
+    keys = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+    return np.argsort(keys, kind="stable").astype(np.int64)
+
+
+def _intersect(
+    session: _Session, normalised: list[str], n_peer: int, job_id: str, executor: Executor,
+    party: str,
+) -> PsiResult:  # fmt: skip
+    """Steps 1-5 with a fresh scalar."""
+    curve, size = session.options.curve, session.options.chunk_size
+    scalar = groups.random_scalar(curve)
+    order = _random_order(len(normalised))
+    chunks = (
+        (curve, job_id, [normalised[i] for i in order[s : s + size].tolist()], scalar)
+        for s in range(0, len(normalised), size)
+    )
+    singles = ordered_map(executor, groups.hash_and_blind, chunks, window=2 * executor.workers)
+    reblinds: list[Future[bytes]] = []
+    session.stream(
+        FrameKind.SINGLE, session.counted("hash", singles, len(normalised)), len(normalised),
+        n_peer, lambda blob: reblinds.append(executor.submit(groups.reblind, curve, blob, scalar)),
+    )  # fmt: skip
+    peer_blobs: list[bytes] = []
+    own: list[bytes] = []
+    doubles = session.collected(reblinds, n_peer, peer_blobs)
+    session.stream(FrameKind.DOUBLE, doubles, n_peer, len(normalised), own.append)
+    peer_sorted = np.sort(np.frombuffer(b"".join(peer_blobs), dtype=_DOUBLE))
+    if peer_sorted.size > 1 and bool(np.any(peer_sorted[1:] == peer_sorted[:-1])):
+        raise ProtocolError("PSI peer sent the same point twice (duplicate ids)")
+    return _align(normalised, order, b"".join(own), peer_sorted, party)
+
+
 def _align(
     normalised: list[str],
-    order: list[int],
-    own_doubles: list[bytes],
-    peer_doubles: set[bytes],
+    order: npt.NDArray[np.int64],
+    own_doubles: bytes,
+    peer_sorted: npt.NDArray[np.bytes_],
     party: str,
 ) -> PsiResult:
-    """Step 4 and 5: keep own ids whose double value the peer holds, sorted by that value."""
-    common = sorted(
-        (double, order[k]) for k, double in enumerate(own_doubles) if double in peer_doubles
-    )
-    if not common:
+    """Steps 4 and 5: keep own ids whose double value the peer holds, sorted by that value.
+
+    Raises:
+        DataError: if the intersection is empty.
+        ProtocolError: if the peer returned one double value for two of this side's ids.
+    """
+    own = np.frombuffer(own_doubles, dtype=_DOUBLE)
+    hit = np.zeros(own.size, dtype=bool)
+    if peer_sorted.size:
+        pos = np.searchsorted(peer_sorted, own)
+        pos[pos == peer_sorted.size] = 0
+        hit = peer_sorted[pos] == own
+    if not hit.any():
         raise DataError(
             f"PSI of party '{party}'",
             None,
-            f"no common ids between {len(normalised)} local and {len(peer_doubles)} remote ids",
+            f"no common ids between {len(normalised)} local and {peer_sorted.size} remote ids",
             "check that both parties use the same id column and state the same [ids] "
-            "normalisation rule (strip, case)",
+            "normalisation rule (strip, case, unicode)",
         )
-    rows = np.fromiter((row for _, row in common), dtype=np.int64, count=len(common))
+    common = own[hit]
+    by_value = np.argsort(common, kind="stable")
+    common, rows = common[by_value], order[hit][by_value]
+    if common.size > 1 and bool(np.any(common[1:] == common[:-1])):
+        raise ProtocolError("PSI peer returned the same double value for two different ids")
     return PsiResult(
         ids=[normalised[row] for row in rows.tolist()],
         rows=rows,
         n_local=len(normalised),
-        n_remote=len(peer_doubles),
-        n_common=len(common),
+        n_remote=int(peer_sorted.size),
+        n_common=int(rows.size),
+        alignment_digest=store.alignment_digest(common.tobytes()),
     )
 
 
@@ -183,192 +283,76 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 class _Session:
     """One party's side of the alternating chunk exchange."""
 
-    def __init__(
-        self, link: ByteLink, role: Role, chunk_size: int, timeout: float, progress: ProgressFn
-    ) -> None:
-        self._link, self._first = link, role is Role.ACTIVE
-        self._chunk_size, self._timeout, self._progress = chunk_size, timeout, progress
+    def __init__(self, link: ByteLink, role: Role, options: PsiOptions) -> None:
+        self._link, self._first, self.options = link, role is Role.ACTIVE, options
+        self._progress = options.progress or _no_progress
 
     def abort(self) -> None:
         """Tell the peer this side stopped, without saying why (the reason may hold ids)."""
         try:
             if not self._first:
-                self._link.recv(self._timeout)  # keep strict alternation
+                self._link.recv(self.options.timeout)  # keep strict alternation
             self._link.send(Frame.abort().encode())
         except TimeoutError:
             pass  # the peer is gone; the caller's own error is the one to report
 
-    def blind_all(self, points: Iterator[bytes], scalar: bytes) -> list[bytes]:
-        """Step 1: ``[scalar·P for P in points]`` for own, trusted points."""
-        out = [curve.blind(point, scalar) for point in points]
-        self._progress("hash", len(out), len(out))
-        return out
+    def counted(self, stage: str, blobs: Iterator[bytes], total: int) -> Iterator[bytes]:
+        """``blobs`` unchanged, reporting ``stage`` progress as each chunk arrives."""
+        done = 0
+        for blob in blobs:
+            done += len(blob) // POINT_BYTES
+            self._progress(stage, done, total)
+            yield blob
 
-    def reblind(self, peer_points: list[bytes], scalar: bytes) -> list[bytes]:
-        """Step 3: ``[scalar·P for P in peer_points]``, in received order.
+    def collected(
+        self, futures: list[Future[bytes]], total: int, keep: list[bytes]
+    ) -> Iterator[bytes]:
+        """Step 3: yield the re-blinded peer chunks in order as they finish, keeping each.
 
         Raises:
-            ProtocolError: a peer point is not a valid point of the prime-order group.
+            ProtocolError: a peer chunk held an invalid curve point.
         """
-        out: list[bytes] = []
-        for start in range(0, len(peer_points), self._chunk_size):
-            for point in peer_points[start : start + self._chunk_size]:
-                try:
-                    out.append(curve.blind(point, scalar))
-                except ValueError as exc:
-                    raise ProtocolError(f"peer sent an invalid curve point: {exc}") from None
-            self._progress("reblind", len(out), len(peer_points))
-        return out
+        done = 0
+        for index, future in enumerate(futures):
+            try:
+                blob = future.result()
+            except ValueError as exc:
+                raise ProtocolError(
+                    f"peer sent an invalid curve point in chunk {index}: {exc}"
+                ) from None
+            keep.append(blob)
+            done += len(blob) // POINT_BYTES
+            self._progress("reblind", done, total)
+            yield blob
 
-    def exchange(
-        self, kind: FrameKind, points: list[bytes], stage: str, *, expect: int | None
-    ) -> list[bytes]:
-        """Stream ``points`` to the peer while receiving its set of ``kind`` (``expect`` points)."""
-        inbound = Inbound(kind, expect)
-        frames = Frame.chunked(kind, points, self._chunk_size)
-        turn = 0
-        while turn < len(frames) or not inbound.complete:
-            mine = frames[turn] if turn < len(frames) else Frame.filler(kind, len(points), turn)
-            inbound.add(Frame.decode(self._turn(mine.encode())))
+    def stream(
+        self, kind: FrameKind, blobs: Iterator[bytes], n_mine: int, n_peer: int,
+        on_blob: Callable[[bytes], object],
+    ) -> None:  # fmt: skip
+        """Send ``blobs`` (``n_mine`` points) as frames of ``kind`` while receiving the peer's
+        ``n_peer`` points of the same kind, handing each received chunk to ``on_blob``."""
+        inbound = Inbound(kind, n_peer)
+        stage = "send" if kind is FrameKind.SINGLE else "return"
+        sent, turn, done = 0, 0, False
+        while not done or not inbound.complete:
+            if done:
+                frame = Frame.filler(kind, n_mine, turn)
+            else:
+                blob = next(blobs, b"")
+                sent += len(blob) // POINT_BYTES
+                done = sent >= n_mine
+                frame = Frame(kind, n_mine, turn, blob, done)
+            data = inbound.add(Frame.decode(self.turn(frame.encode())))
+            if data:
+                on_blob(data)
             turn += 1
-            self._progress(stage, min(turn * self._chunk_size, len(points)), len(points))
-        return inbound.points
+            self._progress(stage, sent, n_mine)
 
-    def _turn(self, message: bytes) -> bytes:
+    def turn(self, message: bytes) -> bytes:
         """One alternation: active sends then receives, passive receives then sends."""
         if self._first:
             self._link.send(message)
-            return self._link.recv(self._timeout)
-        reply = self._link.recv(self._timeout)
+            return self._link.recv(self.options.timeout)
+        reply = self._link.recv(self.options.timeout)
         self._link.send(message)
         return reply
-
-
-class FrameKind(IntEnum):
-    """What a PSI frame carries."""
-
-    SINGLE = 1  # step 2: the sender's x·H(id), shuffled
-    DOUBLE = 2  # step 3: the receiver's points re-blinded by the sender, in received order
-    ABORT = 3  # the sender stopped (its own ids were invalid); no payload
-
-
-_HEADER = struct.Struct(">4sBIIIB")  # magic, kind, total, chunk index, points in chunk, final
-_MAGIC = b"VPSI"
-_P = curve.POINT_BYTES
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One chunk of a streamed point set: header plus ``count`` 32-byte points."""
-
-    kind: FrameKind
-    total: int
-    index: int
-    blob: bytes
-    final: bool
-
-    @classmethod
-    def chunked(cls, kind: FrameKind, points: list[bytes], size: int) -> list[Frame]:
-        """Split ``points`` into frames of at most ``size`` points (one frame if empty)."""
-        starts = range(0, len(points), size) if points else range(1)
-        return [
-            cls(kind, len(points), i, b"".join(points[s : s + size]), s + size >= len(points))
-            for i, s in enumerate(starts)
-        ]
-
-    @classmethod
-    def filler(cls, kind: FrameKind, total: int, index: int) -> Frame:
-        """An empty final frame, sent while the peer still has chunks to send."""
-        return cls(kind, total, index, b"", True)
-
-    @classmethod
-    def abort(cls) -> Frame:
-        """The frame that tells the peer this side stopped."""
-        return cls(FrameKind.ABORT, 0, 0, b"", True)
-
-    def encode(self) -> bytes:
-        """Header followed by the concatenated points."""
-        count = len(self.blob) // _P
-        return (
-            _HEADER.pack(_MAGIC, self.kind, self.total, self.index, count, self.final) + self.blob
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> Frame:
-        """Parse and check lengths.
-
-        Raises:
-            ProtocolError: bad magic, unknown kind, a peer abort, or a payload length that is
-                not ``count`` 32-byte points.
-        """
-        if len(data) < _HEADER.size or data[:4] != _MAGIC:
-            raise ProtocolError(f"not a PSI frame ({len(data)} bytes)")
-        _, kind, total, index, count, final = _HEADER.unpack_from(data)
-        if kind not in FrameKind.__members__.values() or final > 1:
-            raise ProtocolError(f"unknown PSI frame kind {kind} or final flag {final}")
-        if kind == FrameKind.ABORT:
-            raise ProtocolError(
-                "the other party stopped the PSI (its ids are invalid; see its log)"
-            )
-        blob = data[_HEADER.size :]
-        if len(blob) != count * _P:
-            raise ProtocolError(
-                f"PSI chunk {index}: header says {count} points of {_P} bytes, "
-                f"payload has {len(blob)} bytes"
-            )
-        return cls(FrameKind(kind), total, index, blob, bool(final))
-
-
-class Inbound:
-    """Collects and checks the peer's streamed set of one kind."""
-
-    def __init__(self, kind: FrameKind, expect: int | None) -> None:
-        self.kind, self.complete, self._expect = kind, False, expect
-        self.points: list[bytes] = []
-        self._seen: set[bytes] = set()
-        self._total: int | None = None
-        self._next = 0
-
-    def add(self, frame: Frame) -> None:
-        """Check ``frame`` against the stream so far and keep its points.
-
-        Raises:
-            ProtocolError: wrong kind, index or total, too many points, an early or missing
-                final flag, or a point that was already received.
-        """
-        if frame.kind != self.kind or frame.index != self._next:
-            raise ProtocolError(
-                f"expected PSI {self.kind.name} chunk {self._next}, "
-                f"got {frame.kind.name} chunk {frame.index}"
-            )
-        self._next += 1
-        if self._total is None:
-            if self._expect is not None and frame.total != self._expect:
-                raise ProtocolError(
-                    f"peer announced {frame.total} {self.kind.name} points, expected {self._expect}"
-                )
-            self._total = frame.total
-        if frame.total != self._total:
-            raise ProtocolError(f"PSI set size changed from {self._total} to {frame.total}")
-        if self.complete:
-            if frame.blob or not frame.final:
-                raise ProtocolError("PSI peer sent points after its final chunk")
-            return
-        self._keep(frame.blob, frame.total)
-        self.complete = len(self.points) == self._total
-        if frame.final != self.complete or (not frame.blob and not frame.final):
-            raise ProtocolError(
-                f"PSI chunk {frame.index}: final={frame.final} with "
-                f"{len(self.points)} of {self._total} points received"
-            )
-
-    def _keep(self, blob: bytes, total: int) -> None:
-        """Append the points of ``blob``, refusing duplicates and more than ``total`` points."""
-        new = [blob[i : i + _P] for i in range(0, len(blob), _P)]
-        if len(self.points) + len(new) > total:
-            raise ProtocolError(f"PSI peer sent more than the announced {total} points")
-        for point in new:
-            if point in self._seen:
-                raise ProtocolError("PSI peer sent the same point twice (duplicate ids)")
-            self._seen.add(point)
-        self.points.extend(new)
