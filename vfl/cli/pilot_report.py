@@ -21,8 +21,11 @@ def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict
     with the same seed give the same batches. Without the protocol's plaintext mode in this
     build, the in-process plaintext split stands in for VFL plaintext (marked ``in_process``).
     """
+    import torch
+
     from vfl.training.compare import prepare, run_single, run_split, summarise
 
+    torch.set_num_threads(1)  # small models: more threads only spin on a shared machine
     order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids  # training order
     prep = prepare(job, order=order)
     rows = {
