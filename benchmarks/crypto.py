@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 from phe import paillier as phe_paillier
 
-from vfl.crypto.executor import LocalProcessExecutor
 from vfl.crypto.packed import PackedMatrix, PackingLayout, linear_combination
 from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool
 from vfl.crypto.randomness import OwnerCrtSource, Randomness, ShortExponentSource
+from vfl.executor import LocalProcessExecutor
 
 SCALAR_BITS = 21  # b quantised at 20 fractional bits, |b| <= 1, plus sign
 

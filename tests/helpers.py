@@ -25,7 +25,10 @@ def table(
 
 
 def tiny_parties(
-    seed: int = 0, n_users: int = 40, n_items: int = 150
+    seed: int = 0,
+    n_users: int = 40,
+    n_items: int = 150,
+    positives: tuple[int, int] = (6, 11),
 ) -> tuple[ActiveData, PassiveData]:
     """E with 40 users (30 shared with P), 150 items and 6-10 positives per user."""
     rng = np.random.default_rng(seed)
@@ -33,7 +36,7 @@ def tiny_parties(
     p_ids = [f"u{i:03d}" for i in range(10, n_users + 10)]
     users, items, times = [], [], []
     for u in e_ids:
-        k = int(rng.integers(6, 11))
+        k = int(rng.integers(*positives))
         users += [u] * k
         items += [f"i{j:03d}" for j in rng.choice(n_items, k, replace=False)]
         times += sorted(rng.uniform(0, 1e6, k).tolist())
@@ -51,8 +54,10 @@ def tiny_parties(
     return active, PassiveData(users=table(p_ids, rng, 4, (3, 6)))
 
 
-def tiny_training_inputs():  # type: ignore[no-untyped-def]
+def tiny_training_inputs(parties=None):  # type: ignore[no-untyped-def]
     """Aligned tiny parties ready to train: (alignment, split, E inputs, P tensors, channels).
+
+    ``parties`` is an ``(ActiveData, PassiveData)`` pair; :func:`tiny_parties` by default.
 
     The two in-memory channel endpoints record every payload they send (``.sent``).
     """
@@ -62,7 +67,7 @@ def tiny_training_inputs():  # type: ignore[no-untyped-def]
     from vfl.training.recommenders import ActiveInputs
     from vfl.transport.channel import InMemoryChannel
 
-    active, passive = tiny_parties()
+    active, passive = parties or tiny_parties()
     al = align_locally(active.users.ids, passive.users.ids)
     split = build_split(active.interactions, al, active.items, n_negatives=20, seed=0)
     inputs = ActiveInputs(

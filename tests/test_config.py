@@ -156,7 +156,8 @@ def test_almost_empty_job_gets_defaults(tmp_path: Path) -> None:
     assert job.parties.active == (tmp_path / "p.toml").resolve()
     assert job.model == ModelConfig()
     assert job.train == TrainConfig() and job.eval == EvalConfig()
-    assert job.model.passive_out == 8 and job.model.top_hidden == (32,)
+    assert job.model.passive_out == 16 and job.model.top_hidden == (32,)
+    assert job.model.interactive_out == 16 and job.train.protocol.value == "encrypted"
     assert job.train.learning_rate == pytest.approx(0.003)
 
 
@@ -381,6 +382,18 @@ def test_many_problems_are_counted(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_party_config(path)
     assert "1 more problem" in str(err.value)
+
+
+def test_job_protocol_mode_is_checked(tmp_path: Path) -> None:
+    # Prepare: a typo in [train] protocol
+    _passive(tmp_path)
+    text = '[parties]\nactive = "p.toml"\npassive = "p.toml"\n[train]\nprotocol = "plain"\n'
+    job_file = _write(tmp_path / "job.toml", text)
+    # Execute / Assert: the error names the key and the accepted values
+    with pytest.raises(ConfigError) as err:
+        load_job_config(job_file)
+    msg = _check(err, job_file, "train.protocol")
+    assert "encrypted" in msg and "plaintext" in msg
 
 
 def test_psi_section_selects_the_curve(tmp_path: Path) -> None:

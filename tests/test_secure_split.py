@@ -1,191 +1,128 @@
-"""Encrypted split learning (secret-shared W_B, Paillier) over the in-memory channel.
+"""The secret-shared interactive layer over the in-memory channel (512-bit keys, tiny data).
 
-* It trains the same model as the plaintext network with SGD on ``W_B`` (losses agree).
-* Recorded traffic: only ciphertexts cross; what E decrypts of the weight update is masked.
+* Same model: 200 encrypted steps give the plaintext network's losses step by step within
+  the fixed-point bound, with SGD momentum and weight decay on the shares; ``U + V`` is the
+  plaintext ``W_B``.
+* Plaintext mode: same messages, no encryption, no masks; refused unless both configs allow it.
+* Setup refuses mismatched parameters naming the field.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 
 import numpy as np
 import pytest
-import torch
 
 from tests.helpers import tiny_training_inputs
-from vfl.config.job import ModelConfig, TrainConfig
-from vfl.crypto.paillier import EncryptedVector, KeyPair
-from vfl.models.bottom import PassiveBottom
-from vfl.protocol.endpoint import Endpoint
-from vfl.protocol.messages import ForwardIns, SecureBackwardIns, SecureBackwardRes, SetupIns
-from vfl.protocol.secure_layer import (
-    ActiveShare,
-    Packer,
-    PassiveShare,
-    SecureScales,
-    initial_half,
-)
-from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
-from vfl.protocol.serde import decode
-from vfl.training.inputs import UserBatcher
-from vfl.training.secure import SecureSplitRecommender
+from tests.secure_helpers import CFG, build_pair, reference_run, settings
+from vfl.errors import ParameterMismatch, PlaintextRefused, ProtocolError
+from vfl.protocol.fixed_point import SecureScales
+from vfl.protocol.messages import BackwardIns, SecureForwardIns, SecureForwardRes
+from vfl.protocol.options import Mode, Randomness
+from vfl.protocol.share_optim import ShareSgdConfig
 
-CFG = ModelConfig(
-    embedding_dim=4,
-    passive_hidden=(6,),
-    passive_out=3,
-    active_hidden=(6,),
-    interactive_out=4,
-    top_hidden=(4,),
-)
-TRAIN = TrainConfig(learning_rate=0.01, users_per_step=4)
-WB_LR = 0.5
-SCALES = SecureScales()
-KEYS = {"E": KeyPair.generate(512), "P": KeyPair.generate(512)}
+MOMENTUM = ShareSgdConfig(lr=0.5, momentum=0.9, weight_decay=1e-3)
+# Fixed-point bound on |Δloss| per step (README "The encrypted protocol"): b is rounded to
+# 2^-21, so |Δz_B| <= (d·max|W_B| + 1)·2^-21 < 3e-6 here; everything else is exact or below
+# 2^-36. Over 200 steps the difference stays within float32 noise of that bound.
+LOSS_TOL = 1e-5
 
 
-def _server(p, share, channel, *, timeout: float) -> PassiveSecureServer:  # type: ignore[no-untyped-def]
-    """P's secure server over ``channel`` with a fresh bottom model."""
-    bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, CFG.passive_out)
-    return PassiveSecureServer(
-        endpoint=Endpoint(channel, job_id="t", timeout=timeout),
-        bottom=bottom,
-        numeric=p.numeric,
-        categorical=p.categorical,
-        share=share,
-        optimizer=torch.optim.Adam(bottom.parameters(), lr=0.01),
-    )
-
-
-@pytest.fixture()
-def secure():
-    torch.manual_seed(0)
-    al, split, inputs, p, e_ch, p_ch = tiny_training_inputs()
-    d, h = CFG.passive_out, CFG.interactive_out
-    e_share = ActiveShare(KEYS["E"], initial_half(d, h, SCALES, np.random.default_rng(1)), SCALES)
-    p_share = PassiveShare(KEYS["P"], initial_half(d, h, SCALES, np.random.default_rng(2)), SCALES)
-    w0 = (e_share.u + p_share.v).astype(float) / 2.0**SCALES.w_bits
-    server = _server(p, p_share, p_ch, timeout=20)
-    bottom = server.bottom
-    peer = SecurePassivePeer(Endpoint(e_ch, job_id="t", timeout=20), e_share)
-    model = SecureSplitRecommender(
-        inputs, CFG, TRAIN, n_users=len(al), peer=peer, wb_learning_rate=WB_LR
-    )
-    batches = list(
-        UserBatcher(split, users_per_step=4, negatives_per_positive=2).epoch(
-            np.random.default_rng(1)
-        )
-    )[:4]
-    ref = {"head": copy.deepcopy(model.head), "bottom": copy.deepcopy(bottom), "w0": w0}
-    return model, server, p, batches, ref, e_ch, p_ch, split
-
-
-def _reference(ref, p, batches):
-    """The plaintext network: same weights, Adam on both sides' own layers, SGD on W_B."""
-    head, bottom = ref["head"], ref["bottom"]
-    w_b = torch.tensor(ref["w0"], dtype=torch.float32, requires_grad=True)
-    opt_e = torch.optim.Adam(head.parameters(), lr=0.01, weight_decay=TRAIN.weight_decay)
-    opt_p = torch.optim.Adam(bottom.parameters(), lr=0.01)
-    opt_w = torch.optim.SGD([w_b], lr=WB_LR)
-    losses, grads = [], []
-    for batch in batches:
-        users = torch.as_tensor(batch.users)
-        b = bottom(p.numeric[users], p.categorical[users])
-        local = torch.as_tensor(batch.row_user)
-        logits = head.logits(users[local], torch.as_tensor(batch.row_item), (b @ w_b)[local])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, torch.as_tensor(batch.labels)
-        )
-        for o in (opt_e, opt_p, opt_w):
-            o.zero_grad()
-        loss.backward()
-        grads.append(w_b.grad.detach().clone())
-        for o in (opt_e, opt_p, opt_w):
-            o.step()
-        losses.append(float(loss.detach()))
-    return losses, w_b.detach().numpy(), grads
-
-
-def _run(model, server, batches):
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    model.peer.setup()
-    losses = [model.train_step(step, batch) for step, batch in enumerate(batches)]
-    probs = model.predict(99, batches[0].users, np.arange(6).reshape(1, 6).repeat(4, 0))
-    model.peer.shutdown(step=100)
-    thread.join(timeout=20)
-    assert not thread.is_alive()
-    return losses, probs
-
-
-def test_encrypted_training_matches_the_plaintext_network(secure) -> None:
+def test_encrypted_training_matches_the_plaintext_network_over_200_steps() -> None:
     # Prepare
-    model, server, p, batches, ref, *_ = secure
-    expected, w_expected, _ = _reference(ref, p, batches)
+    pair = build_pair(tiny_training_inputs(), e_settings=settings(sgd=MOMENTUM))
+    batches = pair.batches(200)
+    expected = reference_run(pair, batches, MOMENTUM)
     # Execute
-    got, probs = _run(model, server, batches)
-    # Assert: same losses (fixed-point error ~1e-6), and U + V is the reference W_B.
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    w = (model.peer.share.u + server.share.v).astype(float) / 2.0**SCALES.w_bits
-    np.testing.assert_allclose(w, w_expected, atol=1e-5)
+    pair.start()
+    got = [pair.model.train_step(step, batch) for step, batch in enumerate(batches)]
+    probs = pair.model.predict(999, batches[0].users, np.arange(6).reshape(1, 6).repeat(4, 0))
+    pair.stop()
+    # Assert: step-by-step losses within the fixed-point bound, U + V is the plaintext W_B
+    assert len(got) == 200
+    np.testing.assert_allclose(got, expected["loss"], rtol=0, atol=LOSS_TOL)
+    np.testing.assert_allclose(pair.w_b(), expected["final_w_b"], atol=1e-5)
+    assert pair.model.peer.share.sgd.buffer is not None  # momentum was kept as shares
+    assert expected["loss"][-1] < expected["loss"][0]
     assert probs.shape == (4, 6) and np.all((probs > 0) & (probs < 1))
 
 
-def test_only_ciphertexts_cross_and_e_sees_masked_updates(secure) -> None:
-    model, server, p, batches, ref, e_ch, p_ch, _ = secure
-    _, _, grads = _reference(ref, p, batches)
-    _run(model, server, batches)
-    pk_e, pk_p = KEYS["E"].public_key, KEYS["P"].public_key
-    to_p = [decode(x).message for x in e_ch.sent]
-    to_e = [decode(x).message for x in p_ch.sent]
-    setup = next(m for m in to_p if isinstance(m, SetupIns))
-    EncryptedVector.deserialise(setup.enc_u, pk_e)  # U only ever leaves E encrypted
-    for m in to_p:
-        if isinstance(m, SecureBackwardIns):
-            EncryptedVector.deserialise(m.enc_g, pk_e)
-            EncryptedVector.deserialise(m.enc_db, pk_p)
-        elif isinstance(m, ForwardIns):
-            assert m.users.ndim == 1  # P learns which users, nothing per row
-    updates = [m for m in to_e if isinstance(m, SecureBackwardRes)]
-    assert len(updates) == len(batches)
-    for res, g in zip(updates, grads, strict=True):
-        vec = EncryptedVector.deserialise(res.enc_ge, pk_e)
-        packer = Packer.for_key(pk_e, SCALES)
-        seen_by_e = packer.decrypt(KEYS["E"].private_key, vec, CFG.interactive_out)
-        true_update = WB_LR * g.numpy().astype(float) * 2.0**SCALES.w_bits
-        assert seen_by_e.shape == true_update.shape
-        # every slot E decrypts is the update plus a mask at least 2^30 times larger
-        assert np.abs(seen_by_e.astype(float)).min() > 2.0**30 * np.abs(true_update).max()
-    # Neither share resembles W_B: both are dominated by the masks.
-    w = (model.peer.share.u + server.share.v).astype(float)
-    assert np.abs(model.peer.share.u.astype(float)).min() > 2.0**30 * np.abs(w).max()
+def test_plaintext_mode_has_the_same_messages_and_the_same_losses() -> None:
+    # Prepare: the same job, once encrypted and once in plaintext mode (both configs allow it)
+    runs = {}
+    for mode in (Mode.ENCRYPTED, Mode.PLAINTEXT):
+        pair = build_pair(
+            tiny_training_inputs(), e_settings=settings(mode, MOMENTUM), allow=(True, True)
+        )
+        batches = pair.batches(12)
+        # Execute
+        pair.start()
+        losses = [pair.model.train_step(step, batch) for step, batch in enumerate(batches)]
+        pair.stop()
+        runs[mode] = (losses, pair)
+    # Assert: identical message types in identical order, equal losses, no ciphertext in
+    # plaintext mode and no mask (E's gradient share is the gradient itself)
+    enc, plain = runs[Mode.ENCRYPTED][1], runs[Mode.PLAINTEXT][1]
+    for a, b in ((enc.e_rec, plain.e_rec), (enc.p_rec, plain.p_rec)):
+        assert [type(m) for m in a.received] == [type(m) for m in b.received]
+    np.testing.assert_allclose(runs[Mode.ENCRYPTED][0], runs[Mode.PLAINTEXT][0], atol=1e-9)
+    payloads = [m.enc_zb for m in plain.e_rec.of_type(SecureForwardRes)]
+    assert all(p.startswith(b"VFLP") for p in payloads)
+    assert all(b"VFLE" not in p for p in payloads)
+    assert np.abs(plain.model.peer.share.u.astype(float)).max() < 2.0**60
 
 
-def test_plaintext_requests_are_refused_in_secure_mode(secure) -> None:
-    from vfl.errors import ProtocolError
-    from vfl.protocol.messages import BackwardIns
-
-    _, server, *_ = secure
-    with pytest.raises(ProtocolError, match="secure mode"):
-        server.handle(BackwardIns(step=0, grads=np.zeros((2, 3), np.float32)))
-
-
-def test_mismatched_parameters_stop_both_sides_naming_the_field() -> None:
-    # Prepare: P was configured with a weaker statistical parameter than E
-    from vfl.errors import ParameterMismatch, ProtocolError
-
-    _, _, _, p, e_ch, p_ch = tiny_training_inputs()
-    d, h = CFG.passive_out, CFG.interactive_out
-    e_share = ActiveShare(KEYS["E"], initial_half(d, h, SCALES, np.random.default_rng(1)), SCALES)
-    weak = SecureScales(sigma=30)
-    p_share = PassiveShare(KEYS["P"], initial_half(d, h, weak, np.random.default_rng(2)), weak)
-    server = _server(p, p_share, p_ch, timeout=5)
+def test_plaintext_mode_is_refused_unless_both_parties_allow_it() -> None:
+    # E's own config does not allow it: refused before anything is sent, naming E and the key
+    with pytest.raises(PlaintextRefused, match=r"party 'E'.*\[party\] allow_plaintext = true"):
+        build_pair(tiny_training_inputs(), e_settings=settings(Mode.PLAINTEXT), allow=(False, True))
+    # P's config does not allow it: P refuses at setup, E is told why, and P stops
+    pair = build_pair(
+        tiny_training_inputs(),
+        e_settings=settings(Mode.PLAINTEXT),
+        p_settings=settings(Mode.ENCRYPTED),
+        allow=(True, False),
+        timeout=5,
+    )
     errors: list[BaseException] = []
 
     def serve() -> None:
         try:
-            server.serve()
+            pair.server.serve()
+        except ParameterMismatch as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with pytest.raises(ProtocolError, match=r"party 'P' refuses the plaintext protocol"):
+        pair.model.peer.setup()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and isinstance(errors[0], PlaintextRefused)
+    assert "allow_plaintext" in str(errors[0])
+
+
+def test_plaintext_mode_is_never_the_default() -> None:
+    from vfl.config.job import TrainConfig
+    from vfl.protocol.secure_layer import LayerSettings
+
+    assert TrainConfig().protocol is Mode.ENCRYPTED
+    assert LayerSettings().mode is Mode.ENCRYPTED
+
+
+def test_mismatched_parameters_stop_both_sides_naming_the_field() -> None:
+    # Prepare: P was configured with a weaker statistical parameter than E
+    pair = build_pair(
+        tiny_training_inputs(),
+        e_settings=settings(),
+        p_settings=settings(scales=SecureScales(sigma=30)),
+        timeout=5,
+    )
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            pair.server.serve()
         except ParameterMismatch as exc:
             errors.append(exc)
 
@@ -193,31 +130,83 @@ def test_mismatched_parameters_stop_both_sides_naming_the_field() -> None:
     thread.start()
     # Execute / Assert: E is told which field differs, with both values; P stops as well
     with pytest.raises(ProtocolError, match=r"sigma: P has 30, E has 40"):
-        SecurePassivePeer(Endpoint(e_ch, job_id="t", timeout=5), e_share).setup()
+        pair.model.peer.setup()
     thread.join(timeout=5)
     assert not thread.is_alive() and errors and "sigma" in str(errors[0])
-    # and no ciphertext of P's was ever sent
-    assert all(b"VFLE" not in payload for payload in p_ch.sent)
+    assert not pair.e_rec.of_type(SecureForwardRes)  # no ciphertext of P's was ever sent
 
 
-def test_evaluation_asks_p_once_per_user_and_step(secure) -> None:
+def test_plain_split_requests_are_refused() -> None:
+    pair = build_pair(tiny_training_inputs(), e_settings=settings())
+    with pytest.raises(ProtocolError, match="does not accept BackwardIns"):
+        pair.server.handle(BackwardIns(step=0, grads=np.zeros((2, 3), np.float32)))
+    with pytest.raises(ProtocolError, match="before setup"):
+        pair.server.handle(SecureForwardIns(step=0, users=np.array([0]), train=True, enc_u=b""))
+
+
+def test_evaluation_asks_p_once_per_user_and_step() -> None:
     # Prepare
-    model, server, _, batches, _, e_ch, _, _ = secure
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    model.peer.setup()
-    users, items = batches[0].users, np.arange(6).reshape(1, 6).repeat(len(batches[0].users), 0)
+    pair = build_pair(tiny_training_inputs(), e_settings=settings())
+    pair.start()
+    users = pair.batches(1)[0].users
+    items = np.arange(6).reshape(1, 6).repeat(len(users), 0)
     # Execute: validation and test score the same users at one step, then a new step
-    first = model.predict(7, users, items)
-    again = model.predict(7, users, items)
-    model.predict(8, users, items)
-    model.peer.shutdown(step=9)
-    thread.join(timeout=20)
+    first = pair.model.predict(7, users, items)
+    again = pair.model.predict(7, users, items)
+    pair.model.predict(8, users, items)
+    pair.stop()
     # Assert: same scores, and P was asked for these users once per step only
     np.testing.assert_array_equal(first, again)
-    evals = [
-        m
-        for m in (decode(x).message for x in e_ch.sent)
-        if isinstance(m, ForwardIns) and not m.train
-    ]
+    evals = [m for m in pair.p_rec.of_type(SecureForwardIns) if not m.train]
     assert [m.step for m in evals] == [7, 8]
+    assert evals[0].enc_u and not evals[1].enc_u  # [[U]] is resent only when U changed
+
+
+@pytest.mark.parametrize("rerandomise", [Randomness.FULL, Randomness.SHORT_EXPONENT])
+def test_background_randomness_pools_give_the_same_model(rerandomise: Randomness) -> None:
+    # Prepare: r^n precomputed by worker processes (owner CRT for own encryptions)
+    pair = build_pair(
+        tiny_training_inputs(),
+        e_settings=settings(sgd=MOMENTUM, precompute=True, rerandomise=rerandomise),
+    )
+    batches = pair.batches(6)
+    expected = reference_run(pair, batches, MOMENTUM)
+    # Execute
+    pair.start()
+    got = [pair.model.train_step(step, batch) for step, batch in enumerate(batches)]
+    pair.stop()
+    # Assert
+    np.testing.assert_allclose(got, expected["loss"], rtol=0, atol=LOSS_TOL)
+    assert CFG.passive_out == pair.server.share.v.shape[0]
+
+
+def test_owner_crt_cannot_rerandomise_for_the_other_party() -> None:
+    with pytest.raises(ValueError, match="owner_crt"):
+        settings(rerandomise=Randomness.OWNER_CRT)
+
+
+def test_share_sgd_sums_to_torch_sgd_with_momentum_and_weight_decay() -> None:
+    # Prepare: W = U + V at scale 2^56, gradients split into a masked share and its mask
+    import torch
+
+    from vfl.protocol.fixed_point import quantise, uniform_mask
+    from vfl.protocol.share_optim import ShareSgd
+
+    scales, rng = SecureScales(), np.random.default_rng(5)
+    cfg = ShareSgdConfig(lr=0.3, momentum=0.9, weight_decay=0.01)
+    w0 = rng.normal(0, 0.3, (3, 4))
+    u = quantise(w0, scales.w_bits, 64.0, "w") - uniform_mask((3, 4), 100)
+    v = quantise(w0, scales.w_bits, 64.0, "w") - u
+    e_opt, p_opt = ShareSgd(cfg), ShareSgd(cfg)
+    w = torch.tensor(w0, dtype=torch.float64, requires_grad=True)
+    ref = torch.optim.SGD([w], lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # Execute: 100 steps
+    for _ in range(100):
+        g = rng.normal(0, 0.1, (3, 4))
+        big_g, mask = quantise(g, scales.w_bits, 64.0, "g"), uniform_mask((3, 4), 110)
+        u, v = e_opt.step(u, big_g - mask), p_opt.step(v, mask)
+        w.grad = torch.tensor(g)
+        ref.step()
+    # Assert: the shares sum to torch's weights (to the fixed-point resolution)
+    np.testing.assert_allclose((u + v).astype(float) / 2.0**scales.w_bits, w.detach(), atol=1e-12)
+    assert np.abs(u.astype(float)).min() > 2.0**90  # each share alone is noise

@@ -98,6 +98,13 @@ class PeerLost(ChannelTimeout):
     """The other party stopped sending heartbeats (or reported a failure); names the party."""
 
 
+class PlaintextRefused(ParameterMismatch):
+    """A party was asked to run the plaintext protocol without enabling it in its own config.
+
+    Fatal, like any parameter mismatch: the message names the party and the config key.
+    """
+
+
 class ShardError(VflError):
     """A model shard is missing, corrupted, of another job, or loaded without (or with the
     wrong) partner shard. The message names the file and the fix."""

@@ -8,8 +8,8 @@ gets :class:`concurrent.futures.Future` objects back; it never knows where the w
   default, started with ``spawn`` so that no parent state (sockets, threads, keys of other
   jobs) is forked into them.
 
-A cluster engine (e.g. Ray) fits behind the same three members: ``workers``, ``submit`` and
-``close``. :func:`ordered_map` streams results in input order with a bounded number of calls
+A cluster engine (e.g. Ray) fits behind the same members: ``workers``, ``submit``, ``map``
+and ``close``. :func:`ordered_map` streams results in input order with a bounded number of calls
 in flight, so memory stays bounded by the chunk size times the window, not by the data size.
 
 This module only depends on the standard library.
@@ -20,12 +20,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+T = TypeVar("T")
 R = TypeVar("R")
+
+DEFAULT_MAP_TIMEOUT_S = 600.0
 
 
 class Executor(Protocol):
@@ -38,6 +41,10 @@ class Executor(Protocol):
 
     def submit(self, fn: Callable[..., R], /, *args: Any) -> Future[R]:
         """Schedule ``fn(*args)``; ``fn`` and ``args`` must be picklable for remote executors."""
+        ...
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """Returns ``[fn(item) for item in items]`` in order, possibly computed in parallel."""
         ...
 
     def close(self) -> None:
@@ -62,6 +69,10 @@ class InlineExecutor:
             future.set_exception(exc)
         return future
 
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """Returns ``[fn(item) for item in items]``, computed here."""
+        return [fn(item) for item in items]
+
     def close(self) -> None:
         """Nothing to stop."""
 
@@ -84,13 +95,18 @@ class LocalProcessExecutor:
         ValueError: if ``workers < 1``.
     """
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(
+        self, workers: int | None = None, *, timeout: float = DEFAULT_MAP_TIMEOUT_S
+    ) -> None:
         count = workers if workers is not None else (os.cpu_count() or 1)
         if count < 1:
             raise ValueError(f"an executor needs at least one worker, got {count}")
-        self._workers = count
+        if timeout <= 0:
+            raise ValueError(f"the map timeout must be positive, got {timeout}")
+        self._workers, self.timeout = count, timeout
         context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=count, mp_context=context)
+        self._closed = False
 
     @property
     def workers(self) -> int:
@@ -98,12 +114,32 @@ class LocalProcessExecutor:
         return self._workers
 
     def submit(self, fn: Callable[..., R], /, *args: Any) -> Future[R]:
-        """Schedule ``fn(*args)`` in a worker process."""
+        """Schedule ``fn(*args)`` in a worker process.
+
+        Raises:
+            RuntimeError: if the executor was closed.
+        """
+        self._check_open()
         return self._pool.submit(fn, *args)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """Returns ``[fn(item) for item in items]`` computed by the workers.
+
+        Raises:
+            RuntimeError: if the executor was closed.
+            TimeoutError: if the items take longer than ``timeout`` seconds in all.
+        """
+        self._check_open()
+        return list(self._pool.map(fn, items, timeout=self.timeout))
 
     def close(self) -> None:
         """Cancel pending calls and wait for the workers to exit."""
+        self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
 
     def __repr__(self) -> str:
         return f"LocalProcessExecutor(workers={self._workers})"

@@ -12,7 +12,7 @@ Every section except ``[parties]`` has defaults, so a file holding only ``[parti
 
     [model]
     embedding_dim = 16
-    passive_out = 8
+    passive_out = 16
 
     [train]
     epochs = 20
@@ -39,11 +39,13 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    field_validator,
 )
 
 from vfl.config.party import PartyConfig, Role, load_party_config
-from vfl.config.toml_io import ConfigPath, load_toml_model
+from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
 from vfl.errors import ConfigError
+from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,9 +76,9 @@ class ModelConfig(BaseModel):
     embedding_dim: PositiveInt = 16  # E user/item tower width
     user_id_embedding: bool = True  # E learns an embedding per user id
     passive_hidden: tuple[PositiveInt, ...] = (32,)  # P bottom MLP hidden sizes
-    passive_out: PositiveInt = 8  # d, width of P's bottom output b
+    passive_out: PositiveInt = 16  # d, width of P's bottom output b
     active_hidden: tuple[PositiveInt, ...] = (64,)  # E bottom MLP hidden sizes
-    interactive_out: PositiveInt = 32  # h, width of z
+    interactive_out: PositiveInt = 16  # h, width of z (16 slots = one ciphertext per row)
     top_hidden: tuple[PositiveInt, ...] = (32,)
 
 
@@ -93,7 +95,27 @@ class TrainConfig(BaseModel):
     # SGD learning rate of the secret-shared W_B (encrypted mode): a share update must stay
     # linear in its gradient, so W_B cannot use Adam there.
     wb_learning_rate: PositiveFloat = 1.0
+    wb_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # momentum kept as shares too
+    wb_weight_decay: NonNegativeFloat = 0.0
     key_bits: Annotated[int, Field(ge=256, multiple_of=2)] = 2048  # Paillier modulus, even
+    # "plaintext" (same messages, no encryption, no masks) is for development and for
+    # measuring the cost of privacy; both party configs must set [party] allow_plaintext.
+    protocol: Mode = Mode.ENCRYPTED
+    # r^n of re-randomisations under the other party's key: "full" (perfect hiding, even from
+    # the key's owner) or "short_exponent" (faster; computational, see vfl/crypto/randomness).
+    # Own fresh encryptions always use the owner's CRT shortcut ("owner_crt", same as full).
+    randomness: Randomness = Randomness.FULL
+    precompute_randomness: bool = True  # r^n computed ahead by background processes
+    crypto_workers: NonNegativeInt = 0  # processes per party for batched Paillier work
+
+    @field_validator("randomness")
+    @classmethod
+    def _rerandomise_source(cls, value: Randomness) -> Randomness:
+        """``owner_crt`` cannot re-randomise under the other party's key."""
+        try:
+            return check_rerandomise_source(value)
+        except ValueError as exc:
+            raise rule_error(str(exc), 'use randomness = "full" or "short_exponent"') from exc
 
 
 class EvalConfig(BaseModel):

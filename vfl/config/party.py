@@ -124,6 +124,9 @@ class PartySection(BaseModel):
 
     name: str
     role: Role
+    # Development only: accept a job with train.protocol = "plaintext". Both parties must
+    # set it; the encrypted protocol is the default and needs nothing here.
+    allow_plaintext: bool = False
 
 
 class UnicodeForm(Enum):

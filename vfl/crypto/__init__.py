@@ -7,7 +7,7 @@
 - :mod:`vfl.crypto.packed`: ``PackedMatrix``, packed ciphertexts whose every operation checks
   slot headroom first (``PackingLayout``, ``HeadroomExceeded``).
 - :mod:`vfl.crypto.batched`: ``M @ [[X]]`` with fixed-base tables, optionally on an executor.
-- :mod:`vfl.crypto.executor`: ``Executor``, ``InlineExecutor``, ``LocalProcessExecutor``.
+- :mod:`vfl.crypto.parallel`: when batched work is worth an executor (:mod:`vfl.executor`).
 - :mod:`vfl.crypto.randomness`: ``Randomness`` (FULL / SHORT_EXPONENT), ``ShortExponentSource``.
 - :mod:`vfl.crypto.paillier`: keys, raw ring operations and ``EncryptedVector``
   (``KeyMismatchError``); Paillier 1999, EUROCRYPT.

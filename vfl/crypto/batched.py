@@ -12,8 +12,8 @@ the ``b · [[U]]`` product of SPEC §4, and per-user aggregation when ``M`` is 0
    so a term with an ``L``-bit coefficient costs ``ceil(L/w)`` multiplications instead of one
    ``L``-bit exponentiation; the window ``w`` minimises ``(2^w - 1) t + uses * t`` with
    ``t = ceil(L/w)``, against ``uses * (L + 1)`` for plain exponentiation.
-3. Above :data:`~vfl.crypto.executor.PARALLEL_MIN_MULTIPLICATIONS` the work goes to an
-   :class:`~vfl.crypto.executor.Executor`: split by ciphertext column when there are at least
+3. Above :data:`~vfl.crypto.parallel.PARALLEL_MIN_MULTIPLICATIONS` the work goes to an
+   :class:`~vfl.executor.Executor`: split by ciphertext column when there are at least
    as many columns as workers (every table is built once), else by output rows.
 
 The result is the same integer whichever path computes it (exact arithmetic mod ``n^2``).
@@ -30,8 +30,9 @@ import gmpy2
 import numpy as np
 from numpy.typing import NDArray
 
-from vfl.crypto.executor import Executor, split, worth_parallel
+from vfl.crypto.parallel import split, worth_parallel
 from vfl.crypto.randomness import FixedBaseTable
+from vfl.executor import Executor
 
 _MAX_WINDOW = 10
 

@@ -34,10 +34,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from vfl.crypto.batched import combine
 from vfl.crypto.encoding import HeadroomExceeded, as_int_array, lift_signed
-from vfl.crypto.executor import Executor
 from vfl.crypto.paillier import EncryptedVector, PrivateKey, PublicKey, require_same_key
 from vfl.crypto.pool import RPowNSource
 from vfl.crypto.signed_packing import pack_rows, slots_per_plaintext, unpack_rows
+from vfl.executor import Executor
 
 IntArray = NDArray[np.object_]
 

@@ -36,8 +36,8 @@ from vfl.crypto.encoding import as_int_array
 from vfl.errors import MalformedCiphertext, VflError
 
 if TYPE_CHECKING:
-    from vfl.crypto.executor import Executor
     from vfl.crypto.pool import RPowNSource
+    from vfl.executor import Executor
 
 _MAGIC = b"VFLE\x01"
 _FINGERPRINT_BYTES = 16

@@ -12,7 +12,6 @@ import torch
 
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
-from vfl.crypto.paillier import KeyPair
 from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
 from vfl.data.splits import build_split
@@ -29,14 +28,14 @@ from vfl.party.common import (
     no_phase,
 )
 from vfl.protocol.endpoint import ByteChannel
-from vfl.protocol.secure_layer import ActiveShare, SecureScales, initial_half
+from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_json
 from vfl.training.compare import summarise
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import ProgressFn, fit
 from vfl.training.recommenders import ActiveInputs
-from vfl.training.secure import SecureSplitRecommender
+from vfl.training.secure import SecureSplitRecommender, layer_settings
 
 
 def run_active(
@@ -88,6 +87,8 @@ def run_active(
         local_seed=local_seed,
         meter=meter,
         export=None if export is None else _exporting(export, phase, meter),
+        allow_plaintext=cfg.party.allow_plaintext,
+        party=cfg.party.name,
     )
     meter.close()
     metrics["phases"] = meter.records
@@ -144,8 +145,13 @@ def train_active(
     local_seed: int | None = None,
     meter: PhaseMeter | None = None,
     export: ExportFn | None = None,
+    allow_plaintext: bool = False,
+    party: str = "E",
 ) -> dict[str, Any]:
-    """Encrypted split training and evaluation at E on an agreed alignment."""
+    """Encrypted split training and evaluation at E on an agreed alignment.
+
+    ``allow_plaintext`` is E's own ``[party] allow_plaintext`` (plaintext mode needs both).
+    """
     meter = meter if meter is not None else PhaseMeter()
     meter.enter("setup")  # split, model, key pair and the protocol's setup exchange
     local = in_id_order(local)  # the training order at both parties (idempotent)
@@ -160,7 +166,7 @@ def train_active(
         n_negatives=plan.eval.test_negatives,
         seed=plan.job.seed,
     )
-    peer = _passive_peer(plan, channel, timeout, local_seed)
+    peer = _passive_peer(plan, channel, timeout, local_seed, (allow_plaintext, party))
     model = _model(data, plan, local, peer)
     t = plan.train
     batcher = UserBatcher(
@@ -182,6 +188,7 @@ def train_active(
         )
     finally:
         peer.shutdown(step=-1)
+        peer.share.close()
     if export is not None:
         export(model)
     metrics = {
@@ -200,16 +207,26 @@ def _stderr_line(line: str) -> None:
 
 
 def _passive_peer(
-    plan: JobPlan, channel: ByteChannel, timeout: float, local_seed: int | None
+    plan: JobPlan,
+    channel: ByteChannel,
+    timeout: float,
+    local_seed: int | None,
+    permission: tuple[bool, str],
 ) -> SecurePassivePeer:
     """E's proxy of P, with E's key pair and its half of ``W_B``.
 
     The half comes from E's own secret seed, not the job seed, which P knows too.
     """
-    m = plan.model
+    m, settings = plan.model, layer_settings(plan.train)
     rng = np.random.default_rng(local_rng_seed(local_seed))
-    half = initial_half(m.passive_out, m.interactive_out, SecureScales(), rng)
-    share = ActiveShare(KeyPair.generate(plan.train.key_bits), half, SecureScales())
+    half = initial_half(m.passive_out, m.interactive_out, settings.scales, rng)
+    share = ActiveShare(
+        u=half,
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=permission[0],
+        party=permission[1],
+    )
     return SecurePassivePeer(SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout), share)
 
 
@@ -224,6 +241,4 @@ def _model(
     m, t = plan.model, plan.train
     with TORCH_INIT_LOCK:
         torch.manual_seed(plan.job.seed)
-        return SecureSplitRecommender(
-            inputs, m, t, n_users=len(local), peer=peer, wb_learning_rate=t.wb_learning_rate
-        )
+        return SecureSplitRecommender(inputs, m, t, n_users=len(local), peer=peer)

@@ -10,7 +10,6 @@ import torch
 
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
-from vfl.crypto.paillier import KeyPair
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
 from vfl.models.bottom import PassiveBottom
@@ -25,10 +24,11 @@ from vfl.party.common import (
     no_phase,
 )
 from vfl.protocol.endpoint import ByteChannel
-from vfl.protocol.secure_layer import PassiveShare, SecureScales, initial_half
+from vfl.protocol.secure_layer import PassiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.storage import atomic_write_json
 from vfl.training.inputs import TableTensors
+from vfl.training.secure import layer_settings
 
 
 def run_passive(
@@ -78,6 +78,8 @@ def run_passive(
         timeout=timeout,
         local_seed=local_seed,
         export=None if export is None else exporting,
+        allow_plaintext=cfg.party.allow_plaintext,
+        party=cfg.party.name,
     )
 
 
@@ -93,8 +95,12 @@ def serve_passive(
     timeout: float = 120.0,
     local_seed: int | None = None,
     export: PassiveExportFn | None = None,
+    allow_plaintext: bool = False,
+    party: str = "P",
 ) -> dict[str, int]:
     """Serve the encrypted protocol on an agreed alignment until E sends ``Shutdown``.
+
+    ``allow_plaintext`` is P's own ``[party] allow_plaintext`` (plaintext mode needs both).
 
     P's bottom model and its half of ``W_B`` are drawn from P's own secret seed
     (``local_seed``, fresh from the OS when None), never from the job seed E knows.
@@ -108,12 +114,15 @@ def serve_passive(
         bottom = PassiveBottom(
             features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
         )
+    settings = layer_settings(t)
     share = PassiveShare(
-        KeyPair.generate(t.key_bits),
-        initial_half(
-            m.passive_out, m.interactive_out, SecureScales(), np.random.default_rng(seed + 1)
+        v=initial_half(
+            m.passive_out, m.interactive_out, settings.scales, np.random.default_rng(seed + 1)
         ),
-        SecureScales(),
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=allow_plaintext,
+        party=party,
     )
     server = PassiveSecureServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),
@@ -125,7 +134,10 @@ def serve_passive(
             bottom.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
         ),
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        share.close()
     if export is not None:
         export(server)
     return {"aligned_users": len(alignment), "steps": server.steps_done}

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from vfl.config.plan import JobPlan
-from vfl.crypto.paillier import KeyPair
 from vfl.data.loading import load_party_data
 from vfl.data.tables import ActiveData, PassiveData
 from vfl.errors import ShardError
@@ -36,9 +35,10 @@ from vfl.party.inference import (
 )
 from vfl.party.runner import PartyRun, _dial, _network, _plan, _seal
 from vfl.protocol.endpoint import ByteChannel
-from vfl.protocol.secure_layer import ActiveShare, PassiveShare, SecureScales
+from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, generate_keys
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.training.inputs import TableTensors
+from vfl.training.secure import layer_settings
 from vfl.transport.board import PartyState
 
 SessionBody = Callable[[ByteChannel, JobPlan], dict[str, Any]]
@@ -73,14 +73,19 @@ def run_session(run: PartyRun, body: SessionBody, *, emit: Callable[[str], None]
     return result
 
 
-def _scales(shard: Shard, w_bits: int) -> SecureScales:
-    scales = SecureScales()
-    if scales.w_bits != w_bits:
+def _settings(shard: Shard, plan: JobPlan, w_bits: int) -> LayerSettings:
+    """The layer settings of the plan; the shard's share must be at their scale.
+
+    Raises:
+        ShardError: the share was written at another fixed-point scale.
+    """
+    settings = layer_settings(plan.train)
+    if settings.scales.w_bits != w_bits:
         raise ShardError(
-            f"{shard.path}: share at scale 2^{w_bits}, this version uses 2^{scales.w_bits}. "
-            "Fix: export again with this version"
+            f"{shard.path}: share at scale 2^{w_bits}, this version uses "
+            f"2^{settings.scales.w_bits}. Fix: export again with this version"
         )
-    return scales
+    return settings
 
 
 def active_session(
@@ -98,7 +103,14 @@ def active_session(
         rows = request_rows(request, run.cfg, data, local)
         head = load_head(shard, data, plan)
         u, w_bits = shard.share()
-        share = ActiveShare(KeyPair.generate(plan.train.key_bits), u, _scales(shard, w_bits))
+        settings = _settings(shard, plan, w_bits)
+        share = ActiveShare(
+            u=u,
+            settings=settings,
+            keys=generate_keys(settings),  # fresh for this session: no key is stored
+            allow_plaintext=run.cfg.party.allow_plaintext,
+            party=run.cfg.party.name,
+        )
         endpoint = SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout)
         peer = SecurePassivePeer(endpoint, share)
         users = rows.unique_users()
@@ -107,6 +119,7 @@ def active_session(
             z_b = peer.forward(0, users, train=False)
         finally:
             peer.shutdown(step=1)
+            share.close()
         scores = score_rows(head, rows, users, z_b)
         return _answer(request, data, local, rows, scores)
 
@@ -142,15 +155,34 @@ def passive_session(run: PartyRun, shard: Shard, timeout: float) -> SessionBody:
         data = load_party_data(run.cfg)
         if not isinstance(data, PassiveData):
             raise TypeError("vfl serve needs P's (passive) party config")
-        server = passive_server(shard, data, plan, channel, timeout)
-        server.serve()
+        party = run.cfg.party
+        server = passive_server(
+            shard,
+            data,
+            plan,
+            channel,
+            timeout,
+            allow_plaintext=party.allow_plaintext,
+            party=party.name,
+        )
+        try:
+            server.serve()
+        finally:
+            server.share.close()
         return {"served": True}
 
     return body
 
 
 def passive_server(
-    shard: Shard, data: PassiveData, plan: JobPlan, channel: ByteChannel, timeout: float
+    shard: Shard,
+    data: PassiveData,
+    plan: JobPlan,
+    channel: ByteChannel,
+    timeout: float,
+    *,
+    allow_plaintext: bool = False,
+    party: str = "P",
 ) -> PassiveSecureServer:
     """P's server over its loaded bottom model and share ``V`` (forwards only: nothing trains)."""
     local = shard.alignment()
@@ -161,7 +193,14 @@ def passive_server(
     )
     bottom.load_state_dict(shard.state_dict("bottom.pt"))
     v, w_bits = shard.share()
-    share = PassiveShare(KeyPair.generate(plan.train.key_bits), v, _scales(shard, w_bits))
+    settings = _settings(shard, plan, w_bits)
+    share = PassiveShare(
+        v=v,
+        settings=settings,
+        keys=generate_keys(settings),  # fresh for this session: no key is stored
+        allow_plaintext=allow_plaintext,
+        party=party,
+    )
     return PassiveSecureServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),
         bottom=bottom,

@@ -8,6 +8,11 @@ Plaintext split learning (E drives, P answers):
    bottom model, steps its optimiser and replies ``BackwardRes``.
 3. ``Shutdown`` ends P's serving loop.
 
+The interactive layer (:mod:`vfl.protocol.secure_split`, SPEC §4) uses ``SetupIns``/``SetupRes``
+once, then per step ``SecureForwardIns``/``SecureForwardRes`` and
+``SecureBackwardIns``/``SecureBackwardRes``. Their byte fields hold packed Paillier
+ciphertexts, or the integers themselves in plaintext mode (same messages, no encryption).
+
 Every message carries the step number; the envelope adds a sequence number (see ``serde``).
 """
 
@@ -33,6 +38,7 @@ class MessageType(Enum):
     SECURE_FORWARD_RES = "secure_forward_res"
     SECURE_BACKWARD_INS = "secure_backward_ins"
     SECURE_BACKWARD_RES = "secure_backward_res"
+    SECURE_FORWARD_INS = "secure_forward_ins"
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,10 @@ class ErrorRes:
 
 @dataclass(frozen=True)
 class SetupIns:
-    """E -> P (secure mode): E's Paillier public key and ``[[U]]_E``, E's share of ``W_B``."""
+    """E -> P: E's Paillier public key (empty in plaintext mode) and the agreed parameters."""
 
     step: int
     public_key: bytes
-    enc_u: bytes
     params: str  # JSON of the parameters both parties must agree on
 
 
@@ -99,6 +104,16 @@ class SetupRes:
     step: int
     public_key: bytes
     params: str
+
+
+@dataclass(frozen=True)
+class SecureForwardIns:
+    """E -> P: compute ``[[b·W_B]]_E`` for these users; a fresh ``[[U]]_E`` if ``U`` changed."""
+
+    step: int
+    users: np.ndarray  # (m,) int64 aligned positions -- the only per-step thing P learns
+    train: bool
+    enc_u: bytes  # empty: P keeps the [[U]]_E it has
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,7 @@ Message = (
     | SecureForwardRes
     | SecureBackwardIns
     | SecureBackwardRes
+    | SecureForwardIns
 )
 
 MESSAGE_TYPES: dict[MessageType, type] = {
@@ -153,5 +169,6 @@ MESSAGE_TYPES: dict[MessageType, type] = {
     MessageType.SECURE_FORWARD_RES: SecureForwardRes,
     MessageType.SECURE_BACKWARD_INS: SecureBackwardIns,
     MessageType.SECURE_BACKWARD_RES: SecureBackwardRes,
+    MessageType.SECURE_FORWARD_INS: SecureForwardIns,
 }
 TYPE_OF: dict[type, MessageType] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}

@@ -28,6 +28,7 @@ from vfl.protocol.messages import (
     ForwardIns,
     ForwardRes,
     Message,
+    SecureForwardIns,
     Shutdown,
 )
 
@@ -78,7 +79,7 @@ class PassivePlainServer:
         b = self._embed(msg)
         return ForwardRes(step=msg.step, embeddings=b.detach().numpy().astype(np.float32))
 
-    def _embed(self, msg: ForwardIns) -> torch.Tensor:
+    def _embed(self, msg: ForwardIns | SecureForwardIns) -> torch.Tensor:
         """Validate the requested users and compute ``b`` (kept for backward if training)."""
         users = np.asarray(msg.users)
         n = self.numeric.shape[0]

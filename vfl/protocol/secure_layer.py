@@ -1,28 +1,32 @@
 """Secret-shared interactive layer ``z_B = b·W_B`` with Paillier (SPEC §4), both parties' halves.
 
 ``W_B`` (d x h) is never held in the clear: E holds ``U``, P holds ``V``, ``W_B = (U + V) / S``
-with the public weight scale ``S = 2^(f_b + f_g)``. Shares are signed integers at that scale.
-Keeping every quantity at a fixed scale means no shared value is ever truncated: all scaling
-happens when the final result is decoded by the party allowed to see it.
+with the public weight scale ``S = 2^(f_b + f_g)`` (:mod:`vfl.protocol.fixed_point`). Each
+party has its own Paillier key pair; ``[[x]]_E`` is under E's key, ``[[x]]_P`` under P's.
 
-Steps of one training iteration over m users (E key ``[[.]]_E``, P key ``[[.]]_P``):
+Steps of one training iteration over the m distinct users of a step (rows of a user share
+one ``b`` and one summed ``δ``, so every count below is per user, never per row):
 
-0. Setup. Each party draws its half of the initial ``W_B`` (``U_0``, ``V_0``: Xavier-normal
-   with half the variance each, so neither knows the sum). E sends ``[[U]]_E``; afterwards P
-   keeps ``[[U]]_E`` current homomorphically and E never re-encrypts it.
-1. Forward (P). ``B = round(b·2^f_b)``; send ``[[B·U + B·V]]_E`` (re-randomised) and a fresh
-   ``[[V]]_P``. E decrypts ``z_B = B·(U+V) / 2^(2f_b + f_g) = b·W_B``.
-2. Backward (E). With ``δ`` = dL/dz_B summed per user: send ``[[G]]_E``,
-   ``G = round(η·δ·2^f_g)``, and ``[[D·(U + V)ᵀ]]_P = D·[[V]]_Pᵀ + D·Uᵀ`` (re-randomised),
+0. Setup (once). Public keys and agreed parameters are exchanged. Each party draws its own
+   half of the initial ``W_B`` (Xavier-normal, half the variance each), so neither knows
+   the sum; from the first update on, each share is dominated by masks ``2^sigma`` larger.
+1. Forward. E sends a fresh ``[[U]]_E`` whenever ``U`` changed. P computes, with
+   ``B = round(b·2^f_b)``, ``[[B·U + B·V]]_E = B·[[U]]_E + B·V``, re-randomises it and sends
+   it with a fresh ``[[Vᵀ]]_P``. E decrypts ``z_B = b·W_B``; it learns ``z_B``, not ``b``.
+2. Backward at E. With ``δ = dL/dz_B`` summed per user: fresh ``[[G]]_E``,
+   ``G = round(δ·2^f_g)``, and ``[[D·(U+V)ᵀ]]_P = D·[[Vᵀ]]_P + D·Uᵀ`` (re-randomised),
    ``D = round(δ·2^f_d)``.
-3. Weight update (P). ``[[Bᵀ·G]]_E`` is ``η·bᵀδ`` at scale ``S``. Draw a mask ``R`` with
-   ``|R| <= 2^sigma·bound``; send ``[[Bᵀ·G - R]]_E`` (re-randomised); ``V ← V - R``,
-   ``[[U]]_E ← [[U]]_E - [[Bᵀ·G - R]]_E``. P decrypts ``dL/db = D·W_Bᵀ`` at ``2^f_d·S``.
-4. Weight update (E). Decrypt ``Bᵀ·G - R`` and set ``U ← U - (Bᵀ·G - R)``. Now
-   ``U + V`` moved by exactly ``-η·Bᵀ·G``: plain SGD on ``W_B`` with learning rate ``η``.
+3. Weight gradient at P. ``[[Bᵀ·G]]_E`` is ``bᵀδ`` at scale ``S``. P draws a fresh mask
+   ``R`` uniform in ``[-2^mask_bits, 2^mask_bits]`` (``2^sigma`` times the largest
+   ``|Bᵀ·G|``), sends ``[[Bᵀ·G - R]]_E`` (re-randomised), keeps ``R`` as its gradient share
+   and steps ``V``. P decrypts ``dL/db = D·W_Bᵀ`` and back-propagates through its bottom model.
+4. Weight update at E. E decrypts ``Bᵀ·G - R`` as its gradient share and steps ``U``. Both
+   run the same SGD (momentum, weight decay) on their shares (:mod:`vfl.protocol.share_optim`),
+   so ``U + V`` moves exactly as SGD on ``W_B`` with gradient ``bᵀδ``.
 
-What each side sees: E -- ``z_B``, ``η·bᵀδ - R`` (masked, ``R`` is ``2^sigma`` times larger),
-ciphertexts under P's key. P -- ``dL/db``, ciphertexts under E's key. Nobody sees ``W_B``.
+What each side sees: E -- ``z_B``, ``bᵀδ - R``, ciphertexts under P's key. P -- ``dL/db``,
+ciphertexts under E's key. Nobody sees ``W_B``. In plaintext mode (development only, both
+parties must allow it) the same messages carry the integers themselves and ``R = 0``.
 
 Reference: the secret-shared interactive layer of Zhang et al., "Secure Bilateral Neural
 Network", and FATE's hetero-NN interactive layer (Paillier, 2019 onwards).
@@ -30,149 +34,91 @@ Network", and FATE's hetero-NN interactive layer (Paillier, 2019 onwards).
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from vfl.crypto.encoding import OverflowDetected
-from vfl.crypto.paillier import EncryptedVector, KeyPair, PrivateKey, PublicKey
-from vfl.crypto.signed_packing import pack_rows, slots_per_plaintext, unpack_rows
-from vfl.errors import ParameterMismatch
+from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
+from vfl.crypto.pool import RandomnessPool, RPowNSource, randomness_source
+from vfl.errors import ParameterMismatch, PlaintextRefused, ProtocolError
+from vfl.protocol.ciphers import LayerCipher, OpCounts, PaillierCipher, PlainCipher, Sealed
+from vfl.protocol.fixed_point import (
+    IntArray,
+    SecureScales,
+    dequantise,
+    initial_half,
+    int_matmul,
+    quantise,
+    uniform_mask,
+)
+from vfl.protocol.kernels import Kernels
+from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
+from vfl.protocol.share_optim import ShareSgd, ShareSgdConfig
 
-IntArray = NDArray[np.object_]  # Python ints of any size
+__all__ = [
+    "ActiveShare",
+    "LayerSettings",
+    "PassiveShare",
+    "SecureScales",
+    "agreed_parameters",
+    "check_agreement",
+    "generate_keys",
+    "initial_half",
+]
+
+POOL_SIZE = 256  # r^n values kept in stock per key and party
 
 
 @dataclass(frozen=True)
-class SecureScales:
-    """Public fixed-point parameters of the secure layer (both parties must agree).
+class LayerSettings:
+    """How one party runs the layer; all but the last three fields must agree.
 
-    Attributes:
-        b_bits: fractional bits of P's embedding ``b`` (|b| < 1, tanh output).
-        g_bits: fractional bits of ``η·δ``; ``W_B`` shares live at ``S = 2^(b_bits+g_bits)``.
-        d_bits: fractional bits of ``δ`` in the embedding-gradient product.
-        sigma: statistical security parameter: masks are ``2^sigma`` times larger.
-        g_bound: largest accepted ``|η·δ|`` per user entry; larger raises OverflowDetected.
-        delta_bound: largest accepted ``|δ|`` per user entry.
-        max_users: most users in one step (sizes the masks).
-        slot_bits: width of a packed slot. Decrypted results must fit: ``z_B`` needs
-            ``2·b_bits + g_bits`` plus ``log2(d·|W_B|)`` (40 bits allow ``|W_B|`` up to
-            ``2^30 / d``), masked updates ``mask_bits + 1``, ``dL/db`` ``d_bits + w_bits``
-            plus ``log2(h·|δ|·|W_B|)`` (again 40 bits).
+    ``rerandomise``: the obfuscators for ciphertexts returned to the other party's key owner
+    (``FULL`` by default; ``SHORT_EXPONENT`` is faster, see :mod:`vfl.crypto.randomness`).
+    A party's fresh encryptions under its own key always use ``OWNER_CRT`` (FULL's exact
+    distribution, from its own primes). ``precompute``: draw both from background pools
+    while the party waits for the other. ``workers``: processes for batched products.
     """
 
-    b_bits: int = 20
-    g_bits: int = 40
-    d_bits: int = 30
-    sigma: int = 40
-    g_bound: float = 2.0**8
-    delta_bound: float = 2.0**10
-    max_users: int = 1024
-    slot_bits: int = 144
+    mode: Mode = Mode.ENCRYPTED
+    scales: SecureScales = field(default_factory=SecureScales)
+    sgd: ShareSgdConfig = field(default_factory=lambda: ShareSgdConfig(lr=1.0))
+    key_bits: int = 2048
+    rerandomise: Randomness = Randomness.FULL
+    precompute: bool = True
+    workers: int = 0
 
-    @property
-    def w_bits(self) -> int:
-        """Fractional bits of the ``W_B`` shares."""
-        return self.b_bits + self.g_bits
+    def __post_init__(self) -> None:
+        check_rerandomise_source(self.rerandomise)
 
-    @property
-    def mask_bits(self) -> int:
-        """Masks ``R`` are uniform in ``[-2^k, 2^k]``: ``2^sigma`` times the largest update."""
-        growth = np.log2(self.max_users + 1) + np.log2(self.g_bound)
-        return self.sigma + self.w_bits + int(np.ceil(growth))
-
-    def check(self) -> None:
-        """Every decrypted packed result must fit its slot (see module docstring).
-
-        Raises:
-            ValueError: if ``slot_bits`` is too small for the declared bounds.
-        """
-        need = max(
-            self.mask_bits + 2, 2 * self.b_bits + self.g_bits + 40, self.d_bits + self.w_bits + 40
-        )
-        if self.slot_bits < need:
-            raise ValueError(f"slot_bits={self.slot_bits} < {need} needed by the bounds")
-
-
-def quantise(x: NDArray[np.floating], bits: int, bound: float, what: str) -> IntArray:
-    """Returns ``round(x·2^bits)`` as Python ints.
-
-    Raises:
-        OverflowDetected: if any ``|x| > bound`` or ``x`` is not finite.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if not np.isfinite(x).all() or (np.abs(x) > bound).any():
-        worst = float(np.nanmax(np.abs(x))) if x.size else 0.0
-        raise OverflowDetected(f"{what}: |value| {worst:.3g} exceeds the declared bound {bound}")
-    # Python ints from the exactly-rounded doubles: exact for any ``bits``.
-    flat = [int(v) for v in np.rint(x * 2.0**bits).ravel()]
-    return np.array(flat, dtype=object).reshape(x.shape)
-
-
-def dequantise(ints: IntArray, bits: int) -> NDArray[np.float64]:
-    """Returns ``ints / 2^bits`` as floats (exact ints divided once, at the end)."""
-    flat = [int(v) / 2**bits for v in np.asarray(ints, dtype=object).ravel()]
-    return np.array(flat, dtype=np.float64).reshape(np.shape(ints))
-
-
-def signed(residues: list[int], n: int) -> list[int]:
-    """Lifts residues of ``Z_n`` to signed ints in ``(-n/3, n/3)``.
-
-    Raises:
-        OverflowDetected: for a residue in the middle third (a result wrapped around ``n``).
-    """
-    limit = n // 3
-    out = []
-    for r in residues:
-        if r <= limit:
-            out.append(r)
-        elif r >= n - limit:
-            out.append(r - n)
-        else:
-            raise OverflowDetected("a decrypted result left the band |x| < n/3: overflow")
-    return out
-
-
-def decrypt_signed(key: PrivateKey, vec: EncryptedVector) -> IntArray:
-    """Decrypts ``vec`` into signed ints, shaped like ``vec``."""
-    ints = signed(key.raw_decrypt_vector(vec), key.public_key.n)
-    return np.array(ints, dtype=object).reshape(vec.shape)
-
-
-def initial_half(d: int, h: int, scales: SecureScales, rng: np.random.Generator) -> IntArray:
-    """One party's half of the initial ``W_B``: Xavier-normal with half the variance, scaled."""
-    std = np.sqrt(2.0 / (d + h)) / np.sqrt(2.0)
-    return quantise(rng.normal(0.0, std, (d, h)), scales.w_bits, 64.0, "initial W_B half")
-
-
-def uniform_mask(shape: tuple[int, ...], magnitude_bits: int) -> IntArray:
-    """Uniform integers in ``[-2^k, 2^k]`` from the OS CSPRNG (``k = magnitude_bits``)."""
-    span = 2 ** (magnitude_bits + 1) + 1
-    flat = [secrets.randbelow(span) - 2**magnitude_bits for _ in range(int(np.prod(shape)))]
-    return np.array(flat, dtype=object).reshape(shape)
-
-
-def int_matmul(a: IntArray, b: IntArray) -> IntArray:
-    """Exact integer matrix product of object arrays (numpy keeps Python ints)."""
-    product = np.dot(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
-    return np.asarray(product, dtype=object)
+    def agreed(self, shape: tuple[int, ...]) -> dict[str, int | float | str]:
+        """What both parties must have identical before any payload is exchanged."""
+        return {
+            "mode": self.mode.value,
+            "key_bits": self.key_bits if self.mode is Mode.ENCRYPTED else 0,
+            "d": int(shape[0]),
+            "h": int(shape[1]),
+            **{k: v for k, v in vars(self.scales).items()},
+            **{f"wb_{k}": v for k, v in vars(self.sgd).items()},
+        }
 
 
 def agreed_parameters(
     scales: SecureScales, shape: tuple[int, ...], key_bits: int
-) -> dict[str, int | float]:
-    """What both parties must have identical before any ciphertext is exchanged."""
-    return {
-        "key_bits": key_bits,
-        "d": int(shape[0]),
-        "h": int(shape[1]),
-        **{k: v for k, v in vars(scales).items()},
-    }
+) -> dict[str, int | float | str]:
+    """The agreed parameters of encrypted-mode settings with ``scales`` and ``key_bits``."""
+    return LayerSettings(scales=scales, key_bits=key_bits).agreed(shape)
+
+
+def generate_keys(settings: LayerSettings) -> KeyPair | None:
+    """A fresh key pair of ``settings.key_bits`` bits, or None in plaintext mode."""
+    return None if settings.mode is Mode.PLAINTEXT else KeyPair.generate(settings.key_bits)
 
 
 def check_agreement(
-    mine: dict[str, int | float], theirs: dict[str, int | float], *, me: str, peer: str
+    mine: dict[str, int | float | str], theirs: dict[str, int | float | str], *, me: str, peer: str
 ) -> None:
     """Compare parameter fingerprints field by field.
 
@@ -192,137 +138,227 @@ def check_agreement(
         )
 
 
-@dataclass(frozen=True)
-class Packer:
-    """Packs the last axis of integer matrices, ``k`` slots per plaintext of one key."""
+def check_mode_allowed(mode: Mode, allowed: bool, *, party: str) -> None:
+    """Refuse plaintext mode unless this party's own config allows it.
 
-    slot_bits: int
-    k: int
-
-    @classmethod
-    def for_key(cls, key: PublicKey, scales: SecureScales) -> Packer:
-        """The layout for plaintexts of ``key``."""
-        scales.check()
-        return cls(scales.slot_bits, slots_per_plaintext(key.n_bits, scales.slot_bits))
-
-    def encrypt(self, key: PublicKey, rows: IntArray) -> EncryptedVector:
-        """Fresh ``[[pack(rows)]]`` under ``key``."""
-        return EncryptedVector.raw_encrypt(key, pack_rows(rows, self.slot_bits, self.k))
-
-    def pack(self, rows: IntArray) -> IntArray:
-        """Plaintext packing of ``rows`` (to add to a packed ciphertext)."""
-        return pack_rows(rows, self.slot_bits, self.k)
-
-    def decrypt(self, key: PrivateKey, vec: EncryptedVector, length: int) -> IntArray:
-        """Decrypt packed rows and unpack them to ``length`` signed ints per row."""
-        return unpack_rows(decrypt_signed(key, vec), self.slot_bits, self.k, length)
+    Raises:
+        PlaintextRefused: naming the party and the config key that would allow it.
+    """
+    if mode is Mode.PLAINTEXT and not allowed:
+        raise PlaintextRefused(
+            f"party '{party}' refuses the plaintext protocol: its party config does not set "
+            '[party] allow_plaintext = true. Fix: use train.protocol = "encrypted" (the '
+            "default), or, for development only, set allow_plaintext = true in BOTH party configs"
+        )
 
 
-@dataclass
-class ActiveShare:
-    """E's side: its key pair, ``U``, and the latest packed ``[[Vᵀ]]_P`` received from P."""
+class _Side:
+    """What both parties' halves share: settings, own key and cipher, the peer's cipher."""
 
-    keys: KeyPair
-    u: IntArray
-    scales: SecureScales
-    peer_key: PublicKey | None = None
-    enc_vt: EncryptedVector | None = None
+    def __init__(
+        self, settings: LayerSettings, keys: KeyPair | None, *, allowed: bool, party: str
+    ) -> None:
+        check_mode_allowed(settings.mode, allowed, party=party)
+        self.settings, self.scales, self.party = settings, settings.scales, party
+        self.kernels = Kernels(settings.workers)
+        self._pools: list[RandomnessPool] = []
+        self.own: LayerCipher = self._cipher(keys)
+        self.peer: LayerCipher | None = None
 
-    @property
-    def own(self) -> Packer:
-        """Packing under E's key."""
-        return Packer.for_key(self.keys.public_key, self.scales)
+    def _source(self, public_key: PublicKey, owner: PrivateKey | None = None) -> RPowNSource:
+        """Obfuscators: OWNER_CRT for own fresh encryptions, ``rerandomise`` for the peer's."""
+        mode = Randomness.OWNER_CRT if owner is not None else self.settings.rerandomise
+        source = randomness_source(
+            public_key,
+            mode,
+            pool_size=POOL_SIZE if self.settings.precompute else 0,
+            workers=1,
+            private_key=owner,
+        )
+        if isinstance(source, RandomnessPool):
+            self._pools.append(source)
+        return source
 
-    def params(self) -> dict[str, int | float]:
+    def _cipher(self, keys: KeyPair | None) -> LayerCipher:
+        if self.settings.mode is Mode.PLAINTEXT:
+            return PlainCipher()
+        if keys is None:
+            raise ValueError(f"party '{self.party}': the encrypted protocol needs a key pair")
+        if keys.public_key.n_bits != self.settings.key_bits:
+            raise ValueError(
+                f"party '{self.party}': key of {keys.public_key.n_bits} bits, settings say "
+                f"{self.settings.key_bits}"
+            )
+        return PaillierCipher(
+            keys.public_key,
+            self.scales,
+            private_key=keys.private_key,
+            randomness=self._source(keys.public_key, keys.private_key),
+            kernels=self.kernels,
+        )
+
+    def set_peer(self, key: bytes) -> None:
+        """The cipher under the other party's public key."""
+        if self.settings.mode is Mode.PLAINTEXT:
+            self.peer = PlainCipher()
+            return
+        try:
+            public = PublicKey.from_bytes(key)
+        except ValueError as exc:
+            raise ProtocolError(f"the other party's public key is invalid: {exc}") from exc
+        if public.n_bits != self.settings.key_bits:
+            raise ProtocolError(
+                f"peer key has {public.n_bits} bits, agreed {self.settings.key_bits}"
+            )
+        self.peer = PaillierCipher(
+            public, self.scales, randomness=self._source(public), kernels=self.kernels
+        )
+
+    def _peer(self) -> LayerCipher:
+        if self.peer is None:
+            raise ProtocolError(f"party '{self.party}': no peer key yet: setup first")
+        return self.peer
+
+    def counts(self) -> dict[str, OpCounts]:
+        """Paillier operations so far, under this party's key and under the peer's."""
+        out = {"own_key": self.own.counts}
+        if self.peer is not None:
+            out["peer_key"] = self.peer.counts
+        return out
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Blocks until every background randomness pool holds a full stock (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        for pool in self._pools:
+            while pool.available() < pool.size and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        """Stops background workers (randomness pools, kernel processes)."""
+        for pool in self._pools:
+            pool.close()
+        self.kernels.close()
+
+
+class ActiveShare(_Side):
+    """E's side: its key pair and share ``U`` of ``W_B``."""
+
+    def __init__(
+        self,
+        *,
+        u: IntArray,
+        settings: LayerSettings,
+        keys: KeyPair | None,
+        allow_plaintext: bool = False,
+        party: str = "E",
+    ) -> None:
+        super().__init__(settings, keys, allowed=allow_plaintext, party=party)
+        self.u = np.asarray(u, dtype=object)
+        self.sgd = ShareSgd(settings.sgd)
+        self._u_current_at_peer = False
+        self._vt: Sealed | None = None
+
+    def params(self) -> dict[str, int | float | str]:
         """E's side of the parameter agreement."""
-        return agreed_parameters(self.scales, self.u.shape, self.keys.public_key.n_bits)
+        return self.settings.agreed(self.u.shape)
 
-    def setup_payload(self) -> tuple[bytes, bytes]:
-        """E's public key and a fresh packed ``[[U]]_E`` (fresh: no re-randomising needed)."""
-        enc_u = self.own.encrypt(self.keys.public_key, self.u)
-        return self.keys.public_key.to_bytes(), enc_u.serialise(rerandomise=False)
+    def u_payload(self) -> bytes:
+        """A fresh ``[[U]]_E`` if ``U`` changed since P last received it, else empty."""
+        if self._u_current_at_peer:
+            return b""
+        self._u_current_at_peer = True
+        return self.own.dump(self.own.encrypt(self.u), fresh=True)
 
-    def decode_zb(self, enc_zb: bytes) -> NDArray[np.float64]:
-        """Step 1 at E: ``z_B = b·W_B`` (m x h)."""
-        vec = EncryptedVector.deserialise(enc_zb, self.keys.public_key)
-        ints = self.own.decrypt(self.keys.private_key, vec, self.u.shape[1])
-        return dequantise(ints, 2 * self.scales.b_bits + self.scales.g_bits)
-
-    def backward_payload(self, delta: NDArray[np.floating], lr: float) -> tuple[bytes, bytes]:
-        """Step 2: packed ``[[round(η·δ·2^f_g)]]_E`` and ``[[D·W_Bᵀ]]_P`` (per-user ``δ``)."""
-        if self.peer_key is None or self.enc_vt is None:
-            raise RuntimeError("backward before a training forward: no [[V]]_P yet")
+    def decode_zb(self, data: bytes, m: int) -> NDArray[np.float64]:
+        """Step 1 at E: ``z_B = b·W_B`` (m x h) from ``[[B·(U+V)]]_E``."""
+        h = self.u.shape[1]
+        vec = self.own.load(data, rows=m, length=h, what="[[z_B]]")
         s = self.scales
-        g = quantise(lr * np.asarray(delta), s.g_bits, s.g_bound, "η·δ (E's gradient)")
-        enc_g = self.own.encrypt(self.keys.public_key, g)
-        d = quantise(np.asarray(delta), s.d_bits, s.delta_bound, "δ (E's gradient)")
-        theirs = Packer.for_key(self.peer_key, s)
-        # D·[[pack(Vᵀ)]] + pack(D·Uᵀ) = [[pack(D·(U+V)ᵀ)]], one packed row per user
-        enc_db = self.enc_vt.dot(d) + theirs.pack(int_matmul(d, self.u.T))
-        return enc_g.serialise(rerandomise=False), enc_db.serialise()
+        return dequantise(self.own.decrypt(vec, h), s.zb_bits, bound_bits=s.value_bits, what="z_B")
 
-    def apply_update(self, enc_ge: bytes) -> None:
-        """Step 4: ``U ← U - (Bᵀ·G - R)``."""
-        vec = EncryptedVector.deserialise(enc_ge, self.keys.public_key)
-        self.u = self.u - self.own.decrypt(self.keys.private_key, vec, self.u.shape[1])
+    def accept_vt(self, data: bytes) -> None:
+        """Step 1 at E: P's fresh ``[[Vᵀ]]_P`` (h x d) for this step's backward."""
+        d, h = self.u.shape
+        self._vt = self._peer().load(data, rows=h, length=d, what="[[Vᵀ]]")
+
+    def backward_payload(self, delta: NDArray[np.floating]) -> tuple[bytes, bytes]:
+        """Step 2: fresh ``[[G]]_E`` and re-randomised ``[[D·W_Bᵀ]]_P`` (per-user ``δ``)."""
+        if self._vt is None:
+            raise ProtocolError("backward before a training forward: no [[Vᵀ]]_P yet")
+        s, peer = self.scales, self._peer()
+        g = quantise(np.asarray(delta), s.g_bits, s.g_bound, "δ (dL/dz_B per user, at E)")
+        d = quantise(np.asarray(delta), s.d_bits, s.g_bound, "δ (dL/dz_B per user, at E)")
+        enc_db = peer.add_plain(peer.dot(d, self._vt, bits=s.d_bits + 5), int_matmul(d, self.u.T))
+        self._vt = None
+        return self.own.dump(self.own.encrypt(g), fresh=True), peer.dump(enc_db, fresh=False)
+
+    def apply_update(self, data: bytes) -> None:
+        """Step 4: decrypt the gradient share ``Bᵀ·G - R`` and step ``U``."""
+        d, h = self.u.shape
+        vec = self.own.load(data, rows=d, length=h, what="[[bᵀδ - R]]")
+        self.u = self.sgd.step(self.u, self.own.decrypt(vec, h))
+        self._u_current_at_peer = False
 
 
-@dataclass
-class PassiveShare:
-    """P's side: its key pair, ``V``, and packed ``[[U]]_E`` kept current homomorphically."""
+class PassiveShare(_Side):
+    """P's side: its key pair, share ``V`` of ``W_B`` and the latest ``[[U]]_E``."""
 
-    keys: KeyPair
-    v: IntArray
-    scales: SecureScales
-    enc_u: EncryptedVector | None = None
-    _b: IntArray | None = None
+    def __init__(
+        self,
+        *,
+        v: IntArray,
+        settings: LayerSettings,
+        keys: KeyPair | None,
+        allow_plaintext: bool = False,
+        party: str = "P",
+    ) -> None:
+        super().__init__(settings, keys, allowed=allow_plaintext, party=party)
+        self.v = np.asarray(v, dtype=object)
+        self.sgd = ShareSgd(settings.sgd)
+        self._u: Sealed | None = None
+        self._b: IntArray | None = None
 
-    def _theirs(self) -> tuple[EncryptedVector, Packer]:
-        """``[[U]]_E`` and the packing under E's key."""
-        if self.enc_u is None:
-            raise RuntimeError("no [[U]]_E yet: setup first")
-        return self.enc_u, Packer.for_key(self.enc_u.public_key, self.scales)
-
-    def params(self) -> dict[str, int | float]:
+    def params(self) -> dict[str, int | float | str]:
         """P's side of the parameter agreement."""
-        return agreed_parameters(self.scales, self.v.shape, self.keys.public_key.n_bits)
+        return self.settings.agreed(self.v.shape)
 
-    def accept_setup(self, public_key: bytes, enc_u: bytes) -> bytes:
-        """Step 0 at P: store packed ``[[U]]_E``; return P's public key."""
-        peer = PublicKey.from_bytes(public_key)
-        self.enc_u = EncryptedVector.deserialise(enc_u, peer)
-        packed = self._theirs()[1].pack(self.v).shape
-        if self.enc_u.shape != packed:
-            raise ValueError(f"[[U]] has packed shape {self.enc_u.shape}, expected {packed}")
-        return self.keys.public_key.to_bytes()
-
-    def forward_payload(self, b: NDArray[np.floating], *, train: bool) -> tuple[bytes, bytes]:
-        """Step 1 at P: ``[[B·(U+V)]]_E`` (re-randomised) and, if training, ``[[pack(Vᵀ)]]_P``."""
-        enc_u, theirs = self._theirs()
-        if len(b) > self.scales.max_users:
-            raise ValueError(f"{len(b)} users in one step; the masks allow {self.scales.max_users}")
-        big_b = quantise(b, self.scales.b_bits, 1.0, "b (P's embedding)")
-        enc_zb = enc_u.dot(big_b) + theirs.pack(int_matmul(big_b, self.v))
+    def forward_payload(
+        self, b: NDArray[np.floating], enc_u: bytes, *, train: bool
+    ) -> tuple[bytes, bytes]:
+        """Step 1 at P: re-randomised ``[[B·(U+V)]]_E`` and, if training, fresh ``[[Vᵀ]]_P``."""
+        s, peer = self.scales, self._peer()
+        d, h = self.v.shape
+        if len(b) > s.max_users:
+            raise ProtocolError(f"{len(b)} users in one step; the masks allow {s.max_users}")
+        if enc_u:
+            self._u = peer.load(enc_u, rows=d, length=h, what="[[U]]")
+        if self._u is None:
+            raise ProtocolError("forward before E sent [[U]]_E")
+        big_b = quantise(b, s.b_bits, 1.0, "b (P's embedding)")
+        enc_zb = peer.add_plain(
+            peer.dot(big_b, self._u, bits=s.b_bits + 1), int_matmul(big_b, self.v)
+        )
         self._b = big_b if train else None
         if not train:
-            return enc_zb.serialise(), b""
-        own = Packer.for_key(self.keys.public_key, self.scales)
-        enc_vt = own.encrypt(self.keys.public_key, np.ascontiguousarray(self.v.T))
-        return enc_zb.serialise(), enc_vt.serialise(rerandomise=False)
+            return peer.dump(enc_zb, fresh=False), b""
+        enc_vt = self.own.encrypt(np.ascontiguousarray(self.v.T))
+        return peer.dump(enc_zb, fresh=False), self.own.dump(enc_vt, fresh=True)
 
     def backward(self, enc_g: bytes, enc_db: bytes) -> tuple[bytes, NDArray[np.float64]]:
-        """Step 3: masked update for E, own share update, and ``dL/db`` (m x d)."""
+        """Step 3: E's masked gradient share, P's own share update, and ``dL/db`` (m x d)."""
         if self._b is None:
-            raise RuntimeError("backward without a matching training forward")
-        s, (enc_u, theirs) = self.scales, self._theirs()
-        g = EncryptedVector.deserialise(enc_g, enc_u.public_key)
-        grad = g.dot(np.ascontiguousarray(self._b.T))  # [[pack(Bᵀ·G)]]_E, d rows
-        mask = uniform_mask(self.v.shape, s.mask_bits)
-        masked = grad - theirs.pack(mask)
-        self.v = self.v - mask
-        self.enc_u = enc_u - masked
-        db = EncryptedVector.deserialise(enc_db, self.keys.public_key)
-        own = Packer.for_key(self.keys.public_key, s)
-        d_b = own.decrypt(self.keys.private_key, db, self.v.shape[0])
+            raise ProtocolError("backward without a matching training forward")
+        s, peer, big_b = self.scales, self._peer(), self._b
+        d, h = self.v.shape
+        g = peer.load(enc_g, rows=len(big_b), length=h, what="[[G]]")
+        grad = peer.dot(np.ascontiguousarray(big_b.T), g, bits=s.b_bits + 1)  # [[Bᵀ·G]]_E
+        if self.settings.mode is Mode.ENCRYPTED:
+            mask = uniform_mask(self.v.shape, s.mask_bits)
+        else:
+            mask = np.zeros(self.v.shape, dtype=object)  # plaintext mode: no masks
+        masked = peer.add_plain(grad, -mask)
+        self.v = self.sgd.step(self.v, mask)
+        db = self.own.load(enc_db, rows=len(big_b), length=d, what="[[dL/db]]")
+        d_b = dequantise(self.own.decrypt(db, d), s.db_bits, bound_bits=s.value_bits, what="dL/db")
         self._b = None
-        return masked.serialise(), dequantise(d_b, s.d_bits + s.w_bits)
+        return peer.dump(masked, fresh=False), d_b

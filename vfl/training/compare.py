@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from vfl.config.job import JobConfig, load_job_config, load_job_parties
-from vfl.crypto.paillier import KeyPair
 from vfl.data.alignment import Alignment, align_locally
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
@@ -26,7 +25,7 @@ from vfl.evaluation.report import write_report
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
-from vfl.protocol.secure_layer import ActiveShare, PassiveShare, SecureScales, initial_half
+from vfl.protocol.secure_layer import ActiveShare, PassiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.storage import atomic_write_json, ensure_dir
 from vfl.training.inputs import TableTensors, UserBatcher
@@ -38,11 +37,10 @@ from vfl.training.recommenders import (
     SplitRecommender,
     joined_users,
 )
-from vfl.training.secure import SecureSplitRecommender
+from vfl.training.secure import SecureSplitRecommender, layer_settings
 from vfl.transport.channel import InMemoryChannel
 
 MODELS = ("e_alone", "split_plaintext", "centralised")
-SCALES = SecureScales()
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,7 @@ class Prepared:
     split: RecSplit
     active: ActiveInputs
     passive_users: TableTensors  # P's features in aligned order (P's side only)
+    allow_plaintext: tuple[bool, bool] = (False, False)  # (E's config, P's config)
 
 
 def prepare(job_file: str | Path, order: np.ndarray | None = None) -> Prepared:
@@ -95,6 +94,7 @@ def prepare(job_file: str | Path, order: np.ndarray | None = None) -> Prepared:
             items=TableTensors.from_table(e_data.items),
         ),
         passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
+        allow_plaintext=(active_cfg.party.allow_plaintext, passive_cfg.party.allow_plaintext),
     )
 
 
@@ -170,14 +170,14 @@ def run_split(
     e_end, p_end = InMemoryChannel.pair("active", "passive")
     job_id = prep.job.job.name
     p_endpoint = Endpoint(p_end, job_id=job_id, timeout=channel_timeout)
-    server = _secure_server(prep, p_endpoint) if secure else _passive_server(prep, p_endpoint)
+    server = secure_server(prep, p_endpoint) if secure else passive_server(prep, p_endpoint)
     errors: list[BaseException] = []
     thread = threading.Thread(
         target=_serve_catching, args=(server, errors), name="passive", daemon=True
     )
     thread.start()
     e_endpoint = Endpoint(e_end, job_id=job_id, timeout=channel_timeout)
-    model = _secure_model(prep, e_endpoint) if secure else _plain_model(prep, e_endpoint)
+    model = secure_model(prep, e_endpoint) if secure else plain_model(prep, e_endpoint)
     try:
         if isinstance(model, SecureSplitRecommender):
             model.peer.setup()
@@ -185,6 +185,9 @@ def run_split(
     finally:
         model.peer.shutdown(step=-1)
         thread.join(timeout=channel_timeout)
+        if isinstance(model, SecureSplitRecommender) and isinstance(server, PassiveSecureServer):
+            model.peer.share.close()
+            server.share.close()
     if errors:
         raise errors[0]
     traffic = {
@@ -195,7 +198,7 @@ def run_split(
     return result, traffic
 
 
-def _plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
+def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
     """E's side of the plaintext split."""
     return SplitRecommender(
         prep.active,
@@ -206,29 +209,36 @@ def _plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
     )
 
 
-def _secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
+def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
     """E's side of the encrypted split: E's key pair and its half of the initial ``W_B``."""
     cfg, t = prep.job.model, prep.job.train
+    settings = layer_settings(t)
     rng = np.random.default_rng(prep.job.job.seed)
-    u = initial_half(cfg.passive_out, cfg.interactive_out, SCALES, rng)
-    share = ActiveShare(KeyPair.generate(t.key_bits), u, SCALES)
+    u = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
+    share = ActiveShare(
+        u=u,
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=prep.allow_plaintext[0],
+    )
     return SecureSplitRecommender(
-        prep.active,
-        cfg,
-        t,
-        n_users=len(prep.alignment),
-        peer=SecurePassivePeer(endpoint, share),
-        wb_learning_rate=t.wb_learning_rate,
+        prep.active, cfg, t, n_users=len(prep.alignment), peer=SecurePassivePeer(endpoint, share)
     )
 
 
-def _secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
+def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
     """P's side of the encrypted split: its bottom model, key pair and half of ``W_B``."""
-    plain = _passive_server(prep, endpoint)
+    plain = passive_server(prep, endpoint)
     cfg, t = prep.job.model, prep.job.train
+    settings = layer_settings(t)
     rng = np.random.default_rng(prep.job.job.seed + 1)
-    v = initial_half(cfg.passive_out, cfg.interactive_out, SCALES, rng)
-    share = PassiveShare(KeyPair.generate(t.key_bits), v, SCALES)
+    v = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
+    share = PassiveShare(
+        v=v,
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=prep.allow_plaintext[1],
+    )
     return PassiveSecureServer(
         endpoint=endpoint,
         bottom=plain.bottom,
@@ -239,7 +249,7 @@ def _secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
     )
 
 
-def _passive_server(prep: Prepared, endpoint: Endpoint) -> PassivePlainServer:
+def passive_server(prep: Prepared, endpoint: Endpoint) -> PassivePlainServer:
     """P's side, built from P's own tensors and its own seed."""
     torch.manual_seed(prep.job.job.seed + 1)
     cfg, p = prep.job.model, prep.passive_users

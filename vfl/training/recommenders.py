@@ -150,7 +150,12 @@ class SplitRecommender:
         self.optimizer = _adam(list(self.head.parameters()), train)
         # Plain SGD on W_B, as in the encrypted protocol (whose share updates must stay linear
         # in the gradient), so that both modes train the same model.
-        self.wb_optimizer = torch.optim.SGD(self.w_b.parameters(), lr=train.wb_learning_rate)
+        self.wb_optimizer = torch.optim.SGD(
+            self.w_b.parameters(),
+            lr=train.wb_learning_rate,
+            momentum=train.wb_momentum,
+            weight_decay=train.wb_weight_decay,
+        )
 
     def train_step(self, step: int, batch: Batch) -> float:
         """Steps 1-3 of :mod:`vfl.protocol.plain_split`."""

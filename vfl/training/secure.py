@@ -1,4 +1,4 @@
-"""E's side of the encrypted split network (secret-shared ``W_B``, Paillier)."""
+"""E's side of the split network through the secret-shared layer (``W_B``, Paillier)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,34 @@ import numpy as np
 import torch
 
 from vfl.config.job import ModelConfig, TrainConfig
+from vfl.protocol.options import Mode
+from vfl.protocol.secure_layer import LayerSettings
 from vfl.protocol.secure_split import SecurePassivePeer
+from vfl.protocol.share_optim import ShareSgdConfig
 from vfl.training.inputs import Batch
 from vfl.training.recommenders import ActiveHead, ActiveInputs, _adam, _bce, _rows
 
 
+def layer_settings(train: TrainConfig, *, key_bits: int | None = None) -> LayerSettings:
+    """The interactive layer's settings named by a job's ``[train]`` section."""
+    return LayerSettings(
+        mode=train.protocol,
+        sgd=ShareSgdConfig(
+            lr=train.wb_learning_rate,
+            momentum=train.wb_momentum,
+            weight_decay=train.wb_weight_decay,
+        ),
+        key_bits=key_bits or train.key_bits,
+        rerandomise=train.randomness,
+        precompute=train.precompute_randomness,
+        workers=train.crypto_workers,
+    )
+
+
 class SecureSplitRecommender:
     """Same network as :class:`~vfl.training.recommenders.SplitRecommender`, but ``W_B`` is
-    secret-shared and updated by plain SGD (learning rate ``wb_learning_rate``): a share
-    update must stay linear in its gradient (SPEC §4)."""
-
-    name = "split_encrypted"
+    secret-shared and updated by SGD (momentum, weight decay) on the shares: a share update
+    must stay linear in its gradient (SPEC §4). The W_B optimiser lives in the shares."""
 
     def __init__(
         self,
@@ -26,12 +43,12 @@ class SecureSplitRecommender:
         *,
         n_users: int,
         peer: SecurePassivePeer,
-        wb_learning_rate: float,
     ) -> None:
         self.head = ActiveHead(inputs, cfg, n_users=n_users)
         self.peer = peer
+        plain = peer.share.settings.mode is Mode.PLAINTEXT
+        self.name = "split_shared_plaintext" if plain else "split_encrypted"
         self.optimizer = _adam(list(self.head.parameters()), train)
-        self.wb_lr = wb_learning_rate
         self._z_step: int | None = None
         self._z_cache: dict[int, np.ndarray] = {}
 
@@ -53,7 +70,7 @@ class SecureSplitRecommender:
         self.optimizer.step()
         if z_user.grad is None:
             raise RuntimeError("no gradient for z_B")
-        self.peer.backward(step, z_user.grad.numpy().astype(np.float64), self.wb_lr)
+        self.peer.backward(step, z_user.grad.numpy().astype(np.float64))
         return float(loss.detach())
 
     def _eval_z(self, step: int, users: np.ndarray) -> np.ndarray:
