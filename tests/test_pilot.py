@@ -40,13 +40,20 @@ def test_pilot_runs_three_processes_and_reports(tmp_path: Path) -> None:
     models = results["models"]
     assert list(models) == ["e_alone", "split_plaintext", "split_encrypted", "centralised"]
     secure = models["split_encrypted"]
-    assert len(secure["loss_curve"]) == 2 and secure["cost_of_privacy"] > 1
+    assert len(secure["loss_curve"]) == 2
     assert secure["processes"] == 3 and secure["bytes_received_by_e"] > 0
+    plain = models["split_plaintext"]
+    # the cost of privacy is encrypted over plaintext training time (at 512-bit test keys it
+    # can be near 1; the 2048-bit figures are in the README)
+    assert secure["cost_of_privacy"] == round(secure["wall_seconds"] / plain["wall_seconds"], 2)
     if plaintext_mode_available():  # VFL plaintext through the same three processes
-        plain = models["split_plaintext"]
         assert plain["processes"] == 3 and results["federated"]["same_local_seeds"]
+        # same seeds, same aligned order: the same model up to the fixed-point error
+        for a, b in zip(plain["loss_curve"], secure["loss_curve"], strict=True):
+            assert abs(a - b) < 1e-3
         assert abs(plain["auc"] - secure["auc"]) < 0.01
-        assert results["cost_of_privacy"]["bytes"] > 1
+        cost = results["cost_of_privacy"]
+        assert {p["phase"] for p in cost["per_phase"]} >= {"psi", "epoch 1", "evaluation 2"}
         assert (out / "plaintext" / "e" / "model" / "manifest.json").is_file()
     for row in models.values():  # every model reports the cold-start users' metrics
         assert 0 < row["cold_start"]["auc"] < 1

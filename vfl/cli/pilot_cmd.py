@@ -100,9 +100,10 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     generate_dev_pki(certs, parties=names)
     for name in names:
         write_box_keys(certs, name)
-    runs = {"encrypted": ("pilot", "", train)}
-    if plaintext:
+    runs = {}
+    if plaintext:  # first: each run's writer replaces certs/coordinator.toml, renamed after
         runs["plaintext"] = ("pilot-plaintext", "_plaintext", {**train, "protocol": "plaintext"})
+    runs["encrypted"] = ("pilot", "", train)
     files: dict[str, RunFiles] = {}
     for mode, (name, suffix, settings) in runs.items():
         e = _party_copy(
