@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from vfl.storage import atomic_path, atomic_write_text, ensure_dir
 
@@ -24,9 +25,19 @@ from vfl.storage import atomic_path, atomic_write_text, ensure_dir
 def plot_losses(models: dict[str, Any], path: Path) -> Path:
     """Training loss per epoch for every model."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, row in models.items():
+    styles = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":")]
+    for i, (name, row) in enumerate(models.items()):
         curve = row["loss_curve"]
-        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
+        marker, line = styles[i % len(styles)]  # distinct styles: equal curves stay visible
+        ax.plot(
+            range(1, len(curve) + 1),
+            curve,
+            marker=marker,
+            linestyle=line,
+            markersize=9 - 1.5 * (i % len(styles)),
+            label=name,
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="training loss (BCE)", title="Loss curves")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -43,20 +54,24 @@ def plot_metrics(models: dict[str, Any], k: int, path: Path) -> Path:
     for i, (name, row) in enumerate(models.items()):
         xs = [j + i * width for j in range(len(metrics))]
         bars = ax.bar(xs, [row[m] for m in metrics], width=width, label=name)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
     ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(metrics))], metrics)
     ax.set(
-        ylim=(0, 1), ylabel="score on the test users", title="Test metrics (best validation epoch)"
+        ylim=(0, 1.1),
+        ylabel="score on the test users",
+        title="Test metrics (best validation epoch)",
     )
     ax.legend(fontsize=8)
     names = list(models)
     secs = [max(float(models[n]["wall_seconds"]), 0.01) for n in names]
     bars = ax_t.barh(names, secs, color="grey")
     ax_t.bar_label(bars, labels=[f"{v:.1f} s" for v in secs], fontsize=8)
+    xlabel = "training seconds"
     if max(secs) / min(secs) > 50:  # encrypted runs dwarf the rest: log scale keeps all visible
         ax_t.set_xscale("log")
+        xlabel += " (log scale)"
     ax_t.margins(x=0.25)
-    ax_t.set(xlabel="training seconds", title="Cost")
+    ax_t.set(xlabel=xlabel, title="Cost")
     fig.tight_layout()
     _save(fig, path)
     return path
