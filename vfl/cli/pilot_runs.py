@@ -8,6 +8,7 @@ logs; the pilot follows E's and P's logs and draws progress bars for PSI, each e
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -59,9 +60,15 @@ class FederatedRun:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m vfl ARGS`` with its output in ``log``.
+
+    Torch runs one intra-op thread (``OMP_NUM_THREADS=1``): three processes and the Paillier
+    pools share this machine's cores, and torch's spinning threads would slow every step.
+    """
     handle = log.open("wb")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "vfl", *args], stdout=handle, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "vfl", *args], stdout=handle, stderr=subprocess.STDOUT, env=env
     )
 
 
