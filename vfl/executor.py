@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,7 +52,26 @@ class Executor(Protocol):
         ...
 
 
-class InlineExecutor:
+class ClosesOnExit:
+    """Mixin: ``with obj:`` hands ``obj`` to the block and calls ``obj.close()`` after it."""
+
+    def close(self) -> None:
+        """Release what the object holds (workers, pools)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class InlineExecutor(ClosesOnExit):
     """Runs every call immediately in the calling thread; ``workers == 1``."""
 
     @property
@@ -76,19 +95,8 @@ class InlineExecutor:
     def close(self) -> None:
         """Nothing to stop."""
 
-    def __enter__(self) -> InlineExecutor:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class LocalProcessExecutor:
+class LocalProcessExecutor(ClosesOnExit):
     """A pool of ``workers`` spawned processes on this machine (default: every core).
 
     Raises:
@@ -143,17 +151,6 @@ class LocalProcessExecutor:
 
     def __repr__(self) -> str:
         return f"LocalProcessExecutor(workers={self._workers})"
-
-    def __enter__(self) -> LocalProcessExecutor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def ordered_map(

@@ -33,7 +33,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
-from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 import gmpy2
@@ -46,6 +45,7 @@ from vfl.crypto.randomness import (
     owner_crt_batch,
     short_exponent_batch,
 )
+from vfl.executor import ClosesOnExit
 
 if TYPE_CHECKING:
     from vfl.crypto.paillier import PrivateKey, PublicKey
@@ -70,7 +70,7 @@ def r_pow_n_batch(n: int, count: int) -> list[int]:
     return [int(gmpy2.powmod(secrets.randbelow(n - 1) + 1, n, nsquare)) for _ in range(count)]
 
 
-class RandomnessPool:
+class RandomnessPool(ClosesOnExit):
     """A stock of fresh ``r^n mod n^2`` values for one public key, refilled in background.
 
     Args:
@@ -217,17 +217,6 @@ class RandomnessPool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> RandomnessPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _batch_job(

@@ -16,14 +16,13 @@ public ciphertexts and small integers -- and, for decryption, the owner's own pr
 from __future__ import annotations
 
 from functools import partial
-from types import TracebackType
 
 import numpy as np
 
 from vfl.crypto.batched import combine
 from vfl.crypto.paillier import EncryptedVector, PrivateKey
 from vfl.crypto.parallel import split
-from vfl.executor import LocalProcessExecutor
+from vfl.executor import ClosesOnExit, LocalProcessExecutor
 from vfl.protocol.fixed_point import IntArray
 
 _MIN_PARALLEL_DECRYPTIONS = 16
@@ -34,7 +33,7 @@ def decrypt_many(private_key: PrivateKey, ciphertexts: list[int]) -> list[int]:
     return [private_key.raw_decrypt(c) for c in ciphertexts]
 
 
-class Kernels:
+class Kernels(ClosesOnExit):
     """Batched ``M·[[X]]`` and decryption, inline (``workers=0``) or on local processes."""
 
     def __init__(self, workers: int = 0) -> None:
@@ -71,14 +70,3 @@ class Kernels:
         if self._executor is not None:
             self._executor.close()
             self._executor = None
-
-    def __enter__(self) -> Kernels:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
