@@ -125,8 +125,12 @@ def pilot(
     dataset: Dataset = typer.Option(Dataset.SYNTHETIC, help="The pilot's data."),
     out: Path = typer.Option(Path("runs/pilot"), help="Pilot directory (created)."),
     users: int = typer.Option(1000, min=50, help="Synthetic customers (union of both parties)."),
-    epochs: int = typer.Option(None, min=1, help="Epochs of every model [synthetic 3, ML 2]."),
-    users_per_step: int = typer.Option(None, min=1, help="Users a step [synthetic 8, ML 16]."),
+    epochs: int = typer.Option(
+        None, min=1, help="Epochs of every model (default: synthetic 3, MovieLens 2)."
+    ),
+    users_per_step: int = typer.Option(
+        None, min=1, help="Users a step (default: synthetic 8, MovieLens 16)."
+    ),
     key_bits: int = typer.Option(2048, min=512, help="Paillier modulus size."),
     baselines: bool = typer.Option(True, help="Also train E alone and centralised."),
     timeout: float = typer.Option(7200, help="Seconds before a federated run is abandoned."),
