@@ -201,8 +201,8 @@ def test_three_processes_train_the_same_model_as_the_in_process_run(finished: Pi
         finished.root / "e" / "job_plan.json"
     ).read_text()
     assert not (finished.root / "p" / "metrics.json").exists()
-    coord = finished.log("coordinator")
-    assert "payments -> shop:" in coord and "party shop: phase train, done, auc=" in coord
+    coord = finished.log("coordinator")  # E reports done after exporting its shard
+    assert "payments -> shop:" in coord and "party shop: phase export, done, auc=" in coord
 
 
 def _plaintext_patterns(run: Pilot) -> dict[str, list[bytes]]:

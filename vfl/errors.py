@@ -103,3 +103,8 @@ class PlaintextRefused(ParameterMismatch):
 
     Fatal, like any parameter mismatch: the message names the party and the config key.
     """
+
+
+class ShardError(VflError):
+    """A model shard is missing, corrupted, of another job, or loaded without (or with the
+    wrong) partner shard. The message names the file and the fix."""

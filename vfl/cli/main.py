@@ -8,6 +8,7 @@ import typer
 
 from vfl.cli.compare_cmd import compare
 from vfl.cli.data_cmd import data_app
+from vfl.cli.infer_cmd import infer, serve
 from vfl.cli.infra_cmd import certs, coordinator
 from vfl.cli.party_cmd import party
 from vfl.cli.pilot_cmd import pilot
@@ -25,6 +26,8 @@ app.command("certs-dev", hidden=True)(certs)  # the earlier name
 app.command("coordinator")(coordinator)
 app.command("party")(party)
 app.command("pilot")(pilot)
+app.command("infer")(infer)
+app.command("serve")(serve)
 
 
 def run() -> None:

@@ -1,33 +1,47 @@
-"""``vfl pilot``: the whole cross-organisation pilot on this machine.
+"""``vfl pilot``: the whole cross-organisation pilot on this machine (SPEC §5, §7).
 
-1. Prepare the embedded synthetic data for both parties, dev certificates and a coordinator
-   config; add a ``[network]`` section to each party config.
-2. Start three OS processes -- ``vfl coordinator``, ``vfl party`` for E and for P -- talking
-   gRPC with mutual TLS over loopback: PSI, encrypted training, evaluation at E.
-3. Train the in-process baselines on the same split (E alone, plaintext split, centralised).
-4. Merge everything into ``pilot.json`` and ``report.md`` (with plots).
+1. Prepare the data of both parties (embedded synthetic, or MovieLens-100K), a dev PKI,
+   sealing keys, and for each federated run a job plan, a coordinator config and party
+   configs with a ``[network]`` section pinning the peer's keys.
+2. **VFL plaintext**: coordinator + E + P as three OS processes running the protocol's
+   plaintext mode (same messages, no encryption), which the pilot enables on both parties'
+   configs for that run only (``[party] allow_plaintext``, ``train.protocol``).
+3. **VFL encrypted**: the same three processes, Paillier and secret-shared ``W_B``, with the
+   same parties' local seeds as the plaintext run, so both train the same model.
+4. **E alone** and **centralised** (the upper bound) in one process, on the users and in the
+   aligned order of the federated run, hence the same split, batches and seed.
+5. Merge everything into ``metrics.json`` (also ``pilot.json``) and ``report.md`` with plots.
 """
 
 from __future__ import annotations
 
-import json
+import secrets
 import socket
-import subprocess
-import sys
 import time
 import tomllib
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
+from vfl.cli.pilot_runs import FederatedRun, RunFiles, run_federated
 from vfl.config.party import load_party_config
 from vfl.data.party_files import dumps_toml
-from vfl.errors import VflError
-from vfl.evaluation.report import write_report
 
 console = Console(stderr=True, width=120)
+
+
+class Dataset(StrEnum):
+    """The pilot's data."""
+
+    SYNTHETIC = "synthetic"
+    MOVIELENS = "movielens-100k"
+
+
+# Small steps and a higher rate: the pilot trains few epochs (each costs minutes encrypted).
+PILOT_TRAIN = {"learning_rate": 0.01, "wb_learning_rate": 1.0}
 
 
 def _free_port() -> int:
@@ -36,161 +50,123 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_configs(out: Path, port: int, *, epochs: int, key_bits: int) -> dict[str, Path]:
-    """Certificates, sealing keys, the pilot's job.toml (the plan), coordinator.toml and the
-    parties' [network] sections with pinned peer keys and schemas."""
+def plaintext_mode_available() -> bool:
+    """Whether this build has the protocol's plaintext mode (``[party] allow_plaintext``)."""
+    from vfl.config.job import TrainConfig
+    from vfl.config.party import PartySection
+
+    return "allow_plaintext" in PartySection.model_fields and "protocol" in TrainConfig.model_fields
+
+
+def _prepare_data(dataset: Dataset, data: Path, users: int) -> None:
+    if dataset is Dataset.SYNTHETIC:
+        from vfl.data.synthetic_writer import generate_synthetic
+
+        generate_synthetic(data, users=users)
+    else:
+        from vfl.data.movielens import convert_movielens
+
+        convert_movielens(data)
+
+
+def _job_table(data: Path, train: dict[str, Any], *, name: str, e: str, p: str) -> dict[str, Any]:
+    table = tomllib.loads((data / "job.toml").read_text())
+    table["job"]["name"] = name
+    table["parties"] = {"active": e, "passive": p}
+    table.setdefault("train", {}).update(train)
+    return table
+
+
+def _party_copy(src: Path, dst: Path, *, allow_plaintext: bool) -> Path:
+    table = tomllib.loads(src.read_text())
+    if allow_plaintext:
+        table["party"]["allow_plaintext"] = True
+    dst.write_text(dumps_toml(table))
+    return dst
+
+
+def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> dict[str, RunFiles]:
+    """Dev PKI and sealing keys, then per run a job file, party configs and coordinator.toml.
+
+    The plaintext run's party configs are copies with ``allow_plaintext = true``; the
+    encrypted run's configs (``e_party.toml``, ``p_party.toml``) never allow it.
+    """
     from vfl.cli.netconfig import NetworkLayout, write_network_configs
     from vfl.transport.certs import generate_dev_pki
     from vfl.transport.sealing import write_box_keys
 
-    data = out / "data"
-    e_cfg, p_cfg = data / "e_party.toml", data / "p_party.toml"
-    names = [load_party_config(f).party.name for f in (e_cfg, p_cfg)]
-    certs = out / "certs"
+    data, certs = out / "data", out / "certs"
+    names = [load_party_config(data / f).party.name for f in ("e_party.toml", "p_party.toml")]
     generate_dev_pki(certs, parties=names)
     for name in names:
         write_box_keys(certs, name)
-    job = data / "job.toml"
-    table = tomllib.loads(job.read_text())
-    table["job"]["name"] = "pilot"
-    # Small steps and a higher rate: the pilot trains few epochs (each costs minutes encrypted),
-    # and with 8 users a step the split model pulls ahead of E alone within 3 epochs.
-    table.setdefault("train", {}).update(
-        {
-            "epochs": epochs,
-            "key_bits": key_bits,
-            "users_per_step": 8,
-            "learning_rate": 0.01,
-            "wb_learning_rate": 1.0,
-        }
-    )
-    job.write_text(dumps_toml(table))
-    layout = NetworkLayout(certs, (names[0], names[1]), port=port, job_file=job)
-    written = write_network_configs(layout, {names[0]: e_cfg, names[1]: p_cfg})
-    return {"coordinator": written["coordinator"], "e": e_cfg, "p": p_cfg, "job": job}
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "vfl", *args], stdout=handle, stderr=subprocess.STDOUT
-    )
-
-
-def _wait_listening(log: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "listening on" in log.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise VflError(f"coordinator did not start; its log {log}:\n{_tail(log)}")
-
-
-def _tail(log: Path, lines: int = 15) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _run_federated(out: Path, files: dict[str, Path], timeout: float) -> str:
-    """Run the three processes; returns the coordinator's log (its byte counts)."""
-    logs = {k: out / f"{k}.log" for k in ("coordinator", "e", "p")}
-    coord = _start(["coordinator", "--config", str(files["coordinator"])], logs["coordinator"])
-    parties: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        _wait_listening(logs["coordinator"], coord, 30)
-        for k in ("p", "e"):
-            parties[k] = _start(
-                ["party", "--config", str(files[k]), "--out", str(out / k)],
-                logs[k],
-            )
-        _wait_parties(parties, logs, timeout)
-    finally:
-        for proc in [*parties.values(), coord]:
-            if proc.poll() is None:
-                proc.terminate()
-        coord.wait(timeout=30)
-    return logs["coordinator"].read_text(errors="replace")
-
-
-def _wait_parties(
-    parties: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path], timeout: float
-) -> None:
-    """Wait for both parties; the first failure stops the pilot with that party's log."""
-    deadline = time.monotonic() + timeout
-    shown = {k: 0 for k in logs}
-    while time.monotonic() < deadline:
-        _show_progress(logs, shown)
-        codes = {k: p.poll() for k, p in parties.items()}
-        failed = [k for k, c in codes.items() if c not in (None, 0)]
-        if failed:
-            k = failed[0]
-            raise VflError(
-                f"party {k.upper()} exited with code {codes[k]}; log {logs[k]}:\n{_tail(logs[k])}"
-            )
-        if all(c == 0 for c in codes.values()):
-            return
-        time.sleep(1.0)
-    raise VflError(f"the parties did not finish within {timeout:.0f} s; see {logs['e']}")
-
-
-def _show_progress(logs: dict[str, Path], shown: dict[str, int]) -> None:
-    """Echo the new phase, handshake, epoch and done lines of the parties' logs."""
-    for k in ("e", "p"):
-        lines = logs[k].read_text(errors="replace").splitlines()
-        for line in lines[shown[k] :]:
-            if any(w in line for w in ("phase", "handshake", "epoch", "done:")):
-                console.print(f"  {k.upper()}| {line.strip()}")
-        shown[k] = len(lines)
-
-
-def _merge(
-    out: Path, baselines: dict[str, Any] | None, coord_log: str, seconds: float
-) -> dict[str, Any]:
-    e_metrics = json.loads((out / "e" / "metrics.json").read_text())
-    results: dict[str, Any] = dict(baselines or {"models": {}})
-    row = dict(e_metrics["split_encrypted"])
-    row["federated_seconds"] = round(seconds, 1)
-    plain = results["models"].get("split_plaintext")
-    if plain:
-        row["cost_of_privacy"] = round(row["wall_seconds"] / max(plain["wall_seconds"], 1e-9), 1)
-    results["models"]["split_encrypted"] = row
-    results["federated"] = {
-        "aligned_users_psi": e_metrics["aligned_users"],
-        "key_bits": e_metrics["key_bits"],
-        "coordinator_saw": [
-            ln.strip() for ln in coord_log.splitlines() if "->" in ln and "bytes" in ln
-        ],
-    }
-    return results
+    runs = {}
+    if plaintext:  # first: each run's writer replaces certs/coordinator.toml, renamed after
+        runs["plaintext"] = ("pilot-plaintext", "_plaintext", {**train, "protocol": "plaintext"})
+    runs["encrypted"] = ("pilot", "", train)
+    files: dict[str, RunFiles] = {}
+    for mode, (name, suffix, settings) in runs.items():
+        e = _party_copy(
+            data / "e_party.toml", data / f"e_party{suffix}.toml", allow_plaintext=bool(suffix)
+        )
+        p = _party_copy(
+            data / "p_party.toml", data / f"p_party{suffix}.toml", allow_plaintext=bool(suffix)
+        )
+        job = data / f"job{suffix}.toml"
+        job.write_text(dumps_toml(_job_table(data, settings, name=name, e=e.name, p=p.name)))
+        layout = NetworkLayout(certs, (names[0], names[1]), port=_free_port(), job_file=job)
+        written = write_network_configs(layout, {names[0]: e, names[1]: p})
+        coordinator = written["coordinator"].rename(certs / f"coordinator{suffix}.toml")
+        files[mode] = RunFiles(coordinator=coordinator, e=e, p=p, job=job)
+    return files
 
 
 def pilot(
+    dataset: Dataset = typer.Option(Dataset.SYNTHETIC, help="The pilot's data."),
     out: Path = typer.Option(Path("runs/pilot"), help="Pilot directory (created)."),
     users: int = typer.Option(1000, min=50, help="Synthetic customers (union of both parties)."),
-    epochs: int = typer.Option(3, min=1, help="Epochs of every model."),
+    epochs: int = typer.Option(
+        None, min=1, help="Epochs of every model (default: synthetic 3, MovieLens 2)."
+    ),
+    users_per_step: int = typer.Option(
+        None, min=1, help="Users a step (default: synthetic 8, MovieLens 16)."
+    ),
     key_bits: int = typer.Option(2048, min=512, help="Paillier modulus size."),
-    baselines: bool = typer.Option(True, help="Also train E alone / plaintext / centralised."),
-    timeout: float = typer.Option(7200, help="Seconds before the federated run is abandoned."),
+    baselines: bool = typer.Option(True, help="Also train E alone and centralised."),
+    timeout: float = typer.Option(7200, help="Seconds before a federated run is abandoned."),
 ) -> None:
-    """Run the full pilot: coordinator + E + P processes (gRPC, mTLS, PSI, encryption)."""
-    from vfl.data.synthetic_writer import generate_synthetic
-    from vfl.training.compare import run_compare
+    """Run the pilot: E alone, VFL plaintext, VFL encrypted (3 processes each), centralised."""
+    from vfl.cli.pilot_report import baseline_rows, merge, write_outputs
 
+    t_start = time.perf_counter()
+    synthetic = dataset is Dataset.SYNTHETIC
+    n_epochs = epochs or (3 if synthetic else 2)
+    train = {
+        **PILOT_TRAIN,
+        "epochs": n_epochs,
+        "key_bits": key_bits,
+        "users_per_step": users_per_step or (8 if synthetic else 16),
+    }
     out.mkdir(parents=True, exist_ok=True)
-    console.print(f"preparing data and certificates in {out} ...")
-    generate_synthetic(out / "data", users=users)
-    files = _write_configs(out, _free_port(), epochs=epochs, key_bits=key_bits)
-    console.print("starting coordinator, E and P (logs: coordinator.log, e.log, p.log) ...")
-    t0 = time.perf_counter()
-    coord_log = _run_federated(out, files, timeout)
-    seconds = time.perf_counter() - t0
-    console.print(f"federated run finished in {seconds:.0f} s")
-    base = None
+    console.print(f"preparing {dataset.value} data and certificates in {out} ...")
+    _prepare_data(dataset, out / "data", users)
+    plaintext = plaintext_mode_available()
+    files = write_run_configs(out, train, plaintext=plaintext)
+    # each party's own secret seed, the same in both runs (see the module docstring)
+    seeds = {"e": secrets.randbelow(2**31), "p": secrets.randbelow(2**31)}
+    runs: dict[str, FederatedRun] = {}
+    for mode, where in (("plaintext", out / "plaintext"), ("encrypted", out)):
+        if mode in files:
+            console.print(f"VFL {mode}: starting coordinator, E and P (logs in {where}) ...")
+            runs[mode] = run_federated(
+                where, files[mode], seeds=seeds, label=mode, console=console, timeout=timeout
+            )
+            console.print(f"VFL {mode} finished in {runs[mode].seconds:.0f} s")
+    base: dict[str, Any] = {}
     if baselines:
-        console.print("training the in-process baselines on the same split ...")
-        base = run_compare(files["job"], out / "baselines", epochs=epochs)
-    results = _merge(out, base, coord_log, seconds)
-    (out / "pilot.json").write_text(json.dumps(results, indent=2))
-    report = write_report(results, out)
-    console.print(f"wrote {out / 'pilot.json'} and {report}")
+        console.print("training E alone and centralised on the same users, order and split ...")
+        base = baseline_rows(files["encrypted"].job, out, epochs=n_epochs, plaintext=plaintext)
+    results = merge(runs, base, dataset=dataset.value, out=out, job=files["encrypted"].job)
+    results["pilot_seconds"] = round(time.perf_counter() - t_start, 1)
+    report = write_outputs(results, out)
+    console.print(f"wrote {out / 'metrics.json'} and {report} in {results['pilot_seconds']:.0f} s")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData
+from vfl.party.accounting import MeteredModel, PhaseMeter
 from vfl.party.common import (
     TORCH_INIT_LOCK,
     LocalAlignment,
     PhaseFn,
     SteppedEndpoint,
+    in_id_order,
     local_rng_seed,
     no_phase,
 )
@@ -37,7 +40,7 @@ from vfl.party.resume import (
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
-from vfl.storage import atomic_write_bytes
+from vfl.storage import atomic_write_json
 from vfl.training.compare import summarise
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, LoopState, ProgressFn, fit
@@ -56,17 +59,23 @@ def run_active(
     progress: ProgressFn | None = None,
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
+    meter: PhaseMeter | None = None,
+    export: ExportFn | None = None,
     store: CheckpointStore | None = None,
     resume_at: Position | None = None,
 ) -> dict[str, Any]:
     """PSI, encrypted split training and evaluation at E; writes ``metrics.json``.
 
-    With a ``store``, every phase and step is checkpointed, and a run resumes from the agreed
+    ``meter`` records the cost of each phase (written into ``metrics.json`` as ``phases``);
+    ``export`` is called with the trained model once P has stopped serving. With a
+    ``store``, every phase and step is checkpointed, and a run resumes from the agreed
     position ``resume_at`` (:mod:`vfl.party.resume`).
     """
+    meter = meter if meter is not None else PhaseMeter()
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
+    meter.enter("psi")  # PSI and persisting its alignment (vfl.psi.store)
     local = align_or_resume(
         channel,
         cfg,
@@ -78,8 +87,10 @@ def run_active(
         store=store,
         resume_at=resume_at,
     )
+    meter.enter("alignment")
+    local = in_id_order(local)
     phase("train")
-    return train_active(
+    metrics = train_active(
         data,
         plan,
         channel,
@@ -89,11 +100,53 @@ def run_active(
         timeout=timeout,
         progress=progress,
         local_seed=local_seed,
+        meter=meter,
+        export=None if export is None else _exporting(export, phase, meter),
         allow_plaintext=cfg.party.allow_plaintext,
         party=cfg.party.name,
         store=store,
         start=None if store is None else training_checkpoint(store, resume_at),
     )
+    meter.close()
+    metrics["phases"] = meter.records
+    metrics["psi"] = {
+        **psi_statistics(meter.records, len(data.users), len(local)),
+        "reused": local.reused,
+    }
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+ExportFn = Callable[[SecureSplitRecommender], None]
+
+
+def _exporting(export: ExportFn, phase: PhaseFn, meter: PhaseMeter) -> ExportFn:
+    """``export`` under the sealed phase ``export`` (metered)."""
+
+    def run(model: SecureSplitRecommender) -> None:
+        phase("export")
+        meter.enter("export")
+        export(model)
+
+    return run
+
+
+def psi_statistics(records: list[dict[str, Any]], n_local: int, n_common: int) -> dict[str, Any]:
+    """E's PSI figures: its set size, the intersection, and the PSI phase's time and bytes.
+
+    Duplicate or empty ids never reach this point: PSI refuses them with a ``DataError``
+    naming the ids (SPEC §4), so a finished run reports zero of each.
+    """
+    psi = next((r for r in records if r["phase"] == "psi"), {})
+    return {
+        "e_ids": n_local,
+        "intersection": n_common,
+        "duplicates": 0,
+        "empty_ids": 0,
+        "seconds": psi.get("seconds"),
+        "bytes_sent": psi.get("bytes_sent"),
+        "bytes_received": psi.get("bytes_received"),
+    }
 
 
 def train_active(
@@ -107,6 +160,8 @@ def train_active(
     timeout: float = 120.0,
     progress: ProgressFn | None = None,
     local_seed: int | None = None,
+    meter: PhaseMeter | None = None,
+    export: ExportFn | None = None,
     allow_plaintext: bool = False,
     party: str = "E",
     store: CheckpointStore | None = None,
@@ -117,6 +172,9 @@ def train_active(
     ``allow_plaintext`` is E's own ``[party] allow_plaintext`` (plaintext mode needs both).
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
     """
+    meter = meter if meter is not None else PhaseMeter()
+    meter.enter("setup")  # split, model, key pair and the protocol's setup exchange
+    local = in_id_order(local)  # the training order at both parties (idempotent)
     # E knows only its own rows; the passive party's rows stay at P.
     alignment = Alignment(
         ids=local.ids, active_rows=local.rows, passive_rows=np.full(len(local), -1, dtype=np.int64)
@@ -132,7 +190,7 @@ def train_active(
     model = _model(data, plan, local, peer)
     try:
         peer.setup()
-        result = _fit(model, split, plan, epochs, progress, store, start)
+        result = _fit(model, split, plan, (epochs, progress, meter), store, start)
         metrics = {
             "job": plan.job.name,
             "aligned_users": len(alignment),
@@ -145,6 +203,8 @@ def train_active(
         peer.shutdown(step=-1)  # only once all is saved: P stops serving when it reads this
     finally:
         peer.share.close()
+    if export is not None:
+        export(model)
     write_metrics(out_dir, metrics)
     return metrics
 
@@ -153,18 +213,19 @@ def _fit(
     model: SecureSplitRecommender,
     split: RecSplit,
     plan: JobPlan,
-    epochs: int | None,
-    progress: ProgressFn | None,
+    run: tuple[int | None, ProgressFn | None, PhaseMeter],
     store: CheckpointStore | None,
     start: Checkpoint | None,
 ) -> FitResult:
-    """The training loop, from ``start`` if given, checkpointing into ``store`` if given."""
+    """The training loop (``run``: epochs, progress, meter), from ``start`` if given,
+    checkpointing into ``store`` if given."""
+    epochs, progress, meter = run
     t = plan.train
     batcher = UserBatcher(
         split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
     )
     return fit(
-        model,
+        MeteredModel(model, meter, steps_per_epoch=batcher.steps_per_epoch(), emit=_stderr_line),
         split,
         batcher,
         epochs=epochs or t.epochs,
@@ -179,7 +240,7 @@ def _fit(
 
 def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
     """E's ``metrics.json`` (atomically)."""
-    atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    atomic_write_json(out_dir / "metrics.json", metrics)
 
 
 def save_active_step(
@@ -218,6 +279,10 @@ def save_active_final(
         arrays={"u": model.peer.share.u},
         blobs={"head": torch_blob(model.head.state_dict())},
     )
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _passive_peer(

@@ -118,3 +118,17 @@ def load_alignment(path: Path) -> LocalAlignment:
     """Read the ``ids`` and ``rows`` of an ``alignment.json`` written by the PSI store."""
     data = json.loads(path.read_text())
     return LocalAlignment(ids=np.array(data["ids"]), rows=np.asarray(data["rows"], np.int64))
+
+
+def in_id_order(alignment: LocalAlignment) -> LocalAlignment:
+    """The alignment sorted by normalised id, the same order at both parties.
+
+    PSI orders the intersection by doubly-blinded value, which changes with every job's fresh
+    scalars. Both parties know the intersection's ids, so sorting by id leaks nothing more and
+    makes aligned positions (hence batches and per-user embeddings) the same in every run on
+    the same data: two runs from the same seeds then train the same model.
+    """
+    order = np.argsort(alignment.ids.astype(str), kind="stable")
+    return LocalAlignment(
+        ids=alignment.ids[order], rows=alignment.rows[order], reused=alignment.reused
+    )

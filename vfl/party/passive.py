@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from vfl.party.common import (
     LocalAlignment,
     PhaseFn,
     SteppedEndpoint,
+    in_id_order,
     local_rng_seed,
     no_phase,
 )
@@ -34,6 +36,7 @@ from vfl.party.resume import (
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import PassiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
+from vfl.storage import atomic_write_json
 from vfl.training.inputs import TableTensors
 from vfl.training.secure import layer_settings
 
@@ -47,11 +50,13 @@ def run_passive(
     timeout: float = 120.0,
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
+    export: PassiveExportFn | None = None,
     store: CheckpointStore | None = None,
     resume_at: Position | None = None,
 ) -> dict[str, int]:
     """Load P's data, align with E by PSI, then serve the encrypted protocol until E is done.
 
+    ``export`` is called with P's trained server after E's ``Shutdown``, in phase ``export``.
     With a ``store``, every phase and step is checkpointed, and a run resumes from the agreed
     position ``resume_at`` (:mod:`vfl.party.resume`).
     """
@@ -69,8 +74,18 @@ def run_passive(
         store=store,
         resume_at=resume_at,
     )
+    alignment = in_id_order(alignment)
+    atomic_write_json(
+        out_dir / "psi.json", {"p_ids": len(data.users), "intersection": len(alignment)}
+    )
     phase("train")
     start = None if store is None else training_checkpoint(store, resume_at)
+
+    def exporting(server: PassiveSecureServer) -> None:
+        phase("export")
+        if export is not None:
+            export(server)
+
     return serve_passive(
         data,
         plan,
@@ -78,11 +93,15 @@ def run_passive(
         alignment,
         timeout=timeout,
         local_seed=local_seed,
+        export=None if export is None else exporting,
         allow_plaintext=cfg.party.allow_plaintext,
         party=cfg.party.name,
         store=store,
         start=start,
     )
+
+
+PassiveExportFn = Callable[[PassiveSecureServer], None]
 
 
 def serve_passive(
@@ -93,6 +112,7 @@ def serve_passive(
     *,
     timeout: float = 120.0,
     local_seed: int | None = None,
+    export: PassiveExportFn | None = None,
     allow_plaintext: bool = False,
     party: str = "P",
     store: CheckpointStore | None = None,
@@ -106,6 +126,7 @@ def serve_passive(
     (``local_seed``, fresh from the OS when None), never from the job seed E knows.
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
     """
+    alignment = in_id_order(alignment)  # the training order at both parties (idempotent)
     features = TableTensors.from_table(data.users, alignment.rows)
     m, t = plan.model, plan.train
     seed = local_rng_seed(local_seed)
@@ -138,6 +159,8 @@ def serve_passive(
         _serve(server, store, start)
     finally:
         share.close()
+    if export is not None:
+        export(server)
     return {"aligned_users": len(alignment), "steps": server.steps_done}
 
 

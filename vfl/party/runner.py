@@ -21,8 +21,10 @@ from vfl.checkpoint import CheckpointStore, Phase
 from vfl.config.party import NetworkSection, PartyConfig, Role, read_network_pems
 from vfl.config.plan import JobPlan, load_plan_file
 from vfl.errors import ChannelTimeout, ConfigError, ParameterMismatch, PeerLost, ProtocolError
+from vfl.party.accounting import CountingChannel, PhaseMeter
 from vfl.party.active import run_active, write_metrics
 from vfl.party.common import SteppedEndpoint
+from vfl.party.exporting import shard_exporter
 from vfl.party.handshake import handshake
 from vfl.party.passive import finish_passive, finished_summary, run_passive
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
@@ -101,8 +103,11 @@ def _run_sealed(
     if done and cfg.role is Role.PASSIVE:
         emit(f"{name}: the job already finished here (checkpoint {store.directory})")
         return dict(finished_summary(store))
+    counter = CountingChannel(grpc_channel)  # bytes on the wire, per phase (E's metrics)
+    meter = PhaseMeter(counter)
     try:
-        channel = _session(run, net, grpc_channel)
+        meter.enter("handshake")
+        channel = _session(run, net, counter)
         channel.phase = "handshake"
         grpc_channel.report(phase="handshake")
         handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
@@ -121,7 +126,7 @@ def _run_sealed(
     if done:
         return _finish_active(store, channel, plan, run.out, net.timeout_s)
     store.discard_after(agreed)
-    return _run_phases(run, net, grpc_channel, plan, channel, store, agreed, emit, progress)
+    return _run_phases(run, net, grpc_channel, plan, channel, store, agreed, emit, progress, meter)
 
 
 def _peer_finished(grpc_channel: GrpcChannel) -> bool:
@@ -140,9 +145,11 @@ def _run_phases(
     agreed: Position | None,
     emit: Callable[[str], None],
     progress: ProgressFn | None,
+    meter: PhaseMeter,
 ) -> dict[str, Any]:
     """Step 4 from the agreed position: PSI unless aligned, then training (E) or serving (P)."""
     cfg = run.cfg
+    export_to = shard_exporter(channel, run.out / "model", cfg, plan, timeout=net.timeout_s)
 
     def phase(name: str) -> None:
         channel.phase = name
@@ -159,6 +166,7 @@ def _run_phases(
                 timeout=net.timeout_s,
                 phase=phase,
                 local_seed=run.local_seed,
+                export=export_to.passive,
                 store=store,
                 resume_at=agreed,
             )
@@ -173,6 +181,8 @@ def _run_phases(
         progress=_publishing(grpc_channel, progress),
         phase=phase,
         local_seed=run.local_seed,
+        meter=meter,
+        export=export_to.active,
         store=store,
         resume_at=agreed,
     )
@@ -194,7 +204,7 @@ def _finish_active(
     return metrics
 
 
-def _session(run: PartyRun, net: NetworkSection, grpc_channel: GrpcChannel) -> SealedChannel:
+def _session(run: PartyRun, net: NetworkSection, counter: CountingChannel) -> SealedChannel:
     """A fresh session to the peer, sealed with this party's key and the peer's pinned key.
 
     The session window is three message timeouts: long enough for a restarted peer.
@@ -202,12 +212,25 @@ def _session(run: PartyRun, net: NetworkSection, grpc_channel: GrpcChannel) -> S
     if net.box_key is None or net.peer_box_public is None:  # checked by _network
         raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
     return open_session(
+        counter,
+        private_key=read_key(net.box_key, "network.box_key"),
+        peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
+        job_id=counter.inner.job_id,
+        me=run.cfg.party.name,
+        timeout=3 * net.timeout_s,
+    )
+
+
+def _seal(run: PartyRun, net: NetworkSection, grpc_channel: CountingChannel) -> SealedChannel:
+    """A plain sealed channel to the peer (no session: inference, :mod:`vfl.party.serving`)."""
+    if net.box_key is None or net.peer_box_public is None:  # checked by _network
+        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
+    return SealedChannel(
         grpc_channel,
         private_key=read_key(net.box_key, "network.box_key"),
         peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
-        job_id=grpc_channel.job_id,
+        job_id=grpc_channel.inner.job_id,
         me=run.cfg.party.name,
-        timeout=3 * net.timeout_s,
     )
 
 

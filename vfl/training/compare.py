@@ -20,6 +20,7 @@ from vfl.data.alignment import Alignment, align_locally
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData, PassiveData
+from vfl.errors import DataError
 from vfl.evaluation.report import write_report
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
@@ -54,8 +55,16 @@ class Prepared:
     allow_plaintext: tuple[bool, bool] = (False, False)  # (E's config, P's config)
 
 
-def prepare(job_file: str | Path) -> Prepared:
-    """Load both parties, align them, and build the evaluation split."""
+def prepare(job_file: str | Path, order: np.ndarray | None = None) -> Prepared:
+    """Load both parties, align them, and build the evaluation split.
+
+    ``order`` (normalised ids, e.g. the alignment a federated run's PSI produced) fixes the
+    order of the aligned users, so the baselines see the same positions and hence the same
+    batches as that run; it must hold exactly the common users.
+
+    Raises:
+        DataError: ``order`` is not the intersection of the two parties' users.
+    """
     job = load_job_config(job_file)
     active_cfg, passive_cfg = load_job_parties(job, job_file)
     e_data = load_party_data(active_cfg)
@@ -67,6 +76,8 @@ def prepare(job_file: str | Path) -> Prepared:
         p_data.users.ids,
         sources=(str(active_cfg.users.path), str(passive_cfg.users.path)),
     )
+    if order is not None:
+        alignment = reorder(alignment, order)
     split = build_split(
         e_data.interactions,
         alignment,
@@ -84,6 +95,30 @@ def prepare(job_file: str | Path) -> Prepared:
         ),
         passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
         allow_plaintext=(active_cfg.party.allow_plaintext, passive_cfg.party.allow_plaintext),
+    )
+
+
+def reorder(alignment: Alignment, order: np.ndarray) -> Alignment:
+    """``alignment`` with its users in ``order``.
+
+    Raises:
+        DataError: ``order`` and the alignment hold different users.
+    """
+    where = {str(u): k for k, u in enumerate(alignment.ids.tolist())}
+    ids = [str(u) for u in np.asarray(order).tolist()]
+    if len(ids) != len(where) or any(u not in where for u in ids):
+        raise DataError(
+            "alignment",
+            None,
+            f"the given order has {len(ids)} users, the local intersection "
+            f"{len(where)}, or names others",
+            "pass the alignment of a run on the same data",
+        )
+    rows = np.array([where[u] for u in ids], np.int64)
+    return Alignment(
+        ids=alignment.ids[rows],
+        active_rows=alignment.active_rows[rows],
+        passive_rows=alignment.passive_rows[rows],
     )
 
 

@@ -1,0 +1,194 @@
+"""The pilot's federated runs: three OS processes per run, their progress echoed as bars.
+
+Each run is a coordinator, E and P started as ``python -m vfl ...`` processes with their own
+logs; the pilot follows E's and P's logs and draws progress bars for PSI, each epoch's
+(encrypted) batches, and prints phase and epoch lines as they come.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from vfl.errors import VflError
+
+_STEP = re.compile(r"epoch (\d+) step (\d+)/(\d+)")
+_PSI = re.compile(r"PSI (\w+) (\d+)/(\d+)")
+_ECHO = ("phase", "handshake", "epoch", "done:", "joined")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The configs of one federated run."""
+
+    coordinator: Path
+    e: Path
+    p: Path
+    job: Path
+
+
+@dataclass
+class FederatedRun:
+    """A finished run: wall seconds, what the coordinator printed, E's metrics."""
+
+    seconds: float
+    coordinator_log: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def coordinator_saw(self) -> list[str]:
+        """The coordinator's byte counts per direction (all it learns besides timing)."""
+        return [
+            ln.strip() for ln in self.coordinator_log.splitlines() if "->" in ln and "bytes" in ln
+        ]
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m vfl ARGS`` with its output in ``log``.
+
+    Torch runs one intra-op thread (``OMP_NUM_THREADS=1``): three processes and the Paillier
+    pools share this machine's cores, and torch's spinning threads would slow every step.
+    """
+    handle = log.open("wb")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "vfl", *args], stdout=handle, stderr=subprocess.STDOUT, env=env
+    )
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_listening(log: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "listening on" in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise VflError(f"coordinator did not start; its log {log}:\n{_tail(log)}")
+
+
+def run_federated(
+    out: Path,
+    files: RunFiles,
+    *,
+    seeds: dict[str, int],
+    label: str,
+    console: Console,
+    timeout: float,
+) -> FederatedRun:
+    """Start coordinator, P and E; follow them to the end; return E's metrics.
+
+    ``seeds`` are the parties' ``--local-seed`` (their own secret initial weights): the pilot
+    passes the same ones to its plaintext and encrypted runs so both train the same model.
+
+    Raises:
+        VflError: a process failed (with its log's tail) or the run exceeded ``timeout``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    logs = {k: out / f"{k}.log" for k in ("coordinator", "e", "p")}
+    t0 = time.perf_counter()
+    coord = _start(["coordinator", "--config", str(files.coordinator)], logs["coordinator"])
+    parties: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        _wait_listening(logs["coordinator"], coord, 30)
+        for k in ("p", "e"):
+            config = str(files.p if k == "p" else files.e)
+            args = ["party", "--config", config, "--out", str(out / k)]
+            parties[k] = _start([*args, "--local-seed", str(seeds[k])], logs[k])
+        _follow(parties, logs, label, console, timeout)
+    finally:
+        for proc in [*parties.values(), coord]:
+            if proc.poll() is None:
+                proc.terminate()
+        coord.wait(timeout=30)
+    metrics = json.loads((out / "e" / "metrics.json").read_text())
+    coord_log = logs["coordinator"].read_text(errors="replace")
+    return FederatedRun(time.perf_counter() - t0, coord_log, metrics)
+
+
+def _follow(
+    parties: dict[str, subprocess.Popen[bytes]],
+    logs: dict[str, Path],
+    label: str,
+    console: Console,
+    timeout: float,
+) -> None:
+    """Wait for both parties, drawing bars; the first failure stops the pilot with its log."""
+    deadline = time.monotonic() + timeout
+    bars = _Bars(label, console)
+    with bars.progress:
+        while time.monotonic() < deadline:
+            bars.update(logs)
+            codes = {k: p.poll() for k, p in parties.items()}
+            failed = [k for k, c in codes.items() if c not in (None, 0)]
+            if failed:
+                k = failed[0]
+                raise VflError(
+                    f"{label}: party {k.upper()} exited with code {codes[k]}; log {logs[k]}:\n"
+                    f"{_tail(logs[k])}"
+                )
+            if all(c == 0 for c in codes.values()):
+                bars.update(logs)
+                return
+            time.sleep(0.5)
+    raise VflError(f"{label}: the parties did not finish within {timeout:.0f} s; see {logs['e']}")
+
+
+class _Bars:
+    """Progress bars from the parties' log lines: PSI stages and each epoch's batches."""
+
+    def __init__(self, label: str, console: Console) -> None:
+        self.label = label
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.shown = {"e": 0, "p": 0}
+
+    def _bar(self, name: str, done: int, total: int) -> None:
+        key = f"{self.label} {name}"
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(key, total=total)
+        self.progress.update(self.tasks[key], completed=done, total=total)
+
+    def update(self, logs: dict[str, Path]) -> None:
+        """Read new lines of both parties' logs."""
+        for k in ("e", "p"):
+            lines = logs[k].read_text(errors="replace").splitlines()
+            for line in lines[self.shown[k] :]:
+                self._line(k, line.strip())
+            self.shown[k] = len(lines)
+
+    def _line(self, k: str, line: str) -> None:
+        step = _STEP.search(line)
+        psi = _PSI.search(line)
+        if step and k == "e":
+            self._bar(f"epoch {step.group(1)} batches", int(step.group(2)), int(step.group(3)))
+        elif psi:
+            self._bar(f"{k.upper()} PSI {psi.group(1)}", int(psi.group(2)), int(psi.group(3)))
+        elif any(w in line for w in _ECHO):
+            self.progress.console.print(f"  {self.label} {k.upper()}| {line}")

@@ -1,0 +1,211 @@
+"""Inference sessions between the two party processes, through the coordinator as in training.
+
+1. Join the coordinator (mutual TLS), start heartbeats, seal the channel to the peer and run
+   the plan handshake -- exactly as :mod:`vfl.party.runner` does for training.
+2. Phase ``inference``: the steps of :mod:`vfl.party.inference` (shard check, setup with fresh
+   keys, encrypted forward, scoring at E).
+3. Report ``done`` (nothing else: C never sees a score) or ``failed`` (the error's class name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from vfl.config.plan import JobPlan
+from vfl.data.loading import load_party_data
+from vfl.data.tables import ActiveData, PassiveData
+from vfl.errors import ShardError
+from vfl.models.bottom import PassiveBottom
+from vfl.party.accounting import CountingChannel
+from vfl.party.common import SteppedEndpoint
+from vfl.party.export import Shard
+from vfl.party.handshake import handshake
+from vfl.party.inference import (
+    InferenceRequest,
+    check_plan,
+    exchange_summaries,
+    load_head,
+    request_rows,
+    score_rows,
+    top_k,
+)
+from vfl.party.runner import PartyRun, _dial, _network, _plan, _seal
+from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, generate_keys
+from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
+from vfl.training.inputs import TableTensors
+from vfl.training.secure import layer_settings
+from vfl.transport.board import PartyState
+
+SessionBody = Callable[[ByteChannel, JobPlan], dict[str, Any]]
+
+
+def run_session(run: PartyRun, body: SessionBody, *, emit: Callable[[str], None]) -> dict[str, Any]:
+    """Steps 1-3 of the module docstring around ``body(channel, plan)``.
+
+    Raises:
+        ConfigError, ParameterMismatch, ShardError, TransportError, ChannelTimeout, PeerLost.
+    """
+    net = _network(run)
+    grpc_channel = _dial(run.cfg, net)
+    try:
+        reply = grpc_channel.join()
+        plan = _plan(run, reply.plan)
+        grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
+        emit(f"{run.cfg.party.name} joined job {reply.job} for inference, peer {net.peer}")
+        channel = _seal(run, net, CountingChannel(grpc_channel))
+        channel.phase = "handshake"
+        grpc_channel.report(phase="handshake")
+        handshake(channel, run.cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
+        channel.phase = "inference"
+        grpc_channel.report(phase="inference")
+        result = body(channel, plan)
+    except BaseException as exc:
+        grpc_channel.report(state=PartyState.FAILED, progress={"error": type(exc).__name__})
+        grpc_channel.close()
+        raise
+    grpc_channel.report(state=PartyState.DONE, progress={})
+    grpc_channel.close()
+    return result
+
+
+def _settings(shard: Shard, plan: JobPlan, w_bits: int) -> LayerSettings:
+    """The layer settings of the plan; the shard's share must be at their scale.
+
+    Raises:
+        ShardError: the share was written at another fixed-point scale.
+    """
+    settings = layer_settings(plan.train)
+    if settings.scales.w_bits != w_bits:
+        raise ShardError(
+            f"{shard.path}: share at scale 2^{w_bits}, this version uses "
+            f"2^{settings.scales.w_bits}. Fix: export again with this version"
+        )
+    return settings
+
+
+def active_session(
+    run: PartyRun, shard: Shard, request: InferenceRequest, timeout: float
+) -> SessionBody:
+    """E's body: check shards, set up fresh keys, ask P for ``[[b·W_B]]_E``, score at E."""
+
+    def body(channel: ByteChannel, plan: JobPlan) -> dict[str, Any]:
+        check_plan(shard, plan)
+        exchange_summaries(channel, shard, active=True, peer=channel.peer, timeout=timeout)
+        data = load_party_data(run.cfg)
+        if not isinstance(data, ActiveData):
+            raise TypeError("vfl infer needs E's (active) party config")
+        local = shard.alignment()
+        rows = request_rows(request, run.cfg, data, local)
+        head = load_head(shard, data, plan)
+        u, w_bits = shard.share()
+        settings = _settings(shard, plan, w_bits)
+        share = ActiveShare(
+            u=u,
+            settings=settings,
+            keys=generate_keys(settings),  # fresh for this session: no key is stored
+            allow_plaintext=run.cfg.party.allow_plaintext,
+            party=run.cfg.party.name,
+        )
+        endpoint = SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout)
+        peer = SecurePassivePeer(endpoint, share)
+        users = rows.unique_users()
+        try:
+            peer.setup()
+            z_b = peer.forward(0, users, train=False)
+        finally:
+            peer.shutdown(step=1)
+            share.close()
+        scores = score_rows(head, rows, users, z_b)
+        return _answer(request, data, local, rows, scores)
+
+    return body
+
+
+def _answer(
+    request: InferenceRequest, data: ActiveData, local: Any, rows: Any, scores: np.ndarray
+) -> dict[str, Any]:
+    """The JSON-ready answer: the ranked items, or one score per requested pair."""
+    item_ids = data.items.ids
+    if request.user is not None:
+        best = top_k(scores, rows.items, request.k)
+        by_item = dict(zip(rows.items.tolist(), scores.tolist(), strict=True))
+        return {
+            "user": request.user,
+            "top_k": [{"item": str(item_ids[i]), "score": round(by_item[i], 6)} for i in best],
+        }
+    return {
+        "pairs": [
+            {"user": u, "item": i, "score": round(float(s), 6)}
+            for (u, i), s in zip(request.pairs, scores.tolist(), strict=True)
+        ]
+    }
+
+
+def passive_session(run: PartyRun, shard: Shard, timeout: float) -> SessionBody:
+    """P's body: check shards, then answer E's setup and forwards from the loaded shard."""
+
+    def body(channel: ByteChannel, plan: JobPlan) -> dict[str, Any]:
+        check_plan(shard, plan)
+        exchange_summaries(channel, shard, active=False, peer=channel.peer, timeout=timeout)
+        data = load_party_data(run.cfg)
+        if not isinstance(data, PassiveData):
+            raise TypeError("vfl serve needs P's (passive) party config")
+        party = run.cfg.party
+        server = passive_server(
+            shard,
+            data,
+            plan,
+            channel,
+            timeout,
+            allow_plaintext=party.allow_plaintext,
+            party=party.name,
+        )
+        try:
+            server.serve()
+        finally:
+            server.share.close()
+        return {"served": True}
+
+    return body
+
+
+def passive_server(
+    shard: Shard,
+    data: PassiveData,
+    plan: JobPlan,
+    channel: ByteChannel,
+    timeout: float,
+    *,
+    allow_plaintext: bool = False,
+    party: str = "P",
+) -> PassiveSecureServer:
+    """P's server over its loaded bottom model and share ``V`` (forwards only: nothing trains)."""
+    local = shard.alignment()
+    features = TableTensors.from_table(data.users, local.rows)
+    m = plan.model
+    bottom = PassiveBottom(
+        features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
+    )
+    bottom.load_state_dict(shard.state_dict("bottom.pt"))
+    v, w_bits = shard.share()
+    settings = _settings(shard, plan, w_bits)
+    share = PassiveShare(
+        v=v,
+        settings=settings,
+        keys=generate_keys(settings),  # fresh for this session: no key is stored
+        allow_plaintext=allow_plaintext,
+        party=party,
+    )
+    return PassiveSecureServer(
+        endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),
+        bottom=bottom,
+        numeric=features.numeric,
+        categorical=features.categorical,
+        optimizer=torch.optim.SGD(bottom.parameters(), lr=0.0),  # never stepped: no backward
+        share=share,
+    )
