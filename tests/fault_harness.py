@@ -142,11 +142,12 @@ class Job:
         return True
 
     def seed_alignment(self, other: Job) -> None:
-        """Start from ``other``'s PSI result (both parties' alignment checkpoints)."""
+        """Start from ``other``'s PSI result (alignment checkpoints and ``alignment.json``)."""
         for k in ("e", "p"):
             (self.root / k / "checkpoints").mkdir(parents=True, exist_ok=True)
             name = file_name(Phase.ALIGNMENT, 0)
             shutil.copy(other.root / k / "checkpoints" / name, self.root / k / "checkpoints")
+            shutil.copy(other.root / k / "alignment.json", self.root / k)  # the PSI store's
 
     def phase_of(self, k: str) -> str:
         """The phase ``k`` (the coordinator: E, or P once E is gone) is in right now."""
