@@ -79,3 +79,19 @@ def test_pilot_runs_three_processes_and_reports(tmp_path: Path) -> None:
     assert "split_encrypted" in report and "Cold-start" in report and "## PSI" in report
     for png in ("loss_curves.png", "metrics.png", "phase_runs.png"):
         assert (out / png).stat().st_size > 10_000, png
+
+
+def test_a_new_pilot_drops_the_last_pilots_checkpoints_only(tmp_path: Path) -> None:
+    # Prepare: what an earlier pilot leaves in a party's work directory
+    from vfl.cli.pilot_runs import _drop_checkpoints
+
+    for party in ("e", "p"):
+        (tmp_path / party / "checkpoints").mkdir(parents=True)
+        (tmp_path / party / "checkpoints" / "train-000007.ckpt").write_bytes(b"old state")
+        (tmp_path / party / "alignment.json").write_text("{}")
+    # Execute
+    _drop_checkpoints(tmp_path)
+    # Assert: no party would resume the old run; its alignment (reusable by PSI) stays
+    for party in ("e", "p"):
+        assert not (tmp_path / party / "checkpoints").exists()
+        assert (tmp_path / party / "alignment.json").read_text() == "{}"

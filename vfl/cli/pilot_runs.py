@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -105,6 +106,7 @@ def run_federated(
         VflError: a process failed (with its log's tail) or the run exceeded ``timeout``.
     """
     out.mkdir(parents=True, exist_ok=True)
+    _drop_checkpoints(out)
     logs = {k: out / f"{k}.log" for k in ("coordinator", "e", "p")}
     t0 = time.perf_counter()
     coord = _start(["coordinator", "--config", str(files.coordinator)], logs["coordinator"])
@@ -124,6 +126,17 @@ def run_federated(
     metrics = json.loads((out / "e" / "metrics.json").read_text())
     coord_log = logs["coordinator"].read_text(errors="replace")
     return FederatedRun(time.perf_counter() - t0, coord_log, metrics)
+
+
+def _drop_checkpoints(out: Path) -> None:
+    """Remove both parties' checkpoints left by an earlier pilot in ``out``.
+
+    A pilot is a fresh experiment on freshly written data, certificates and seeds; a party
+    that found the last pilot's finished checkpoints would resume them (SPEC §8) and report
+    the old model instead of training. Resuming a killed ``vfl party`` is unaffected.
+    """
+    for party in ("e", "p"):
+        shutil.rmtree(out / party / "checkpoints", ignore_errors=True)
 
 
 def _follow(
