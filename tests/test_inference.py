@@ -27,28 +27,15 @@ from vfl.party.inference import candidate_items, load_head
 from vfl.training.inputs import TableTensors
 
 
-def _kill_all(run: Pilot) -> None:
-    for proc in run.procs.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pilot]:
     """One finished three-process training run (512-bit keys, one epoch)."""
     run = _prepare(tmp_path_factory.mktemp("infer"), epochs=1)
     try:
-        run.start_coordinator()
-        run.start_party("p")
-        run.start_party("e")
-        for k in ("e", "p"):
-            assert run.wait_exit(k, 300) == 0, run.log(k)
-        run.procs["coordinator"].send_signal(signal.SIGTERM)
-        assert run.wait_exit("coordinator", 20) == 0
+        run.run_to_end()
         yield run
     finally:
-        _kill_all(run)
+        run.kill_all()
 
 
 def _infer(run: Pilot, *args: str) -> dict[str, object]:

@@ -88,6 +88,23 @@ class Pilot:
         except subprocess.TimeoutExpired:
             pytest.fail(f"{k} still running after {timeout} s:\n{self.log(k)[-3000:]}")
 
+    def run_to_end(self) -> None:
+        """Coordinator, P and E to a successful end; the coordinator stops on SIGTERM."""
+        self.start_coordinator()
+        self.start_party("p")
+        self.start_party("e")
+        for k in ("e", "p"):
+            assert self.wait_exit(k, 300) == 0, self.log(k)
+        self.procs["coordinator"].send_signal(signal.SIGTERM)
+        assert self.wait_exit("coordinator", 20) == 0
+
+    def kill_all(self) -> None:
+        """Kill whatever is still running and reap it."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -136,19 +153,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pilot]:
     """One complete three-process run, shared by the tests that inspect its results."""
     run = _prepare(tmp_path_factory.mktemp("e2e"))
     try:
-        run.start_coordinator()
-        run.start_party("p")
-        run.start_party("e")
-        for k in ("e", "p"):
-            assert run.wait_exit(k, 300) == 0, run.log(k)
-        run.procs["coordinator"].send_signal(signal.SIGTERM)
-        assert run.wait_exit("coordinator", 20) == 0
+        run.run_to_end()
         yield run
     finally:
-        for proc in run.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
+        run.kill_all()
 
 
 def _in_process_reference(run: Pilot) -> dict[str, object]:

@@ -204,17 +204,26 @@ def _finish_active(
     return metrics
 
 
+def _box_keys(run: PartyRun, net: NetworkSection) -> tuple[bytes, bytes]:
+    """This party's sealing key and the peer's pinned public key, read from ``[network]``."""
+    if net.box_key is None or net.peer_box_public is None:  # checked by _network
+        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
+    return (
+        read_key(net.box_key, "network.box_key"),
+        read_key(net.peer_box_public, "network.peer_box_public"),
+    )
+
+
 def _session(run: PartyRun, net: NetworkSection, counter: CountingChannel) -> SealedChannel:
     """A fresh session to the peer, sealed with this party's key and the peer's pinned key.
 
     The session window is three message timeouts: long enough for a restarted peer.
     """
-    if net.box_key is None or net.peer_box_public is None:  # checked by _network
-        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
+    private_key, peer_public_key = _box_keys(run, net)
     return open_session(
         counter,
-        private_key=read_key(net.box_key, "network.box_key"),
-        peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
+        private_key=private_key,
+        peer_public_key=peer_public_key,
         job_id=counter.inner.job_id,
         me=run.cfg.party.name,
         timeout=3 * net.timeout_s,
@@ -223,12 +232,11 @@ def _session(run: PartyRun, net: NetworkSection, counter: CountingChannel) -> Se
 
 def _seal(run: PartyRun, net: NetworkSection, grpc_channel: CountingChannel) -> SealedChannel:
     """A plain sealed channel to the peer (no session: inference, :mod:`vfl.party.serving`)."""
-    if net.box_key is None or net.peer_box_public is None:  # checked by _network
-        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
+    private_key, peer_public_key = _box_keys(run, net)
     return SealedChannel(
         grpc_channel,
-        private_key=read_key(net.box_key, "network.box_key"),
-        peer_public_key=read_key(net.peer_box_public, "network.peer_box_public"),
+        private_key=private_key,
+        peer_public_key=peer_public_key,
         job_id=grpc_channel.inner.job_id,
         me=run.cfg.party.name,
     )
