@@ -23,6 +23,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,8 @@ from vfl.cli.netconfig import NetworkLayout, write_network_configs
 from vfl.data.party_files import dumps_toml
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.errors import CheckpointError
-from vfl.protocol.secure_layer import SecureScales
+from vfl.faults import ENV as PAUSE_ENV
+from vfl.party.export import load_pair
 from vfl.transport.certs import generate_dev_pki
 from vfl.transport.sealing import write_box_keys
 
@@ -90,6 +92,7 @@ class Job:
         self._marks: dict[str, tuple[int, int]] = {}  # at the last kill: (run, log length)
         self.last_kill_at = time.monotonic()
         self.step_at_kill = -1  # E's newest training step when the last kill was made
+        self.pauses: dict[str, str] = {}  # k -> VFL_PAUSE_AT for k's next start only
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -111,6 +114,8 @@ class Job:
             args = ["party", "--config", str(self.files[k]), "--out", str(self.root / k)]
             args += ["--local-seed", str(SEEDS[k])]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        if k in self.pauses:  # a pause point (vfl.faults) for this start only
+            env[PAUSE_ENV] = self.pauses.pop(k)
         with self.log_path(k).open("wb") as handle:
             self.procs[k] = subprocess.Popen(
                 [sys.executable, "-m", "vfl", *args],
@@ -149,16 +154,35 @@ class Job:
             shutil.copy(other.root / k / "checkpoints" / name, self.root / k / "checkpoints")
             shutil.copy(other.root / k / "alignment.json", self.root / k)  # the PSI store's
 
+    def seed_trained(self, other: Job) -> None:
+        """Start from ``other``'s trained state: its alignment and training checkpoints, so
+        both parties resume at the last step and go on to evaluation and export."""
+        self.seed_alignment(other)
+        for k in ("e", "p"):
+            for phase, step in other.positions(k):
+                if phase == Phase.TRAIN.value:
+                    name = file_name(Phase.TRAIN, step)
+                    shutil.copy(
+                        other.root / k / "checkpoints" / name, self.root / k / "checkpoints"
+                    )
+
     def phase_of(self, k: str) -> str:
         """The phase ``k`` (the coordinator: E, or P once E is gone) is in right now."""
         if k == "coordinator":
             k = "e" if "e" not in self.done else "p"
-        marks = ("joined job", "handshake with", "phase psi", "phase train", "done:")
+        marks = (
+            "joined job",
+            "handshake with",
+            "phase psi",
+            "phase train",
+            "phase export",
+            "done:",
+        )
         text = self.log(k)
         last = max(marks, key=lambda m: text.rfind(m))
         if text.rfind(last) < 0 or last in ("joined job", "handshake with"):
             return "handshake"
-        if last == "done:":
+        if last in ("phase export", "done:"):
             return "export"
         return "psi" if last == "phase psi" else self._training_phase()
 
@@ -331,20 +355,15 @@ class Model:
 
 
 def final_model(job: Job) -> Model:
-    """Read both parties' export checkpoints (the test may read both work directories)."""
-    import io
-
-    import torch
-
-    e, p = job.newest("e", Phase.EXPORT), job.newest("p", Phase.EXPORT)
+    """Read both parties' exported shards (``<work dir>/model``, checked against each other's
+    manifests) and E's losses and metrics (the test may read both work directories)."""
+    e, p = load_pair(job.root / "e" / "model", job.root / "p" / "model")
     evaluated, train = job.newest("e", Phase.EVAL), job.newest("e", Phase.TRAIN)
-    w_bits = SecureScales().w_bits
-    total = e.arrays["u"] + p.arrays["v"]
-    w_b = np.array([int(x) / 2**w_bits for x in total.ravel()]).reshape(total.shape)
+    (u, w_bits), (v, _) = e.share(), p.share()
+    w_b = np.array([int(x) / 2**w_bits for x in (u + v).ravel()]).reshape(u.shape)
 
-    def tensors(blob: bytes) -> dict[str, np.ndarray]:
-        state = torch.load(io.BytesIO(blob), weights_only=True)
-        return {k: v.numpy().copy() for k, v in state.items()}
+    def tensors(state: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {k: t.numpy().copy() for k, t in state.items()}
 
     row = evaluated.meta["metrics"]["split_encrypted"]
     metrics = {k: float(row[k]) for k in ("auc", "hr@10", "ndcg@10", "logloss")}
@@ -352,8 +371,8 @@ def final_model(job: Job) -> Model:
         losses=np.array(train.meta["loop"]["losses"]),
         metrics=metrics,
         w_b=w_b,
-        head=tensors(e.blobs["head"]),
-        bottom=tensors(p.blobs["bottom"]),
+        head=tensors(e.state_dict("head.pt")),
+        bottom=tensors(p.state_dict("bottom.pt")),
     )
 
 

@@ -99,6 +99,37 @@ def eval_and_export(spe: int) -> list[Kill]:
     ]
 
 
+def paused(k: str, point: str) -> Callable[[Job], bool]:
+    """``k`` holds at pause point ``point`` (vfl.faults) after the last kill."""
+    return logged(k, f"pause point {point}")
+
+
+# id -> (pause point per process, kills): every step of the export (vfl.party.exporting),
+# the coordinator while E's last messages are on the relay, and once E finished and left
+EXPORT_STEPS: dict[str, tuple[dict[str, str], list[Kill]]] = {
+    "e-after-sending-its-digest": (
+        {"e": "export.summary_sent=8"},
+        [Kill("e", paused("e", "export.summary_sent"), 0.0, "export")],
+    ),
+    "e-done-before-confirming": (
+        {"e": "export.marked=8"},
+        [Kill("e", paused("e", "export.marked"), 0.0, "export")],
+    ),
+    "p-with-manifest-before-answering": (
+        {"p": "export.manifest_written=8"},
+        [Kill("p", paused("p", "export.manifest_written"), 0.0, "export")],
+    ),
+    "p-confirmed-before-marking": (
+        {"p": "export.confirmed=8"},
+        [Kill("p", paused("p", "export.confirmed"), 0.0, "export")],
+    ),
+    "coordinator-after-e-shutdown": (
+        {"e": "export.start=6"},
+        [Kill("coordinator", paused("e", "export.start"), 0.5, "export")],
+    ),
+}
+
+
 def _check(out: Outcome, kills: list[Kill], job: Job, want: Model) -> None:
     print(f"kills {out.phases}, missed {out.missed}, restarts {out.restarts}, {out.wall_s:.0f} s")
     # every planned kill landed (but those in the last instant of a party's life), a party
@@ -155,6 +186,27 @@ def test_kills_in_training_evaluation_and_export_resume_to_the_uninterrupted_mod
     _check(out, kills, job, want)
 
 
+@pytest.mark.parametrize("step", list(EXPORT_STEPS))
+def test_kills_inside_the_export_redo_it_to_the_uninterrupted_shards(
+    step: str, reference: tuple[Job, Model], tmp_path: Path
+) -> None:
+    # Prepare: the reference's trained state, and a pause point where the kill lands
+    ref_job, want = reference
+    pauses, kills = EXPORT_STEPS[step]
+    job = Job(tmp_path, epochs=EPOCHS)
+    job.spe = len(want.losses) // EPOCHS
+    job.seed_trained(ref_job)
+    job.pauses = dict(pauses)
+    # Execute
+    try:
+        out = job.supervise(kills, timeout=240, seed=4)
+    finally:
+        job.stop_all()
+    # Assert: the shards (read from <out>/model, each naming the other) are the reference's
+    _check(out, kills, job, want)
+    assert {phase for _, phase in out.phases} == {"export"}, out.phases
+
+
 def test_the_suite_killed_each_process_in_each_phase_at_least_20_times() -> None:
     if not KILLED:
         pytest.skip("run with the scenarios above")
@@ -163,8 +215,7 @@ def test_the_suite_killed_each_process_in_each_phase_at_least_20_times() -> None
     missing = [
         (victim, phase)
         for victim in ("e", "p", "coordinator")
-        for phase in ("psi", "handshake", "train", "eval")
+        for phase in ("psi", "handshake", "train", "eval", "export")
         if (victim, phase) not in hit
     ]
     assert not missing, (missing, KILLED)
-    assert ("e", "export") in hit or ("p", "export") in hit, KILLED

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from vfl.party.common import (
     local_rng_seed,
     no_phase,
 )
+from vfl.party.exporting import ShardExporter, shard_blobs
 from vfl.party.resume import (
     Position,
     align_or_resume,
@@ -60,14 +61,14 @@ def run_active(
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
     meter: PhaseMeter | None = None,
-    export: ExportFn | None = None,
+    export: ShardExporter | None = None,
     store: CheckpointStore | None = None,
     resume_at: Position | None = None,
 ) -> dict[str, Any]:
     """PSI, encrypted split training and evaluation at E; writes ``metrics.json``.
 
     ``meter`` records the cost of each phase (written into ``metrics.json`` as ``phases``);
-    ``export`` is called with the trained model once P has stopped serving. With a
+    ``export`` writes and exchanges the trained shard once P has stopped serving. With a
     ``store``, every phase and step is checkpointed, and a run resumes from the agreed
     position ``resume_at`` (:mod:`vfl.party.resume`).
     """
@@ -117,18 +118,14 @@ def run_active(
     return metrics
 
 
-ExportFn = Callable[[SecureSplitRecommender], None]
-
-
-def _exporting(export: ExportFn, phase: PhaseFn, meter: PhaseMeter) -> ExportFn:
+def _exporting(export: ShardExporter, phase: PhaseFn, meter: PhaseMeter) -> ShardExporter:
     """``export`` under the sealed phase ``export`` (metered)."""
 
-    def run(model: SecureSplitRecommender) -> None:
+    def starting() -> None:
         phase("export")
         meter.enter("export")
-        export(model)
 
-    return run
+    return replace(export, starting=starting)
 
 
 def psi_statistics(records: list[dict[str, Any]], n_local: int, n_common: int) -> dict[str, Any]:
@@ -161,7 +158,7 @@ def train_active(
     progress: ProgressFn | None = None,
     local_seed: int | None = None,
     meter: PhaseMeter | None = None,
-    export: ExportFn | None = None,
+    export: ShardExporter | None = None,
     allow_plaintext: bool = False,
     party: str = "E",
     store: CheckpointStore | None = None,
@@ -198,13 +195,14 @@ def train_active(
             "key_bits": plan.train.key_bits,
             "split_encrypted": summarise(result),
         }
+        files = {} if export is None else export.active_files(model)
         if store is not None:
-            save_active_final(store, model, metrics)
+            save_active_final(store, model, metrics, files)
         peer.shutdown(step=-1)  # only once all is saved: P stops serving when it reads this
     finally:
         peer.share.close()
     if export is not None:
-        export(model)
+        export.exchange(files)
     write_metrics(out_dir, metrics)
     return metrics
 
@@ -269,15 +267,19 @@ def restore_active(ckpt: Checkpoint, model: SecureSplitRecommender) -> LoopState
 
 
 def save_active_final(
-    store: CheckpointStore, model: SecureSplitRecommender, metrics: dict[str, Any]
+    store: CheckpointStore,
+    model: SecureSplitRecommender,
+    metrics: dict[str, Any],
+    files: dict[str, bytes],
 ) -> None:
-    """``eval`` 0 (the metrics) and ``export`` 0 (E's trained shard: head and ``U``)."""
+    """``eval`` 0 (the metrics) and ``export`` 0 (E's trained head and ``U``, and the bytes
+    of its shard files, :mod:`vfl.party.exporting`)."""
     store.save(Phase.EVAL, 0, meta={"metrics": metrics})
     store.save(
         Phase.EXPORT,
         0,
         arrays={"u": model.peer.share.u},
-        blobs={"head": torch_blob(model.head.state_dict())},
+        blobs={"head": torch_blob(model.head.state_dict()), **shard_blobs(files)},
     )
 
 

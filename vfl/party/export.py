@@ -18,6 +18,11 @@ Steps of an export (after training, sealed, phase ``export``):
 2. E sends ``{job, plan, party, shard}``; P checks job and plan and answers with its own.
 3. Each writes ``manifest.json``: job, plan fingerprint, role, party, peer, the file digests,
    its own shard digest and the **peer's shard digest**, so each shard names its partner.
+   P writes it *before* it answers, so E never holds a digest P has not recorded.
+4. E, its manifest written, confirms the pair of digests; P checks it names both shards.
+
+The file bytes come from each party's ``export`` checkpoint, so an export interrupted at any
+step is redone by both parties with byte-identical files (:mod:`vfl.party.exporting`).
 
 Loading checks every file against the manifest; a shard is only used together with the shard
 its manifest names (:func:`check_partner`): alone or with another partner it is refused.
@@ -78,54 +83,38 @@ def alignment_bytes(alignment: LocalAlignment) -> bytes:
     return json.dumps({"ids": alignment.ids.tolist(), "rows": alignment.rows.tolist()}).encode()
 
 
-def _digest(files: dict[str, str]) -> str:
+def shard_digest(files: dict[str, str]) -> str:
+    """A shard's digest: SHA-256 of the canonical JSON ``{file: sha256(file)}``."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def export_shard(
-    channel: ByteChannel,
-    out_dir: Path,
-    identity: ShardIdentity,
-    files: dict[str, bytes],
-    *,
-    timeout: float,
-) -> Path:
-    """Steps 1-3 of the module docstring; returns the manifest's path.
+def write_shard_files(out_dir: Path, files: dict[str, bytes]) -> dict[str, str]:
+    """Step 1: write each parameter file atomically; return ``{file: sha256(file)}``.
 
     Raises:
-        ShardError: the peer exported for another job or plan.
-        StorageError: the shard cannot be written.
-        ChannelTimeout, ProtocolError: from the channel.
+        StorageError: the shard directory cannot be written.
     """
     ensure_dir(out_dir)
     sums = {}
     for name, data in sorted(files.items()):
         atomic_write_bytes(out_dir / name, data)
         sums[name] = hashlib.sha256(data).hexdigest()
-    mine = {"job": identity.job, "plan": identity.plan, "party": identity.party}
-    mine["shard"] = _digest(sums)
-    if identity.role == "active":
-        channel.send(json.dumps(mine).encode())
-        theirs = _peer_summary(channel, timeout, identity)
-    else:
-        theirs = _peer_summary(channel, timeout, identity)
-        channel.send(json.dumps(mine).encode())
-    manifest = {
-        "format": FORMAT,
-        "job": identity.job,
-        "plan_fingerprint": identity.plan,
-        "role": identity.role,
-        "party": identity.party,
-        "peer": identity.peer,
-        "files": sums,
-        "shard_sha256": mine["shard"],
-        "peer_shard_sha256": theirs["shard"],
-    }
-    return atomic_write_json(out_dir / MANIFEST, manifest)
+    return sums
 
 
-def _peer_summary(channel: ByteChannel, timeout: float, identity: ShardIdentity) -> dict[str, str]:
-    """The peer's ``{job, plan, party, shard}``, which must be of the same job and plan."""
+def send_summary(channel: ByteChannel, identity: ShardIdentity, digest: str) -> None:
+    """Step 2: this party's ``{job, plan, party, shard}`` to the peer."""
+    summary = {"job": identity.job, "plan": identity.plan, "party": identity.party}
+    channel.send(json.dumps({**summary, "shard": digest}).encode())
+
+
+def receive_summary(channel: ByteChannel, identity: ShardIdentity, *, timeout: float) -> str:
+    """Step 2: the peer's summary, which must be of the same job and plan; returns its digest.
+
+    Raises:
+        ShardError: the peer exported for another job or plan, or sent garbage.
+        ChannelTimeout, ProtocolError: from the channel.
+    """
     try:
         theirs = json.loads(channel.recv(timeout))
         job, plan, shard = str(theirs["job"]), str(theirs["plan"]), str(theirs["shard"])
@@ -138,7 +127,54 @@ def _peer_summary(channel: ByteChannel, timeout: float, identity: ShardIdentity)
             f"{identity.party}: {identity.peer} exported job {job!r} plan {plan[:16]}, this party "
             f"job {identity.job!r} plan {identity.plan[:16]}; both must export the same job"
         )
-    return {"job": job, "plan": plan, "shard": shard}
+    return shard
+
+
+def write_manifest(
+    out_dir: Path, identity: ShardIdentity, sums: dict[str, str], peer_digest: str
+) -> Path:
+    """Step 3: ``manifest.json`` naming this shard's files, its digest and its partner's."""
+    manifest = {
+        "format": FORMAT,
+        "job": identity.job,
+        "plan_fingerprint": identity.plan,
+        "role": identity.role,
+        "party": identity.party,
+        "peer": identity.peer,
+        "files": sums,
+        "shard_sha256": shard_digest(sums),
+        "peer_shard_sha256": peer_digest,
+    }
+    return atomic_write_json(out_dir / MANIFEST, manifest)
+
+
+def send_confirmation(channel: ByteChannel, mine: str, theirs: str) -> None:
+    """Step 4 at E: both manifests are written; E confirms the pair ``(E's, P's digest)``."""
+    channel.send(json.dumps({"exported": mine, "partner": theirs}).encode())
+
+
+def await_confirmation(
+    channel: ByteChannel, identity: ShardIdentity, mine: str, theirs: str, *, timeout: float
+) -> None:
+    """Step 4 at P: E's confirmation must name exactly this pair of shards.
+
+    Raises:
+        ShardError: E confirmed another pair (its manifest names another partner).
+        ChannelTimeout, ProtocolError: from the channel.
+    """
+    try:
+        got = json.loads(channel.recv(timeout))
+        pair = (str(got["exported"]), str(got["partner"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ShardError(
+            f"{identity.party}: malformed export confirmation from {identity.peer}"
+        ) from exc
+    if pair != (theirs, mine):
+        raise ShardError(
+            f"{identity.party}: {identity.peer} confirmed shards {pair[0][:16]} + {pair[1][:16]}, "
+            f"this party exported {mine[:16]} with partner {theirs[:16]}. Fix: restart both "
+            "parties with the same command; each re-exports from its export checkpoint"
+        )
 
 
 @dataclass(frozen=True)
@@ -216,7 +252,7 @@ def load_shard(path: Path, role: str) -> Shard:
                 f"{f}: missing or changed since export (its SHA-256 is not the manifest's). "
                 "Fix: restore the shard directory as exported"
             )
-    if _digest(files) != manifest.get("shard_sha256"):
+    if shard_digest(files) != manifest.get("shard_sha256"):
         raise ShardError(
             f"{manifest_file}: shard digest does not match its files. Fix: export again"
         )

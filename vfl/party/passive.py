@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,6 @@ from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
-from vfl.errors import CheckpointError
 from vfl.models.bottom import PassiveBottom
 from vfl.party.common import (
     TORCH_INIT_LOCK,
@@ -24,6 +23,7 @@ from vfl.party.common import (
     local_rng_seed,
     no_phase,
 )
+from vfl.party.exporting import ShardExporter, shard_blobs
 from vfl.party.resume import (
     Position,
     align_or_resume,
@@ -50,13 +50,14 @@ def run_passive(
     timeout: float = 120.0,
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
-    export: PassiveExportFn | None = None,
+    export: ShardExporter | None = None,
     store: CheckpointStore | None = None,
     resume_at: Position | None = None,
 ) -> dict[str, int]:
     """Load P's data, align with E by PSI, then serve the encrypted protocol until E is done.
 
-    ``export`` is called with P's trained server after E's ``Shutdown``, in phase ``export``.
+    ``export`` writes and exchanges P's trained shard after E's ``Shutdown``, in phase
+    ``export``.
     With a ``store``, every phase and step is checkpointed, and a run resumes from the agreed
     position ``resume_at`` (:mod:`vfl.party.resume`).
     """
@@ -81,11 +82,6 @@ def run_passive(
     phase("train")
     start = None if store is None else training_checkpoint(store, resume_at)
 
-    def exporting(server: PassiveSecureServer) -> None:
-        phase("export")
-        if export is not None:
-            export(server)
-
     return serve_passive(
         data,
         plan,
@@ -93,15 +89,12 @@ def run_passive(
         alignment,
         timeout=timeout,
         local_seed=local_seed,
-        export=None if export is None else exporting,
+        export=None if export is None else replace(export, starting=lambda: phase("export")),
         allow_plaintext=cfg.party.allow_plaintext,
         party=cfg.party.name,
         store=store,
         start=start,
     )
-
-
-PassiveExportFn = Callable[[PassiveSecureServer], None]
 
 
 def serve_passive(
@@ -112,7 +105,7 @@ def serve_passive(
     *,
     timeout: float = 120.0,
     local_seed: int | None = None,
-    export: PassiveExportFn | None = None,
+    export: ShardExporter | None = None,
     allow_plaintext: bool = False,
     party: str = "P",
     store: CheckpointStore | None = None,
@@ -156,32 +149,42 @@ def serve_passive(
         ),
     )
     try:
-        _serve(server, store, start)
+        files = _serve(server, store, start, export)
     finally:
         share.close()
     if export is not None:
-        export(server)
+        export.exchange(files)
     return {"aligned_users": len(alignment), "steps": server.steps_done}
 
 
 def _serve(
-    server: PassiveSecureServer, store: CheckpointStore | None, start: Checkpoint | None
-) -> None:
-    """Serve from ``start`` if given, saving each step and the final shard into ``store``."""
+    server: PassiveSecureServer,
+    store: CheckpointStore | None,
+    start: Checkpoint | None,
+    export: ShardExporter | None,
+) -> dict[str, bytes]:
+    """Serve from ``start`` if given, saving each step into ``store``, then the final state
+    with the shard's file bytes (``export`` 0); returns those bytes."""
     if start is not None:
         restore_passive(start, server)
     if store is not None:
         server.on_update = lambda step: save_passive_step(store, server, Phase.TRAIN, step)
     server.serve()
+    files = {} if export is None else export.passive_files(server)
     if store is not None:
-        save_passive_step(store, server, Phase.EXPORT, 0)
+        save_passive_step(store, server, Phase.EXPORT, 0, shard_blobs(files))
+    return files
 
 
 def save_passive_step(
-    store: CheckpointStore, server: PassiveSecureServer, phase: Phase, step: int
+    store: CheckpointStore,
+    server: PassiveSecureServer,
+    phase: Phase,
+    step: int,
+    extra: dict[str, bytes] | None = None,
 ) -> None:
     """P's bottom model, Adam state, ``V``, its momentum share and step count (``train`` s,
-    or the ``export``)."""
+    or ``export`` 0 with the shard's files in ``extra``)."""
     arrays, meta = sgd_state("v", server.share.sgd)
     store.save(
         phase,
@@ -189,7 +192,7 @@ def save_passive_step(
         seq=int(getattr(server.endpoint.channel, "next_out", 0)),
         meta={"steps_done": server.steps_done, **meta},
         arrays={"v": server.share.v, **arrays},
-        blobs=module_blobs("bottom", server.bottom, server.optimizer),
+        blobs={**module_blobs("bottom", server.bottom, server.optimizer), **(extra or {})},
     )
 
 
@@ -205,23 +208,3 @@ def finished_summary(store: CheckpointStore) -> dict[str, int]:
     """P's summary from its ``export`` checkpoint (a restart after the job ended)."""
     steps = int(store.load(Phase.EXPORT, 0).meta["steps_done"])
     return {"aligned_users": len(store.load(Phase.ALIGNMENT, 0).arrays["ids"]), "steps": steps}
-
-
-def finish_passive(store: CheckpointStore) -> dict[str, int]:
-    """E finished while P was down after the last step: export P's last ``train`` state.
-
-    E only finishes once every step's update is applied at both sides, so P's newest
-    ``train`` checkpoint is its final state.
-
-    Raises:
-        CheckpointError: P holds no ``train`` checkpoint to export.
-    """
-    steps = [s for p, s in store.positions() if p is Phase.TRAIN]
-    if not steps:
-        raise CheckpointError(
-            f"{store.directory}: the peer finished the job but this party holds no training "
-            "checkpoint. Fix: restart both parties with fresh work directories"
-        )
-    last = store.load(Phase.TRAIN, steps[-1])
-    store.save(Phase.EXPORT, 0, seq=last.seq, meta=last.meta, arrays=last.arrays, blobs=last.blobs)
-    return finished_summary(store)

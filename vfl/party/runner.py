@@ -23,12 +23,17 @@ from vfl.config.plan import JobPlan, load_plan_file
 from vfl.errors import ChannelTimeout, ConfigError, ParameterMismatch, PeerLost, ProtocolError
 from vfl.party.accounting import CountingChannel, PhaseMeter
 from vfl.party.active import run_active, write_metrics
-from vfl.party.common import SteppedEndpoint
-from vfl.party.exporting import shard_exporter
+from vfl.party.exporting import (
+    confirm_from_manifest,
+    is_exported,
+    restore_shard,
+    shard_exporter,
+    shard_files,
+    shard_identity,
+)
 from vfl.party.handshake import handshake
-from vfl.party.passive import finish_passive, finished_summary, run_passive
+from vfl.party.passive import finished_summary, run_passive
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
-from vfl.protocol.messages import Shutdown
 from vfl.training.loop import EpochRecord, ProgressFn
 from vfl.transport.board import PartyState
 from vfl.transport.grpc_channel import GrpcChannel
@@ -99,10 +104,10 @@ def _run_sealed(
     cfg, name = run.cfg, run.cfg.party.name
     store = party_store(cfg, plan, run.out)
     mine = latest_position(store)
-    done = mine is not None and mine[0] is Phase.EXPORT
-    if done and cfg.role is Role.PASSIVE:
+    finished = is_exported(store)
+    if finished and cfg.role is Role.PASSIVE:
         emit(f"{name}: the job already finished here (checkpoint {store.directory})")
-        return dict(finished_summary(store))
+        return _finished(run, plan, store, emit)
     counter = CountingChannel(grpc_channel)  # bytes on the wire, per phase (E's metrics)
     meter = PhaseMeter(counter)
     try:
@@ -113,20 +118,59 @@ def _run_sealed(
         handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
         agreed = agree_position(channel, mine, me=name, timeout=net.timeout_s)
     except (PeerLost, ChannelTimeout):
-        if done:  # E restarted after the end and P is gone: P had its Shutdown
-            return _finish_active(store, None, plan, run.out, net.timeout_s)
-        if cfg.role is Role.PASSIVE and _peer_finished(grpc_channel) and mine is not None:
-            emit(f"{name}: {net.peer} finished the job; exporting the last step")
-            return dict(finish_passive(store))
+        if finished:  # E restarted after the end and P is gone: P had its confirmation
+            return _finished(run, plan, store, emit)
+        if cfg.role is Role.PASSIVE and _peer_finished(grpc_channel) and mine == _EXPORTING:
+            emit(f"{name}: {net.peer} finished the job; finishing the export on the manifest")
+            confirm_from_manifest(store, run.out / "model", shard_identity(cfg, plan))
+            return _finished(run, plan, store, emit)
         raise
     emit(
         f"{name}: handshake with {net.peer} agreed on plan and parameters; "
         + (f"resuming from {show(agreed)}" if agreed or mine else "starting")
     )
-    if done:
-        return _finish_active(store, channel, plan, run.out, net.timeout_s)
     store.discard_after(agreed)
+    if agreed is not None and agreed[0] is Phase.EXPORT:  # both trained: export again
+        return _export_again(run, net, grpc_channel, plan, channel, store, emit)
     return _run_phases(run, net, grpc_channel, plan, channel, store, agreed, emit, progress, meter)
+
+
+_EXPORTING = (Phase.EXPORT, 0)
+
+
+def _finished(
+    run: PartyRun, plan: JobPlan, store: CheckpointStore, emit: Callable[[str], None]
+) -> dict[str, Any]:
+    """A party whose export is confirmed: its shard (re-written if it went missing or
+    changed), E's metrics rewritten; returns E's metrics or P's summary."""
+    out = run.out / "model"
+    if restore_shard(store, out, shard_identity(run.cfg, plan)):
+        emit(f"{run.cfg.party.name}: re-wrote its shard in {out} from the export checkpoints")
+    if run.cfg.role is Role.PASSIVE:
+        return dict(finished_summary(store))
+    metrics: dict[str, Any] = store.load(Phase.EVAL, 0).meta["metrics"]
+    write_metrics(run.out, metrics)
+    return metrics
+
+
+def _export_again(
+    run: PartyRun,
+    net: NetworkSection,
+    grpc_channel: GrpcChannel,
+    plan: JobPlan,
+    channel: SealedChannel,
+    store: CheckpointStore,
+    emit: Callable[[str], None],
+) -> dict[str, Any]:
+    """Both parties hold their ``export`` 0 checkpoint: redo the export from its bytes."""
+    exporter = shard_exporter(
+        channel, run.out / "model", run.cfg, plan, timeout=net.timeout_s, store=store
+    )
+    channel.phase = "export"
+    grpc_channel.report(phase="export")
+    emit(f"{run.cfg.party.name}: phase export")
+    exporter.exchange(shard_files(store.load(Phase.EXPORT, 0)))
+    return _finished(run, plan, store, emit)
 
 
 def _peer_finished(grpc_channel: GrpcChannel) -> bool:
@@ -149,7 +193,9 @@ def _run_phases(
 ) -> dict[str, Any]:
     """Step 4 from the agreed position: PSI unless aligned, then training (E) or serving (P)."""
     cfg = run.cfg
-    export_to = shard_exporter(channel, run.out / "model", cfg, plan, timeout=net.timeout_s)
+    export_to = shard_exporter(
+        channel, run.out / "model", cfg, plan, timeout=net.timeout_s, store=store
+    )
 
     def phase(name: str) -> None:
         channel.phase = name
@@ -166,7 +212,7 @@ def _run_phases(
                 timeout=net.timeout_s,
                 phase=phase,
                 local_seed=run.local_seed,
-                export=export_to.passive,
+                export=export_to,
                 store=store,
                 resume_at=agreed,
             )
@@ -182,26 +228,10 @@ def _run_phases(
         phase=phase,
         local_seed=run.local_seed,
         meter=meter,
-        export=export_to.active,
+        export=export_to,
         store=store,
         resume_at=agreed,
     )
-
-
-def _finish_active(
-    store: CheckpointStore,
-    channel: SealedChannel | None,
-    plan: JobPlan,
-    out: Path,
-    timeout: float,
-) -> dict[str, Any]:
-    """E restarted after its job ended: tell P (if it still waits), rewrite the metrics."""
-    if channel is not None:
-        channel.phase = "train"
-        SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout).send(Shutdown(step=-1))
-    metrics: dict[str, Any] = store.load(Phase.EVAL, 0).meta["metrics"]
-    write_metrics(out, metrics)
-    return metrics
 
 
 def _box_keys(run: PartyRun, net: NetworkSection) -> tuple[bytes, bytes]:
