@@ -110,33 +110,31 @@ def test_a_party_running_again_is_no_longer_done_in_the_file(tmp_path: Path, how
     assert third.resumed == () and third.status()["shop"].age_s is None
 
 
-def test_a_join_to_the_restarted_coordinator_forgets_the_earlier_run(tmp_path: Path) -> None:
-    # Prepare: both parties finished the job; the coordinator is started again on the file
+def test_a_restarted_peer_joining_still_sees_the_finished_party(tmp_path: Path) -> None:
+    # Prepare: shop finished; the coordinator restarts
     path = tmp_path / "state.json"
-    first = _board(path)
-    first.beat("shop", _beat(PartyState.DONE, "export"))
-    first.beat("payments", _beat(PartyState.DONE, "export"))
+    _board(path).beat("shop", _beat(PartyState.DONE, "export", auc=0.78))
     restarted = _board(path)
-    assert restarted.resumed == ("payments", "shop")
-    # Execute: payments starts a new run with the same command (e.g. an inference session)
+    # Execute: payments, run again with the same command, joins the new coordinator
     restarted.join("payments")
-    # Assert: shop finished an earlier run, so the new run must not see it as done
-    status = restarted.status()
-    assert status["shop"].age_s is None and status["payments"].state is PartyState.RUNNING
-    assert json.loads(path.read_text())["done"] == {}
+    # Assert: it can still learn that shop finished, also after one more restart
+    assert restarted.status()["shop"].state is PartyState.DONE
+    assert _board(path).status()["shop"].progress == {"auc": 0.78}
 
 
-def test_a_join_keeps_parties_that_finished_while_this_coordinator_ran(tmp_path: Path) -> None:
-    # Prepare: shop finishes under this coordinator (restored or not, it is heard from now)
+def test_once_every_party_is_done_the_file_holds_none(tmp_path: Path) -> None:
+    # Prepare
     path = tmp_path / "state.json"
-    _board(path).beat("shop", _beat(PartyState.DONE, "export"))
     board = _board(path)
     board.beat("shop", _beat(PartyState.DONE, "export"))
-    # Execute: payments (re)joins, as a restarted party does
-    board.join("payments")
-    # Assert: shop stays done, in memory and in the file, as without any restart
-    assert board.status()["shop"].state is PartyState.DONE
-    assert _board(path).resumed == ("shop",)
+    # Execute: the last party finishes, the job is over
+    board.beat("payments", _beat(PartyState.DONE, "export"))
+    # Assert: the live board shows both done; a coordinator started later under the same
+    # config (an inference session, a fresh run) starts with a clean board
+    assert {s.state for s in board.status().values()} == {PartyState.DONE}
+    assert json.loads(path.read_text())["done"] == {}
+    later = _board(path)
+    assert later.resumed == () and later.status()["shop"].age_s is None
 
 
 @pytest.mark.parametrize(
@@ -330,6 +328,22 @@ def _stop(proc: subprocess.Popen[str], sig: int) -> None:
     proc.communicate(timeout=10)
 
 
+def test_vfl_coordinator_on_a_corrupted_state_file_exits_2_naming_it(pki: DevPki) -> None:
+    # Prepare: the default state file of the job, overwritten by hand
+    root = pki.out_dir.parent
+    config = root / "corrupt.toml"
+    config.write_text(COORDINATOR.format(port=_free_port()).replace('"job-1"', '"job-c"'))
+    state = root / "job-c.coordinator-state.json"
+    state.write_text("{oops")
+    # Execute
+    proc = _start_coordinator(config)
+    out, _ = proc.communicate(timeout=60)
+    # Assert: one named error, no traceback, the file kept
+    assert proc.returncode == 2, out
+    assert f"{state}: coordinator state file is not JSON" in out and "Fix: delete" in out
+    assert "Traceback" not in out and state.read_text() == "{oops"
+
+
 def test_restarted_coordinator_tells_the_peer_that_a_party_finished(pki: DevPki) -> None:
     # Prepare: a coordinator process; shop reports done over gRPC and exits
     port = _free_port()
@@ -351,6 +365,7 @@ def test_restarted_coordinator_tells_the_peer_that_a_party_finished(pki: DevPki)
     try:
         lines = _lines_until(second, "resumed from")
         with _channel(pki, port, "payments", "shop") as payments:
+            payments.join()  # as payments run again with the same command does
             payments.start_heartbeat(interval_s=0.2, lost_after_s=5.0)
             deadline = time.monotonic() + 10
             while payments.peer_status() is None and time.monotonic() < deadline:

@@ -14,10 +14,10 @@ Given a state file, the board also keeps which parties finished across coordinat
 (:mod:`vfl.transport.board_state`): it writes the file when a party's state changes to or
 from ``done`` (a party that joins again is running), never per heartbeat, and a board built
 on the same file shows those parties as done, their ages counted from the saved report time.
-That is for the parties still running from before the restart, which only heartbeat; the
-first party to *join* the new coordinator starts (or restarts) a run, such as an inference
-session or a fresh run of the job, and the restored entries are dropped then (the party that
-finished is "not heard from" again), so a new run never sees an earlier run's peer as done.
+Once every party is done the job is over and nobody needs the record: the file is then
+saved with no finished party, so a later session under the same config (``vfl serve`` /
+``vfl infer``, a fresh run) does not see an earlier run's peer as done. The live board
+still shows them as done until the coordinator stops.
 """
 
 from __future__ import annotations
@@ -96,8 +96,7 @@ class Heartbeat:
 class JobBoard:
     """Thread-safe last-heard table for the parties of one job, optionally kept in a file.
 
-    After construction, ``resumed`` names the parties the state file showed as done (kept until
-    the first join, see the module docstring) and
+    After construction, ``resumed`` names the parties the state file showed as done and
     ``ignored_state`` says why a state file of another job or plan was ignored (else empty);
     ``save_error`` is the :class:`StorageError` of the last failed write (retried with each
     heartbeat until a write succeeds), else None.
@@ -123,7 +122,6 @@ class JobBoard:
         self.joined: set[str] = set()
         self._state_file, self._plan = state_file, plan_fingerprint
         self._done: dict[str, FinishedParty] = {}
-        self._restored: set[str] = set()  # done per the file, not heard from since
         self.save_error: StorageError | None = None
         self.resumed: tuple[str, ...] = ()
         self.ignored_state = ""
@@ -142,33 +140,22 @@ class JobBoard:
             beat = Heartbeat(self.job, party.phase, PartyState.DONE, party.progress)
             self._seen[name] = (now_mono - max(0.0, now_wall - party.reported_at), beat)
         self.resumed = tuple(sorted(self._done))
-        self._restored = set(self._done)
 
     def join(self, party: str) -> None:
-        """Record that ``party`` fetched the job plan (counts as its first heartbeat).
-
-        A join starts a party's run: the finished parties restored from the state file and
-        not heard from since belong to an earlier run and are forgotten.
-        """
+        """Record that ``party`` fetched the job plan (counts as its first heartbeat)."""
         with self._lock:
             self.joined.add(party)
-            earlier, self._restored = self._restored - {party}, set()
-            for name in earlier:
-                self._seen.pop(name, None)
-                self._done.pop(name, None)
-            beat = Heartbeat(self.job, "joined", PartyState.RUNNING, {})
-            self._record(party, beat, save=bool(earlier))
+            self._record(party, Heartbeat(self.job, "joined", PartyState.RUNNING, {}))
 
     def beat(self, party: str, heartbeat: Heartbeat) -> None:
         """Record ``heartbeat`` from ``party`` now."""
         with self._lock:
             self._record(party, heartbeat)
 
-    def _record(self, party: str, heartbeat: Heartbeat, *, save: bool = False) -> None:
-        """Store ``heartbeat``; save the state file if the finished parties changed (or
-        ``save``, or the last write failed)."""
+    def _record(self, party: str, heartbeat: Heartbeat) -> None:
+        """Store ``heartbeat``; save the state file if the finished parties changed (or the
+        last write failed)."""
         self._seen[party] = (time.monotonic(), heartbeat)
-        self._restored.discard(party)
         was = self._done.get(party)
         if heartbeat.state is PartyState.DONE:
             report = (heartbeat.phase, heartbeat.progress)
@@ -177,17 +164,16 @@ class JobBoard:
                 self._done[party] = FinishedParty(heartbeat.phase, heartbeat.progress, time.time())
         else:
             changed = self._done.pop(party, None) is not None
-        if changed or save or self.save_error is not None:
+        if changed or self.save_error is not None:
             self._save()
 
     def _save(self) -> None:
-        """Write the finished parties (under the lock, so writes land in order)."""
+        """Write the finished parties, none once all are (under the lock: writes in order)."""
         if self._state_file is None:
             return
+        done = {} if self._parties <= self._done.keys() else self._done
         try:
-            save_board_state(
-                self._state_file, job=self.job, plan_fingerprint=self._plan, done=self._done
-            )
+            save_board_state(self._state_file, job=self.job, plan_fingerprint=self._plan, done=done)
         except StorageError as exc:
             self.save_error = exc
         else:
