@@ -135,8 +135,8 @@ def _drop_checkpoints(out: Path, coordinator_state: Path | None = None) -> None:
 
     A pilot is a fresh experiment on freshly written data, certificates and seeds; a party
     that found the last pilot's finished checkpoints would resume them (SPEC §8) and report
-    the old model instead of training, and a coordinator that found the last pilot's state
-    would show each party as done before it joins. Resuming a killed ``vfl party`` or
+    the old model instead of training, and a coordinator that found an interrupted pilot's
+    state could show a party as done before it joins. Resuming a killed ``vfl party`` or
     ``vfl coordinator`` is unaffected.
     """
     for party in ("e", "p"):
