@@ -104,6 +104,10 @@ def paused(k: str, point: str) -> Callable[[Job], bool]:
     return logged(k, f"pause point {point}")
 
 
+def _e_gone_and_p_paused(job: Job) -> bool:
+    return "e" in job.done and paused("p", "export.confirmed")(job)
+
+
 # id -> (pause point per process, kills): every step of the export (vfl.party.exporting),
 # the coordinator while E's last messages are on the relay, and once E finished and left
 EXPORT_STEPS: dict[str, tuple[dict[str, str], list[Kill]]] = {
@@ -126,6 +130,13 @@ EXPORT_STEPS: dict[str, tuple[dict[str, str], list[Kill]]] = {
     "coordinator-after-e-shutdown": (
         {"e": "export.start=6"},
         [Kill("coordinator", paused("e", "export.start"), 0.5, "export")],
+    ),
+    "coordinator-and-p-after-e-finished": (
+        {"p": "export.confirmed=20"},
+        [
+            Kill("coordinator", _e_gone_and_p_paused, 0.0, "export"),
+            Kill("p", lambda job: job.runs["coordinator"] >= 2, 0.3, "export"),
+        ],
     ),
 }
 

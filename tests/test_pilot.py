@@ -82,16 +82,22 @@ def test_pilot_runs_three_processes_and_reports(tmp_path: Path) -> None:
 
 
 def test_a_new_pilot_drops_the_last_pilots_checkpoints_only(tmp_path: Path) -> None:
-    # Prepare: what an earlier pilot leaves in a party's work directory
+    # Prepare: what an earlier pilot leaves in a party's work directory and beside its
+    # coordinator config (which parties finished)
     from vfl.cli.pilot_runs import _drop_checkpoints
 
     for party in ("e", "p"):
         (tmp_path / party / "checkpoints").mkdir(parents=True)
         (tmp_path / party / "checkpoints" / "train-000007.ckpt").write_bytes(b"old state")
         (tmp_path / party / "alignment.json").write_text("{}")
+    state = tmp_path / "certs" / "pilot.coordinator-state.json"
+    state.parent.mkdir()
+    state.write_text('{"format": 1}')
     # Execute
-    _drop_checkpoints(tmp_path)
-    # Assert: no party would resume the old run; its alignment (reusable by PSI) stays
+    _drop_checkpoints(tmp_path, state)
+    # Assert: no party would resume the old run, nor the coordinator show it as done; the
+    # alignment (reusable by PSI) stays
+    assert not state.exists()
     for party in ("e", "p"):
         assert not (tmp_path / party / "checkpoints").exists()
         assert (tmp_path / party / "alignment.json").read_text() == "{}"

@@ -28,6 +28,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from vfl.config.coordinator import load_coordinator_config
 from vfl.errors import VflError
 
 _STEP = re.compile(r"epoch (\d+) step (\d+)/(\d+)")
@@ -106,7 +107,7 @@ def run_federated(
         VflError: a process failed (with its log's tail) or the run exceeded ``timeout``.
     """
     out.mkdir(parents=True, exist_ok=True)
-    _drop_checkpoints(out)
+    _drop_checkpoints(out, load_coordinator_config(files.coordinator).coordinator.state)
     logs = {k: out / f"{k}.log" for k in ("coordinator", "e", "p")}
     t0 = time.perf_counter()
     coord = _start(["coordinator", "--config", str(files.coordinator)], logs["coordinator"])
@@ -128,15 +129,20 @@ def run_federated(
     return FederatedRun(time.perf_counter() - t0, coord_log, metrics)
 
 
-def _drop_checkpoints(out: Path) -> None:
-    """Remove both parties' checkpoints left by an earlier pilot in ``out``.
+def _drop_checkpoints(out: Path, coordinator_state: Path | None = None) -> None:
+    """Remove both parties' checkpoints left by an earlier pilot in ``out``, and the
+    coordinator's state file ``coordinator_state`` (which parties finished).
 
     A pilot is a fresh experiment on freshly written data, certificates and seeds; a party
     that found the last pilot's finished checkpoints would resume them (SPEC §8) and report
-    the old model instead of training. Resuming a killed ``vfl party`` is unaffected.
+    the old model instead of training, and a coordinator that found an interrupted pilot's
+    state could show a party as done before it joins. Resuming a killed ``vfl party`` or
+    ``vfl coordinator`` is unaffected.
     """
     for party in ("e", "p"):
         shutil.rmtree(out / party / "checkpoints", ignore_errors=True)
+    if coordinator_state is not None:
+        coordinator_state.unlink(missing_ok=True)
 
 
 def _follow(

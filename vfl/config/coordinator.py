@@ -11,16 +11,24 @@ Example::
     key = "certs/coordinator.key"
     plan = "job.toml"                # the job plan handed to each party (its [parties] is ignored)
     capture = "relay.capture"        # optional audit copy of every relayed frame
+    state = "synthetic-pilot.coordinator-state.json"   # optional; this is the default
 
 Paths are relative to the config file's directory and are absolute in the loaded model. The
 coordinator holds no data: only the job name, the party identities and its own TLS files.
+
+``state`` is the small JSON file in which the coordinator records which parties finished the
+job (:mod:`vfl.transport.board_state`), so a coordinator restarted with the same command
+still knows it. Its default, ``<job>.coordinator-state.json`` next to the config file
+(characters other than letters, digits, ``.``, ``_`` and ``-`` in the job name become ``_``),
+needs no flag to resume; delete the file to start the job's board afresh.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -55,6 +63,15 @@ class CoordinatorSection(BaseModel):
     key: ConfigPath
     plan: ConfigPath | None = None
     capture: OutputPath | None = None
+    state: OutputPath | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_state(cls, data: Any) -> Any:
+        """``state`` defaults to ``<job>.coordinator-state.json`` beside the config file."""
+        if isinstance(data, dict) and "state" not in data and isinstance(data.get("job"), str):
+            return {**data, "state": default_state_name(data["job"])}
+        return data
 
     @model_validator(mode="after")
     def _parties_distinct(self) -> CoordinatorSection:
@@ -71,6 +88,11 @@ class CoordinatorSection(BaseModel):
                 f"party '{repeated[0]}' is listed twice", "list each party once", "parties"
             )
         return self
+
+
+def default_state_name(job: str) -> str:
+    """The default state file name of ``job``: its name made file-safe, then a fixed suffix."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", job) + ".coordinator-state.json"
 
 
 class CoordinatorConfig(BaseModel):

@@ -3,7 +3,9 @@
 1. Read the CA, the coordinator's certificate and key, and the job plan named in the config.
 2. Start :class:`~vfl.transport.grpc_relay.RelayServer` on ``bind``, admitting only the
    configured parties (checked against each caller's verified certificate common name) and
-   only for this job; each party that joins receives the job plan.
+   only for this job; each party that joins receives the job plan. The board's state file
+   (``state``) says which parties already finished this job and plan before a restart;
+   they are shown as done again ("resumed from <file>: shop done").
 3. Serve until ``stop_event`` is set or, when running in the main thread, SIGINT/SIGTERM arrives,
    printing each party's phase changes and the progress E publishes with its heartbeats.
 4. Stop the relay and report the bytes moved per (sender, recipient): together with timing and
@@ -50,6 +52,7 @@ def run_coordinator(
     Raises:
         TransportError: the bind address is taken or not local.
         ConfigError: the plan file is invalid or names another job.
+        CheckpointError: the state file is unreadable or corrupted (the fix: delete it).
         VflError: a certificate file cannot be read.
     """
     section = cfg.coordinator
@@ -69,6 +72,8 @@ def run_coordinator(
             job_id=section.job,
             plan=None if plan is None else plan.to_json(),
             capture=capture,
+            state_file=section.state,
+            plan_fingerprint="" if plan is None else plan.fingerprint(),
         )
         stack.enter_context(_stop_on_signals(stop))
         port = server.start()
@@ -79,6 +84,7 @@ def run_coordinator(
                 f"coordinator for job {section.job} listening on {host}:{port}, "
                 f"parties: {', '.join(section.parties)}{plan_id}"
             )
+            _announce_state(server.board, section.state, emit)
             if ready is not None:
                 ready(port)
             _watch(server.board, stop, emit)
@@ -88,10 +94,24 @@ def run_coordinator(
         emit(line)
 
 
+def _announce_state(board: JobBoard, state: Path | None, emit: Callable[[str], None]) -> None:
+    """Say which finished parties the state file restored, or why it was ignored."""
+    if board.ignored_state:
+        emit(f"coordinator state: {board.ignored_state}")
+    if board.resumed:
+        emit(f"resumed from {state}: " + ", ".join(f"{name} done" for name in board.resumed))
+
+
 def _watch(board: JobBoard, stop: threading.Event, emit: Callable[[str], None]) -> None:
-    """Until ``stop``: one line whenever a party's phase, state or published progress changes."""
+    """Until ``stop``: one line whenever a party's phase, state or published progress changes,
+    or the state file cannot be saved (its :class:`StorageError`, once per new message)."""
     last: dict[str, tuple[str, str, str]] = {}
+    save_error = ""
     while not stop.wait(_POLL_S):
+        error = "" if board.save_error is None else str(board.save_error)
+        if error != save_error:
+            save_error = error
+            emit(f"cannot save the coordinator state: {error}" if error else "state saved again")
         for name, status in board.status().items():
             if status.age_s is None:
                 continue

@@ -9,6 +9,15 @@ state and the progress E chooses to publish (epoch, loss, validation score).
 Status wire format (UTF-8 JSON), request ``{job, phase, state, progress}`` and reply
 ``{job, parties: {name: {age_s, phase, state, progress}}}``; ``age_s`` is null for a party
 that has not been heard from yet. ``state`` is one of :class:`PartyState`.
+
+Given a state file, the board also keeps which parties finished across coordinator restarts
+(:mod:`vfl.transport.board_state`): it writes the file when a party's state changes to or
+from ``done`` (a party that joins again is running), never per heartbeat, and a board built
+on the same file shows those parties as done, their ages counted from the saved report time.
+Once every party is done the job is over and nobody needs the record: the file is then
+saved with no finished party, so a later session under the same config (``vfl serve`` /
+``vfl infer``, a fresh run) does not see an earlier run's peer as done. The live board
+still shows them as done until the coordinator stops.
 """
 
 from __future__ import annotations
@@ -18,9 +27,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
-from vfl.errors import FrameError
+from vfl.errors import FrameError, StorageError
+from vfl.transport.board_state import FinishedParty, load_board_state, save_board_state
 
 _MAX_PROGRESS_BYTES = 2048
 
@@ -83,26 +94,90 @@ class Heartbeat:
 
 
 class JobBoard:
-    """Thread-safe last-heard table for the parties of one job."""
+    """Thread-safe last-heard table for the parties of one job, optionally kept in a file.
 
-    def __init__(self, job: str, parties: set[str]) -> None:
+    After construction, ``resumed`` names the parties the state file showed as done and
+    ``ignored_state`` says why a state file of another job or plan was ignored (else empty);
+    ``save_error`` is the :class:`StorageError` of the last failed write (retried with each
+    heartbeat until a write succeeds), else None.
+    """
+
+    def __init__(
+        self,
+        job: str,
+        parties: set[str],
+        *,
+        state_file: Path | None = None,
+        plan_fingerprint: str = "",
+    ) -> None:
+        """An empty board, or the finished parties ``state_file`` holds for this job and plan.
+
+        Raises:
+            CheckpointError: ``state_file`` is unreadable, corrupted or of a newer format.
+        """
         self.job = job
         self._parties = frozenset(parties)
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[float, Heartbeat]] = {}
         self.joined: set[str] = set()
+        self._state_file, self._plan = state_file, plan_fingerprint
+        self._done: dict[str, FinishedParty] = {}
+        self.save_error: StorageError | None = None
+        self.resumed: tuple[str, ...] = ()
+        self.ignored_state = ""
+        if state_file is not None:
+            self._resume(state_file)
+
+    def _resume(self, state_file: Path) -> None:
+        """Show the parties the state file holds as done, aged from their saved report time."""
+        saved = load_board_state(state_file, job=self.job, plan_fingerprint=self._plan)
+        self.ignored_state = saved.ignored
+        now_mono, now_wall = time.monotonic(), time.time()
+        for name, party in saved.done.items():
+            if name not in self._parties:
+                continue
+            self._done[name] = party
+            beat = Heartbeat(self.job, party.phase, PartyState.DONE, party.progress)
+            self._seen[name] = (now_mono - max(0.0, now_wall - party.reported_at), beat)
+        self.resumed = tuple(sorted(self._done))
 
     def join(self, party: str) -> None:
         """Record that ``party`` fetched the job plan (counts as its first heartbeat)."""
         with self._lock:
             self.joined.add(party)
-            beat = Heartbeat(self.job, "joined", PartyState.RUNNING, {})
-            self._seen[party] = (time.monotonic(), beat)
+            self._record(party, Heartbeat(self.job, "joined", PartyState.RUNNING, {}))
 
     def beat(self, party: str, heartbeat: Heartbeat) -> None:
         """Record ``heartbeat`` from ``party`` now."""
         with self._lock:
-            self._seen[party] = (time.monotonic(), heartbeat)
+            self._record(party, heartbeat)
+
+    def _record(self, party: str, heartbeat: Heartbeat) -> None:
+        """Store ``heartbeat``; save the state file if the finished parties changed (or the
+        last write failed)."""
+        self._seen[party] = (time.monotonic(), heartbeat)
+        was = self._done.get(party)
+        if heartbeat.state is PartyState.DONE:
+            report = (heartbeat.phase, heartbeat.progress)
+            changed = was is None or (was.phase, was.progress) != report
+            if changed:
+                self._done[party] = FinishedParty(heartbeat.phase, heartbeat.progress, time.time())
+        else:
+            changed = self._done.pop(party, None) is not None
+        if changed or self.save_error is not None:
+            self._save()
+
+    def _save(self) -> None:
+        """Write the finished parties, none once all are (under the lock: writes in order)."""
+        if self._state_file is None:
+            return
+        done = {} if self._parties <= self._done.keys() else self._done
+        try:
+            save_board_state(self._state_file, job=self.job, plan_fingerprint=self._plan, done=done)
+        except StorageError as exc:
+            self.save_error = exc
+        else:
+            self.save_error = None
 
     def status(self) -> dict[str, PartyStatus]:
         """Every party's age and latest report."""

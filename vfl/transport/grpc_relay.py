@@ -20,7 +20,8 @@ Every RPC names the job; a frame or request for any job but the one served is re
 The relay reads headers only; bodies are never decoded. What the coordinator learns is exactly
 :meth:`RelayServer.stats`: bytes per (sender, recipient) pair, plus timing. Mailboxes live in
 memory: frames not yet received are lost if the coordinator restarts, and the parties resume
-from their protocol checkpoints (clients simply retry until the relay is back).
+from their protocol checkpoints (clients simply retry until the relay is back). Which parties
+finished survives a restart when the board has a state file (``state_file``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import struct
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import grpc
@@ -150,13 +152,24 @@ class RelayServer:
         max_poll_s: float = 2.0,
         max_workers: int = 16,
         capture: BinaryIO | None = None,
+        state_file: Path | None = None,
+        plan_fingerprint: str = "",
     ) -> None:
-        """``capture``, if given, receives a copy of every relayed frame (for audits/tests)."""
+        """``capture``, if given, receives a copy of every relayed frame (for audits/tests).
+
+        ``state_file``, if given, keeps the board's finished parties across restarts for this
+        job and ``plan_fingerprint`` (see :class:`~vfl.transport.board.JobBoard`).
+
+        Raises:
+            CheckpointError: ``state_file`` is unreadable, corrupted or of a newer format.
+        """
         if mailbox_limit_bytes <= 0 or max_poll_s <= 0:
             raise ValueError("mailbox_limit_bytes and max_poll_s must be positive")
         self._bind = bind
         self.job_id, self._plan = job_id, plan
-        self.board = JobBoard(job_id, allowed_parties)
+        self.board = JobBoard(
+            job_id, allowed_parties, state_file=state_file, plan_fingerprint=plan_fingerprint
+        )
         self._creds = grpc.ssl_server_credentials(
             [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
         )
