@@ -108,28 +108,35 @@ def _e_gone_and_p_paused(job: Job) -> bool:
     return "e" in job.done and paused("p", "export.confirmed")(job)
 
 
-# id -> (pause point per process, kills): every step of the export (vfl.party.exporting),
-# the coordinator while E's last messages are on the relay, and once E finished and left
-EXPORT_STEPS: dict[str, tuple[dict[str, str], list[Kill]]] = {
+# id -> (pause point per process, kills, what the resumed run logged): every step of the
+# export (vfl.party.exporting), the coordinator while E's last messages are on the relay,
+# and once E finished and left (P then finishes on its manifest, C on its state file)
+REDONE, ON_MANIFEST = ("e", "resuming from export step 0"), ("p", "export on the manifest")
+EXPORT_STEPS: dict[str, tuple[dict[str, str], list[Kill], tuple[str, str] | None]] = {
     "e-after-sending-its-digest": (
         {"e": "export.summary_sent=8"},
         [Kill("e", paused("e", "export.summary_sent"), 0.0, "export")],
+        REDONE,
     ),
     "e-done-before-confirming": (
         {"e": "export.marked=8"},
         [Kill("e", paused("e", "export.marked"), 0.0, "export")],
+        REDONE,
     ),
     "p-with-manifest-before-answering": (
         {"p": "export.manifest_written=8"},
         [Kill("p", paused("p", "export.manifest_written"), 0.0, "export")],
+        REDONE,
     ),
     "p-confirmed-before-marking": (
         {"p": "export.confirmed=8"},
         [Kill("p", paused("p", "export.confirmed"), 0.0, "export")],
+        ON_MANIFEST,
     ),
     "coordinator-after-e-shutdown": (
         {"e": "export.start=6"},
         [Kill("coordinator", paused("e", "export.start"), 0.5, "export")],
+        None,  # the relay may carry the messages across; if not, both redo the export
     ),
     "coordinator-and-p-after-e-finished": (
         {"p": "export.confirmed=20"},
@@ -137,6 +144,7 @@ EXPORT_STEPS: dict[str, tuple[dict[str, str], list[Kill]]] = {
             Kill("coordinator", _e_gone_and_p_paused, 0.0, "export"),
             Kill("p", lambda job: job.runs["coordinator"] >= 2, 0.3, "export"),
         ],
+        ON_MANIFEST,
     ),
 }
 
@@ -203,7 +211,7 @@ def test_kills_inside_the_export_redo_it_to_the_uninterrupted_shards(
 ) -> None:
     # Prepare: the reference's trained state, and a pause point where the kill lands
     ref_job, want = reference
-    pauses, kills = EXPORT_STEPS[step]
+    pauses, kills, resumed = EXPORT_STEPS[step]
     job = Job(tmp_path, epochs=EPOCHS)
     job.spe = len(want.losses) // EPOCHS
     job.seed_trained(ref_job)
@@ -216,6 +224,8 @@ def test_kills_inside_the_export_redo_it_to_the_uninterrupted_shards(
     # Assert: the shards (read from <out>/model, each naming the other) are the reference's
     _check(out, kills, job, want)
     assert {phase for _, phase in out.phases} == {"export"}, out.phases
+    if resumed is not None:
+        assert resumed[1] in job.all_logs(resumed[0])
 
 
 def test_the_suite_killed_each_process_in_each_phase_at_least_20_times() -> None:
