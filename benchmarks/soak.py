@@ -1,6 +1,6 @@
 """Soak: one long job with a kill -9 every few seconds, then the same job uninterrupted; JSON.
 
-Usage: ``python benchmarks/soak.py [--kills 12] [--epochs 12] [--every 5] [--seed 0]``
+Usage: ``python benchmarks/soak.py [--kills 12] [--epochs 24] [--every 5] [--seed 0]``
 
 The job runs as three real processes (coordinator, E, P) over gRPC + mutual TLS on loopback,
 512-bit keys and tiny synthetic data (the supervisor of ``tests/fault_harness.py``). After the
@@ -56,7 +56,7 @@ def plan(kills: int, every: float, seed: int) -> list[Kill]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--every", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
