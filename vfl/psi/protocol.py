@@ -169,15 +169,24 @@ def run_psi(
         if options.executor is None:
             executor.close()
     if options.work_dir is not None:
-        store.save_alignment(
-            options.work_dir,
-            store.StoredAlignment(
-                digest, result.alignment_digest, result.ids, result.rows,
-                result.n_local, result.n_remote,
-            ),
-        )  # fmt: skip
+        _store(options.work_dir, digest, result)
         state.clear()  # the alignment is stored: the scalar must not stay on disk
     return result
+
+
+def _store(work_dir: Path, digest: str, result: PsiResult) -> None:
+    """Persist ``result`` for input ``digest`` (:func:`vfl.psi.store.save_alignment`).
+
+    Raises:
+        OSError: if the directory cannot be created or written.
+    """
+    store.save_alignment(
+        work_dir,
+        store.StoredAlignment(
+            digest, result.alignment_digest, result.ids, result.rows,
+            result.n_local, result.n_remote,
+        ),
+    )  # fmt: skip
 
 
 def _blinding_state(

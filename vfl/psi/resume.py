@@ -55,7 +55,7 @@ from vfl.config.job import PsiCurve
 from vfl.executor import Executor, ordered_map
 from vfl.psi import curve as groups
 from vfl.psi.frames import POINT_BYTES
-from vfl.storage import atomic_write_bytes, remove_stale_temporaries
+from vfl.storage import atomic_write_bytes, ensure_dir, remove_stale_temporaries, storage_error
 
 STATE_DIR = "psi-state"
 SECRET_FILE = "secret"
@@ -99,6 +99,20 @@ def _remove(directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
     else:
         directory.unlink(missing_ok=True)
+
+
+def _make_private_dir(directory: Path) -> None:
+    """Create ``directory`` afresh with mode 0700 (anything in its place is removed first).
+
+    Raises:
+        StorageError: naming the directory, if it cannot be created.
+    """
+    _remove(directory)
+    ensure_dir(directory.parent)
+    try:
+        directory.mkdir(mode=0o700)
+    except OSError as exc:
+        raise storage_error(directory, exc) from exc
 
 
 def _seal(body: bytes) -> bytes:
@@ -166,6 +180,7 @@ class BlindingState:
 
         Raises:
             StorageError: if the directory or the secret cannot be written.
+            ValueError: if the curve's scalars are not 32 bytes (they always are).
         """
         remove_states(work_dir, keep=input_digest)
         directory = work_dir / STATE_DIR / input_digest[:_NAME_CHARS]
@@ -177,8 +192,7 @@ class BlindingState:
             remove_stale_temporaries(directory)
             scalar, order = loaded
         else:
-            _remove(directory)
-            directory.mkdir(mode=0o700, parents=True)
+            _make_private_dir(directory)
             scalar, order = groups.random_scalar(curve), random_order(n)
             if len(scalar) != _SCALAR_BYTES:
                 raise ValueError(f"a {curve.value} scalar has {len(scalar)} bytes, expected 32")
