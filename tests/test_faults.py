@@ -25,7 +25,7 @@ import pytest
 from tests.fault_harness import Job, Kill, Model, Outcome, final_model, mismatches
 
 EPOCHS = 2
-P_ONLY_USERS = 4000  # makes PSI last about a second, long enough to be killed in
+P_ONLY_USERS = 12000  # PSI lasts a second or more, even resuming a killed run from its state
 KILLED: list[tuple[str, str]] = []  # (victim, phase hit) of every kill the suite made
 
 

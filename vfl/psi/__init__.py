@@ -9,4 +9,6 @@
 - :mod:`vfl.psi.frames`: the hello and the streamed chunk frames.
 - :mod:`vfl.psi.store`: the alignment persisted in each party's work directory, reused only
   when both sides' inputs are unchanged.
+- :mod:`vfl.psi.resume`: checkpoints of the blinding work (scalar, order, blinded chunks),
+  so a PSI killed half-way and run again on the same input resumes it.
 """

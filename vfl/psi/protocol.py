@@ -27,6 +27,10 @@ Both parties run the same code; the roles differ only in who sends first in each
 Messages strictly alternate (active, passive, active, ...), so the exchange also runs over a
 request/response relay; a side whose chunks are exhausted answers with an empty final frame.
 
+With a work directory, steps 1-3 are checkpointed (:mod:`vfl.psi.resume`): a PSI killed
+half-way and run again on the same input reuses that run's ``x`` and order, and recomputes
+only the chunks not yet saved; this is the one case where ``x`` is not fresh per run.
+
 References: C. Meadows, "A more efficient cryptographic matchmaking protocol for use in the
 absence of a continuously available third party", IEEE S&P 1986; B. A. Huberman, M. Franklin,
 T. Hogg, "Enhancing privacy and trust in electronic communities", ACM EC 1999. FATE and
@@ -35,7 +39,6 @@ SecretFlow ship the same ECDH-PSI family on Curve25519.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -48,14 +51,16 @@ import numpy.typing as npt
 from vfl.config.job import PsiCurve
 from vfl.config.party import IdRule, Role
 from vfl.errors import DataError, ProtocolError
-from vfl.executor import Executor, LocalProcessExecutor, ordered_map
-from vfl.psi import curve as groups
+from vfl.executor import Executor, LocalProcessExecutor
 from vfl.psi import store
 from vfl.psi.frames import POINT_BYTES, VERSION, Frame, FrameKind, Hello, Inbound
+from vfl.psi.resume import BlindingState, remove_states
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``, stages: ``hash`` (step 1), ``send`` (step 2),
-``reblind`` (step 3, computing) and ``return`` (step 3, streaming back)."""
+``reblind`` (step 3, computing) and ``return`` (step 3, streaming back); on a resumed run
+also ``hash_resumed`` and ``reblind_resumed`` (points taken from the checkpoint, included in
+``hash`` and ``reblind``), ``state_discarded`` and ``state_unsaved`` (see :mod:`vfl.psi.resume`)."""
 
 DEFAULT_CHUNK_SIZE = 4096
 _EXAMPLES = 3
@@ -94,7 +99,8 @@ class PsiResult:
 class PsiOptions:
     """How to run: the agreed ``curve``, points per frame and per worker call, the wait for
     each peer message, the executor (``None``: a local pool on every core, for this run) and
-    the work directory where the alignment is stored and reused (``None``: not stored)."""
+    the work directory where the alignment is stored and reused and the blinding work is
+    checkpointed (``None``: nothing stored)."""
 
     curve: PsiCurve = PsiCurve.X25519
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -118,7 +124,9 @@ def run_psi(
 
     ``rule`` must be the one this party states (``[ids]``); ``party`` names this side in
     error messages. With ``options.work_dir`` the result is stored there, and reused when
-    both sides' inputs are unchanged (see :mod:`vfl.psi.store`).
+    both sides' inputs are unchanged (see :mod:`vfl.psi.store`); until it is stored, the
+    blinding work is checkpointed there, for a restart with the same input to resume it
+    (:mod:`vfl.psi.resume`).
 
     Raises:
         DataError: own ids empty or duplicated after normalisation, or an empty intersection.
@@ -146,25 +154,58 @@ def run_psi(
     peer = Hello.decode(session.turn(mine.encode()))
     mine.check_against(peer, me=name)
     if cached is not None and peer.reuse == cached.alignment_digest:
+        if options.work_dir is not None:
+            remove_states(options.work_dir)
         return PsiResult(
             cached.ids, cached.rows, cached.n_local, cached.n_remote, len(cached.ids),
             cached.alignment_digest, reused=True,
         )  # fmt: skip
+    state = _blinding_state(options, digest, job_id, len(normalised), session.progress)
     executor = options.executor or LocalProcessExecutor()
     try:
-        result = _intersect(session, normalised, peer.n, job_id, executor, name)
+        result = _intersect(session, normalised, peer.n, executor, name, state)
     finally:
+        state.close()
         if options.executor is None:
             executor.close()
     if options.work_dir is not None:
-        store.save_alignment(
-            options.work_dir,
-            store.StoredAlignment(
-                digest, result.alignment_digest, result.ids, result.rows,
-                result.n_local, result.n_remote,
-            ),
-        )  # fmt: skip
+        _store(options.work_dir, digest, result)
+        state.clear()  # the alignment is stored: the scalar must not stay on disk
     return result
+
+
+def _store(work_dir: Path, digest: str, result: PsiResult) -> None:
+    """Persist ``result`` for input ``digest`` (:func:`vfl.psi.store.save_alignment`).
+
+    Raises:
+        OSError: if the directory cannot be created or written.
+    """
+    store.save_alignment(
+        work_dir,
+        store.StoredAlignment(
+            digest, result.alignment_digest, result.ids, result.rows,
+            result.n_local, result.n_remote,
+        ),
+    )  # fmt: skip
+
+
+def _blinding_state(
+    options: PsiOptions, digest: str, job_id: str, n: int, progress: ProgressFn
+) -> BlindingState:
+    """This run's scalar and order: checkpointed in ``options.work_dir``, else ephemeral.
+
+    Raises:
+        StorageError: if the checkpoint directory cannot be written.
+    """
+    curve, size = options.curve, options.chunk_size
+    if options.work_dir is None:
+        return BlindingState.ephemeral(
+            curve=curve, job_id=job_id, n=n, chunk_size=size, progress=progress
+        )
+    return BlindingState.open(
+        options.work_dir, digest, curve=curve, job_id=job_id, n=n, chunk_size=size,
+        progress=progress,
+    )  # fmt: skip
 
 
 def normalise_ids(ids: Sequence[str], normalise: Callable[[str], str], *, party: str) -> list[str]:
@@ -199,39 +240,26 @@ def normalise_ids(ids: Sequence[str], normalise: Callable[[str], str], *, party:
     return normalised
 
 
-def _random_order(n: int) -> npt.NDArray[np.int64]:
-    """A uniformly random permutation of ``range(n)``: argsort of 64-bit keys from the OS
-    CSPRNG (a tie, probability below ``n^2 / 2^65``, only fixes the order of two rows)."""
-    keys = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
-    return np.argsort(keys, kind="stable").astype(np.int64)
-
-
 def _intersect(
-    session: _Session, normalised: list[str], n_peer: int, job_id: str, executor: Executor,
-    party: str,
+    session: _Session, normalised: list[str], n_peer: int, executor: Executor, party: str,
+    state: BlindingState,
 ) -> PsiResult:  # fmt: skip
-    """Steps 1-5 with a fresh scalar."""
-    curve, size = session.options.curve, session.options.chunk_size
-    scalar = groups.random_scalar(curve)
-    order = _random_order(len(normalised))
-    chunks = (
-        (curve, job_id, [normalised[i] for i in order[s : s + size].tolist()], scalar)
-        for s in range(0, len(normalised), size)
-    )
-    singles = ordered_map(executor, groups.hash_and_blind, chunks, window=2 * executor.workers)
+    """Steps 1-5 with ``state``'s scalar and order (fresh, or resumed from a checkpoint)."""
+    n = len(normalised)
+    singles = state.own_singles(executor, normalised, window=2 * executor.workers)
     reblinds: list[Future[bytes]] = []
     session.stream(
-        FrameKind.SINGLE, session.counted("hash", singles, len(normalised)), len(normalised),
-        n_peer, lambda blob: reblinds.append(executor.submit(groups.reblind, curve, blob, scalar)),
+        FrameKind.SINGLE, session.counted("hash", singles, n), n, n_peer,
+        lambda blob: reblinds.append(state.reblind(executor, blob, n_peer)),
     )  # fmt: skip
     peer_blobs: list[bytes] = []
     own: list[bytes] = []
     doubles = session.collected(reblinds, n_peer, peer_blobs)
-    session.stream(FrameKind.DOUBLE, doubles, n_peer, len(normalised), own.append)
+    session.stream(FrameKind.DOUBLE, doubles, n_peer, n, own.append)
     peer_sorted = np.sort(np.frombuffer(b"".join(peer_blobs), dtype=_DOUBLE))
     if peer_sorted.size > 1 and bool(np.any(peer_sorted[1:] == peer_sorted[:-1])):
         raise ProtocolError("PSI peer sent the same point twice (duplicate ids)")
-    return _align(normalised, order, b"".join(own), peer_sorted, party)
+    return _align(normalised, state.order, b"".join(own), peer_sorted, party)
 
 
 def _align(
@@ -285,7 +313,7 @@ class _Session:
 
     def __init__(self, link: ByteLink, role: Role, options: PsiOptions) -> None:
         self._link, self._first, self.options = link, role is Role.ACTIVE, options
-        self._progress = options.progress or _no_progress
+        self.progress: ProgressFn = options.progress or _no_progress
 
     def abort(self) -> None:
         """Tell the peer this side stopped, without saying why (the reason may hold ids)."""
@@ -301,7 +329,7 @@ class _Session:
         done = 0
         for blob in blobs:
             done += len(blob) // POINT_BYTES
-            self._progress(stage, done, total)
+            self.progress(stage, done, total)
             yield blob
 
     def collected(
@@ -322,7 +350,7 @@ class _Session:
                 ) from None
             keep.append(blob)
             done += len(blob) // POINT_BYTES
-            self._progress("reblind", done, total)
+            self.progress("reblind", done, total)
             yield blob
 
     def stream(
@@ -346,7 +374,7 @@ class _Session:
             if data:
                 on_blob(data)
             turn += 1
-            self._progress(stage, sent, n_mine)
+            self.progress(stage, sent, n_mine)
 
     def turn(self, message: bytes) -> bytes:
         """One alternation: active sends then receives, passive receives then sends."""
