@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import numpy as np
 
 from vfl.data.tables import ActiveData, FeatureTable, InteractionLog, PassiveData
@@ -78,3 +82,16 @@ def tiny_training_inputs(parties=None):  # type: ignore[no-untyped-def]
     e_ch, p_ch = InMemoryChannel.pair("E", "P")
     e_ch.sent, p_ch.sent = [], []
     return al, split, inputs, p, e_ch, p_ch
+
+
+def run_concurrently(
+    target: Callable[..., None], jobs: Iterable[tuple[Any, ...]], *, timeout: float = 60
+) -> None:
+    """Run ``target(*job)`` for every job at once, one thread each, as the two parties'
+    processes would; fail if any is still running after ``timeout`` seconds."""
+    threads = [threading.Thread(target=target, args=job, daemon=True) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+        assert not t.is_alive(), f"{target.__name__} still running after {timeout} s"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_concurrently
 from vfl.checkpoint import CheckpointStore, Phase
 from vfl.config.job import load_job_config
 from vfl.config.plan import JobPlan
@@ -91,10 +92,7 @@ def _export(e: ShardExporter, p: ShardExporter) -> list[BaseException]:
         except Exception as exc:  # collected for the test's assertions
             errors.append(exc)
 
-    thread = threading.Thread(target=side, args=(p,))
-    thread.start()
-    side(e)
-    thread.join(timeout=10)
+    run_concurrently(side, [(e,), (p,)], timeout=10)
     return errors
 
 

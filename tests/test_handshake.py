@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_concurrently
 from vfl.config.job import load_job_config, load_job_parties
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan, load_plan_file
@@ -37,14 +37,7 @@ def _both(
         except ParameterMismatch as exc:
             out[k] = exc
 
-    threads = [
-        threading.Thread(target=side, args=("e", e_ch, *e, None)),
-        threading.Thread(target=side, args=("p", p_ch, *p, p_pin)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=10)
+    run_concurrently(side, [("e", e_ch, *e, None), ("p", p_ch, *p, p_pin)], timeout=10)
     return out
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_concurrently
 from vfl.config.job import PsiCurve
 from vfl.config.party import Case, IdRule, Role, UnicodeForm
 from vfl.errors import ChannelTimeout, DataError, ParameterMismatch, ProtocolError
@@ -94,12 +95,7 @@ def run_pair(
         finally:
             executor.close()
 
-    threads = [threading.Thread(target=side, args=job, daemon=True) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-        assert not t.is_alive()
+    run_concurrently(side, jobs)
     return outcomes["E"], outcomes["P"]
 
 

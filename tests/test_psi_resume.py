@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import stat
-import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.helpers import run_concurrently
 from tests.test_psi import JOB, KEEP, X, random_sets
 from vfl.config.party import Role
 from vfl.executor import InlineExecutor
@@ -96,12 +96,7 @@ def run_both(
         except Exception as exc:  # the test inspects it
             me.error = exc
 
-    threads = [threading.Thread(target=side, args=job, daemon=True) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-        assert not t.is_alive()
+    run_concurrently(side, jobs)
     return sides["E"], sides["P"]
 
 

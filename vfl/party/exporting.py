@@ -73,6 +73,11 @@ def shard_files(ckpt: Checkpoint) -> dict[str, bytes]:
     return files
 
 
+def mark_exported(store: CheckpointStore, mine: str, theirs: str) -> None:
+    """``export`` 1: this shard (digest ``mine``) and its partner ``theirs`` are confirmed."""
+    store.save(Phase.EXPORT, EXPORTED, meta={"shard": mine, "partner": theirs})
+
+
 def is_exported(store: CheckpointStore) -> bool:
     """Whether this party holds the mark of a finished, confirmed export."""
     return (Phase.EXPORT, EXPORTED) in store.positions()
@@ -150,7 +155,7 @@ class ShardExporter:
 
     def _mark(self, mine: str, theirs: str) -> None:
         if self.store is not None:
-            self.store.save(Phase.EXPORT, EXPORTED, meta={"shard": mine, "partner": theirs})
+            mark_exported(self.store, mine, theirs)
 
 
 def restore_shard(store: CheckpointStore, out: Path, identity: ShardIdentity) -> bool:
@@ -195,7 +200,7 @@ def confirm_from_manifest(store: CheckpointStore, out: Path, identity: ShardIden
             f"{out / MANIFEST}: names shard {shard.digest[:16]}, but the export checkpoint holds "
             f"{shard_digest(sums)[:16]}. Fix: restart both parties in fresh work directories"
         )
-    store.save(Phase.EXPORT, EXPORTED, meta={"shard": shard.digest, "partner": shard.partner})
+    mark_exported(store, shard.digest, shard.partner)
 
 
 def shard_identity(cfg: PartyConfig, plan: JobPlan) -> ShardIdentity:

@@ -40,6 +40,8 @@ from vfl.transport.grpc_channel import GrpcChannel
 from vfl.transport.sealing import SealedChannel, read_key
 from vfl.transport.session import open_session
 
+_EXPORTING = (Phase.EXPORT, 0)  # trained, shard bytes saved, export not yet confirmed
+
 
 @dataclass(frozen=True)
 class PartyRun:
@@ -133,9 +135,6 @@ def _run_sealed(
     if agreed is not None and agreed[0] is Phase.EXPORT:  # both trained: export again
         return _export_again(run, net, grpc_channel, plan, channel, store, emit)
     return _run_phases(run, net, grpc_channel, plan, channel, store, agreed, emit, progress, meter)
-
-
-_EXPORTING = (Phase.EXPORT, 0)
 
 
 def _finished(
