@@ -442,7 +442,7 @@ def test_coordinator_unreachable_fails_within_timeout_naming_the_address(tmp_pat
         cfg.read_text() + f'\n[network]\ncoordinator = "{address}"\nca = "../certs/ca.pem"\n'
         'cert = "../certs/payments.pem"\nkey = "../certs/payments.key"\npeer = "shop"\n'
         'box_key = "../certs/payments.box"\npeer_box_public = "../certs/shop.box.pub"\n'
-        "timeout_s = 2\n"
+        "timeout_s = 2\nconnect_timeout_s = 2\n"
     )
 
     # Execute

@@ -273,7 +273,8 @@ class NetworkSection(BaseModel):
     ca: ConfigPath
     cert: ConfigPath
     key: ConfigPath
-    timeout_s: PositiveFloat = 60.0
+    timeout_s: PositiveFloat = 60.0  # one message from the peer
+    connect_timeout_s: PositiveFloat = 30.0  # dialling the coordinator at the start
     peer: str | None = None  # the other party's name (its certificate CN)
     box_key: ConfigPath | None = None  # own X25519 sealing key (private, 32 bytes)
     peer_box_public: ConfigPath | None = None  # the other party's pinned sealing public key

@@ -66,7 +66,11 @@ def run_party(
         TransportError, ChannelTimeout, PeerLost, ProtocolError: from the channel.
     """
     net = _network(run)
-    grpc_channel = _dial(run.cfg, net)
+    grpc_channel = _dial(run.cfg, net, emit)
+    emit(
+        f"{run.cfg.party.name}: dialling the coordinator at {net.coordinator} "
+        f"(network.connect_timeout_s = {net.connect_timeout_s:g} s)"
+    )
     try:
         reply = grpc_channel.join()
         plan = _plan(run, reply.plan)
@@ -311,7 +315,9 @@ def _network(run: PartyRun) -> NetworkSection:
     return net
 
 
-def _dial(cfg: PartyConfig, net: NetworkSection) -> GrpcChannel:
+def _dial(
+    cfg: PartyConfig, net: NetworkSection, emit: Callable[[str], None] | None = None
+) -> GrpcChannel:
     ca, cert, key_pem = read_network_pems(net)
     return GrpcChannel(
         net.coordinator,
@@ -321,6 +327,10 @@ def _dial(cfg: PartyConfig, net: NetworkSection) -> GrpcChannel:
         cert_pem=cert,
         key_pem=key_pem,
         timeout_s=net.timeout_s,
+        connect_timeout_s=net.connect_timeout_s,
+        heartbeat_s=net.heartbeat_s,
+        lost_after_s=net.lost_after_s,
+        on_wait=emit,
     )
 
 

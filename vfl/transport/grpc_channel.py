@@ -22,14 +22,22 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from vfl.errors import ChannelTimeout, PeerLost, ProtocolError, TransportError
+from vfl.transport.admission import (
+    HEARTBEAT_KEY,
+    INSTANCE_KEY,
+    alive_window_s,
+    encode_liveness,
+)
 from vfl.transport.board import Heartbeat, PartyState, PartyStatus, decode_status
 from vfl.transport.channel import TrafficCounter
+from vfl.transport.dialling import AlreadyJoined, DialProgress
 from vfl.transport.framing import (
     FrameHeader,
     RecvRequest,
@@ -37,6 +45,7 @@ from vfl.transport.framing import (
     encode_recv_request,
     split_frame,
 )
+from vfl.transport.grpc_errors import raise_unless_transient, tls_error
 from vfl.transport.grpc_relay import (
     GRPC_OPTIONS,
     HEARTBEAT_METHOD,
@@ -45,8 +54,6 @@ from vfl.transport.grpc_relay import (
     SEND_METHOD,
 )
 
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
-_TLS_HINTS = ("handshake", "ssl", "tls", "certificate", "tsi_")
 _MAX_BACKOFF_S = 1.0
 _POLL_SLACK_S = 0.5
 # The coordinator hanging up during the handshake this many times in a row (about 1.5 s of
@@ -56,6 +63,8 @@ _MAX_HANGUPS = 5
 _NO_ATTEMPT = "no attempt made"
 _HEARTBEAT_RPC_S = 2.0
 _BEATING_POLL_S = 1.0
+_GRACE_SLACK_S = 2.0
+_GRACE_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,9 +90,20 @@ class GrpcChannel:
         key_pem: bytes,
         job_id: str = "",
         timeout_s: float = 30.0,
+        connect_timeout_s: float = 30.0,
+        heartbeat_s: float = 1.0,
+        lost_after_s: float = 5.0,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
+        """``connect_timeout_s`` bounds :meth:`join` (dialling), ``timeout_s`` every later
+        RPC; ``on_wait`` receives a line now and then while :meth:`join` waits."""
         self.name, self.peer, self.job_id = me, peer, job_id
         self.target, self.timeout_s = target, timeout_s
+        self.connect_timeout_s, self._on_wait = connect_timeout_s, on_wait
+        # one instance id per process: the coordinator admits one process per party
+        liveness = encode_liveness(heartbeat_s, lost_after_s)
+        self._metadata = ((INSTANCE_KEY, secrets.token_hex(8)), (HEARTBEAT_KEY, liveness))
+        self._alive_window_s = alive_window_s(heartbeat_s, lost_after_s)
         self.traffic = TrafficCounter()
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
@@ -146,13 +166,19 @@ class GrpcChannel:
     def join(self, expected_job: str | None = None) -> JoinReply:
         """Fetch the job id, parties and plan from the coordinator; adopt the job id.
 
+        Dials for at most ``connect_timeout_s``, telling ``on_wait`` the address and attempt
+        while nothing answers. Another process of this party still joined is waited for
+        :func:`~vfl.transport.admission.alive_window_s` plus slack (a crashed predecessor
+        falls silent by then), then refused.
+
         Raises:
-            TransportError: refused (certificate, job), or the coordinator's reply is garbage.
-            ChannelTimeout: the coordinator is unreachable within ``timeout_s``.
+            TransportError: refused (certificate, job, another process of this party), or
+                the coordinator's reply is garbage.
+            ChannelTimeout: the coordinator is unreachable within ``connect_timeout_s``.
         """
         self.job_id = expected_job or self.job_id
         payload = json.dumps({"job": self.job_id}).encode()
-        raw = self._call(self._join_rpc, payload, time.monotonic() + self.timeout_s, poll=False)
+        raw = self._dial(payload)
         try:
             fields = json.loads(raw.decode())
             reply = JoinReply(str(fields["job"]), tuple(fields["parties"]), fields["plan"])
@@ -166,6 +192,32 @@ class GrpcChannel:
             )
         self.job_id = reply.job
         return reply
+
+    def _dial(self, payload: bytes) -> bytes:
+        """The join RPC, retried until ``connect_timeout_s`` (see :meth:`join`)."""
+        start = time.monotonic()
+        deadline = start + self.connect_timeout_s
+        grace_until: float | None = None
+        waited = DialProgress(
+            name=self.name,
+            target=self.target,
+            connect_timeout_s=self.connect_timeout_s,
+            on_wait=self._on_wait,
+        )
+        while True:
+            try:
+                return self._call(self._join_rpc, payload, deadline, poll=False, waiting=waited)
+            except AlreadyJoined as exc:
+                now = time.monotonic()
+                if grace_until is None:
+                    grace_until = now + self._alive_window_s + _GRACE_SLACK_S
+                if now >= min(grace_until, deadline):
+                    raise TransportError(
+                        f"party '{self.name}' refused by the coordinator at {self.target}: "
+                        f"{exc.details}"
+                    ) from None
+                waited.say(f"another '{self.name}' process is joined; waiting for it to go")
+                time.sleep(_GRACE_POLL_S)
 
     def start_heartbeat(self, *, interval_s: float = 1.0, lost_after_s: float = 5.0) -> None:
         """Ping the coordinator every ``interval_s`` from a daemon thread (idempotent)."""
@@ -225,7 +277,7 @@ class GrpcChannel:
         with self._beat.lock:
             beat = Heartbeat(self.job_id, self._beat.phase, self._beat.state, self._beat.progress)
         try:
-            reply = self._beat_rpc(beat.encode(), timeout=_HEARTBEAT_RPC_S)
+            reply = self._beat_rpc(beat.encode(), timeout=_HEARTBEAT_RPC_S, metadata=self._metadata)
             statuses = decode_status(bytes(reply))
         except (grpc.RpcError, ProtocolError):
             return
@@ -293,15 +345,25 @@ class GrpcChannel:
         self._last_seen[header.session] = header.seq
         return body
 
-    def _call(self, rpc: Any, payload: bytes, deadline: float, *, poll: bool) -> bytes:
+    def _call(
+        self,
+        rpc: Any,
+        payload: bytes,
+        deadline: float,
+        *,
+        poll: bool,
+        waiting: DialProgress | None = None,
+    ) -> bytes:
         """One RPC, retried with backoff on transient errors until ``deadline``.
 
         A long-poll gets ``_POLL_SLACK_S`` beyond ``deadline`` so the relay answers first.
+        ``waiting`` (dialling) hears of every failed attempt and names the connect deadline.
         """
         backoff, hangups, last, full = 0.05, 0, _NO_ATTEMPT, False
         while (left := deadline - time.monotonic()) > 0:
             try:
-                return bytes(rpc(payload, timeout=left + (_POLL_SLACK_S if poll else 0.0)))
+                slack = _POLL_SLACK_S if poll else 0.0
+                return bytes(rpc(payload, timeout=left + slack, metadata=self._metadata))
             except grpc.RpcError as err:
                 last = str(err.details() or "")
                 full = err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -311,47 +373,26 @@ class GrpcChannel:
                 raise self._tls_error(last)
             if poll:
                 self._check_coordinator()
+            if waiting is not None:
+                waiting.attempt_failed(last)
             time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
             backoff = min(2 * backoff, _MAX_BACKOFF_S)
         if last == _NO_ATTEMPT:
             raise self._timeout(f"timed out before reaching party '{self.peer}'")
         if full:
             raise self._timeout(f"party '{self.peer}' is not reading its messages: {last}")
+        if waiting is not None:
+            raise waiting.gave_up(last)
         raise self._timeout(
             f"coordinator at {self.target} unreachable while talking to party '{self.peer}' "
             f"(last error: {last}). Fix: check that the coordinator is running at that address"
         )
 
     def _raise_unless_transient(self, err: Any) -> None:
-        code, details = err.code(), str(err.details() or "")
-        if code in _RETRYABLE and not any(h in details.lower() for h in _TLS_HINTS):
-            return
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise self._timeout(f"no answer from the coordinator at {self.target} in time")
-        if code == grpc.StatusCode.UNAVAILABLE:
-            raise self._tls_error(details)
-        if code == grpc.StatusCode.PERMISSION_DENIED and "serves job" in details:
-            raise TransportError(
-                f"party '{self.name}' refused by the coordinator at {self.target}: {details}. "
-                "Fix: point network.coordinator at the coordinator of this job"
-            ) from None
-        if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-            raise TransportError(
-                f"party '{self.name}' refused by the coordinator at {self.target}: {details}. "
-                f"Fix: list '{self.name}' as a party of the job, or use the certificate issued "
-                "for this party (its common name is the party name)"
-            ) from None
-        raise TransportError(
-            f"party '{self.name}': coordinator at {self.target} refused the request "
-            f"({code.name}: {details})"
-        ) from None
+        raise_unless_transient(err, name=self.name, target=self.target)
 
     def _tls_error(self, details: str) -> TransportError:
-        return TransportError(
-            f"party '{self.name}': TLS connection to the coordinator at {self.target} failed "
-            f"({details}). Fix: use the certificate and key issued for '{self.name}' by the "
-            "job's CA, and the CA file that signed the coordinator's certificate"
-        )
+        return tls_error(details, name=self.name, target=self.target)
 
     def _timeout(self, what: str) -> ChannelTimeout:
         return ChannelTimeout(f"{self.name}: {what}")

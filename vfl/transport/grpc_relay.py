@@ -38,7 +38,14 @@ from typing import Any, BinaryIO
 import grpc
 
 from vfl.errors import FrameError, TransportError
-from vfl.transport.board import Heartbeat, JobBoard
+from vfl.transport.admission import (
+    HEARTBEAT_KEY,
+    INSTANCE_KEY,
+    Admission,
+    alive_window_s,
+    decode_liveness,
+)
+from vfl.transport.board import Heartbeat, JobBoard, PartyState
 from vfl.transport.framing import (
     FrameHeader,
     decode_recv_request,
@@ -174,6 +181,7 @@ class RelayServer:
             [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
         )
         self._allowed = frozenset(allowed_parties)
+        self._admission = Admission(job_id)
         self._max_poll_s = max_poll_s
         self._max_workers = max_workers
         self._boxes = _Mailboxes(mailbox_limit_bytes, capture)
@@ -226,8 +234,10 @@ class RelayServer:
         """Frame bytes relayed per (sender, recipient): all the relay learns besides timing."""
         return self._boxes.byte_counts()
 
-    def _caller(self, context: Any) -> str:
-        """The verified party name of the caller, or abort with PERMISSION_DENIED."""
+    def _caller(self, context: Any, *, joining: bool = False) -> str:
+        """The verified party name of the caller, or abort with PERMISSION_DENIED (another
+        party) or ALREADY_EXISTS (another process of a party already joined, see
+        :mod:`vfl.transport.admission`)."""
         auth = context.auth_context()
         names = [n.decode() for n in auth.get("x509_common_name", [])]
         sans = {n.decode() for n in auth.get("x509_subject_alternative_name", [])}
@@ -238,7 +248,24 @@ class RelayServer:
                 f"party '{name or '?'}' is not allowed in this job (allowed: "
                 f"{', '.join(sorted(self._allowed))})",
             )
+        self._admit(name, context, joining=joining)
         return name
+
+    def _admit(self, name: str, context: Any, *, joining: bool) -> None:
+        """Abort with ALREADY_EXISTS unless this process may speak for party ``name``."""
+        meta = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        every_s, lost_s = decode_liveness(meta.get(HEARTBEAT_KEY, ""))
+        status = self.board.status().get(name)
+        refusal = self._admission.admit(
+            name,
+            meta.get(INSTANCE_KEY, ""),
+            alive_window_s(every_s, lost_s),
+            joining=joining,
+            silent_s=None if status is None else status.age_s,
+            finished=status is not None and status.state is not PartyState.RUNNING,
+        )
+        if refusal is not None:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, refusal)
 
     def _send(self, frame: bytes, context: Any) -> bytes:
         caller = self._caller(context)
@@ -285,7 +312,7 @@ class RelayServer:
             )
 
     def _join(self, request: bytes, context: Any) -> bytes:
-        caller = self._caller(context)
+        caller = self._caller(context, joining=True)
         try:
             fields = json.loads(request.decode() or "{}")
         except (UnicodeDecodeError, json.JSONDecodeError):

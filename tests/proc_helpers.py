@@ -1,0 +1,162 @@
+"""Real ``python -m vfl`` processes for the bad-input tests: lines as they come, waits on events.
+
+Deadlines that are not the property under test are multiplied by ``VFL_TEST_TIME_FACTOR``
+(default 1; a slow CI machine sets e.g. 3).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from vfl.cli.netconfig import NetworkLayout, write_network_configs
+from vfl.data.party_files import dumps_toml
+from vfl.data.synthetic_writer import generate_synthetic
+from vfl.transport.certs import generate_dev_pki
+from vfl.transport.sealing import write_box_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+TIME_FACTOR = float(os.environ.get("VFL_TEST_TIME_FACTOR", "1"))
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` times the suite's time factor (for deadlines that are not under test)."""
+    return seconds * TIME_FACTOR
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Proc:
+    """``python -m vfl ARGS`` in its own process group; its output lines, timestamped."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.args = args
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "vfl", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=full_env,
+            start_new_session=True,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._lock:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    @property
+    def text(self) -> str:
+        """Everything printed so far."""
+        with self._lock:
+            return "\n".join(line for _, line in self.lines)
+
+    def wait_line(self, words: str, timeout: float) -> float:
+        """When the first line holding ``words`` was printed; fails the test after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                hits = [at for at, line in self.lines if words in line]
+            if hits:
+                return hits[0]
+            if self.popen.poll() is not None:
+                self._reader.join(timeout=5)
+                with self._lock:
+                    if any(words in line for _, line in self.lines):
+                        continue
+                break
+            time.sleep(0.05)
+        pytest.fail(f"{' '.join(self.args[:1])} never printed '{words}':\n{self.text[-4000:]}")
+
+    def wait(self, timeout: float) -> int:
+        """The exit code; fails the test if still running after ``timeout``."""
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.args[:1]} still running after {timeout} s:\n{self.text[-4000:]}")
+        self._reader.join(timeout=5)
+        return code
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to this process only (not its group)."""
+        self.popen.send_signal(sig)
+
+    def kill_group(self) -> None:
+        """Kill the process group (the process and any children it left) and reap."""
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.popen.wait(timeout=10)
+
+
+@dataclass
+class Job:
+    """A prepared three-process job: data, 512-bit plan, dev PKI, configs; started processes."""
+
+    root: Path
+    files: dict[str, Path]
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(*args, cwd=self.root, env=env)
+        self.procs.append(proc)
+        return proc
+
+    def coordinator(self) -> Proc:
+        proc = self.start("coordinator", "--config", str(self.files["coordinator"]))
+        proc.wait_line("listening on", scaled(30))
+        return proc
+
+    def party(self, k: str, *extra: str, out: str | None = None) -> Proc:
+        where = str(self.root / (out or k))
+        return self.start("party", "--config", str(self.files[k]), "--out", where, *extra)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            proc.kill_group()
+
+
+def prepare_job(root: Path, *, users: int = 120, epochs: int = 1, name: str = "bad-test") -> Job:
+    """Small synthetic data, a 512-bit job plan, dev PKI and configs on a free port."""
+    data = root / "data"
+    generate_synthetic(data, users=users, items=150, overlap=0.8, seed=5)
+    job = data / "job.toml"
+    table = tomllib.loads(job.read_text())
+    table["job"]["name"] = name
+    table.setdefault("train", {}).update(
+        {"epochs": epochs, "key_bits": 512, "users_per_step": 16, "learning_rate": 0.01}
+    )
+    job.write_text(dumps_toml(table))
+    certs = root / "certs"
+    generate_dev_pki(certs, parties=["shop", "payments"])
+    for party in ("shop", "payments"):
+        write_box_keys(certs, party)
+    files = {"e": data / "e_party.toml", "p": data / "p_party.toml"}
+    layout = NetworkLayout(certs, ("shop", "payments"), port=free_port(), job_file=job)
+    written = write_network_configs(layout, {"shop": files["e"], "payments": files["p"]})
+    return Job(root=root, files={**files, "coordinator": written["coordinator"], "job": job})

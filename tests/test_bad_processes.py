@@ -1,0 +1,154 @@
+"""Mistakes about processes, each against real ``python -m vfl`` processes over gRPC + TLS:
+an unreachable coordinator, two processes for one party, a read-only work directory, signals.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.proc_helpers import Job, free_port, prepare_job, scaled
+from vfl.errors import TransportError
+from vfl.transport.certs import generate_dev_pki
+from vfl.transport.grpc_channel import GrpcChannel
+from vfl.transport.grpc_relay import RelayServer
+
+
+@pytest.fixture()
+def job(tmp_path: Path) -> Iterator[Job]:
+    run = prepare_job(tmp_path)
+    try:
+        yield run
+    finally:
+        run.stop_all()
+
+
+def _set_network(config: Path, **values: object) -> None:
+    """Rewrite keys of the config's ``[network]`` table (appended after the table header)."""
+    text = config.read_text()
+    for key, value in values.items():
+        text = re.sub(rf"(?m)^{key} = .*\n", "", text)
+        rendered = f'"{value}"' if isinstance(value, str) else str(value)
+        text = text.replace("[network]\n", f"[network]\n{key} = {rendered}\n", 1)
+    config.write_text(text)
+
+
+def _error_line(text: str) -> str:
+    """The one ``error:`` line of a refused run (and no traceback)."""
+    assert "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Fix:" in errors[0], text
+    return errors[0]
+
+
+def test_unreachable_coordinator_says_it_is_waiting_and_stops_at_the_connect_deadline(
+    job: Job,
+) -> None:
+    # Prepare: the default long message timeout, a 3 s connect deadline, nothing listening
+    address = f"127.0.0.1:{free_port()}"
+    _set_network(job.files["p"], coordinator=address, timeout_s=600, connect_timeout_s=3)
+
+    # Execute
+    proc = job.party("p")
+    waiting_at = proc.wait_line("waiting for the coordinator", scaled(30))
+    code = proc.wait(scaled(30))
+    ended_at = max(at for at, _ in proc.lines)
+
+    # Assert: a progress line naming the address and attempt while dialling, then one named
+    # error after the connect deadline, not the 600 s message timeout
+    waiting = next(line for _, line in proc.lines if "waiting for the coordinator" in line)
+    assert address in waiting and "attempt" in waiting
+    assert code == 2
+    line = _error_line(proc.text)
+    assert address in line and "unreachable" in line and "network.connect_timeout_s" in line
+    assert 2.5 <= ended_at - waiting_at + 0.5 and ended_at - waiting_at < scaled(15)
+
+
+def test_a_second_process_for_a_joined_party_is_refused_and_the_first_run_is_unaffected(
+    tmp_path: Path,
+) -> None:
+    # Prepare: a job under way (long enough to outlast the second start), E joined
+    job = prepare_job(tmp_path, users=240, epochs=4)
+    try:
+        _second_e_is_refused(job)
+    finally:
+        job.stop_all()
+
+
+def _second_e_is_refused(job: Job) -> None:
+    job.coordinator()
+    p = job.party("p")
+    e1 = job.party("e")
+    e1.wait_line("joined job", scaled(60))
+
+    # Execute: the same E command again, while the first one runs
+    e2 = job.party("e")
+    code2 = e2.wait(scaled(60))
+    assert e1.popen.poll() is None, "the first E finished before the second was refused"
+
+    # Assert: the second is refused by name with the first connection's age; the first and P
+    # finish the job, and nothing in their logs speaks of the intruder
+    assert code2 == 2
+    line = _error_line(e2.text)
+    assert "'shop' is already joined" in line and "first connection" in line
+    assert re.search(r"first connection \d+ s ago", line)
+    assert e1.wait(scaled(240)) == 0, e1.text
+    assert p.wait(scaled(60)) == 0, p.text
+    assert "error" not in e1.text.lower() and "error" not in p.text.lower()
+    metrics = json.loads((job.root / "e" / "metrics.json").read_text())
+    assert metrics["aligned_users"] > 0
+
+
+def test_a_restart_after_a_crash_is_admitted_once_the_old_process_is_silent(
+    tmp_path: Path,
+) -> None:
+    # Prepare: an in-process relay; "shop" joins, then goes silent (as a killed process does)
+    pki = generate_dev_pki(tmp_path / "certs", parties=["shop", "payments"])
+    relay = RelayServer(
+        "127.0.0.1:0",
+        ca_pem=pki.ca.read_bytes(),
+        cert_pem=pki.coordinator.cert.read_bytes(),
+        key_pem=pki.coordinator.key.read_bytes(),
+        allowed_parties={"shop", "payments"},
+        job_id="job-1",
+    )
+    port = relay.start()
+
+    def shop() -> GrpcChannel:
+        files = pki.parties["shop"]
+        return GrpcChannel(
+            f"127.0.0.1:{port}",
+            me="shop",
+            peer="payments",
+            ca_pem=pki.ca.read_bytes(),
+            cert_pem=files.cert.read_bytes(),
+            key_pem=files.key.read_bytes(),
+            timeout_s=2,
+            connect_timeout_s=scaled(20),
+            heartbeat_s=0.2,
+            lost_after_s=1.0,
+        )
+
+    first, second = shop(), shop()
+    try:
+        first.join()
+        joined_at = time.monotonic()
+
+        # Execute: the restarted process joins while the old one is still fresh in the board
+        second.join()
+        admitted_after = time.monotonic() - joined_at
+
+        # Assert: admitted once the old one was silent for the window (3 s), not before;
+        # the old process may no longer read the party's mailbox
+        assert 3.0 <= admitted_after < scaled(10)
+        with pytest.raises(TransportError, match="replaced"):
+            first.recv(timeout=1)
+    finally:
+        first.close()
+        second.close()
+        relay.stop()
