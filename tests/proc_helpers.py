@@ -6,6 +6,7 @@ Deadlines that are not the property under test are multiplied by ``VFL_TEST_TIME
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -45,11 +46,17 @@ def free_port() -> int:
 class Proc:
     """``python -m vfl ARGS`` in its own process group; its output lines, timestamped."""
 
-    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        wrap: tuple[str, ...] = (),
+    ) -> None:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = args
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "vfl", *args],
+            [*wrap, sys.executable, "-m", "vfl", *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -107,10 +114,8 @@ class Proc:
     def kill_group(self) -> None:
         """Kill the process group (the process and any children it left) and reap."""
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.popen.wait(timeout=10)
 
 
@@ -122,8 +127,10 @@ class Job:
     files: dict[str, Path]
     procs: list[Proc] = field(default_factory=list)
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> Proc:
-        proc = Proc(*args, cwd=self.root, env=env)
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()
+    ) -> Proc:
+        proc = Proc(*args, cwd=self.root, env=env, wrap=wrap)
         self.procs.append(proc)
         return proc
 
@@ -132,9 +139,10 @@ class Job:
         proc.wait_line("listening on", scaled(30))
         return proc
 
-    def party(self, k: str, *extra: str, out: str | None = None) -> Proc:
-        where = str(self.root / (out or k))
-        return self.start("party", "--config", str(self.files[k]), "--out", where, *extra)
+    def party(self, k: str, *extra: str, wrap: tuple[str, ...] = ()) -> Proc:
+        where = str(self.root / k)
+        args = ("party", "--config", str(self.files[k]), "--out", where, *extra)
+        return self.start(*args, wrap=wrap)
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -160,3 +168,32 @@ def prepare_job(root: Path, *, users: int = 120, epochs: int = 1, name: str = "b
     layout = NetworkLayout(certs, ("shop", "payments"), port=free_port(), job_file=job)
     written = write_network_configs(layout, {"shop": files["e"], "payments": files["p"]})
     return Job(root=root, files={**files, "coordinator": written["coordinator"], "job": job})
+
+
+def read_only(directory: Path) -> tuple[str, ...]:
+    """A command prefix under which ``directory`` is read-only for the wrapped process only.
+
+    Not root: the directory's write bits are cleared (and stay so). Root ignores those, so
+    the process gets a private mount namespace with a read-only bind mount of ``directory``
+    (nothing outside the process sees it); skips the test where that is not permitted.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        return ()
+    probe = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"',
+            str(directory),
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a read-only directory as root here: {probe.stderr!r}")
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    return ("unshare", "-m", "sh", "-c", script, str(directory))

@@ -124,13 +124,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         _commit(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         if isinstance(exc, StorageError):
             raise
         raise storage_error(target, exc) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file if there is one (a read-only file system refuses even that)."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int = 0o666) -> Path:

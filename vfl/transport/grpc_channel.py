@@ -296,8 +296,10 @@ class GrpcChannel:
         status = self.peer_status()
         lost = self._beat.lost_after_s
         if status is not None and status.state is not PartyState.RUNNING:
+            # its own deadline: the caller's may have passed during the long-poll just made
+            last_look = max(deadline, time.monotonic() + _HEARTBEAT_RPC_S)
             req = RecvRequest(job=self.job_id, sender=self.peer, wait_s=0.0)
-            reply = self._call(self._recv_rpc, encode_recv_request(req), deadline, poll=True)
+            reply = self._call(self._recv_rpc, encode_recv_request(req), last_look, poll=True)
             if reply:
                 return reply
             what = "failed" if status.state is PartyState.FAILED else "finished"
@@ -306,6 +308,12 @@ class GrpcChannel:
                 f"{self.name}: party '{self.peer}' {what} the job"
                 + (f" ({reason})" if reason else "")
                 + " while this party waits for its next message"
+                + (
+                    f". Fix: read the error in party '{self.peer}''s output, fix it, then "
+                    "re-run both parties' commands to resume"
+                    if status.state is PartyState.FAILED
+                    else ""
+                )
             )
         if status is not None and status.age_s is not None and status.age_s > lost:
             raise PeerLost(
