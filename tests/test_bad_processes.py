@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,3 +177,62 @@ def test_a_read_only_work_directory_is_named_and_the_peer_stops_at_once(job: Job
     assert p_code == 2
     assert "'shop' failed the job (StorageError)" in _error_line(p.text)
     assert p_ended - e_ended < scaled(15)
+
+
+def test_sigterm_to_a_party_stops_it_keeping_checkpoints_and_the_same_command_resumes(
+    job: Job,
+) -> None:
+    # Prepare: a job in training, E with a checkpoint
+    job.coordinator()
+    p = job.party("p")
+    e = job.party("e")
+    e.wait_line("step 1/", scaled(120))
+
+    # Execute: SIGTERM to E alone, as a service manager sends
+    e.signal(signal.SIGTERM)
+    e_code = e.wait(scaled(30))
+    p_code = p.wait(scaled(30))
+
+    # Assert: E stops with one line saying what is kept and how to resume, exit 128 + 15;
+    # P stops naming E; the same two commands then resume and finish
+    assert e_code == 128 + signal.SIGTERM
+    line = _error_line(e.text)
+    assert "stopped by SIGTERM" in line and str(job.root / "e" / "checkpoints") in line
+    assert "re-run the same command" in line
+    assert any((job.root / "e" / "checkpoints").iterdir())
+    assert p_code == 2 and "'shop' failed the job (Interrupted)" in _error_line(p.text)
+    p2, e2 = job.party("p"), job.party("e")
+    assert e2.wait(scaled(180)) == 0, e2.text
+    assert p2.wait(scaled(60)) == 0, p2.text
+    assert "resuming from" in e2.text
+
+
+def test_sigterm_to_the_coordinator_mid_job_says_so_and_the_same_command_resumes(
+    job: Job,
+) -> None:
+    # Prepare: both parties training, with short message timeouts (frames in the relay's
+    # mailboxes are lost with the coordinator; the parties then resume from checkpoints)
+    for k in ("e", "p"):
+        _set_network(job.files[k], timeout_s=8)
+    coordinator = job.coordinator()
+    parties = {"p": job.party("p"), "e": job.party("e")}
+    parties["e"].wait_line("step 1/", scaled(120))
+
+    # Execute
+    coordinator.signal(signal.SIGTERM)
+    code = coordinator.wait(scaled(30))
+    again = job.coordinator()
+
+    # Assert: a clean stop naming the running job and the fix, exit 128 + 15; with the same
+    # command again the job finishes (a party that stopped meanwhile re-runs its command)
+    assert code == 128 + signal.SIGTERM
+    line = _error_line(coordinator.text)
+    assert "stopped by SIGTERM while job 'bad-test' was running" in line
+    assert "shop: phase train" in line and "bytes relayed" in coordinator.text
+    for k in ("e", "p"):
+        if parties[k].wait(scaled(180)) != 0:
+            assert "re-run the same command to resume" in parties[k].text
+            parties[k] = job.party(k)
+    assert parties["e"].wait(scaled(180)) == 0, parties["e"].text
+    assert parties["p"].wait(scaled(60)) == 0, parties["p"].text
+    assert again.popen.poll() is None

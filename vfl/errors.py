@@ -108,3 +108,21 @@ class PlaintextRefused(ParameterMismatch):
 class ShardError(VflError):
     """A model shard is missing, corrupted, of another job, or loaded without (or with the
     wrong) partner shard. The message names the file and the fix."""
+
+
+class Interrupted(BaseException):
+    """The process was asked to stop (SIGINT or SIGTERM) and stopped cleanly.
+
+    Like :class:`KeyboardInterrupt` it is no :class:`VflError` (nothing was wrong with the
+    input) and passes ``except Exception``; unlike it, the command-line framework does not
+    turn it into "Aborted!". The message says what was kept and how to resume,
+    and the CLI exits with ``128 + signum`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    def again(self, message: str) -> Interrupted:
+        """The same stop, with a message that says more (what was kept, how to resume)."""
+        return Interrupted(message, self.signum)

@@ -12,7 +12,7 @@ from vfl.cli.infer_cmd import infer, serve
 from vfl.cli.infra_cmd import certs, coordinator
 from vfl.cli.party_cmd import party
 from vfl.cli.pilot_cmd import pilot
-from vfl.errors import VflError
+from vfl.errors import Interrupted, VflError
 
 app = typer.Typer(
     help="Vertical federated split learning for a two-organisation recommender.",
@@ -31,9 +31,13 @@ app.command("serve")(serve)
 
 
 def run() -> None:
-    """Entry point: user mistakes (VflError) become one clear line on stderr and exit code 2."""
+    """Entry point: user mistakes (VflError) become one clear line on stderr and exit code 2;
+    a clean stop on SIGINT/SIGTERM (Interrupted) one line and exit code 128 + the signal."""
     try:
         app()
+    except Interrupted as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(128 + exc.signum)
     except VflError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)

@@ -36,13 +36,22 @@ def party(
     ),
 ) -> None:
     """Join the coordinator's job, handshake with the peer, align by PSI, train encrypted."""
+    from vfl.cli.signals import stop_on_signals
+    from vfl.errors import Interrupted
     from vfl.party.runner import PartyRun, run_party
 
     cfg = load_party_config(config)
     run = PartyRun(
         cfg=cfg, config_file=config, out=out, job_file=job, epochs=epochs, local_seed=local_seed
     )
-    result = run_party(run, emit=console.print, progress=_progress)
+    try:
+        with stop_on_signals(f"party '{cfg.party.name}'"):
+            result = run_party(run, emit=console.print, progress=_progress)
+    except Interrupted as stop:
+        raise stop.again(
+            f"{stop}; its checkpoints in {out / 'checkpoints'} are kept. Fix: re-run the same "
+            "command to resume (the other party waits for it, or re-run its command too)"
+        ) from None
     row = result.get("split_encrypted")
     if isinstance(row, dict):
         console.print(

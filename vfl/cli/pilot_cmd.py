@@ -135,7 +135,28 @@ def pilot(
     baselines: bool = typer.Option(True, help="Also train E alone and centralised."),
     timeout: float = typer.Option(7200, help="Seconds before a federated run is abandoned."),
 ) -> None:
-    """Run the pilot: E alone, VFL plaintext, VFL encrypted (3 processes each), centralised."""
+    """Run the pilot: E alone, VFL plaintext, VFL encrypted (3 processes each), centralised.
+
+    SIGINT or SIGTERM stops the processes it started (their checkpoints kept), says how to
+    resume and exits with 128 + the signal number.
+    """
+    from vfl.cli.signals import stop_on_signals
+
+    with stop_on_signals("pilot"):
+        _pilot(dataset, out, users, epochs, users_per_step, key_bits, baselines, timeout)
+
+
+def _pilot(
+    dataset: Dataset,
+    out: Path,
+    users: int,
+    epochs: int | None,
+    users_per_step: int | None,
+    key_bits: int,
+    baselines: bool,
+    timeout: float,
+) -> None:
+    """The body of :func:`pilot`."""
     from vfl.cli.pilot_report import baseline_rows, merge, write_outputs
 
     t_start = time.perf_counter()

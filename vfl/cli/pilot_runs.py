@@ -29,7 +29,7 @@ from rich.progress import (
 )
 
 from vfl.config.coordinator import load_coordinator_config
-from vfl.errors import VflError
+from vfl.errors import Interrupted, VflError
 
 _STEP = re.compile(r"epoch (\d+) step (\d+)/(\d+)")
 _PSI = re.compile(r"PSI (\w+) (\d+)/(\d+)")
@@ -112,21 +112,52 @@ def run_federated(
     t0 = time.perf_counter()
     coord = _start(["coordinator", "--config", str(files.coordinator)], logs["coordinator"])
     parties: dict[str, subprocess.Popen[bytes]] = {}
+    commands = {"coordinator": ["coordinator", "--config", str(files.coordinator)]}
+    for k in ("p", "e"):
+        config = str(files.p if k == "p" else files.e)
+        commands[k] = ["party", "--config", config, "--out", str(out / k)]
+        commands[k] += ["--local-seed", str(seeds[k])]
     try:
         _wait_listening(logs["coordinator"], coord, 30)
         for k in ("p", "e"):
-            config = str(files.p if k == "p" else files.e)
-            args = ["party", "--config", config, "--out", str(out / k)]
-            parties[k] = _start([*args, "--local-seed", str(seeds[k])], logs[k])
+            parties[k] = _start(commands[k], logs[k])
         _follow(parties, logs, label, console, timeout)
+    except Interrupted as stop:
+        _stop_all([*parties.values(), coord])
+        raise stop.again(_resume_text(stop, label, out, commands)) from None
     finally:
-        for proc in [*parties.values(), coord]:
-            if proc.poll() is None:
-                proc.terminate()
-        coord.wait(timeout=30)
+        _stop_all([*parties.values(), coord])
     metrics = json.loads((out / "e" / "metrics.json").read_text())
     coord_log = logs["coordinator"].read_text(errors="replace")
     return FederatedRun(time.perf_counter() - t0, coord_log, metrics)
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    """SIGTERM each process still running (parties first), wait for it, SIGKILL if it hangs.
+
+    A party stops cleanly on SIGTERM: it tells the coordinator, keeps its checkpoints and
+    exits (``vfl party``); the coordinator keeps its state file.
+    """
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+
+
+def _resume_text(stop: Interrupted, label: str, out: Path, commands: dict[str, list[str]]) -> str:
+    """What an interrupted run kept and the three commands that resume it."""
+    shown = {k: "vfl " + " ".join(args) for k, args in commands.items()}
+    return (
+        f"{stop} during the VFL {label} run; its coordinator, E and P were stopped, their "
+        f"checkpoints kept in {out / 'e' / 'checkpoints'} and {out / 'p' / 'checkpoints'}. "
+        f"Fix: to resume that run, start `{shown['coordinator']}`, then `{shown['e']}` and "
+        f"`{shown['p']}` (logs in {out}); `vfl pilot` again starts a fresh pilot"
+    )
 
 
 def _drop_checkpoints(out: Path, coordinator_state: Path | None = None) -> None:

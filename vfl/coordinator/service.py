@@ -24,7 +24,8 @@ from types import FrameType
 from typing import Any
 
 from vfl.config.coordinator import CoordinatorConfig
-from vfl.transport.board import JobBoard
+from vfl.errors import Interrupted
+from vfl.transport.board import JobBoard, PartyState
 from vfl.transport.grpc_relay import RelayServer
 
 _POLL_S = 0.2
@@ -75,7 +76,8 @@ def run_coordinator(
             state_file=section.state,
             plan_fingerprint="" if plan is None else plan.fingerprint(),
         )
-        stack.enter_context(_stop_on_signals(stop))
+        signalled: list[int] = []
+        stack.enter_context(_stop_on_signals(stop, signalled))
         port = server.start()
         try:
             host = section.bind.rsplit(":", 1)[0]
@@ -92,6 +94,32 @@ def run_coordinator(
             server.stop()
     for line in format_stats(server.stats()):
         emit(line)
+    if signalled:
+        _raise_if_interrupted(server.board, signalled[0], section.state, config_file)
+
+
+def _raise_if_interrupted(
+    board: JobBoard, signum: int, state: Path | None, config_file: str | Path
+) -> None:
+    """A stop signal while a joined party was still running interrupts the job: say so.
+
+    Raises:
+        Interrupted: naming each running party's phase, the state file and how to resume.
+    """
+    running = [
+        f"{name}: phase {s.phase}"
+        for name, s in board.status().items()
+        if name in board.joined and s.state is PartyState.RUNNING
+    ]
+    if not running:
+        return
+    kept = f"; its state file {state} is kept" if state is not None else ""
+    raise Interrupted(
+        f"coordinator stopped by {signal.Signals(signum).name} while job '{board.job}' was "
+        f"running ({', '.join(running)}){kept}. Fix: re-run `vfl coordinator --config "
+        f"{config_file}` to resume; the parties retry until it is back",
+        signum,
+    )
 
 
 def _announce_state(board: JobBoard, state: Path | None, emit: Callable[[str], None]) -> None:
@@ -136,13 +164,15 @@ def format_stats(stats: dict[tuple[str, str], int]) -> list[str]:
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Set ``stop`` on SIGINT/SIGTERM while inside; only possible in the main thread."""
+def _stop_on_signals(stop: threading.Event, signalled: list[int]) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM while inside, appending the signal to ``signalled``;
+    only possible in the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def _handler(signum: int, frame: FrameType | None) -> None:
+        signalled.append(signum)
         stop.set()
 
     previous = {sig: signal.signal(sig, _handler) for sig in _STOP_SIGNALS}
