@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.proc_helpers import Job, free_port, prepare_job, read_only, scaled
+from tests.proc_helpers import (
+    Job,
+    Proc,
+    alive,
+    children,
+    free_port,
+    prepare_job,
+    read_only,
+    scaled,
+)
 from vfl.errors import TransportError
 from vfl.transport.certs import generate_dev_pki
 from vfl.transport.grpc_channel import GrpcChannel
@@ -236,3 +245,40 @@ def test_sigterm_to_the_coordinator_mid_job_says_so_and_the_same_command_resumes
     assert parties["e"].wait(scaled(180)) == 0, parties["e"].text
     assert parties["p"].wait(scaled(60)) == 0, parties["p"].text
     assert again.popen.poll() is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_signal_to_the_pilot_stops_its_processes_keeps_checkpoints_and_says_how_to_resume(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # Prepare: a small pilot whose plaintext run is training
+    args = ("--out", "pilot", "--users", "100", "--epochs", "2", "--key-bits", "512")
+    pilot = Proc("pilot", *args, "--no-baselines", cwd=tmp_path)
+    resumed: list[Proc] = []
+    try:
+        pilot.wait_line("E| shop: phase train", scaled(180))
+        started = children(pilot.popen.pid)
+        workers = {w for c in started for w in children(c)}
+
+        # Execute: the signal to the pilot's process alone (not its group)
+        pilot.signal(sig)
+        code = pilot.wait(scaled(60))
+
+        # Assert: every process it started is gone, checkpoints kept, the fix names the
+        # commands that resume the run, exit 128 + the signal
+        assert code == 128 + sig
+        assert len(started) == 3 and not any(alive(pid) for pid in started | workers)
+        line = _error_line(pilot.text)
+        assert f"pilot stopped by {sig.name} during the VFL plaintext run" in line
+        assert any((tmp_path / "pilot" / "plaintext" / "e" / "checkpoints").iterdir())
+        commands = re.findall(r"`vfl ([^`]+)`", line)
+        assert [c.split()[0] for c in commands] == ["coordinator", "party", "party", "pilot"]
+        if sig is signal.SIGTERM:  # the commands resume the run (once is enough)
+            resumed = [Proc(*c.split(), cwd=tmp_path) for c in commands[:1]]
+            resumed[0].wait_line("listening on", scaled(30))
+            resumed += [Proc(*c.split(), cwd=tmp_path) for c in commands[1:3]]
+            assert resumed[1].wait(scaled(180)) == 0, resumed[1].text
+            assert "resuming from" in resumed[1].text
+    finally:
+        for proc in [pilot, *resumed]:
+            proc.kill_group()
