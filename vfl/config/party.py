@@ -51,7 +51,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 
 from vfl.config.tls_files import check_tls_files
 from vfl.config.toml_io import ConfigPath, load_toml_model, read_pem_files, rule_error
@@ -139,6 +147,9 @@ class UnicodeForm(Enum):
     NONE = "none"
 
 
+LOCAL_ID_KEYS = {"max_length"}  # [ids] keys each party sets for itself (not in the handshake)
+
+
 class IdRule(BaseModel):
     """``[ids]``: how raw ids are normalised; both parties must state the same rule.
 
@@ -154,6 +165,8 @@ class IdRule(BaseModel):
     strip: bool = True
     case: Case = Case.KEEP
     unicode: UnicodeForm = UnicodeForm.NFC
+    # longest id accepted (characters, after normalisation); local, not part of the handshake
+    max_length: PositiveInt = 256
 
     def normalise(self, raw: str) -> str:
         """Return ``raw`` stripped, case-mapped and Unicode-normalised by this rule."""

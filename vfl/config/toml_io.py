@@ -61,6 +61,11 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     if base_dir is None:
         return value
     resolved = (Path(base_dir) / value.expanduser()).resolve()
+    if resolved.is_dir():
+        raise rule_error(
+            f"{resolved} is a directory, not a file",
+            "name the file inside it (e.g. .../users.csv), not the directory",
+        )
     if not resolved.is_file():
         raise rule_error(
             f"file not found: looked for {resolved}",
@@ -86,6 +91,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise ConfigError(
             str(file), _FILE_KEY, f"config file not found: {file.resolve()}", "check the path"
+        ) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(
+            str(file),
+            _FILE_KEY,
+            f"{file.resolve()} is a directory, not a config file",
+            "name the .toml file inside it",
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vfl.config.party import FeatureSchema, FileFormat, IdRule, InteractionSchema, PartyConfig, Role
+from vfl.data.columns import check_parquet_types, reject_repeated_columns
 from vfl.data.sniff import diagnose_unreadable, other_separator
 from vfl.data.tables import ActiveData, FeatureTable, InteractionLog, PassiveData
 from vfl.errors import DataError
@@ -41,9 +42,11 @@ class _Source:
         fmt: FileFormat,
         id_columns: Sequence[str],
         text_columns: Sequence[str] = (),
+        numeric_columns: Sequence[str] = (),
     ) -> None:
         self.path, self.fmt = path, fmt
         self.id_columns, self.text_columns = tuple(id_columns), tuple(text_columns)
+        self.numeric_columns = tuple(numeric_columns)
 
     def where(self, positions: Sequence[int] | np.ndarray) -> str:
         """Describe 0-based data positions as file rows, e.g. 'lines 2, 5'."""
@@ -83,7 +86,9 @@ def load_feature_table(schema: FeatureSchema, ids_rule: IdRule) -> FeatureTable:
         DataError: unreadable or empty file, missing column, empty or duplicate id, missing
             feature value, non-numeric value in a numeric column.
     """
-    source = _Source(schema.path, schema.file_format, (schema.id_column,), schema.categorical)
+    source = _Source(
+        schema.path, schema.file_format, (schema.id_column,), schema.categorical, schema.numeric
+    )
     frame = _read(source, (schema.id_column, *schema.feature_columns))
     ids = _normalised_ids(source, frame[schema.id_column], schema.id_column, ids_rule)
     _reject_duplicates(source, ids, schema.id_column)
@@ -143,8 +148,14 @@ def _read(source: _Source, columns: Sequence[str]) -> pd.DataFrame:
     if empty:
         raise source.error(None, "the file is empty", "write a header row and data rows into it")
     _require_columns(source, present, wanted)
+    reject_repeated_columns(source.error, present, wanted)
     try:
+        if source.fmt is FileFormat.PARQUET:
+            schema = pq.read_schema(source.path)
+            check_parquet_types(source.error, schema, source.id_columns, source.numeric_columns)
         frame = _read_columns(source, wanted)
+    except DataError:
+        raise
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise _unreadable(source, exc) from exc
     if len(frame) == 0:
@@ -165,10 +176,11 @@ def _unreadable(source: _Source, exc: Exception) -> DataError:
 
 
 def _header(source: _Source) -> list[str]:
-    """Column names in the file."""
+    """Column names in the file, as written (a repeated name is listed each time)."""
     if source.fmt is FileFormat.PARQUET:
         return list(pq.read_schema(source.path).names)
-    return [str(c) for c in pd.read_csv(source.path, nrows=0).columns]
+    first = pd.read_csv(source.path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(c) for c in first.iloc[0]]
 
 
 def _require_columns(source: _Source, present: list[str], wanted: list[str]) -> None:
@@ -188,9 +200,10 @@ def _require_columns(source: _Source, present: list[str], wanted: list[str]) -> 
 def _read_columns(source: _Source, wanted: list[str]) -> pd.DataFrame:
     """Read the wanted columns; id columns are str and never NA."""
     if source.fmt is FileFormat.PARQUET:
-        frame = pd.read_parquet(source.path, columns=wanted)
-        for column in source.id_columns:
-            frame[column] = [_id_text(v) for v in frame[column]]
+        table = pq.read_table(source.path, columns=wanted)
+        frame: pd.DataFrame = table.to_pandas()
+        for column in source.id_columns:  # Python ints and str: never '12.0' for an int id
+            frame[column] = [_id_text(v) for v in table.column(column).to_pylist()]
         return frame
     guessed = {c: list(_NA_TOKENS) for c in wanted if c not in source.id_columns}
     return pd.read_csv(
@@ -213,16 +226,29 @@ def _id_text(value: object) -> str:
 
 
 def _normalised_ids(source: _Source, raw: pd.Series, column: str, rule: IdRule) -> np.ndarray:
-    """Apply the id rule; reject empty ids."""
+    """Apply the id rule; reject empty ids and ids above ``[ids] max_length``.
+
+    The ids stay Python strings (an object array): a fixed-width array would pad every id
+    to the longest one.
+    """
     ids = np.array([rule.normalise(str(v)) for v in raw], dtype=object)
-    empty = np.flatnonzero(ids == "")
+    lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
+    empty = np.flatnonzero(lengths == 0)
     if len(empty):
         raise source.error(
             column,
             f"{len(empty)} empty id(s) at {source.where(empty)}",
             "give every row an id (or drop those rows)",
         )
-    return ids.astype(str)
+    long = np.flatnonzero(lengths > rule.max_length)
+    if len(long):
+        raise source.error(
+            column,
+            f"{len(long)} id(s) longer than {rule.max_length} characters, e.g. one of "
+            f"{int(lengths[long[0]])} characters at {source.where(long)}",
+            "fix those ids, or raise [ids] max_length in the party config if they are real",
+        )
+    return ids
 
 
 def _reject_duplicates(source: _Source, ids: np.ndarray, column: str) -> None:

@@ -23,7 +23,7 @@ import hashlib
 import json
 from typing import Any
 
-from vfl.config.party import PartyConfig, Role
+from vfl.config.party import LOCAL_ID_KEYS, PartyConfig, Role
 from vfl.config.plan import JobPlan
 from vfl.errors import ParameterMismatch, ProtocolError
 from vfl.protocol.endpoint import ByteChannel
@@ -36,7 +36,7 @@ def agreed_fields(cfg: PartyConfig, plan: JobPlan) -> dict[str, Any]:
     fields["plan.fingerprint"] = plan.fingerprint()
     for key, value in dataclasses.asdict(SecureScales()).items():
         fields[f"precision.{key}"] = value
-    for key, value in cfg.ids.model_dump(mode="json").items():
+    for key, value in cfg.ids.model_dump(mode="json", exclude=LOCAL_ID_KEYS).items():
         fields[f"ids.{key}"] = value
     as_sent: dict[str, Any] = json.loads(json.dumps(fields))  # tuples -> lists, as the peer sees
     return as_sent
@@ -44,7 +44,7 @@ def agreed_fields(cfg: PartyConfig, plan: JobPlan) -> dict[str, Any]:
 
 def schema_fingerprint(cfg: PartyConfig) -> str:
     """SHA-256 of this party's data schema: column names and roles, without file paths."""
-    sections = {"ids": cfg.ids.model_dump(mode="json")}
+    sections = {"ids": cfg.ids.model_dump(mode="json", exclude=LOCAL_ID_KEYS)}
     for name in ("users", "items", "interactions"):
         section = getattr(cfg, name)
         if section is not None:
