@@ -50,7 +50,8 @@ def test_a_parquet_column_name_given_twice_says_duplicated_not_field_ref(tmp_pat
     # Prepare
     path = tmp_path / "users.parquet"
     arrays = [pa.array(["u1", "u2"]), pa.array([10.0, 20.0]), pa.array([999999.0, 999999.0])]
-    pq.write_table(pa.Table.from_arrays(arrays, names=["user_id", "avg_ticket", "avg_ticket"]), path)
+    names = ["user_id", "avg_ticket", "avg_ticket"]
+    pq.write_table(pa.Table.from_arrays(arrays, names=names), path)
 
     # Execute
     with pytest.raises(DataError) as err:
