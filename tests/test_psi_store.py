@@ -101,5 +101,5 @@ def test_id_rule_normalises_unicode_and_states_itself() -> None:
     assert IdRule(case=Case.LOWER).normalise(decomposed) == "caf\u00e9"
     assert IdRule(case=Case.LOWER, unicode=UnicodeForm.NONE).normalise(decomposed) == "cafe\u0301"
     assert IdRule(unicode=UnicodeForm.NFKC).normalise("\uff21") == "A"  # fullwidth A
-    assert IdRule().fingerprint() == "strip=1;case=keep;unicode=NFC"
+    assert IdRule().fingerprint() == "strip=1;case=keep;unicode=NFC;steps=2"
     assert IdRule().fingerprint() != IdRule(unicode=UnicodeForm.NFKC).fingerprint()

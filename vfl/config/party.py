@@ -147,17 +147,25 @@ class UnicodeForm(Enum):
     NONE = "none"
 
 
+_MAX_STEPS = 8
 LOCAL_ID_KEYS = {"max_length"}  # [ids] keys each party sets for itself (not in the handshake)
 
 
 class IdRule(BaseModel):
     """``[ids]``: how raw ids are normalised; both parties must state the same rule.
 
-    ``normalise(raw) = unicode(case(strip(raw)))``: surrounding whitespace removed (if
-    ``strip``), letter case mapped (``case``), then the Unicode normal form ``unicode``
-    applied last, so the result is always in the declared form. The rule is part of the PSI
-    handshake (:meth:`fingerprint`): parties stating different rules stop before any point
-    is exchanged.
+    One step is ``step(x) = U(case(strip(U(x))))``: the Unicode normal form ``U`` (``unicode``)
+    first, so that compatibility characters (full-width letters, mathematical bold, ...)
+    are plain letters before case mapping and stripping see them; then surrounding
+    whitespace removed (if ``strip``) and letter case mapped (``case``); then ``U`` again,
+    because case mapping can leave a string outside the normal form. ``normalise`` repeats
+    the step until the result no longer changes (at most :data:`_MAX_STEPS` times; two in
+    practice), so ``normalise(normalise(x)) == normalise(x)``: the loader's ids, normalised
+    once, give the same PSI result as the raw ids (the PSI applies the rule again). This
+    is the only implementation of the rule (:mod:`vfl.data.loading` and :mod:`vfl.psi`
+    both call it). The rule is part of the PSI handshake (:meth:`fingerprint`): parties
+    stating different rules stop before any point is exchanged. ``max_length`` is each
+    party's own limit and not part of it.
     """
 
     model_config = _FROZEN
@@ -169,19 +177,41 @@ class IdRule(BaseModel):
     max_length: PositiveInt = 256
 
     def normalise(self, raw: str) -> str:
-        """Return ``raw`` stripped, case-mapped and Unicode-normalised by this rule."""
-        value = raw.strip() if self.strip else raw
+        """Return ``raw`` under this rule: :meth:`_step` repeated to its fixed point."""
+        value = self._step(raw)
+        for _ in range(_MAX_STEPS):
+            again = self._step(value)
+            if again == value:
+                return value
+            value = again
+        return value
+
+    def _step(self, raw: str) -> str:
+        """``U(case(strip(U(raw))))``, see the class docstring."""
+        value = self._unicode(raw)
+        value = value.strip() if self.strip else value
         if self.case is Case.LOWER:
             value = value.lower()
         elif self.case is Case.UPPER:
             value = value.upper()
+        return self._unicode(value)
+
+    def _unicode(self, value: str) -> str:
         if self.unicode is UnicodeForm.NONE:
             return value
         return unicodedata.normalize(self.unicode.value, value)
 
     def fingerprint(self) -> str:
-        """A canonical text of the rule, e.g. ``strip=1;case=lower;unicode=NFC``."""
-        return f"strip={int(self.strip)};case={self.case.value};unicode={self.unicode.value}"
+        """A canonical text of the rule, e.g. ``strip=1;case=lower;unicode=NFC;steps=2``.
+
+        ``steps=2`` marks the rule with ``U`` before and after the case mapping (earlier
+        versions applied ``U`` only last, which is not idempotent): a party of such a version
+        states another fingerprint and is refused at the PSI hello.
+        """
+        return (
+            f"strip={int(self.strip)};case={self.case.value};unicode={self.unicode.value};"
+            "steps=2"
+        )
 
 
 class _DataFile(BaseModel):
