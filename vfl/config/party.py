@@ -148,6 +148,15 @@ class UnicodeForm(Enum):
 
 
 _MAX_STEPS = 8
+
+
+class LeadingZeros(Enum):
+    """``[ids] leading_zeros``: whether an all-digit id keeps its leading zeros."""
+
+    KEEP = "keep"
+    STRIP = "strip"
+
+
 LOCAL_ID_KEYS = {"max_length"}  # [ids] keys each party sets for itself (not in the handshake)
 
 
@@ -173,17 +182,21 @@ class IdRule(BaseModel):
     strip: bool = True
     case: Case = Case.KEEP
     unicode: UnicodeForm = UnicodeForm.NFC
+    leading_zeros: LeadingZeros = LeadingZeros.KEEP  # "strip": all-digit "007" -> "7"
     # longest id accepted (characters, after normalisation); local, not part of the handshake
     max_length: PositiveInt = 256
 
     def normalise(self, raw: str) -> str:
-        """Return ``raw`` under this rule: :meth:`_step` repeated to its fixed point."""
+        """Return ``raw`` under this rule: :meth:`_step` repeated to its fixed point, then
+        (``leading_zeros = "strip"``) leading zeros dropped from an all-digit id."""
         value = self._step(raw)
         for _ in range(_MAX_STEPS):
             again = self._step(value)
             if again == value:
-                return value
+                break
             value = again
+        if self.leading_zeros is LeadingZeros.STRIP and value.isascii() and value.isdigit():
+            return value.lstrip("0") or "0"
         return value
 
     def _step(self, raw: str) -> str:
@@ -208,9 +221,10 @@ class IdRule(BaseModel):
         versions applied ``U`` only last, which is not idempotent): a party of such a version
         states another fingerprint and is refused at the PSI hello.
         """
+        zeros = ";zeros=strip" if self.leading_zeros is LeadingZeros.STRIP else ""
         return (
             f"strip={int(self.strip)};case={self.case.value};unicode={self.unicode.value};"
-            "steps=2"
+            f"steps=2{zeros}"
         )
 
 

@@ -44,6 +44,7 @@ class Hello:
     id_rule: str
     n: int
     reuse: str
+    id_kind: str = ""  # :class:`~vfl.psi.idkind.IdKind` value; "" from an earlier version
 
     def agreed(self) -> dict[str, str | int]:
         """The fields that must be equal on both sides."""
@@ -71,7 +72,7 @@ class Hello:
                 "PSI parameters differ -- "
                 + "; ".join(diff)
                 + ". Fix: give both parties the same job config ([psi] curve) and the same "
-                "[ids] rule (strip, case, unicode)"
+                "[ids] rule (strip, case, unicode, leading_zeros)"
             )
 
     def encode(self) -> bytes:
@@ -101,6 +102,7 @@ class Hello:
             "id_rule": str,
             "n": int,
             "reuse": str,
+            "id_kind": str,
         }
         if any(not isinstance(getattr(hello, k), t) for k, t in types.items()) or hello.n < 0:
             raise ProtocolError(f"malformed PSI hello fields: {fields}")

@@ -54,6 +54,7 @@ from vfl.errors import DataError, ProtocolError
 from vfl.executor import Executor, LocalProcessExecutor
 from vfl.psi import store
 from vfl.psi.frames import POINT_BYTES, VERSION, Frame, FrameKind, Hello, Inbound
+from vfl.psi.idkind import check_id_kinds, id_kind
 from vfl.psi.resume import BlindingState, remove_states
 
 ProgressFn = Callable[[str, int, int], None]
@@ -149,10 +150,11 @@ def run_psi(
     cached = store.load_alignment(options.work_dir, digest) if options.work_dir else None
     mine = Hello(
         VERSION, options.curve.value, job_id, rule.fingerprint(), len(normalised),
-        cached.alignment_digest if cached else "",
+        cached.alignment_digest if cached else "", id_kind(normalised).value,
     )  # fmt: skip
     peer = Hello.decode(session.turn(mine.encode()))
     mine.check_against(peer, me=name)
+    check_id_kinds(mine.id_kind, peer.id_kind, me=name)
     if cached is not None and peer.reuse == cached.alignment_digest:
         if options.work_dir is not None:
             remove_states(options.work_dir)
