@@ -55,6 +55,8 @@ def run_coordinator(
         ConfigError: the plan file is invalid or names another job.
         CheckpointError: the state file is unreadable or corrupted (the fix: delete it).
         VflError: a certificate file cannot be read.
+        Interrupted: SIGINT/SIGTERM arrived while a joined party was still running (after
+            a clean stop; the message names the parties and how to resume).
     """
     section = cfg.coordinator
     ca_pem, cert_pem, key_pem = cfg.read_pems()

@@ -8,7 +8,8 @@ that instance first joined. A *different* instance of the same party is
 
 1. admitted on ``Join`` when the admitted one is no longer alive: it reported ``done`` or
    ``failed``, or it has been silent for more than :func:`alive_window_s` of its heartbeat
-   interval (a killed process that is being restarted); it then replaces the old one;
+   interval and lost-after time (a killed process being restarted); it then replaces the
+   old one;
 2. refused on ``Join`` while the admitted one is alive, with a message naming the party, the
    job and the first connection's age (two ``vfl party`` processes for one party: the second
    stops at once, the first is unaffected);

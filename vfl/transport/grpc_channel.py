@@ -55,6 +55,13 @@ from vfl.transport.grpc_relay import (
 )
 
 _MAX_BACKOFF_S = 1.0
+# gRPC's own reconnect backoff grows to 120 s by default: a coordinator that comes up (or
+# back) after a party started would then be noticed late, past the connect deadline
+_CLIENT_OPTIONS = [
+    *GRPC_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 _POLL_SLACK_S = 0.5
 # The coordinator hanging up during the handshake this many times in a row (about 1.5 s of
 # backoff) means it refuses our certificate; a coordinator that is down refuses the connection.
@@ -108,7 +115,7 @@ class GrpcChannel:
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
         )
-        self._channel: Any = grpc.secure_channel(target, creds, options=GRPC_OPTIONS)
+        self._channel: Any = grpc.secure_channel(target, creds, options=_CLIENT_OPTIONS)
         self._send_rpc = self._channel.unary_unary(SEND_METHOD)
         self._recv_rpc = self._channel.unary_unary(RECV_METHOD)
         self._join_rpc = self._channel.unary_unary(JOIN_METHOD)
