@@ -23,8 +23,9 @@ from tests.proc_helpers import (
     read_only,
     scaled,
 )
-from vfl.errors import TransportError
-from vfl.transport.certs import generate_dev_pki
+from vfl.errors import ChannelTimeout, PeerLost, TransportError
+from vfl.transport.board import PartyState
+from vfl.transport.certs import DevPki, generate_dev_pki
 from vfl.transport.grpc_channel import GrpcChannel
 from vfl.transport.grpc_relay import RelayServer
 
@@ -115,12 +116,8 @@ def _second_e_is_refused(job: Job) -> None:
     assert metrics["aligned_users"] > 0
 
 
-def test_a_restart_after_a_crash_is_admitted_once_the_old_process_is_silent(
-    tmp_path: Path,
-) -> None:
-    # Prepare: an in-process relay; "shop" joins, then goes silent (as a killed process does)
-    pki = generate_dev_pki(tmp_path / "certs", parties=["shop", "payments"])
-    relay = RelayServer(
+def _relay(pki: DevPki) -> RelayServer:
+    return RelayServer(
         "127.0.0.1:0",
         ca_pem=pki.ca.read_bytes(),
         cert_pem=pki.coordinator.cert.read_bytes(),
@@ -128,24 +125,32 @@ def test_a_restart_after_a_crash_is_admitted_once_the_old_process_is_silent(
         allowed_parties={"shop", "payments"},
         job_id="job-1",
     )
+
+
+def _party(pki: DevPki, port: int, me: str, peer: str) -> GrpcChannel:
+    files = pki.parties[me]
+    return GrpcChannel(
+        f"127.0.0.1:{port}",
+        me=me,
+        peer=peer,
+        ca_pem=pki.ca.read_bytes(),
+        cert_pem=files.cert.read_bytes(),
+        key_pem=files.key.read_bytes(),
+        timeout_s=2,
+        connect_timeout_s=scaled(20),
+        heartbeat_s=0.2,
+        lost_after_s=1.0,
+    )
+
+
+def test_a_restart_after_a_crash_is_admitted_once_the_old_process_is_silent(
+    tmp_path: Path,
+) -> None:
+    # Prepare: an in-process relay; "shop" joins, then goes silent (as a killed process does)
+    pki = generate_dev_pki(tmp_path / "certs", parties=["shop", "payments"])
+    relay = _relay(pki)
     port = relay.start()
-
-    def shop() -> GrpcChannel:
-        files = pki.parties["shop"]
-        return GrpcChannel(
-            f"127.0.0.1:{port}",
-            me="shop",
-            peer="payments",
-            ca_pem=pki.ca.read_bytes(),
-            cert_pem=files.cert.read_bytes(),
-            key_pem=files.key.read_bytes(),
-            timeout_s=2,
-            connect_timeout_s=scaled(20),
-            heartbeat_s=0.2,
-            lost_after_s=1.0,
-        )
-
-    first, second = shop(), shop()
+    first, second = _party(pki, port, "shop", "payments"), _party(pki, port, "shop", "payments")
     try:
         first.join()
         joined_at = time.monotonic()
@@ -282,3 +287,33 @@ def test_a_signal_to_the_pilot_stops_its_processes_keeps_checkpoints_and_says_ho
     finally:
         for proc in [pilot, *resumed]:
             proc.kill_group()
+
+
+def test_a_failure_reported_before_this_process_joined_does_not_stop_it(tmp_path: Path) -> None:
+    # Prepare: payments failed and left; then shop joins (both are being restarted)
+    pki = generate_dev_pki(tmp_path / "certs", parties=["shop", "payments"])
+    relay = _relay(pki)
+    port = relay.start()
+    old_p, e = _party(pki, port, "payments", "shop"), _party(pki, port, "shop", "payments")
+    try:
+        old_p.join()
+        old_p.report(state=PartyState.FAILED, progress={"error": "PeerLost"})
+        old_p.close()
+        time.sleep(0.3)
+        e.join()
+        e.start_heartbeat(interval_s=0.2, lost_after_s=scaled(30))
+
+        # Execute / Assert: shop waits for the restarted payments instead of stopping at once
+        with pytest.raises(ChannelTimeout) as err:
+            e.recv(2.0)
+        assert not isinstance(err.value, PeerLost)
+        # ... while a failure after shop joined stops it, naming the party
+        new_p = _party(pki, port, "payments", "shop")
+        new_p.join()
+        new_p.report(state=PartyState.FAILED, progress={"error": "StorageError"})
+        new_p.close()
+        with pytest.raises(PeerLost, match="'payments' failed the job"):
+            e.recv(scaled(10))
+    finally:
+        e.close()
+        relay.stop()

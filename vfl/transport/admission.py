@@ -26,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from vfl.transport.board import PartyState, PartyStatus
+
 INSTANCE_KEY = "vfl-instance"
 HEARTBEAT_KEY = "vfl-heartbeat-s"
 _MIN_WINDOW_S = 3.0
@@ -54,6 +56,15 @@ def decode_liveness(value: str) -> tuple[float, float]:
     except ValueError:
         return 1.0, 5.0
     return (every, lost) if every > 0 and lost > 0 else (1.0, 5.0)
+
+
+def failed_before(status: PartyStatus, joined_at: float | None) -> bool:
+    """Whether the peer's ``failed`` report is older than this process's join (at
+    ``joined_at``, monotonic): it ended an earlier run of the peer, which is then being
+    restarted (as both are after a crash), so it does not stop this run."""
+    if status.state is not PartyState.FAILED or joined_at is None or status.age_s is None:
+        return False
+    return status.age_s > time.monotonic() - joined_at
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from vfl.errors import ChannelTimeout, TransportError
 
 _WAIT_LINE_S = 2.0  # while dialling, one progress line at most this often
+_GRACE_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class JoinReply:
+    """What the coordinator hands a party that joins: job id, its parties and the plan text."""
+
+    job: str
+    parties: tuple[str, ...]
+    plan: str | None
 
 
 class AlreadyJoined(TransportError):
@@ -65,3 +76,26 @@ class DialProgress:
             f"attempts; last error: {last}). Fix: check that the coordinator is running at "
             "that address (network.coordinator), or raise network.connect_timeout_s"
         )
+
+    def through_grace(self, join: Callable[[], bytes], *, grace_s: float, deadline: float) -> bytes:
+        """``join()``, retried while another process of this party is joined, for at most
+        ``grace_s`` after the first refusal (a crashed predecessor falls silent by then).
+
+        Raises:
+            TransportError: still refused after ``grace_s`` (or ``deadline``), with the
+                coordinator's words: the party, the first connection's age.
+        """
+        grace_until: float | None = None
+        while True:
+            try:
+                return join()
+            except AlreadyJoined as exc:
+                now = time.monotonic()
+                grace_until = now + grace_s if grace_until is None else grace_until
+                if now >= min(grace_until, deadline):
+                    raise TransportError(
+                        f"party '{self.name}' refused by the coordinator at {self.target}: "
+                        f"{exc.details}"
+                    ) from None
+                self.say(f"another '{self.name}' process is joined; waiting for it to go")
+                time.sleep(_GRACE_POLL_S)

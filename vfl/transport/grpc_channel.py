@@ -23,7 +23,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -34,10 +33,11 @@ from vfl.transport.admission import (
     INSTANCE_KEY,
     alive_window_s,
     encode_liveness,
+    failed_before,
 )
 from vfl.transport.board import Heartbeat, PartyState, PartyStatus, decode_status
 from vfl.transport.channel import TrafficCounter
-from vfl.transport.dialling import AlreadyJoined, DialProgress
+from vfl.transport.dialling import DialProgress, JoinReply
 from vfl.transport.framing import (
     FrameHeader,
     RecvRequest,
@@ -71,16 +71,6 @@ _NO_ATTEMPT = "no attempt made"
 _HEARTBEAT_RPC_S = 2.0
 _BEATING_POLL_S = 1.0
 _GRACE_SLACK_S = 2.0
-_GRACE_POLL_S = 0.5
-
-
-@dataclass(frozen=True)
-class JoinReply:
-    """What the coordinator hands a party that joins: job id, its parties and the plan text."""
-
-    job: str
-    parties: tuple[str, ...]
-    plan: str | None
 
 
 class GrpcChannel:
@@ -111,6 +101,7 @@ class GrpcChannel:
         liveness = encode_liveness(heartbeat_s, lost_after_s)
         self._metadata = ((INSTANCE_KEY, secrets.token_hex(8)), (HEARTBEAT_KEY, liveness))
         self._alive_window_s = alive_window_s(heartbeat_s, lost_after_s)
+        self._joined_at: float | None = None  # when join() succeeded
         self.traffic = TrafficCounter()
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
@@ -198,33 +189,23 @@ class GrpcChannel:
                 "network.peer to the other party's certificate name"
             )
         self.job_id = reply.job
+        self._joined_at = time.monotonic()
         return reply
 
     def _dial(self, payload: bytes) -> bytes:
         """The join RPC, retried until ``connect_timeout_s`` (see :meth:`join`)."""
-        start = time.monotonic()
-        deadline = start + self.connect_timeout_s
-        grace_until: float | None = None
-        waited = DialProgress(
+        deadline = time.monotonic() + self.connect_timeout_s
+        progress = DialProgress(
             name=self.name,
             target=self.target,
             connect_timeout_s=self.connect_timeout_s,
             on_wait=self._on_wait,
         )
-        while True:
-            try:
-                return self._call(self._join_rpc, payload, deadline, poll=False, waiting=waited)
-            except AlreadyJoined as exc:
-                now = time.monotonic()
-                if grace_until is None:
-                    grace_until = now + self._alive_window_s + _GRACE_SLACK_S
-                if now >= min(grace_until, deadline):
-                    raise TransportError(
-                        f"party '{self.name}' refused by the coordinator at {self.target}: "
-                        f"{exc.details}"
-                    ) from None
-                waited.say(f"another '{self.name}' process is joined; waiting for it to go")
-                time.sleep(_GRACE_POLL_S)
+        return progress.through_grace(
+            lambda: self._call(self._join_rpc, payload, deadline, poll=False, waiting=progress),
+            grace_s=self._alive_window_s + _GRACE_SLACK_S,
+            deadline=deadline,
+        )
 
     def start_heartbeat(self, *, interval_s: float = 1.0, lost_after_s: float = 5.0) -> None:
         """Ping the coordinator every ``interval_s`` from a daemon thread (idempotent)."""
@@ -302,6 +283,8 @@ class GrpcChannel:
             return b""
         status = self.peer_status()
         lost = self._beat.lost_after_s
+        if status is not None and failed_before(status, self._joined_at):
+            return b""  # an earlier run of the peer failed: wait for it to be restarted
         if status is not None and status.state is not PartyState.RUNNING:
             # its own deadline: the caller's may have passed during the long-poll just made
             last_look = max(deadline, time.monotonic() + _HEARTBEAT_RPC_S)
@@ -382,10 +365,10 @@ class GrpcChannel:
             except grpc.RpcError as err:
                 last = str(err.details() or "")
                 full = err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                self._raise_unless_transient(err)
+                raise_unless_transient(err, name=self.name, target=self.target)
                 hangups = hangups + 1 if _HANGUP in last.lower() else 0
             if hangups >= _MAX_HANGUPS:
-                raise self._tls_error(last)
+                raise tls_error(last, name=self.name, target=self.target)
             if poll:
                 self._check_coordinator()
             if waiting is not None:
@@ -402,12 +385,6 @@ class GrpcChannel:
             f"coordinator at {self.target} unreachable while talking to party '{self.peer}' "
             f"(last error: {last}). Fix: check that the coordinator is running at that address"
         )
-
-    def _raise_unless_transient(self, err: Any) -> None:
-        raise_unless_transient(err, name=self.name, target=self.target)
-
-    def _tls_error(self, details: str) -> TransportError:
-        return tls_error(details, name=self.name, target=self.target)
 
     def _timeout(self, what: str) -> ChannelTimeout:
         return ChannelTimeout(f"{self.name}: {what}")
