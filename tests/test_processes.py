@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import accept_test_keys
 from vfl.cli.netconfig import NetworkLayout, write_network_configs
 from vfl.config.party import load_party_config
 from vfl.config.plan import JobPlan
@@ -129,6 +130,7 @@ def _prepare(root: Path, *, epochs: int = 2) -> Pilot:
     for name in ("shop", "payments"):
         write_box_keys(certs, name)
     files = {"e": data / "e_party.toml", "p": data / "p_party.toml"}
+    accept_test_keys(files["e"], files["p"])  # each party's own floor, lowered for 512 bits
     layout = NetworkLayout(certs, ("shop", "payments"), port=_free_port(), job_file=job)
     written = write_network_configs(layout, {"shop": files["e"], "payments": files["p"]})
     coordinator = written["coordinator"]
