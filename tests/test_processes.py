@@ -164,16 +164,19 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pilot]:
 def _in_process_reference(run: Pilot) -> dict[str, object]:
     """The same plan, alignment and party seeds, both parties as threads of this process."""
     plan = JobPlan.model_validate_json((run.root / "e" / "job_plan.json").read_text())
-    e_data = load_party_data(load_party_config(run.files["e"]))
-    p_data = load_party_data(load_party_config(run.files["p"]))
+    e_cfg, p_cfg = load_party_config(run.files["e"]), load_party_config(run.files["p"])
+    e_data, p_data = load_party_data(e_cfg), load_party_data(p_cfg)
     assert isinstance(e_data, ActiveData) and isinstance(p_data, PassiveData)
     e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
     p_align = load_alignment(run.root / "p" / "alignment.json")
     errors: list[BaseException] = []
+    e_floor, p_floor = e_cfg.party.floor(), p_cfg.party.floor()  # their own, for 512 bits
 
     def passive() -> None:
         try:
-            serve_passive(p_data, plan, p_ch, p_align, timeout=60, local_seed=SEEDS["p"])
+            serve_passive(
+                p_data, plan, p_ch, p_align, timeout=60, local_seed=SEEDS["p"], floor=p_floor
+            )
         except BaseException as exc:  # re-raised below
             errors.append(exc)
 
@@ -182,7 +185,9 @@ def _in_process_reference(run: Pilot) -> dict[str, object]:
     out = run.root / "reference"
     out.mkdir()
     e_align = load_alignment(run.root / "e" / "alignment.json")
-    metrics = train_active(e_data, plan, e_ch, e_align, out, timeout=60, local_seed=SEEDS["e"])
+    metrics = train_active(
+        e_data, plan, e_ch, e_align, out, timeout=60, local_seed=SEEDS["e"], floor=e_floor
+    )
     thread.join(timeout=60)
     assert not errors and not thread.is_alive()
     return metrics

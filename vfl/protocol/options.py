@@ -35,8 +35,9 @@ def check_rerandomise_source(mode: Randomness) -> Randomness:
     """The obfuscators that re-randomise ciphertexts under the *other* party's key.
 
     ``FULL`` (default) hides the operands perfectly, even from the key's owner;
-    ``SHORT_EXPONENT`` is faster and hides them only computationally from the owner (see
-    :mod:`vfl.crypto.randomness`). ``OWNER_CRT`` needs the other party's private key.
+    ``SHORT_EXPONENT`` is faster and statistically close to it, within ``2^-128`` even for
+    the owner (see :mod:`vfl.crypto.randomness`); each party still accepts it only if its
+    own config allows it (:class:`SecurityFloor`). ``OWNER_CRT`` needs the other party's private key.
 
     Raises:
         ValueError: for ``OWNER_CRT``.
