@@ -116,7 +116,7 @@ def run_active(
         **psi_statistics(meter.records, len(data.users), len(local)),
         "reused": local.reused,
     }
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "metrics.json", metrics, private=True)  # E's own results
     return metrics
 
 
@@ -242,7 +242,7 @@ def _fit(
 
 def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
     """E's ``metrics.json`` (atomically)."""
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "metrics.json", metrics, private=True)  # E's own results
 
 
 def save_active_step(

@@ -78,7 +78,9 @@ def run_passive(
     )
     alignment = in_id_order(alignment)
     atomic_write_json(
-        out_dir / "psi.json", {"p_ids": len(data.users), "intersection": len(alignment)}
+        out_dir / "psi.json",
+        {"p_ids": len(data.users), "intersection": len(alignment)},
+        private=True,
     )
     phase("train")
     start = None if store is None else training_checkpoint(store, resume_at)

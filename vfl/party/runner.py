@@ -34,6 +34,7 @@ from vfl.party.exporting import (
 from vfl.party.handshake import handshake
 from vfl.party.passive import finished_summary, run_passive
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
+from vfl.storage import atomic_write_text, ensure_dir
 from vfl.training.loop import EpochRecord, ProgressFn
 from vfl.transport.board import PartyState
 from vfl.transport.grpc_channel import GrpcChannel
@@ -70,8 +71,8 @@ def run_party(
     try:
         reply = grpc_channel.join()
         plan = _plan(run, reply.plan)
-        run.out.mkdir(parents=True, exist_ok=True)
-        (run.out / "job_plan.json").write_text(plan.to_json())
+        ensure_dir(run.out, private=True)  # the party's work directory holds its secrets
+        atomic_write_text(run.out / "job_plan.json", plan.to_json(), private=True)
         grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
         emit(
             f"{run.cfg.party.name} ({run.cfg.role.value}) joined job {reply.job} at "

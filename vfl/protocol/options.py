@@ -37,7 +37,8 @@ def check_rerandomise_source(mode: Randomness) -> Randomness:
     ``FULL`` (default) hides the operands perfectly, even from the key's owner;
     ``SHORT_EXPONENT`` is faster and statistically close to it, within ``2^-128`` even for
     the owner (see :mod:`vfl.crypto.randomness`); each party still accepts it only if its
-    own config allows it (:class:`SecurityFloor`). ``OWNER_CRT`` needs the other party's private key.
+    own config allows it (:class:`SecurityFloor`). ``OWNER_CRT`` needs the other party's
+    private key.
 
     Raises:
         ValueError: for ``OWNER_CRT``.
