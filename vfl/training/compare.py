@@ -235,7 +235,6 @@ def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
     settings = layer_settings(t)
     rng = np.random.default_rng(prep.job.job.seed)
     u = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
-    check_floor(settings, prep.floors[0], party=prep.names[0])  # before E's key pair exists
     share = ActiveShare(
         u=u,
         settings=settings,
@@ -261,7 +260,6 @@ def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
     settings = layer_settings(t)
     rng = np.random.default_rng(prep.job.job.seed + 1)
     v = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
-    check_floor(settings, prep.floors[1], party=prep.names[1])  # before P's key pair exists
     share = PassiveShare(
         v=v,
         settings=settings,
@@ -345,7 +343,8 @@ def run_compare(
     t0 = time.perf_counter()
     out = ensure_dir(out_dir)  # fail before training if the output cannot be written
     prep = prepare(job_file)
-    if encrypted:  # each party's own floor, before anything trains or any key exists
+    if encrypted:  # each party's own floor, before anything trains or any key exists (the
+        # layer checks it again)
         settings = layer_settings(prep.job.train)
         for floor, name in zip(prep.floors, prep.names, strict=True):
             check_floor(settings, floor, party=name)
