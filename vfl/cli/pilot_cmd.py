@@ -28,7 +28,7 @@ from rich.console import Console
 
 from vfl.cli.pilot_runs import FederatedRun, RunFiles, run_federated
 from vfl.config.party import load_party_config
-from vfl.data.party_files import dumps_toml
+from vfl.data.formats import dumps_toml
 
 console = Console(stderr=True, width=120)
 
