@@ -10,6 +10,7 @@ from vfl.cli.compare_cmd import compare
 from vfl.cli.data_cmd import data_app
 from vfl.cli.infer_cmd import infer, serve
 from vfl.cli.infra_cmd import certs, coordinator
+from vfl.cli.keys_cmd import ca_app, keys, peer_app
 from vfl.cli.party_cmd import party
 from vfl.cli.pilot_cmd import pilot
 from vfl.errors import VflError
@@ -21,6 +22,9 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("compare")(compare)
+app.command("keys")(keys)
+app.add_typer(ca_app, name="ca")
+app.add_typer(peer_app, name="peer")
 app.command("certs")(certs)
 app.command("certs-dev", hidden=True)(certs)  # the earlier name
 app.command("coordinator")(coordinator)
