@@ -13,6 +13,7 @@ from vfl.cli.infra_cmd import certs, coordinator
 from vfl.cli.keys_cmd import ca_app, keys, peer_app
 from vfl.cli.party_cmd import party
 from vfl.cli.pilot_cmd import pilot
+from vfl.cli.status_cmd import status
 from vfl.errors import VflError
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.add_typer(peer_app, name="peer")
 app.command("certs")(certs)
 app.command("certs-dev", hidden=True)(certs)  # the earlier name
 app.command("coordinator")(coordinator)
+app.command("status")(status)
 app.command("party")(party)
 app.command("pilot")(pilot)
 app.command("infer")(infer)
