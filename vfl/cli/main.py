@@ -10,6 +10,7 @@ from vfl.cli.compare_cmd import compare
 from vfl.cli.data_cmd import data_app
 from vfl.cli.infer_cmd import infer, serve
 from vfl.cli.infra_cmd import certs, coordinator
+from vfl.cli.jsonlog import LogFormat, use_json_lines
 from vfl.cli.keys_cmd import ca_app, keys, peer_app
 from vfl.cli.party_cmd import party
 from vfl.cli.pilot_cmd import pilot
@@ -21,6 +22,23 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    log_format: LogFormat = typer.Option(
+        LogFormat.TEXT,
+        "--log-format",
+        envvar="VFL_LOG_FORMAT",
+        help="text, or json: one JSON event per output line (for log collectors).",
+    ),
+) -> None:
+    """Vertical federated split learning for a two-organisation recommender."""
+    if log_format is LogFormat.JSON:
+        use_json_lines(ctx.invoked_subcommand or "vfl")
+
+
 app.add_typer(data_app, name="data")
 app.command("compare")(compare)
 app.command("keys")(keys)
