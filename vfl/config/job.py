@@ -129,6 +129,22 @@ class EvalConfig(BaseModel):
     cold_start_quantile: float = Field(default=0.2, gt=0.0, le=1.0)
 
 
+class PrivacyConfig(BaseModel):
+    """``[privacy]``: the defences both parties run with (part of the plan, so P knows them).
+
+    Label protection (:mod:`vfl.training.defences`): before E forms P's embedding gradient
+    ``∂L/∂b = δ·W_Bᵀ``, it clips each user's mean row gradient ``m·δ_u`` to L2 norm
+    ``label_clip`` and adds Gaussian noise of standard deviation ``label_noise · label_clip``
+    per coordinate. ``label_noise = 0`` switches it off. The weight gradient of ``W_B``
+    (which P never sees in the clear) keeps the exact ``δ``.
+    """
+
+    model_config = _FROZEN
+
+    label_noise: NonNegativeFloat = 2.0  # noise multiplier (std / clipping bound); 0 = off
+    label_clip: PositiveFloat = 0.05  # L2 bound of a user's mean row gradient m·δ_u
+
+
 class PsiCurve(Enum):
     """The elliptic-curve group of the PSI (see :mod:`vfl.psi.curve`); part of the handshake."""
 
@@ -157,6 +173,7 @@ class JobConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     psi: PsiConfig = PsiConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
 
 def load_job_config(path: str | Path) -> JobConfig:
