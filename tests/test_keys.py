@@ -172,6 +172,7 @@ def test_keys_prints_the_fingerprint_it_pins_by(tmp_path: Path) -> None:
     done = _vfl(tmp_path, "keys", "--party", "shop", "--out", "k")
     printed = done.stdout.split("read it out to the partner):")[1].split()
     assert "".join(printed) == fingerprint((tmp_path / "k" / "shop.box.pub").read_bytes())
+    assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o700  # a new key directory
 
 
 def test_wrong_fingerprint_pins_nothing(tmp_path: Path) -> None:

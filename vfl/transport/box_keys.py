@@ -18,6 +18,7 @@ import nacl.public
 
 from vfl.errors import VflError
 from vfl.storage import atomic_write_bytes, ensure_dir
+from vfl.transport.pki import private_dir
 
 KEY_BYTES = 32
 _SEPARATORS = re.compile(r"[\s:_-]")
@@ -49,7 +50,7 @@ def write_box_key_pair(out_dir: Path, name: str) -> BoxKeyPair:
         VflError: either file exists already (replacing it would break the partner's pin).
         StorageError: the directory cannot be written.
     """
-    out = ensure_dir(out_dir)
+    out = private_dir(out_dir)
     private, public = out / f"{name}.box", out / f"{name}.box.pub"
     for path in (private, public):
         if path.exists():

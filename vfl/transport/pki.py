@@ -19,6 +19,7 @@ into one directory. Across organisations the steps are:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import re
@@ -76,6 +77,18 @@ def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def private_dir(path: Path) -> Path:
+    """``path``, created with mode 0700 if missing (an existing directory keeps its mode).
+
+    Raises:
+        StorageError: it cannot be created (a file in the way, permission denied, ...).
+    """
+    if not path.exists():
+        with contextlib.suppress(OSError):  # ensure_dir below reports it with the fix
+            path.mkdir(mode=0o700, parents=True)
+    return ensure_dir(path)
+
+
 def _refuse_overwrite(*paths: Path) -> None:
     """Never replace an existing key: that would silently orphan certificates issued for it."""
     for path in paths:
@@ -110,7 +123,7 @@ def create_request(out_dir: Path, name: str, *, hosts: Sequence[str] = ()) -> Ke
     check_name(name)
     if name == COORDINATOR and not hosts:
         raise VflError("the coordinator's request needs the address parties dial. Fix: --host")
-    out = ensure_dir(out_dir)
+    out = private_dir(out_dir)
     paths = KeyRequest(key=out / f"{name}.key", request=out / f"{name}.csr")
     _refuse_overwrite(paths.key, paths.request)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -136,7 +149,7 @@ def init_ca(out_dir: Path, *, common_name: str = "vfl job CA", days: int = 730) 
             certificate it issued).
         StorageError: the directory cannot be written.
     """
-    out = ensure_dir(out_dir)
+    out = private_dir(out_dir)
     files = CaFiles(cert=out / "ca.pem", key=out / "ca.key")
     _refuse_overwrite(files.cert, files.key)
     key = ec.generate_private_key(ec.SECP256R1())
