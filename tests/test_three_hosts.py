@@ -35,6 +35,8 @@ SEEDS = {"e": 11, "p": 22}
 NAMES = {"e": "shop", "p": "payments", "c": "coordinator"}
 KEY_BITS = 1024  # 2048 measured 115 s per run at load 14 (docs/deploy.md); this keeps CI short
 PLAN = {"epochs": 1, "key_bits": KEY_BITS, "users_per_step": 16, "learning_rate": 0.01}
+# the module fixture runs both deployments inside the first test's time budget
+pytestmark = pytest.mark.timeout(scaled(1200))
 E_FILES = ("e_users.csv", "items.csv", "interactions.csv", "e_party.toml")
 P_FILES = ("p_users.csv", "p_party.toml")
 
