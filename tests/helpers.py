@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import tomllib
 from collections.abc import Callable, Iterable
@@ -11,16 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from vfl.data.party_files import dumps_toml
+from vfl.data.formats import dumps_toml
 from vfl.data.tables import ActiveData, FeatureTable, InteractionLog, PassiveData
-
-TIME_FACTOR = float(os.environ.get("VFL_TEST_TIME_FACTOR", "1"))  # CI on slow machines: > 1
-
-
-def scaled(seconds: float) -> float:
-    """A deadline that is not the property under test, scaled by ``VFL_TEST_TIME_FACTOR``."""
-    return seconds * TIME_FACTOR
-
 
 TEST_KEY_BITS = 512  # unit and process tests; real party configs keep the 2048-bit floor
 

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import scaled
 from tests.test_processes import Pilot, _prepare
 from tests.test_psi import random_sets
 from tests.test_psi_resume import N, _dirs, run_both
+from tests.timing import scaled
 from vfl.checkpoint import CheckpointStore, Phase
 from vfl.errors import ChannelTimeout, DataError, ProtocolError
 from vfl.party.export import ShardIdentity, write_manifest, write_shard_files

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import scaled
 from tests.secure_helpers import BITS, CFG, keys, settings
 from tests.test_processes import Pilot, _prepare
+from tests.timing import scaled
 from vfl.config.party import load_party_config
 from vfl.data.party_files import dumps_toml
 from vfl.errors import ConfigError, SecurityFloorError

@@ -21,15 +21,15 @@ import time
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from vfl.cli.pilot_runs import FederatedRun, RunFiles, run_federated
-from vfl.config.party import load_party_config
-from vfl.data.party_files import dumps_toml
-from vfl.protocol.options import DEFAULT_MIN_KEY_BITS
+from vfl.data.formats import dumps_toml
+
+if TYPE_CHECKING:  # pydantic configs load only when the command runs (vfl --help stays fast)
+    from vfl.cli.pilot_runs import FederatedRun, RunFiles
 
 console = Console(stderr=True, width=120)
 
@@ -81,6 +81,8 @@ def _job_table(data: Path, train: dict[str, Any], *, name: str, e: str, p: str) 
 def _party_copy(src: Path, dst: Path, *, allow_plaintext: bool, key_bits: int) -> Path:
     """A copy of a party config for one run; below 2048-bit keys (tests, asked for with
     ``--key-bits``) its floor ``min_key_bits`` is lowered to them, else left at the default."""
+    from vfl.protocol.options import DEFAULT_MIN_KEY_BITS
+
     table = tomllib.loads(src.read_text())
     if allow_plaintext:
         table["party"]["allow_plaintext"] = True
@@ -99,6 +101,8 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     for less, which lowers ``min_key_bits`` to it.
     """
     from vfl.cli.netconfig import NetworkLayout, write_network_configs
+    from vfl.cli.pilot_runs import RunFiles
+    from vfl.config.party import load_party_config
     from vfl.transport.certs import generate_dev_pki
     from vfl.transport.sealing import write_box_keys
 
@@ -147,6 +151,7 @@ def pilot(
 ) -> None:
     """Run the pilot: E alone, VFL plaintext, VFL encrypted (3 processes each), centralised."""
     from vfl.cli.pilot_report import baseline_rows, merge, privacy_audit, write_outputs
+    from vfl.cli.pilot_runs import run_federated
 
     t_start = time.perf_counter()
     synthetic = dataset is Dataset.SYNTHETIC
