@@ -1,7 +1,7 @@
 """Real ``python -m vfl`` processes for the bad-input tests: lines as they come, waits on events.
 
-Deadlines that are not the property under test are multiplied by ``VFL_TEST_TIME_FACTOR``
-(default 1; a slow CI machine sets e.g. 3).
+Deadlines that are not the property under test go through :func:`tests.timing.scaled`
+(``VFL_TEST_TIME_FACTOR``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.timing import scaled
 from vfl.cli.netconfig import NetworkLayout, write_network_configs
 from vfl.data.party_files import dumps_toml
 from vfl.data.synthetic_writer import generate_synthetic
@@ -27,12 +28,6 @@ from vfl.transport.certs import generate_dev_pki
 from vfl.transport.sealing import write_box_keys
 
 ROOT = Path(__file__).resolve().parents[1]
-TIME_FACTOR = float(os.environ.get("VFL_TEST_TIME_FACTOR", "1"))
-
-
-def scaled(seconds: float) -> float:
-    """``seconds`` times the suite's time factor (for deadlines that are not under test)."""
-    return seconds * TIME_FACTOR
 
 
 def free_port() -> int:

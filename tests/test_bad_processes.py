@@ -21,8 +21,8 @@ from tests.proc_helpers import (
     free_port,
     prepare_job,
     read_only,
-    scaled,
 )
+from tests.timing import scaled
 from vfl.errors import ChannelTimeout, PeerLost, TransportError
 from vfl.transport.board import PartyState
 from vfl.transport.certs import DevPki, generate_dev_pki

@@ -126,3 +126,12 @@ class Interrupted(BaseException):
     def again(self, message: str) -> Interrupted:
         """The same stop, with a message that says more (what was kept, how to resume)."""
         return Interrupted(message, self.signum)
+
+
+class SecurityFloorError(ParameterMismatch):
+    """A job plan asks for less security than a party's own config accepts: a Paillier key
+    below its ``[party] min_key_bits``, or short-exponent re-randomisation it does not allow.
+
+    Fatal, like any parameter mismatch: the message names the party, the plan key, the party
+    config key and the fix.
+    """
