@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import accept_test_keys
 from tests.timing import scaled
 from vfl.cli.netconfig import NetworkLayout, write_network_configs
 from vfl.data.party_files import dumps_toml
@@ -160,6 +161,7 @@ def prepare_job(root: Path, *, users: int = 120, epochs: int = 1, name: str = "b
     for party in ("shop", "payments"):
         write_box_keys(certs, party)
     files = {"e": data / "e_party.toml", "p": data / "p_party.toml"}
+    accept_test_keys(files["e"], files["p"])
     layout = NetworkLayout(certs, ("shop", "payments"), port=free_port(), job_file=job)
     written = write_network_configs(layout, {"shop": files["e"], "payments": files["p"]})
     return Job(root=root, files={**files, "coordinator": written["coordinator"], "job": job})
