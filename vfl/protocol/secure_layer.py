@@ -345,20 +345,41 @@ class PassiveShare(_Side):
         return peer.dump(enc_zb, fresh=False), self.own.dump(enc_vt, fresh=True)
 
     def backward(self, enc_g: bytes, enc_db: bytes) -> tuple[bytes, NDArray[np.float64]]:
-        """Step 3: E's masked gradient share, P's own share update, and ``dL/db`` (m x d)."""
+        """Step 3: E's masked gradient share, P's own share update, and ``dL/db`` (m x d).
+
+        Both payloads are parsed and ``dL/db`` is decoded and bound-checked before anything
+        changes: a malformed, foreign or over-bound message raises and leaves ``V``, the
+        momentum buffer and the pending forward as they were.
+
+        Raises:
+            ProtocolError: without a matching training forward, or for a malformed payload.
+            OverflowDetected: if a decoded ``|dL/db|`` reaches ``2^value_bits``.
+        """
         if self._b is None:
             raise ProtocolError("backward without a matching training forward")
         s, peer, big_b = self.scales, self._peer(), self._b
         d, h = self.v.shape
         g = peer.load(enc_g, rows=len(big_b), length=h, what="[[G]]")
+        db = self.own.load(enc_db, rows=len(big_b), length=d, what="[[dL/db]]")
+        d_b = dequantise(self.own.decrypt(db, d), s.db_bits, bound_bits=s.value_bits, what="dL/db")
+        check_embedding_gradient(d_b, len(big_b), d)
         grad = peer.dot(np.ascontiguousarray(big_b.T), g, bits=s.b_bits + 1)  # [[Bᵀ·G]]_E
         if self.settings.mode is Mode.ENCRYPTED:
             mask = uniform_mask(self.v.shape, s.mask_bits)
         else:
             mask = np.zeros(self.v.shape, dtype=object)  # plaintext mode: no masks
         masked = peer.add_plain(grad, -mask)
-        self.v = self.sgd.step(self.v, mask)
-        db = self.own.load(enc_db, rows=len(big_b), length=d, what="[[dL/db]]")
-        d_b = dequantise(self.own.decrypt(db, d), s.db_bits, bound_bits=s.value_bits, what="dL/db")
+        reply = peer.dump(masked, fresh=False)
+        self.v = self.sgd.step(self.v, mask)  # the only mutation, after every check
         self._b = None
-        return peer.dump(masked, fresh=False), d_b
+        return reply, d_b
+
+
+def check_embedding_gradient(d_b: NDArray[np.float64], m: int, d: int) -> None:
+    """``dL/db`` must be finite with one row of ``d`` per user of the step.
+
+    Raises:
+        ProtocolError: naming the shape found and the shape expected.
+    """
+    if d_b.shape != (m, d) or not np.isfinite(d_b).all():
+        raise ProtocolError(f"[[dL/db]]: decoded shape {d_b.shape}, expected finite ({m}, {d})")

@@ -80,8 +80,9 @@ class PassiveSecureServer(PassivePlainServer):
                 b.detach().numpy(), msg.enc_u, train=msg.train
             )
             return SecureForwardRes(step=msg.step, enc_zb=enc_zb, enc_v=enc_v)
-        b = self._pop_pending(msg.step)
-        enc_ge, d_b = self.share.backward(msg.enc_g, msg.enc_db)
+        b = self._peek_pending(msg.step)  # a rejected backward leaves the forward pending
+        enc_ge, d_b = self.share.backward(msg.enc_g, msg.enc_db)  # checks all, then steps V
+        self._pop_pending(msg.step)
         self._step_bottom(msg.step, b, d_b)
         return SecureBackwardRes(step=msg.step, enc_ge=enc_ge)
 
