@@ -117,7 +117,11 @@ def build_pair(
     )
     p_plain = p_settings.mode is Mode.PLAINTEXT
     p_share = PassiveShare(
-        v=v, settings=p_settings, keys=None if p_plain else keys("P"), allow_plaintext=allow[1]
+        v=v,
+        settings=p_settings,
+        keys=None if p_plain else keys("P"),
+        allow_plaintext=allow[1],
+        noise_seed=3,  # P's embedding-noise stream: the same in every mode
     )
     e_rec, p_rec = RecordingChannel(e_ch), RecordingChannel(p_ch)
     bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, CFG.passive_out)

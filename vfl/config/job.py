@@ -23,6 +23,9 @@ Every section except ``[parties]`` has defaults, so a file holding only ``[parti
     [psi]
     curve = "x25519"           # or "ed25519"; both parties must use the same
     chunk_size = 4096
+
+    [privacy]
+    embedding_noise = 0.0      # P's noise on its embedding before E decrypts z_B (0 = off)
 """
 
 from __future__ import annotations
@@ -146,6 +149,20 @@ class PsiConfig(BaseModel):
     workers: PositiveInt | None = None  # curve worker processes; None = every core
 
 
+class PrivacyConfig(BaseModel):
+    """``[privacy]``: the defences both parties agree on in the job plan.
+
+    ``embedding_noise``: multiplier ``s`` of the noise P adds to its embedding ``b``
+    (``|b_i| < 1``) before ``[[z_B]]_E`` is formed, in training and evaluation alike
+    (:mod:`vfl.protocol.embedding_noise`); 0 turns it off. It protects P's attributes from
+    what E decrypts and costs accuracy: see ``benchmarks/privacy_zb.py`` for the trade-off.
+    """
+
+    model_config = _FROZEN
+
+    embedding_noise: NonNegativeFloat = 0.0
+
+
 class JobConfig(BaseModel):
     """A whole job config file."""
 
@@ -157,6 +174,7 @@ class JobConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     psi: PsiConfig = PsiConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
 
 def load_job_config(path: str | Path) -> JobConfig:

@@ -2,7 +2,8 @@
 
 A job file (:mod:`vfl.config.job`) also names the two party config files in ``[parties]``;
 those are local paths of whoever wrote it and no business of the other side. The plan is
-everything else -- ``[job]`` (name, seed), ``[model]``, ``[train]``, ``[eval]``, ``[psi]`` -- and
+everything else -- ``[job]`` (name, seed), ``[model]``, ``[train]``, ``[eval]``, ``[psi]``,
+``[privacy]`` -- and
 travels as canonical JSON. Its SHA-256 fingerprint over that JSON is what the parties
 compare at the handshake, with the fields listed one by one so a mismatch names the field.
 """
@@ -21,6 +22,7 @@ from vfl.config.job import (
     JobConfig,
     JobSection,
     ModelConfig,
+    PrivacyConfig,
     PsiConfig,
     TrainConfig,
 )
@@ -30,7 +32,7 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
 class JobPlan(BaseModel):
-    """``[job]``, ``[model]``, ``[train]``, ``[eval]`` and ``[psi]`` of a job, no local paths."""
+    """``[job]``, ``[model]``, ``[train]``, ``[eval]``, ``[psi]``, ``[privacy]``; no local paths."""
 
     model_config = _FROZEN
 
@@ -39,11 +41,19 @@ class JobPlan(BaseModel):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     psi: PsiConfig = PsiConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @classmethod
     def of(cls, job: JobConfig) -> JobPlan:
         """The plan part of a loaded job config."""
-        return cls(job=job.job, model=job.model, train=job.train, eval=job.eval, psi=job.psi)
+        return cls(
+            job=job.job,
+            model=job.model,
+            train=job.train,
+            eval=job.eval,
+            psi=job.psi,
+            privacy=job.privacy,
+        )
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): the bytes the fingerprint covers."""

@@ -298,7 +298,7 @@ def _passive_peer(
 
     The half comes from E's own secret seed, not the job seed, which P knows too.
     """
-    m, settings = plan.model, layer_settings(plan.train)
+    m, settings = plan.model, layer_settings(plan.train, privacy=plan.privacy)
     rng = np.random.default_rng(local_rng_seed(local_seed))
     half = initial_half(m.passive_out, m.interactive_out, settings.scales, rng)
     share = ActiveShare(

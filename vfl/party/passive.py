@@ -128,7 +128,7 @@ def serve_passive(
         bottom = PassiveBottom(
             features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
         )
-    settings = layer_settings(t)
+    settings = layer_settings(t, privacy=plan.privacy)
     share = PassiveShare(
         v=initial_half(
             m.passive_out, m.interactive_out, settings.scales, np.random.default_rng(seed + 1)
@@ -137,6 +137,7 @@ def serve_passive(
         keys=generate_keys(settings),
         allow_plaintext=allow_plaintext,
         party=party,
+        noise_seed=seed + 2,  # P's own secret stream, like its bottom model and V
     )
     server = PassiveSecureServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),

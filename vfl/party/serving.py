@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -73,13 +74,23 @@ def run_session(run: PartyRun, body: SessionBody, *, emit: Callable[[str], None]
     return result
 
 
+def serving_noise_seed(v: np.ndarray) -> int:
+    """P's embedding-noise seed for inference sessions: a hash of its trained share ``V``.
+
+    ``V`` is P's secret and fixed once the model is exported, so every refresh of the same
+    model adds the same noise to a user's ``z_B``: E cannot average refreshes to remove it.
+    """
+    digest = hashlib.sha256(b"vfl embedding noise\0" + repr(v.tolist()).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def _settings(shard: Shard, plan: JobPlan, w_bits: int) -> LayerSettings:
     """The layer settings of the plan; the shard's share must be at their scale.
 
     Raises:
         ShardError: the share was written at another fixed-point scale.
     """
-    settings = layer_settings(plan.train)
+    settings = layer_settings(plan.train, privacy=plan.privacy)
     if settings.scales.w_bits != w_bits:
         raise ShardError(
             f"{shard.path}: share at scale 2^{w_bits}, this version uses "
@@ -200,6 +211,7 @@ def passive_server(
         keys=generate_keys(settings),  # fresh for this session: no key is stored
         allow_plaintext=allow_plaintext,
         party=party,
+        noise_seed=serving_noise_seed(v),
     )
     return PassiveSecureServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),

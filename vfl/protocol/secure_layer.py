@@ -34,6 +34,7 @@ Network", and FATE's hetero-NN interactive layer (Paillier, 2019 onwards).
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool, RPowNSource, randomness_source
 from vfl.errors import ParameterMismatch, PlaintextRefused, ProtocolError
 from vfl.protocol.ciphers import LayerCipher, OpCounts, PaillierCipher, PlainCipher, Sealed
+from vfl.protocol.embedding_noise import EmbeddingNoise
 from vfl.protocol.fixed_point import (
     IntArray,
     SecureScales,
@@ -78,8 +80,10 @@ class LayerSettings:
     ``rerandomise``: the obfuscators for ciphertexts returned to the other party's key owner
     (``FULL`` by default; ``SHORT_EXPONENT`` is faster, see :mod:`vfl.crypto.randomness`).
     A party's fresh encryptions under its own key always use ``OWNER_CRT`` (FULL's exact
-    distribution, from its own primes). ``precompute``: draw both from background pools
-    while the party waits for the other. ``workers``: processes for batched products.
+    distribution, from its own primes). ``embedding_noise``: the multiplier of P's embedding
+    protection (:mod:`vfl.protocol.embedding_noise`; 0 = none), agreed by both parties.
+    ``precompute``: draw both from background pools while the party waits for the other.
+    ``workers``: processes for batched products.
     """
 
     mode: Mode = Mode.ENCRYPTED
@@ -87,11 +91,13 @@ class LayerSettings:
     sgd: ShareSgdConfig = field(default_factory=lambda: ShareSgdConfig(lr=1.0))
     key_bits: int = 2048
     rerandomise: Randomness = Randomness.FULL
+    embedding_noise: float = 0.0
     precompute: bool = True
     workers: int = 0
 
     def __post_init__(self) -> None:
         check_rerandomise_source(self.rerandomise)
+        EmbeddingNoise(self.embedding_noise, 0)  # raises for a negative or infinite multiplier
 
     def agreed(self, shape: tuple[int, ...]) -> dict[str, int | float | str]:
         """What both parties must have identical before any payload is exchanged."""
@@ -100,6 +106,7 @@ class LayerSettings:
             "key_bits": self.key_bits if self.mode is Mode.ENCRYPTED else 0,
             "d": int(shape[0]),
             "h": int(shape[1]),
+            "embedding_noise": float(self.embedding_noise),
             **{k: v for k, v in vars(self.scales).items()},
             **{f"wb_{k}": v for k, v in vars(self.sgd).items()},
         }
@@ -311,10 +318,14 @@ class PassiveShare(_Side):
         keys: KeyPair | None,
         allow_plaintext: bool = False,
         party: str = "P",
+        noise_seed: int | None = None,
     ) -> None:
+        """``noise_seed``: P's own secret seed of its embedding noise (fresh if None)."""
         super().__init__(settings, keys, allowed=allow_plaintext, party=party)
         self.v = np.asarray(v, dtype=object)
         self.sgd = ShareSgd(settings.sgd)
+        seed = secrets.randbits(63) if noise_seed is None else noise_seed
+        self.noise = EmbeddingNoise(settings.embedding_noise, seed)
         self._u: Sealed | None = None
         self._b: IntArray | None = None
 
@@ -323,9 +334,19 @@ class PassiveShare(_Side):
         return self.settings.agreed(self.v.shape)
 
     def forward_payload(
-        self, b: NDArray[np.floating], enc_u: bytes, *, train: bool
+        self,
+        b: NDArray[np.floating],
+        enc_u: bytes,
+        *,
+        train: bool,
+        step: int = 0,
+        users: NDArray[np.integer] | None = None,
     ) -> tuple[bytes, bytes]:
-        """Step 1 at P: re-randomised ``[[B·(U+V)]]_E`` and, if training, fresh ``[[Vᵀ]]_P``."""
+        """Step 1 at P: re-randomised ``[[B̃·(U+V)]]_E`` and, if training, fresh ``[[Vᵀ]]_P``.
+
+        ``B̃ = round(b̃·2^f_b)`` with ``b̃`` P's embedding after its protection noise for
+        ``step`` and ``users`` (aligned positions, ``0..m-1`` if None); ``b̃ = b`` without.
+        """
         s, peer = self.scales, self._peer()
         d, h = self.v.shape
         if len(b) > s.max_users:
@@ -334,7 +355,9 @@ class PassiveShare(_Side):
             self._u = peer.load(enc_u, rows=d, length=h, what="[[U]]")
         if self._u is None:
             raise ProtocolError("forward before E sent [[U]]_E")
-        big_b = quantise(b, s.b_bits, 1.0, "b (P's embedding)")
+        at = np.arange(len(b)) if users is None else np.asarray(users)
+        noisy = self.noise.apply(b, step=step, users=at, train=train)
+        big_b = quantise(noisy, s.b_bits, 1.0, "b (P's embedding)")
         enc_zb = peer.add_plain(
             peer.dot(big_b, self._u, bits=s.b_bits + 1), int_matmul(big_b, self.v)
         )

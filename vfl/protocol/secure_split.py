@@ -77,7 +77,7 @@ class PassiveSecureServer(PassivePlainServer):
         if isinstance(msg, SecureForwardIns):
             b = self._embed(msg)
             enc_zb, enc_v = self.share.forward_payload(
-                b.detach().numpy(), msg.enc_u, train=msg.train
+                b.detach().numpy(), msg.enc_u, train=msg.train, step=msg.step, users=msg.users
             )
             return SecureForwardRes(step=msg.step, enc_zb=enc_zb, enc_v=enc_v)
         b = self._peek_pending(msg.step)  # a rejected backward leaves the forward pending

@@ -212,7 +212,7 @@ def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
 def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
     """E's side of the encrypted split: E's key pair and its half of the initial ``W_B``."""
     cfg, t = prep.job.model, prep.job.train
-    settings = layer_settings(t)
+    settings = layer_settings(t, privacy=prep.job.privacy)
     rng = np.random.default_rng(prep.job.job.seed)
     u = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
     share = ActiveShare(
@@ -230,7 +230,7 @@ def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
     """P's side of the encrypted split: its bottom model, key pair and half of ``W_B``."""
     plain = passive_server(prep, endpoint)
     cfg, t = prep.job.model, prep.job.train
-    settings = layer_settings(t)
+    settings = layer_settings(t, privacy=prep.job.privacy)
     rng = np.random.default_rng(prep.job.job.seed + 1)
     v = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
     share = PassiveShare(
@@ -238,6 +238,7 @@ def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
         settings=settings,
         keys=generate_keys(settings),
         allow_plaintext=prep.allow_plaintext[1],
+        noise_seed=prep.job.job.seed + 2,  # in-process reference run: P's seeds from the job's
     )
     return PassiveSecureServer(
         endpoint=endpoint,
