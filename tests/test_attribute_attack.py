@@ -13,7 +13,7 @@ import pytest
 from tests.secure_helpers import settings
 from vfl.evaluation.attribute_attack import Attribute, AttributeKind, attribute_inference
 from vfl.protocol.options import Mode
-from vfl.protocol.secure_layer import ActiveShare, PassiveShare, initial_half
+from vfl.protocol.secure_layer import ActiveShare, PassiveShare, initial_factor, initial_rotation
 
 N, D = 1000, 8
 
@@ -69,10 +69,12 @@ def _decrypted_zb(b: np.ndarray, noise: float) -> np.ndarray:
     """What E decodes from P's forward payload for every user (plaintext mode of the layer)."""
     s = settings(Mode.PLAINTEXT, embedding_noise=noise)
     rng = np.random.default_rng(5)
-    u, v = (initial_half(D, D, s.scales, rng) for _ in range(2))
-    e = ActiveShare(u=u, settings=s, keys=None, allow_plaintext=True)
-    p = PassiveShare(v=v, settings=s, keys=None, allow_plaintext=True, noise_seed=9)
+    zeros = np.zeros((D, D), dtype=object)
+    q, g = initial_rotation(D, s.scales, rng), initial_factor(D, D, s.scales, rng)
+    e = ActiveShare(u=zeros, rotation=q, settings=s, keys=None, allow_plaintext=True)
+    p = PassiveShare(v=zeros, factor=g, settings=s, keys=None, allow_plaintext=True, noise_seed=9)
     e.set_peer(b""), p.set_peer(b"")
+    e.accept_init(p.init_reply(e.init_payload()))  # the setup exchange
     payload, _ = p.forward_payload(b, e.u_payload(), train=False, step=3, users=np.arange(N))
     return e.decode_zb(payload, N)
 

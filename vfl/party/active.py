@@ -39,7 +39,7 @@ from vfl.party.resume import (
     training_checkpoint,
 )
 from vfl.protocol.endpoint import ByteChannel
-from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_half
+from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_rotation
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_json
 from vfl.training.compare import summarise
@@ -183,7 +183,9 @@ def train_active(
         n_negatives=plan.eval.test_negatives,
         seed=plan.job.seed,
     )
-    peer = _passive_peer(plan, channel, timeout, local_seed, (allow_plaintext, party))
+    peer = _passive_peer(
+        plan, channel, timeout, local_seed, (allow_plaintext, party), fresh=start is None
+    )
     model = _model(data, plan, local, peer)
     try:
         peer.setup()
@@ -293,16 +295,20 @@ def _passive_peer(
     timeout: float,
     local_seed: int | None,
     permission: tuple[bool, str],
+    *,
+    fresh: bool,
 ) -> SecurePassivePeer:
-    """E's proxy of P, with E's key pair and its half of ``W_B``.
+    """E's proxy of P, with E's key pair and, for a ``fresh`` job, its rotation of ``W_B(0)``.
 
-    The half comes from E's own secret seed, not the job seed, which P knows too.
+    The rotation comes from E's own secret seed, not the job seed, which P knows too. A
+    resumed run makes no initial shares: ``U`` is restored from its checkpoint.
     """
     m, settings = plan.model, layer_settings(plan.train, privacy=plan.privacy)
     rng = np.random.default_rng(local_rng_seed(local_seed))
-    half = initial_half(m.passive_out, m.interactive_out, settings.scales, rng)
+    rotation = initial_rotation(m.passive_out, settings.scales, rng) if fresh else None
     share = ActiveShare(
-        u=half,
+        u=np.zeros((m.passive_out, m.interactive_out), dtype=object),  # U0 made at setup
+        rotation=rotation,
         settings=settings,
         keys=generate_keys(settings),
         allow_plaintext=permission[0],
