@@ -139,3 +139,17 @@ def test_the_noise_is_part_of_the_job_plan_fingerprint() -> None:
     assert noisy.fields()["privacy.embedding_noise"] == NOISE
     assert plain.fields()["privacy.embedding_noise"] == 0.0
     assert plain.fingerprint() != noisy.fingerprint()
+
+
+def test_the_pilot_writes_its_job_files_with_the_protection_on(tmp_path) -> None:
+    from vfl.cli.pilot_cmd import PILOT_EMBEDDING_NOISE, _job_table
+    from vfl.config.plan import JobPlan
+
+    (tmp_path / "job.toml").write_text(
+        '[job]\nname = "x"\n\n[parties]\nactive = "e"\npassive = "p"\n'
+    )
+    table = _job_table(tmp_path, {}, name="pilot", e="e.toml", p="p.toml")
+    table.pop("parties")
+    plan = JobPlan.model_validate(table)
+    assert plan.privacy.embedding_noise == PILOT_EMBEDDING_NOISE > 0
+    assert JobPlan().privacy.embedding_noise == 0.0  # the library default stays off
