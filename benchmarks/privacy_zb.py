@@ -16,9 +16,10 @@ its behaviour (log of the user's training positives, mean features of their item
 
 Printed JSON: per level the attack scores and excess over E's own features, test HR@10 and
 AUC at the best validation epoch, and the HR@10 gain over E alone (same split, seed and
-epochs); then ``chosen``: the smallest level whose excess is at most half of the unprotected
-one (or below ``NOISE_FLOOR``) for every attribute while keeping at least half of the
-unprotected HR@10 gain (None if no level does both, or if P adds no HR@10 gain to keep).
+epochs); then ``chosen``: the smallest level whose mean excess over the attacked attributes
+is at most half of the unprotected one (or below ``NOISE_FLOOR``) while keeping at least
+half of the unprotected HR@10 gain (None if no level does both, or if P adds no HR@10 gain
+to keep), and ``chosen_every_attribute``, the same with every attribute's excess halved.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class LevelResult:
         """The attack's excess over E's own features, per attribute."""
         return {s.attribute: s.excess for s in self.attack.scores}
 
+    def mean_excess(self) -> float:
+        """The excess averaged over the attacked attributes."""
+        return float(np.mean(list(self.excess().values())))
+
 
 @dataclass(frozen=True)
 class Tradeoff:
@@ -82,15 +87,19 @@ class Tradeoff:
     e_alone_auc: float
     levels: tuple[LevelResult, ...]
 
-    def chosen(self) -> float | None:
-        """Smallest level halving every excess and keeping half of the unprotected gain."""
+    def chosen(self, *, every_attribute: bool = False) -> float | None:
+        """Smallest level halving the mean excess (or, with ``every_attribute``, each one)
+        and keeping half of the unprotected HR gain; None if none does, or if P adds none."""
         base = next((r for r in self.levels if r.level == 0.0), None)
         if base is None or base.gain <= 0:
             return None
         for r in sorted(self.levels, key=lambda r: r.level):
-            halved = all(
-                r.excess()[a] <= max(0.5 * e, NOISE_FLOOR) for a, e in base.excess().items()
-            )
+            if every_attribute:
+                halved = all(
+                    r.excess()[a] <= max(0.5 * e, NOISE_FLOOR) for a, e in base.excess().items()
+                )
+            else:
+                halved = r.mean_excess() <= max(0.5 * base.mean_excess(), NOISE_FLOOR)
             if halved and r.gain >= 0.5 * base.gain:
                 return r.level
         return None
@@ -106,12 +115,14 @@ class Tradeoff:
             "e_alone_auc": self.e_alone_auc,
             "table": [_row(r, self.k) for r in self.levels],
             "chosen": self.chosen(),
+            "chosen_every_attribute": self.chosen(every_attribute=True),
             "attacks": {str(r.level): r.attack.as_dict() for r in self.levels},
         }
 
 
 def _row(r: LevelResult, k: int) -> dict[str, float]:
     row = {"level": r.level, f"hr@{k}": r.hr, "auc": r.auc, f"gain_hr@{k}": r.gain}
+    row["mean_excess"] = r.mean_excess()
     row.update({f"excess_{a}": e for a, e in r.excess().items()})
     return row
 

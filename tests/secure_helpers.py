@@ -86,7 +86,7 @@ class Pair:
         batcher = UserBatcher(self.split, users_per_step=users_per_step, negatives_per_positive=2)
         rng, out = np.random.default_rng(seed), list[Batch]()
         while len(out) < n:
-            out.extend(batcher.epoch(rng))
+            out.extend(batcher.epoch(rng, len(out) // batcher.steps_per_epoch() + 1))
         return out[:n]
 
 
@@ -177,9 +177,12 @@ def reference_run(pair: Pair, batches: list[Batch], sgd: ShareSgdConfig) -> dict
             )
         out["e"].append(e.numpy().copy())
         logits = head.logits(users[local], row_item, z_b[local])
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, torch.as_tensor(batch.labels)
-        )
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, torch.as_tensor(batch.labels), reduction="none"
+            )
+            * torch.as_tensor(batch.row_weight)
+        ).sum()
         out["w_b"].append(w_b.detach().numpy().copy())
         for o in (opt_e, opt_p, opt_w):
             o.zero_grad()

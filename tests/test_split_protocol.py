@@ -76,9 +76,12 @@ def _reference_losses(model, bottom, p, batches):
         b = torch.tanh(bottom.net(bottom.encoder(p.numeric[users], p.categorical[users])))
         local = torch.as_tensor(batch.row_user)
         logits = head.logits(users[local], torch.as_tensor(batch.row_item), w_b(b[local]))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, torch.as_tensor(batch.labels)
-        )
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, torch.as_tensor(batch.labels), reduction="none"
+            )
+            * torch.as_tensor(batch.row_weight)
+        ).sum()
         adam.zero_grad()
         sgd.zero_grad()
         loss.backward()

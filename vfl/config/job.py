@@ -132,6 +132,29 @@ class EvalConfig(BaseModel):
     cold_start_quantile: float = Field(default=0.2, gt=0.0, le=1.0)
 
 
+class PrivacyConfig(BaseModel):
+    """``[privacy]``: the defences both parties run with (part of the plan, so P knows them).
+
+    Label protection (:mod:`vfl.training.defences`): before E forms P's embedding gradient
+    ``∂L/∂b = δ·W_Bᵀ``, it clips each user's mean row gradient ``m·δ_u`` to L2 norm
+    ``label_clip`` and adds Gaussian noise of standard deviation ``label_noise · label_clip``
+    per coordinate. ``label_noise = 0`` switches it off. The weight gradient of ``W_B``
+    (which P never sees in the clear) keeps the exact ``δ``.
+
+    Embedding protection: ``embedding_noise`` is the multiplier ``s`` of the noise P adds to
+    its embedding ``b`` (``|b_i| < 1``) before ``[[z_B]]_E`` is formed, in training and
+    evaluation alike (:mod:`vfl.protocol.embedding_noise`); 0 turns it off (the library
+    default; the pilot writes its own). It protects P's attributes from what E decrypts and
+    costs accuracy: ``benchmarks/privacy_zb.py`` measures the trade-off.
+    """
+
+    model_config = _FROZEN
+
+    label_noise: NonNegativeFloat = 1.5  # noise multiplier (std / clipping bound); 0 = off
+    label_clip: PositiveFloat = 0.05  # L2 bound of a user's mean row gradient m·δ_u
+    embedding_noise: NonNegativeFloat = 0.0  # P's noise on b before E decrypts z_B; 0 = off
+
+
 class PsiCurve(Enum):
     """The elliptic-curve group of the PSI (see :mod:`vfl.psi.curve`); part of the handshake."""
 
@@ -147,20 +170,6 @@ class PsiConfig(BaseModel):
     curve: PsiCurve = PsiCurve.X25519
     chunk_size: PositiveInt = 4096  # points per streamed frame and per worker call
     workers: PositiveInt | None = None  # curve worker processes; None = every core
-
-
-class PrivacyConfig(BaseModel):
-    """``[privacy]``: the defences both parties agree on in the job plan.
-
-    ``embedding_noise``: multiplier ``s`` of the noise P adds to its embedding ``b``
-    (``|b_i| < 1``) before ``[[z_B]]_E`` is formed, in training and evaluation alike
-    (:mod:`vfl.protocol.embedding_noise`); 0 turns it off. It protects P's attributes from
-    what E decrypts and costs accuracy: see ``benchmarks/privacy_zb.py`` for the trade-off.
-    """
-
-    model_config = _FROZEN
-
-    embedding_noise: NonNegativeFloat = 0.0
 
 
 class JobConfig(BaseModel):

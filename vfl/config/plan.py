@@ -3,9 +3,9 @@
 A job file (:mod:`vfl.config.job`) also names the two party config files in ``[parties]``;
 those are local paths of whoever wrote it and no business of the other side. The plan is
 everything else -- ``[job]`` (name, seed), ``[model]``, ``[train]``, ``[eval]``, ``[psi]``,
-``[privacy]`` -- and
-travels as canonical JSON. Its SHA-256 fingerprint over that JSON is what the parties
-compare at the handshake, with the fields listed one by one so a mismatch names the field.
+``[privacy]`` -- and travels as canonical JSON. Its SHA-256 fingerprint over that JSON is what
+the parties compare at the handshake, with the fields
+listed one by one so a mismatch names the field.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_rotati
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_json
 from vfl.training.compare import summarise
+from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, LoopState, ProgressFn, fit
 from vfl.training.recommenders import ActiveInputs
@@ -183,13 +184,14 @@ def train_active(
         n_negatives=plan.eval.test_negatives,
         seed=plan.job.seed,
     )
+    secret = np.random.SeedSequence(local_rng_seed(local_seed)).generate_state(3, np.uint64)
     peer = _passive_peer(
-        plan, channel, timeout, local_seed, (allow_plaintext, party), fresh=start is None
+        plan, channel, timeout, int(secret[0]), (allow_plaintext, party), fresh=start is None
     )
-    model = _model(data, plan, local, peer)
+    model = _model(data, plan, local, peer, int(secret[1]))
     try:
         peer.setup()
-        result = _fit(model, split, plan, (epochs, progress, meter), store, start)
+        result = _fit(model, split, plan, (epochs, progress, meter), store, start, int(secret[2]))
         metrics = {
             "job": plan.job.name,
             "aligned_users": len(alignment),
@@ -216,20 +218,25 @@ def _fit(
     run: tuple[int | None, ProgressFn | None, PhaseMeter],
     store: CheckpointStore | None,
     start: Checkpoint | None,
+    sample_seed: int,
 ) -> FitResult:
     """The training loop (``run``: epochs, progress, meter), from ``start`` if given,
-    checkpointing into ``store`` if given."""
+    checkpointing into ``store`` if given. The user order comes from the job seed; the
+    negatives and the defence's noise from ``sample_seed``, E's own secret."""
     epochs, progress, meter = run
     t = plan.train
     batcher = UserBatcher(
-        split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
+        split,
+        users_per_step=t.users_per_step,
+        negatives_per_positive=t.negatives_per_positive,
+        order_seed=plan.job.seed,
     )
     return fit(
         MeteredModel(model, meter, steps_per_epoch=batcher.steps_per_epoch(), emit=_stderr_line),
         split,
         batcher,
         epochs=epochs or t.epochs,
-        seed=plan.job.seed,
+        seed=sample_seed,
         k=plan.eval.k,
         cold_quantile=plan.eval.cold_start_quantile,
         progress=progress,
@@ -293,18 +300,18 @@ def _passive_peer(
     plan: JobPlan,
     channel: ByteChannel,
     timeout: float,
-    local_seed: int | None,
+    seed: int,
     permission: tuple[bool, str],
     *,
     fresh: bool,
 ) -> SecurePassivePeer:
     """E's proxy of P, with E's key pair and, for a ``fresh`` job, its rotation of ``W_B(0)``.
 
-    The rotation comes from E's own secret seed, not the job seed, which P knows too. A
-    resumed run makes no initial shares: ``U`` is restored from its checkpoint.
+    The rotation comes from ``seed``, drawn from E's own secret, not the job seed P knows
+    too. A resumed run makes no initial shares: ``U`` is restored from its checkpoint.
     """
     m, settings = plan.model, layer_settings(plan.train, privacy=plan.privacy)
-    rng = np.random.default_rng(local_rng_seed(local_seed))
+    rng = np.random.default_rng(seed)
     rotation = initial_rotation(m.passive_out, settings.scales, rng) if fresh else None
     share = ActiveShare(
         u=np.zeros((m.passive_out, m.interactive_out), dtype=object),  # U0 made at setup
@@ -318,14 +325,17 @@ def _passive_peer(
 
 
 def _model(
-    data: ActiveData, plan: JobPlan, local: LocalAlignment, peer: SecurePassivePeer
+    data: ActiveData, plan: JobPlan, local: LocalAlignment, peer: SecurePassivePeer, seed: int
 ) -> SecureSplitRecommender:
-    """E's towers and top model, initialised from the job seed."""
+    """E's towers and top model, initialised from ``seed`` (E's secret, not the job seed),
+    with the label defence the plan names."""
     inputs = ActiveInputs(
         users=TableTensors.from_table(data.users, local.rows),
         items=TableTensors.from_table(data.items),
     )
     m, t = plan.model, plan.train
     with TORCH_INIT_LOCK:
-        torch.manual_seed(plan.job.seed)
-        return SecureSplitRecommender(inputs, m, t, n_users=len(local), peer=peer)
+        torch.manual_seed(seed)
+        return SecureSplitRecommender(
+            inputs, m, t, n_users=len(local), peer=peer, defence=label_defence(plan.privacy)
+        )

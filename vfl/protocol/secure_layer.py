@@ -251,13 +251,20 @@ class ActiveShare(_Side):
         d, h = self.u.shape
         self._vt = self._peer().load(data, rows=h, length=d, what="[[Vᵀ]]")
 
-    def backward_payload(self, delta: NDArray[np.floating]) -> tuple[bytes, bytes]:
-        """Step 2: fresh ``[[G]]_E`` and re-randomised ``[[D·W_Bᵀ]]_P`` (per-user ``δ``)."""
+    def backward_payload(
+        self, delta: NDArray[np.floating], embedding_delta: NDArray[np.floating] | None = None
+    ) -> tuple[bytes, bytes]:
+        """Step 2: fresh ``[[G]]_E`` and re-randomised ``[[D·W_Bᵀ]]_P`` (per-user ``δ``).
+
+        ``embedding_delta``: the ``δ`` that P's embedding gradient ``D`` is made of, when E's
+        label defence changed it (:mod:`vfl.training.defences`); ``G`` always uses ``delta``.
+        """
         if self._vt is None:
             raise ProtocolError("backward before a training forward: no [[Vᵀ]]_P yet")
         s, peer = self.scales, self._peer()
+        for_p = delta if embedding_delta is None else embedding_delta
         g = quantise(np.asarray(delta), s.g_bits, s.g_bound, "δ (dL/dz_B per user, at E)")
-        d = quantise(np.asarray(delta), s.d_bits, s.g_bound, "δ (dL/dz_B per user, at E)")
+        d = quantise(np.asarray(for_p), s.d_bits, s.g_bound, "δ (dL/dz_B per user, at E)")
         enc_db = peer.add_plain(peer.dot(d, self._vt, bits=s.d_bits + 5), int_matmul(d, self.u.T))
         self._vt = None
         return self.own.dump(self.own.encrypt(g), fresh=True), peer.dump(enc_db, fresh=False)

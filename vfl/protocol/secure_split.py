@@ -139,9 +139,14 @@ class SecurePassivePeer:
             self.share.accept_vt(res.enc_v)
         return self.share.decode_zb(res.enc_zb, len(users))
 
-    def backward(self, step: int, delta: np.ndarray) -> None:
-        """Steps 2 and 4: send the encrypted gradients, then apply the masked share update."""
-        enc_g, enc_db = self.share.backward_payload(delta)
+    def backward(
+        self, step: int, delta: np.ndarray, embedding_delta: np.ndarray | None = None
+    ) -> None:
+        """Steps 2 and 4: send the encrypted gradients, then apply the masked share update.
+
+        ``embedding_delta`` (E's label defence) replaces ``delta`` in P's embedding gradient.
+        """
+        enc_g, enc_db = self.share.backward_payload(delta, embedding_delta)
         self.endpoint.send(SecureBackwardIns(step=step, enc_g=enc_g, enc_db=enc_db))
         res = self.endpoint.recv(SecureBackwardRes)
         if res.step != step:

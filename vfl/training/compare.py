@@ -34,6 +34,7 @@ from vfl.protocol.secure_layer import (
 )
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.storage import atomic_write_json, ensure_dir
+from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, ProgressFn, fit
 from vfl.training.recommenders import (
@@ -131,7 +132,10 @@ def reorder(alignment: Alignment, order: np.ndarray) -> Alignment:
 def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs: int) -> FitResult:
     t = prep.job.train
     batcher = UserBatcher(
-        prep.split, users_per_step=t.users_per_step, negatives_per_positive=t.negatives_per_positive
+        prep.split,
+        users_per_step=t.users_per_step,
+        negatives_per_positive=t.negatives_per_positive,
+        order_seed=prep.job.job.seed,
     )
     return fit(
         model,
@@ -212,6 +216,7 @@ def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
         prep.job.train,
         n_users=len(prep.alignment),
         peer=PassivePeer(endpoint),
+        defence=label_defence(prep.job.privacy),
     )
 
 
@@ -229,7 +234,12 @@ def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
         allow_plaintext=prep.allow_plaintext[0],
     )
     return SecureSplitRecommender(
-        prep.active, cfg, t, n_users=len(prep.alignment), peer=SecurePassivePeer(endpoint, share)
+        prep.active,
+        cfg,
+        t,
+        n_users=len(prep.alignment),
+        peer=SecurePassivePeer(endpoint, share),
+        defence=label_defence(prep.job.privacy),
     )
 
 

@@ -1,9 +1,22 @@
 """Party tables turned into tensors, and training batches drawn by user (SPEC §4).
 
-A step takes a group of aligned users with all their training rows (positives plus freshly
-sampled negatives). The passive party only ever learns which users a step covers -- never how
-many rows each user has -- so row-level shuffling, which would leak E's activity counts to P,
-is deliberately avoided.
+What P learns from batching is bounded by three rules (issue 14, "what P may not infer"):
+
+1. **Every aligned user, once per epoch.** An epoch visits all ``n_users`` aligned users --
+   those with no training positive too -- in groups of ``users_per_step``. Which users a
+   step covers therefore depends on nothing E knows about them.
+2. **The order is public, the rows are secret.** The epoch's user order is a permutation
+   drawn from ``(job seed, epoch)`` alone, which P could compute itself and so learns
+   nothing from; the negatives, and the per-step secret handed to E's defences, come from
+   E's own generator ``rng`` (seeded from E's local secret, never the job seed).
+3. **Each user weighs the same.** A user's rows are its training positives plus
+   ``negatives_per_positive`` unseen items per positive (a user with no positive gets
+   ``negatives_per_positive`` negatives alone). Row ``r`` of user ``u`` carries the weight
+   ``w_r = 1 / (m · n_u)`` for ``m`` users in the step and ``n_u`` rows of ``u``, so the loss
+   is ``L = Σ_r w_r · l_r = (1/m) Σ_u mean_{r∈u} l_r``: the per-user mean, averaged over
+   users. ``δ_u = ∂L/∂z_B[u]`` is then ``1/m`` times the mean of ``u``'s row gradients, whose
+   size does not grow with ``n_u`` (a row-sum would grow linearly with it, and P could rank
+   E's users by activity from ``‖∂L/∂b_u‖``).
 """
 
 from __future__ import annotations
@@ -51,40 +64,63 @@ class Batch:
     row_user: np.ndarray  # (r,) index into ``users``
     row_item: np.ndarray  # (r,) item indices
     labels: np.ndarray  # (r,) float32 in {0, 1}
+    row_weight: np.ndarray  # (r,) float32, 1 / (m · rows of the row's user); sums to 1
+    secret: int = 0  # a fresh 63-bit value from E's own stream, for E's defences
 
 
 class UserBatcher:
-    """Yields an epoch of :class:`Batch` es: every training user once, in a fresh random order."""
+    """Yields an epoch of :class:`Batch` es: every aligned user once (rules in the module doc)."""
 
     def __init__(
-        self, split: RecSplit, *, users_per_step: int, negatives_per_positive: int
+        self,
+        split: RecSplit,
+        *,
+        users_per_step: int,
+        negatives_per_positive: int,
+        order_seed: int = 0,
     ) -> None:
         self.split = split
         self.users_per_step = users_per_step
         self.negatives = negatives_per_positive
-        self._rows = split.user_rows()
-        self._users = np.array(sorted(self._rows), dtype=np.int64)
+        self.order_seed = order_seed
+        empty = np.empty(0, dtype=np.int64)
+        rows = split.user_rows()
+        self._rows = [rows.get(u, empty) for u in range(split.n_users)]
 
     def steps_per_epoch(self) -> int:
         """Number of steps in one epoch."""
-        return -(-len(self._users) // self.users_per_step)
+        return -(-self.split.n_users // self.users_per_step)
 
-    def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
-        """Shuffle users, then yield one batch per group of ``users_per_step`` users."""
-        order = rng.permutation(self._users)
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's user order: a permutation of every aligned user from the job seed."""
+        return np.random.default_rng([self.order_seed, epoch]).permutation(self.split.n_users)
+
+    def epoch(self, rng: np.random.Generator, epoch: int = 1) -> Iterator[Batch]:
+        """One batch per group of ``users_per_step`` users of :meth:`order`; rows from ``rng``."""
+        order = self.order(epoch)
         for start in range(0, len(order), self.users_per_step):
             yield self._batch(order[start : start + self.users_per_step], rng)
 
     def _batch(self, users: np.ndarray, rng: np.random.Generator) -> Batch:
-        rows = np.concatenate([self._rows[int(u)] for u in users])
-        local = np.repeat(np.arange(len(users)), [len(self._rows[int(u)]) for u in users])
-        pos_items = self.split.train_items[rows]
+        per_user = [self._rows[int(u)] for u in users]
+        n_pos = np.array([len(r) for r in per_user], dtype=np.int64)
+        rows = np.concatenate(per_user)
+        local = np.repeat(np.arange(len(users)), n_pos)
+        # A user with no training positive still gets one slot's worth of negatives.
+        neg_slots = np.repeat(np.arange(len(users)), np.maximum(n_pos, 1))
         neg_items = sample_negatives(
-            users[local], self.negatives, self.split.seen_codes, self.split.n_items, rng
+            users[neg_slots], self.negatives, self.split.seen_codes, self.split.n_items, rng
         )
-        row_user = np.concatenate([local, np.repeat(local, self.negatives)])
-        row_item = np.concatenate([pos_items, neg_items.ravel()])
+        row_user = np.concatenate([local, np.repeat(neg_slots, self.negatives)])
+        row_item = np.concatenate([self.split.train_items[rows], neg_items.ravel()])
         labels = np.concatenate([np.ones(len(rows)), np.zeros(neg_items.size)])
+        n_rows = np.bincount(row_user, minlength=len(users))
+        weight = 1.0 / (len(users) * n_rows[row_user])
         return Batch(
-            users=users, row_user=row_user, row_item=row_item, labels=labels.astype(np.float32)
+            users=users,
+            row_user=row_user,
+            row_item=row_item,
+            labels=labels.astype(np.float32),
+            row_weight=weight.astype(np.float32),
+            secret=int(rng.integers(0, 2**63 - 1)),
         )

@@ -137,6 +137,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs, evaluating validation and test after each.
 
+    ``seed`` seeds the generator of the rows (negatives) and of the per-step secrets: a
+    federated E passes its own local secret, never the job seed P knows (the user order
+    comes from the batcher's public ``order_seed``, the job seed).
     With ``start`` (from a checkpoint) training continues exactly where that state stood,
     drawing the same user order and negatives as an uninterrupted run of the same ``seed``.
     """
@@ -178,7 +181,7 @@ def _train_epoch(
     """
     rng.bit_generator.state = state.epoch_rng
     n_before = state.step - state.position
-    for index, batch in enumerate(batcher.epoch(rng)):
+    for index, batch in enumerate(batcher.epoch(rng, state.epoch)):
         if index < state.position:
             continue  # trained before the resume: replay its draws only
         state.losses.append(model.train_step(state.step, batch))

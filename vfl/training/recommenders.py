@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from vfl.config.job import ModelConfig, TrainConfig
 from vfl.models.bottom import ActiveBottom, Tower
 from vfl.models.head import InteractiveLayer, PassiveWeight, TopModel
 from vfl.protocol.plain_split import PassivePeer
+from vfl.training.defences import CutGradientDefence, NoDefence
 from vfl.training.inputs import Batch, TableTensors
 
 
@@ -80,8 +82,46 @@ def _adam(params: list[nn.Parameter], train: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(params, lr=train.learning_rate, weight_decay=train.weight_decay)
 
 
-def _bce(logits: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
-    return nn.functional.binary_cross_entropy_with_logits(logits, torch.as_tensor(labels))
+def _bce(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """``Σ_r w_r · l_r``: the per-user mean BCE averaged over users (:mod:`.inputs`)."""
+    rows = nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.as_tensor(batch.labels), reduction="none"
+    )
+    return (rows * torch.as_tensor(batch.row_weight)).sum()
+
+
+class StepCache:
+    """Per-user values P computed for **every** aligned user at one step, asked for once.
+
+    An evaluation must not tell P which users E scores (those with a held-out item are
+    those with 3 or more positives): the first request at a step fetches all ``n_users``
+    in fixed chunks of ``chunk``, and later requests at that step are served from here.
+    """
+
+    def __init__(
+        self, fetch: Callable[[int, np.ndarray], np.ndarray], n_users: int, chunk: int
+    ) -> None:
+        self.fetch, self.n_users, self.chunk = fetch, n_users, chunk
+        self._step: int | None = None
+        self._values: np.ndarray | None = None
+
+    def rows(self, step: int, users: np.ndarray) -> np.ndarray:
+        """The cached values of ``users`` at ``step`` (fetching every user on a new step)."""
+        if self._step != step or self._values is None:
+            everyone = np.arange(self.n_users, dtype=np.int64)
+            parts = [
+                self.fetch(step, everyone[s : s + self.chunk])
+                for s in range(0, self.n_users, self.chunk)
+            ]
+            self._step, self._values = step, np.concatenate(parts)
+        return self._values[np.asarray(users, np.int64)]
+
+    def latest(self) -> np.ndarray | None:
+        """Every user's values at the last step fetched (None before any)."""
+        return self._values
+
+
+EVAL_FETCH_USERS = 512  # users per evaluation request to P (at most the masks' max_users)
 
 
 def _rows(users: np.ndarray, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +144,7 @@ class HeadRecommender:
         """Forward, BCE loss, backward, Adam step."""
         self.head.train()
         row_user = torch.as_tensor(batch.users[batch.row_user])
-        loss = _bce(self.head.logits(row_user, torch.as_tensor(batch.row_item), None), batch.labels)
+        loss = _bce(self.head.logits(row_user, torch.as_tensor(batch.row_item), None), batch)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -143,10 +183,15 @@ class SplitRecommender:
         *,
         n_users: int,
         peer: PassivePeer,
+        defence: CutGradientDefence | None = None,
     ) -> None:
         self.head = ActiveHead(inputs, cfg, n_users=n_users)
         self.w_b = PassiveWeight(cfg.passive_out, cfg.interactive_out)
         self.peer = peer
+        self.defence = defence or NoDefence()
+        self._b = StepCache(
+            lambda step, users: peer.forward(step, users, train=False), n_users, EVAL_FETCH_USERS
+        )
         self.optimizer = _adam(list(self.head.parameters()), train)
         # Plain SGD on W_B, as in the encrypted protocol (whose share updates must stay linear
         # in the gradient), so that both modes train the same model.
@@ -158,30 +203,34 @@ class SplitRecommender:
         )
 
     def train_step(self, step: int, batch: Batch) -> float:
-        """Steps 1-3 of :mod:`vfl.protocol.plain_split`."""
+        """Steps 1-3 of :mod:`vfl.protocol.plain_split`; P's gradient through the defence."""
         self.head.train()
-        b = torch.tensor(self.peer.forward(step, batch.users, train=True), requires_grad=True)
+        b = torch.tensor(self.peer.forward(step, batch.users, train=True))
+        z_user = self.w_b(b.requires_grad_(False)).detach().requires_grad_(True)
         local = torch.as_tensor(batch.row_user)
-        z_b = self.w_b(b[local])  # autograd sums each user's rows into b.grad
         logits = self.head.logits(
-            torch.as_tensor(batch.users)[local], torch.as_tensor(batch.row_item), z_b
+            torch.as_tensor(batch.users)[local], torch.as_tensor(batch.row_item), z_user[local]
         )
-        loss = _bce(logits, batch.labels)
+        loss = _bce(logits, batch)
         self.optimizer.zero_grad()
         self.wb_optimizer.zero_grad()
         loss.backward()
+        if z_user.grad is None:  # cannot happen for a leaf that requires grad
+            raise RuntimeError("no gradient for z_B")
+        delta = z_user.grad
+        self.w_b.weight.grad = (b.T @ delta).to(self.w_b.weight.dtype)  # bᵀδ, exact
+        noisy = torch.as_tensor(self.defence(delta.numpy().astype(np.float64), batch.secret))
+        d_b = noisy.to(b.dtype) @ self.w_b.weight.detach().T  # δ̂·W_Bᵀ, before the step
         self.optimizer.step()
         self.wb_optimizer.step()
-        if b.grad is None:  # cannot happen for a leaf that requires grad; never send garbage
-            raise RuntimeError("no gradient for P's embeddings")
-        self.peer.backward(step, b.grad.numpy())
+        self.peer.backward(step, d_b.numpy())
         return float(loss.detach())
 
     @torch.no_grad()
     def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Ask P for ``b`` of these users (no training), then score every candidate."""
+        """``b`` of every aligned user asked once per step (:class:`StepCache`), then scores."""
         self.head.eval()
-        b = torch.as_tensor(self.peer.forward(step, users, train=False))
+        b = torch.as_tensor(self._b.rows(step, users))
         local = torch.as_tensor(np.repeat(np.arange(len(users)), items.shape[1]))
         row_user, row_item = _rows(users, items)
         logits = self.head.logits(row_user, row_item, self.w_b(b[local]))

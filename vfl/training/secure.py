@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -10,8 +12,17 @@ from vfl.protocol.options import Mode
 from vfl.protocol.secure_layer import LayerSettings
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.protocol.share_optim import ShareSgdConfig
+from vfl.training.defences import CutGradientDefence, NoDefence
 from vfl.training.inputs import Batch
-from vfl.training.recommenders import ActiveHead, ActiveInputs, _adam, _bce, _rows
+from vfl.training.recommenders import (
+    EVAL_FETCH_USERS,
+    ActiveHead,
+    ActiveInputs,
+    StepCache,
+    _adam,
+    _bce,
+    _rows,
+)
 
 
 def layer_settings(
@@ -47,14 +58,24 @@ class SecureSplitRecommender:
         *,
         n_users: int,
         peer: SecurePassivePeer,
+        defence: CutGradientDefence | None = None,
     ) -> None:
         self.head = ActiveHead(inputs, cfg, n_users=n_users)
         self.peer = peer
+        self.defence = defence or NoDefence()
+        # An audit's view of each step at the cut (benchmarks, the pilot's privacy audit):
+        # called with the batch, z_B (a leaf that requires grad) and the rows' logits.
+        self.observer: Callable[[Batch, torch.Tensor, torch.Tensor], None] | None = None
         plain = peer.share.settings.mode is Mode.PLAINTEXT
         self.name = "split_shared_plaintext" if plain else "split_encrypted"
         self.optimizer = _adam(list(self.head.parameters()), train)
-        self._z_step: int | None = None
-        self._z_cache: dict[int, np.ndarray] = {}
+        # Validation and test score at the same step: z_B of every aligned user is asked
+        # for once per evaluation, whoever has a held-out item (StepCache).
+        self._z = StepCache(
+            lambda step, users: peer.forward(step, users, train=False),
+            n_users,
+            min(EVAL_FETCH_USERS, peer.share.scales.max_users),
+        )
 
     def train_step(self, step: int, batch: Batch) -> float:
         """Forward through the encrypted layer, local backward, encrypted backward."""
@@ -68,34 +89,34 @@ class SecureSplitRecommender:
         logits = self.head.logits(
             torch.as_tensor(batch.users)[local], torch.as_tensor(batch.row_item), z_user[local]
         )
-        loss = _bce(logits, batch.labels)
+        if self.observer is not None:
+            self.observer(batch, z_user, logits)
+        loss = _bce(logits, batch)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         if z_user.grad is None:
             raise RuntimeError("no gradient for z_B")
-        self.peer.backward(step, z_user.grad.numpy().astype(np.float64))
+        delta = z_user.grad.numpy().astype(np.float64)
+        self.peer.backward(step, delta, self.defence(delta, batch.secret))
         return float(loss.detach())
 
-    def _eval_z(self, step: int, users: np.ndarray) -> np.ndarray:
-        """``z_B`` of ``users`` at ``step``, asking P only for users not yet scored at it.
+    def z_b_latest(self) -> np.ndarray:
+        """E's view: ``z_B`` of every aligned user at the last evaluation.
 
-        Validation and test score the same users with the same weights; re-encrypting their
-        ``z_B`` would double the most expensive part of an encrypted evaluation.
+        Raises:
+            ValueError: before any evaluation.
         """
-        if self._z_step != step:
-            self._z_step, self._z_cache = step, {}
-        missing = np.array([u for u in users.tolist() if u not in self._z_cache], np.int64)
-        if missing.size:
-            fresh = self.peer.forward(step, missing, train=False)
-            self._z_cache.update(zip(missing.tolist(), fresh, strict=True))
-        return np.stack([self._z_cache[u] for u in users.tolist()])
+        values = self._z.latest()
+        if values is None:
+            raise ValueError("no evaluation yet: z_B of the aligned users is not known")
+        return values
 
     @torch.no_grad()
     def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Score candidates with ``z_B`` decrypted for these users (no training)."""
+        """Score candidates with ``z_B`` of every aligned user, decrypted once per step."""
         self.head.eval()
-        z_user = torch.as_tensor(self._eval_z(step, users), dtype=torch.float32)
+        z_user = torch.as_tensor(self._z.rows(step, users), dtype=torch.float32)
         local = torch.as_tensor(np.repeat(np.arange(len(users)), items.shape[1]))
         row_user, row_item = _rows(users, items)
         logits = self.head.logits(row_user, row_item, z_user[local])
