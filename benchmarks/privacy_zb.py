@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vfl.config.job import PrivacyConfig, load_job_parties
+from vfl.config.job import load_job_parties
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
 from vfl.evaluation.attribute_attack import (
@@ -86,6 +86,7 @@ class Tradeoff:
     e_alone_hr: float
     e_alone_auc: float
     levels: tuple[LevelResult, ...]
+    label_noise: float = 0.0  # E's label defence in every run (the job's [privacy])
 
     def chosen(self, *, every_attribute: bool = False) -> float | None:
         """Smallest level halving the mean excess (or, with ``every_attribute``, each one)
@@ -111,6 +112,7 @@ class Tradeoff:
             "seed": self.seed,
             "epochs": self.epochs,
             "mode": "plaintext mode of the secret-shared layer (same noise as encrypted)",
+            "label_noise": self.label_noise,
             f"e_alone_hr@{self.k}": self.e_alone_hr,
             "e_alone_auc": self.e_alone_auc,
             "table": [_row(r, self.k) for r in self.levels],
@@ -150,7 +152,8 @@ def load(dataset: str, seed: int, users: int) -> tuple[Prepared, Path]:
 
 def train_protected(prep: Prepared, level: float, epochs: int) -> tuple[FitResult, np.ndarray]:
     """Train the split model with P's noise at ``level``; ``z_B`` E then gets for everyone."""
-    job = prep.job.model_copy(update={"privacy": PrivacyConfig(embedding_noise=level)})
+    privacy = prep.job.privacy.model_copy(update={"embedding_noise": level})
+    job = prep.job.model_copy(update={"privacy": privacy})
     prep = replace(prep, job=job)
     e_end, p_end = InMemoryChannel.pair("active", "passive")
     server = secure_server(prep, Endpoint(p_end, job_id="privacy-zb", timeout=600))
@@ -237,7 +240,8 @@ def run(
         test = result.best.test
         attack = attribute_inference(own, z_b, attrs, known=known, seed=seed)
         rows.append(LevelResult(level, test.hr, test.auc, test.hr - alone.hr, attack))
-    return Tradeoff(dataset, seed, epochs, prep.job.eval.k, alone.hr, alone.auc, tuple(rows))
+    k, label = prep.job.eval.k, prep.job.privacy.label_noise
+    return Tradeoff(dataset, seed, epochs, k, alone.hr, alone.auc, tuple(rows), label)
 
 
 def main() -> None:
