@@ -18,7 +18,8 @@ class LayerSettings:
     """How one party runs the layer; all but the last three fields must agree.
 
     ``rerandomise``: the obfuscators for ciphertexts returned to the other party's key owner
-    (``FULL`` by default; ``SHORT_EXPONENT`` is faster, see :mod:`vfl.crypto.randomness`).
+    (``FULL`` by default; ``SHORT_EXPONENT`` is faster, see :mod:`vfl.crypto.randomness`, and
+    needs the receiving party's own consent, :class:`~vfl.protocol.options.SecurityFloor`).
     A party's fresh encryptions under its own key always use ``OWNER_CRT`` (FULL's exact
     distribution, from its own primes). ``embedding_noise``: the multiplier of P's embedding
     protection (:mod:`vfl.protocol.embedding_noise`; 0 = none), agreed by both parties.

@@ -71,7 +71,7 @@ from vfl.protocol.fixed_point import (
 )
 from vfl.protocol.initial_shares import initial_factor, initial_rotation, masked_initial_share
 from vfl.protocol.kernels import Kernels
-from vfl.protocol.options import Mode, Randomness
+from vfl.protocol.options import Mode, Randomness, SecurityFloor
 from vfl.protocol.share_optim import ShareSgd
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "SecureScales",
     "agreed_parameters",
     "check_agreement",
+    "check_floor",
     "check_mode_allowed",
     "generate_keys",
     "initial_factor",
@@ -95,13 +96,32 @@ def generate_keys(settings: LayerSettings) -> KeyPair | None:
     return None if settings.mode is Mode.PLAINTEXT else KeyPair.generate(settings.key_bits)
 
 
+def check_floor(settings: LayerSettings, floor: SecurityFloor, *, party: str) -> None:
+    """Refuse ``settings`` below ``party``'s own security floor (call before generating keys).
+
+    Raises:
+        SecurityFloorError: the key is shorter than ``floor.min_key_bits``, or short-exponent
+            re-randomisation is asked of a party that does not allow it.
+    """
+    floor.check(
+        mode=settings.mode, key_bits=settings.key_bits, randomness=settings.rerandomise, party=party
+    )
+
+
 class _Side:
     """What both parties' halves share: settings, own key and cipher, the peer's cipher."""
 
     def __init__(
-        self, settings: LayerSettings, keys: KeyPair | None, *, allowed: bool, party: str
+        self,
+        settings: LayerSettings,
+        keys: KeyPair | None,
+        *,
+        allowed: bool,
+        party: str,
+        floor: SecurityFloor,
     ) -> None:
         check_mode_allowed(settings.mode, allowed, party=party)
+        check_floor(settings, floor, party=party)
         self.settings, self.scales, self.party = settings, settings.scales, party
         self.kernels = Kernels(settings.workers)
         self._pools: list[RandomnessPool] = []
@@ -195,11 +215,12 @@ class ActiveShare(_Side):
         allow_plaintext: bool = False,
         party: str = "E",
         rotation: IntArray | None = None,
+        floor: SecurityFloor = SecurityFloor(),
     ) -> None:
         """``rotation``: E's secret ``Q`` of a fresh job (:func:`initial_rotation`); ``u``
         is then replaced by ``U0`` at setup. Without it ``u`` is the share to use (a loaded
         shard, or a placeholder that a resumed run overwrites from its checkpoint)."""
-        super().__init__(settings, keys, allowed=allow_plaintext, party=party)
+        super().__init__(settings, keys, allowed=allow_plaintext, party=party, floor=floor)
         self.u = np.asarray(u, dtype=object)
         self.rotation = rotation
         self.sgd = ShareSgd(settings.sgd)
@@ -290,11 +311,12 @@ class PassiveShare(_Side):
         party: str = "P",
         noise_seed: int | None = None,
         factor: IntArray | None = None,
+        floor: SecurityFloor = SecurityFloor(),
     ) -> None:
         """``noise_seed``: P's own secret seed of its embedding noise (fresh if None).
         ``factor``: P's secret ``G`` of a fresh job (:func:`initial_factor`); ``v`` is then
         replaced by ``V0`` at setup, and no forward is served before."""
-        super().__init__(settings, keys, allowed=allow_plaintext, party=party)
+        super().__init__(settings, keys, allowed=allow_plaintext, party=party, floor=floor)
         self.v = np.asarray(v, dtype=object)
         self.factor = factor
         self.sgd = ShareSgd(settings.sgd)
