@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.secure_helpers import keys, settings
+from tests.secure_helpers import TEST_FLOOR, keys, settings
 from vfl.errors import ProtocolError
 from vfl.protocol.fixed_point import SecureScales, quantise
 from vfl.protocol.initial_shares import initial_weight
@@ -35,6 +35,7 @@ def _pair(seed: int, mode: Mode = Mode.ENCRYPTED) -> tuple[ActiveShare, PassiveS
         settings=s,
         keys=None if plain else keys("E"),
         allow_plaintext=plain,
+        floor=TEST_FLOOR,
     )
     p = PassiveShare(
         v=zeros,
@@ -42,6 +43,7 @@ def _pair(seed: int, mode: Mode = Mode.ENCRYPTED) -> tuple[ActiveShare, PassiveS
         settings=s,
         keys=None if plain else keys("P"),
         allow_plaintext=plain,
+        floor=TEST_FLOOR,
     )
     e.set_peer(p.own.key_bytes())
     p.set_peer(e.own.key_bytes())
