@@ -210,7 +210,12 @@ def test_three_processes_train_the_same_model_as_the_in_process_run(finished: Pi
     ).read_text()
     assert not (finished.root / "p" / "metrics.json").exists()
     coord = finished.log("coordinator")  # E reports done after exporting its shard
-    assert "payments -> shop:" in coord and "party shop: phase export, done, auc=" in coord
+    assert "payments -> shop:" in coord and "party shop: phase export, done, epoch=2" in coord
+    # by default C learns phases and E's epoch number: no loss, metric or intersection size
+    published = [line for line in coord.splitlines() if line.startswith("party ")]
+    assert published and all(
+        word not in line for line in published for word in ("auc", "loss", "ndcg", "aligned")
+    )
 
 
 def _plaintext_patterns(run: Pilot) -> dict[str, list[bytes]]:
