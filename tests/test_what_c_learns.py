@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nacl.exceptions
+import nacl.public
 import pytest
 
 from tests.test_processes import SEEDS, _prepare
@@ -30,7 +32,9 @@ from vfl.evaluation.metrics import RankingMetrics
 from vfl.party.publishing import Publisher
 from vfl.party.runner import PartyRun, _dial, run_party
 from vfl.training.loop import EpochRecord
-from vfl.transport.grpc_relay import RelayServer
+from vfl.transport.framing import split_frame
+from vfl.transport.grpc_relay import RelayServer, read_capture
+from vfl.transport.sealing import read_key
 
 TIME_FACTOR = float(os.environ.get("VFL_TEST_TIME_FACTOR", "1"))
 SECRET_KEYS = {"loss", "valid_ndcg", "auc", "hr@10", "ndcg@10", "logloss", "aligned_users"}
@@ -155,6 +159,50 @@ def test_heartbeat_replies_give_a_party_only_the_peers_phase_and_state(run: Run)
     assert not SECRET_KEYS & {key for entry in entries for key in entry}
     shop_phases = {r["parties"]["shop"]["phase"] for r in run.relay.replies_to("payments")}
     assert "train" in shop_phases  # the peer's phase does arrive
+
+
+def _frames(run: Run) -> list[tuple[str, bytes]]:
+    return [(h.sender, body) for h, body in map(split_frame, read_capture(run.capture))]
+
+
+def _open(box: nacl.public.Box, body: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """``(header, payload)`` of an envelope ``box`` opens (with or without a kind prefix)."""
+    for start in (0, 1, 17):
+        try:
+            plain = box.decrypt(body[start:])
+        except nacl.exceptions.CryptoError:
+            continue
+        n = int.from_bytes(plain[:2], "big")
+        return json.loads(plain[2 : 2 + n]), plain[2 + n :]
+    return None
+
+
+def test_stolen_box_keys_open_no_recorded_session_payload(run: Run) -> None:
+    # Prepare: the coordinator's capture of the whole run; after it, both pinned private keys
+    certs = run.root / "certs"
+    private = {n: read_key(certs / f"{n}.box", "box key") for n in ("shop", "payments")}
+    public = {n: read_key(certs / f"{n}.box.pub", "box key") for n in ("shop", "payments")}
+    static = nacl.public.Box(
+        nacl.public.PrivateKey(private["shop"]), nacl.public.PublicKey(public["payments"])
+    )
+    bodies = [body for _, body in _frames(run)]
+    # Execute: the attacker opens what the pinned keys open: the session hellos, with their
+    # ephemeral public keys; then tries every key it can form on everything else
+    opened = {i: got for i, body in enumerate(bodies) if (got := _open(static, body))}
+    hellos = {i for i, (header, _) in opened.items() if header["job"].endswith("/hello")}
+    ephemeral = {bytes.fromhex(json.loads(opened[i][1]).get("eph", "")) for i in hellos} - {b""}
+    boxes = [
+        nacl.public.Box(nacl.public.PrivateKey(private[n]), nacl.public.PublicKey(eph))
+        for n in private
+        for eph in ephemeral
+    ]
+    rest = [body for i, body in enumerate(bodies) if i not in hellos]
+    leaked = [i for i in opened if i not in hellos]
+    leaked += [k for k, body in enumerate(rest) for box in boxes if _open(box, body)]
+    # Assert: the session carried the whole job (the run worked) and not one payload opens
+    assert leaked == []
+    assert len(hellos) >= 2 and len(ephemeral) == 2
+    assert len(rest) > 50 and sum(map(len, rest)) > 100_000
 
 
 def test_what_e_opts_to_publish_reaches_the_coordinator_but_not_p(run: Run) -> None:
