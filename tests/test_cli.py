@@ -9,11 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.timing import scaled
+
 
 def vfl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``python -m vfl ARGS`` and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "vfl", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "vfl", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=scaled(600),
     )
 
 

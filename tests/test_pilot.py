@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.timing import scaled
 from vfl.cli.pilot_cmd import plaintext_mode_available
 
 
@@ -30,7 +31,7 @@ def test_pilot_runs_three_processes_and_reports(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=scaled(600),
     )
     # Assert
     assert done.returncode == 0, done.stderr

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from vfl.data.movielens import convert_movielens
-from vfl.data.synthetic_writer import generate_synthetic
-from vfl.training.compare import run_compare
-from vfl.training.loop import EpochRecord
+if TYPE_CHECKING:  # torch and pandas load only when the command runs (vfl --help stays fast)
+    from vfl.training.loop import EpochRecord
 
 console = Console(stderr=True, width=120)
 
@@ -32,8 +31,12 @@ def _prepare_data(dataset: Dataset, data_dir: Path) -> Path:
         return job
     console.print(f"preparing {dataset.value} data in {data_dir} ...")
     if dataset is Dataset.SYNTHETIC:
+        from vfl.data.synthetic_writer import generate_synthetic
+
         generate_synthetic(data_dir)
     else:
+        from vfl.data.movielens import convert_movielens
+
         convert_movielens(data_dir)
     return job
 
@@ -56,6 +59,8 @@ def compare(
     ),
 ) -> None:
     """Train E alone, plaintext split and centralised on the same split; write compare.json."""
+    from vfl.training.compare import run_compare
+
     out_dir = out or Path("runs") / f"compare-{dataset.value}"
     job_file = config or _prepare_data(dataset, out_dir / "data")
     report = run_compare(job_file, out_dir, epochs=epochs, progress=_progress, encrypted=encrypted)

@@ -21,14 +21,15 @@ import time
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from vfl.cli.pilot_runs import FederatedRun, RunFiles, run_federated
-from vfl.config.party import load_party_config
-from vfl.data.party_files import dumps_toml
+from vfl.data.formats import dumps_toml
+
+if TYPE_CHECKING:  # pydantic configs load only when the command runs (vfl --help stays fast)
+    from vfl.cli.pilot_runs import FederatedRun, RunFiles
 
 console = Console(stderr=True, width=120)
 
@@ -92,6 +93,8 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     encrypted run's configs (``e_party.toml``, ``p_party.toml``) never allow it.
     """
     from vfl.cli.netconfig import NetworkLayout, write_network_configs
+    from vfl.cli.pilot_runs import RunFiles
+    from vfl.config.party import load_party_config
     from vfl.transport.certs import generate_dev_pki
     from vfl.transport.sealing import write_box_keys
 
@@ -137,6 +140,7 @@ def pilot(
 ) -> None:
     """Run the pilot: E alone, VFL plaintext, VFL encrypted (3 processes each), centralised."""
     from vfl.cli.pilot_report import baseline_rows, merge, privacy_audit, write_outputs
+    from vfl.cli.pilot_runs import run_federated
 
     t_start = time.perf_counter()
     synthetic = dataset is Dataset.SYNTHETIC

@@ -141,7 +141,7 @@ class PrivacyConfig(BaseModel):
 
     model_config = _FROZEN
 
-    label_noise: NonNegativeFloat = 1.5  # noise multiplier (std / clipping bound); 0 = off
+    label_noise: NonNegativeFloat = 2.0  # noise multiplier (std / clipping bound); 0 = off
     label_clip: PositiveFloat = 0.05  # L2 bound of a user's mean row gradient m·δ_u
 
 

@@ -14,6 +14,12 @@ progress stays at the coordinator: a reply carries no ``progress``, only, for a 
 ``failed``, the error class name it reported (``error``, a Python identifier), so its peer
 can say why the job stopped. A party thus learns its peer's phase and state, nothing else.
 
+The operator's view (``vfl status``, :meth:`JobBoard.encode_view`) is asked with a party's
+certificate, so it adds ``progress`` as the asking party may see it: its own published
+progress in full, and of every other party only the entries in :data:`PEER_VISIBLE` (the
+epoch number, which the passive party learns from the protocol anyway: every aligned user is
+in one step per epoch, in an order drawn from the job seed and the epoch).
+
 Given a state file, the board also keeps which parties finished across coordinator restarts
 (:mod:`vfl.transport.board_state`): it writes the file when a party's state changes to or
 from ``done`` (a party that joins again is running), never per heartbeat, and a board built
@@ -38,6 +44,8 @@ from vfl.errors import FrameError, StorageError
 from vfl.transport.board_state import FinishedParty, load_board_state, save_board_state
 
 _MAX_PROGRESS_BYTES = 2048
+PEER_VISIBLE = ("epoch",)
+"""Published progress entries ``vfl status`` shows to a party other than their publisher."""
 
 
 class PartyState(Enum):
@@ -219,6 +227,15 @@ class JobBoard:
         parties = {name: s.reply_entry() for name, s in self.status().items()}
         return json.dumps({"job": self.job, "parties": parties}).encode()
 
+    def encode_view(self, caller: str) -> bytes:
+        """The ``vfl status`` reply for ``caller``: the heartbeat reply plus ``progress``, in
+        full for ``caller``'s own entry, only :data:`PEER_VISIBLE` for the others'."""
+        parties: dict[str, dict[str, Any]] = {}
+        for name, s in self.status().items():
+            shown = {k: v for k, v in s.progress.items() if name == caller or k in PEER_VISIBLE}
+            parties[name] = {**s.reply_entry(), "progress": shown}
+        return json.dumps({"job": self.job, "parties": parties}).encode()
+
 
 def decode_status(data: bytes) -> dict[str, PartyStatus]:
     """Parse a heartbeat reply.
@@ -242,6 +259,7 @@ def decode_status(data: bytes) -> dict[str, PartyStatus]:
             age_s=None if age is None else float(age),
             phase=str(s.get("phase", "")),
             state=state,
+            progress=progress if isinstance(progress := s.get("progress"), dict) else {},
             error=_error_class(state, {"error": s.get("error")}),
         )
     return out

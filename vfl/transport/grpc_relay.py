@@ -14,6 +14,10 @@ the framing of :mod:`vfl.transport.framing`):
    null). The caller's certificate has been checked against the job's parties by then.
 4. ``Heartbeat(status)``: a :class:`~vfl.transport.board.Heartbeat`; answers every party's
    age and state from the :class:`~vfl.transport.board.JobBoard`.
+5. ``Status(empty)``: the board for an operator's ``vfl status`` (any admitted party's
+   certificate), without counting as a join or a heartbeat of the caller; it adds the
+   caller's own published progress and the others' epoch number
+   (:meth:`~vfl.transport.board.JobBoard.encode_view`).
 
 Every RPC names the job; a frame or request for any job but the one served is refused.
 
@@ -50,6 +54,7 @@ SEND_METHOD = f"/{SERVICE}/Send"
 RECV_METHOD = f"/{SERVICE}/Recv"
 JOIN_METHOD = f"/{SERVICE}/Join"
 HEARTBEAT_METHOD = f"/{SERVICE}/Heartbeat"
+STATUS_METHOD = f"/{SERVICE}/Status"
 # One frame carries one protocol chunk; 64 MiB bounds a chunk with room for the header.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024
 GRPC_OPTIONS = [
@@ -199,6 +204,7 @@ class RelayServer:
                 "Recv": grpc.unary_unary_rpc_method_handler(self._recv),
                 "Join": grpc.unary_unary_rpc_method_handler(self._join),
                 "Heartbeat": grpc.unary_unary_rpc_method_handler(self._heartbeat),
+                "Status": grpc.unary_unary_rpc_method_handler(self._status),
             },
         )
         server.add_generic_rpc_handlers((handler,))
@@ -307,3 +313,7 @@ class RelayServer:
         self._check_job(beat.job, context)
         self.board.beat(caller, beat)
         return self.board.encode_status()
+
+    def _status(self, request: bytes, context: Any) -> bytes:
+        """The board as JSON ``{job, parties}``; the caller's own entry is left untouched."""
+        return self.board.encode_view(self._caller(context))
