@@ -5,7 +5,6 @@ never applied, and a session's envelopes still checked for tampering, replay and
 from __future__ import annotations
 
 import io
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import pytest
 from tests.helpers import run_concurrently
 from tests.test_processes import Pilot, _prepare
 from tests.test_what_c_learns import start_relay
+from tests.timing import scaled
 from vfl.config.party import load_party_config
 from vfl.config.plan import JobPlan
 from vfl.errors import EnvelopeError, ReorderError, ReplayError, TamperError
@@ -29,7 +29,6 @@ from vfl.transport.framing import split_frame
 from vfl.transport.grpc_relay import RelayServer, read_capture
 from vfl.transport.session import SESSION_KIND, SessionChannel, open_session
 
-TIME_FACTOR = float(os.environ.get("VFL_TEST_TIME_FACTOR", "1"))
 KEYS = {name: nacl.public.PrivateKey.generate() for name in ("E", "P")}
 
 
@@ -45,12 +44,12 @@ def _open_pair(e: InMemoryChannel, p: InMemoryChannel) -> tuple[SessionChannel, 
     got: dict[str, SessionChannel] = {}
 
     def side(ch: InMemoryChannel, me: str, peer: str) -> None:
-        got[me] = open_session(ch, **_keys(me, peer), job_id="job", me=me, timeout=10 * TIME_FACTOR)
+        got[me] = open_session(ch, **_keys(me, peer), job_id="job", me=me, timeout=scaled(10))
 
     thread = threading.Thread(target=side, args=(p, "P", "E"))
     thread.start()
     side(e, "E", "P")
-    thread.join(timeout=10 * TIME_FACTOR)
+    thread.join(timeout=scaled(10))
     return got["E"], got["P"]
 
 
@@ -65,7 +64,7 @@ def test_a_reflected_hello_is_refused_not_taken_for_the_peer() -> None:
     mirror = _mirror("E", "P")
     # Execute / Assert: E refuses its own hello instead of opening a session with itself
     with pytest.raises(EnvelopeError, match="reflected or misrouted"):
-        open_session(mirror, **_keys("E", "P"), job_id="job", me="E", timeout=5 * TIME_FACTOR)
+        open_session(mirror, **_keys("E", "P"), job_id="job", me="E", timeout=scaled(5))
 
 
 def test_a_hello_reflected_into_a_running_session_is_refused() -> None:
@@ -152,7 +151,7 @@ def _inference_session(pilot: Pilot, relay: RelayServer, bodies: dict[str, Body]
             errors.append(exc)
 
     try:
-        run_concurrently(party, [("p",), ("e",)], timeout=120 * TIME_FACTOR)
+        run_concurrently(party, [("p",), ("e",)], timeout=scaled(120))
     finally:
         relay.stop()
     assert not errors, errors
@@ -169,7 +168,7 @@ def test_an_earlier_inference_sessions_envelope_is_dropped_in_a_later_one(
     def asks(text: bytes, after: threading.Event | None = None) -> Body:
         def body(channel: ByteChannel, plan: JobPlan) -> dict[str, Any]:
             if after is not None:
-                assert after.wait(30 * TIME_FACTOR)
+                assert after.wait(scaled(30))
             channel.send(text)
             return {}
 
@@ -178,7 +177,7 @@ def test_an_earlier_inference_sessions_envelope_is_dropped_in_a_later_one(
     def answers(into: str, before: Callable[[], None] = lambda: None) -> Body:
         def body(channel: ByteChannel, plan: JobPlan) -> dict[str, Any]:
             before()
-            got[into].append(channel.recv(30 * TIME_FACTOR))
+            got[into].append(channel.recv(scaled(30)))
             dropped.append(getattr(channel, "dropped", 0))
             return {}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,8 +24,9 @@ import nacl.public
 import pytest
 
 from tests.test_processes import SEEDS, _prepare
+from tests.timing import scaled
 from vfl.config.coordinator import load_coordinator_config
-from vfl.config.party import Published, load_party_config
+from vfl.config.party import Published, load_party_config, read_network_pems
 from vfl.errors import ConfigError
 from vfl.evaluation.metrics import RankingMetrics
 from vfl.party.publishing import Publisher
@@ -34,9 +34,10 @@ from vfl.party.runner import PartyRun, _dial, run_party
 from vfl.training.loop import EpochRecord
 from vfl.transport.framing import split_frame
 from vfl.transport.grpc_relay import RelayServer, read_capture
+from vfl.transport.grpc_status import fetch_status
 from vfl.transport.sealing import read_key
 
-TIME_FACTOR = float(os.environ.get("VFL_TEST_TIME_FACTOR", "1"))
+PEMS = ("ca_pem", "cert_pem", "key_pem")
 SECRET_KEYS = {"loss", "valid_ndcg", "auc", "hr@10", "ndcg@10", "logloss", "aligned_users"}
 
 
@@ -110,7 +111,7 @@ def run_both(root: Path, files: dict[str, Path], relay: RelayServer) -> dict[str
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=300 * TIME_FACTOR)
+        t.join(timeout=scaled(300))
         assert not t.is_alive(), "a party is still running"
     for k, value in results.items():
         assert not isinstance(value, BaseException), f"{k}: {value!r}"
@@ -225,7 +226,11 @@ def test_what_e_opts_to_publish_reaches_the_coordinator_but_not_p(run: Run) -> N
         p.start_heartbeat(interval_s=0.1)
         p.report(phase="train")
         at_c = relay.board.status()["shop"]
-        deadline = time.monotonic() + 10 * TIME_FACTOR
+        views = {
+            k: fetch_status(net.coordinator, **dict(zip(PEMS, read_network_pems(net), strict=True)))
+            for k, net in (("e", e_cfg.network), ("p", p_cfg.network))
+        }
+        deadline = time.monotonic() + scaled(10)
         while not relay.replies_to("payments") and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
@@ -243,6 +248,9 @@ def test_what_e_opts_to_publish_reaches_the_coordinator_but_not_p(run: Run) -> N
     }
     reply = relay.replies_to("payments")[0]["parties"]["shop"]
     assert set(reply) == {"age_s", "phase", "state"} and reply["state"] == "done"
+    # ``vfl status`` shows E its own progress, and P only E's epoch number
+    assert views["e"].parties["shop"].progress == at_c.progress
+    assert views["p"].parties["shop"].progress == {"epoch": 3}
 
 
 def test_unknown_publish_entry_is_refused_naming_key_and_choices(tmp_path: Path) -> None:
