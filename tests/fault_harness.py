@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.helpers import accept_test_keys
 from tests.timing import scaled
 from vfl.checkpoint import Checkpoint, Phase, decode, file_name
 from vfl.cli.netconfig import NetworkLayout, write_network_configs
@@ -325,6 +326,7 @@ def _prepare(root: Path, *, epochs: int, timeout_s: float) -> dict[str, Path]:
     for name in PARTY.values():
         write_box_keys(certs, name)
     files = {"e": data / "e_party.toml", "p": data / "p_party.toml"}
+    accept_test_keys(files["e"], files["p"])  # each party's own floor, lowered for 512 bits
     layout = NetworkLayout(
         certs, ("shop", "payments"), port=_free_port(), job_file=job, timeout_s=timeout_s
     )

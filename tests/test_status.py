@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import accept_test_keys
 from tests.timing import scaled
 from vfl.data.formats import dumps_toml
 
@@ -47,6 +48,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     plan = tomllib.loads((root / "data" / "job.toml").read_text())
     plan["train"].update({"epochs": 50, "key_bits": 512, "users_per_step": 16})
     (root / "data" / "job.toml").write_text(dumps_toml(plan))
+    accept_test_keys(root / "data" / "e_party.toml", root / "data" / "p_party.toml")
     done = _vfl(root, "certs", "--out", "certs", "--port", str(_free_port()), "--job",
                 "data/job.toml", "--party-config", "data/e_party.toml",
                 "--party-config", "data/p_party.toml")  # fmt: skip

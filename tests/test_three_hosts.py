@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import accept_test_keys
 from tests.netns import ADDRESS, Hosts, child_env, why_unavailable
 from tests.timing import scaled
 from vfl.data.formats import dumps_toml
@@ -124,6 +125,7 @@ def _stage_data(root: Path) -> dict[str, Path]:
         dirs[k].mkdir()
         for name in files:
             shutil.copy(stage / name, dirs[k] / name)
+        accept_test_keys(dirs[k] / f"{k}_party.toml", bits=KEY_BITS)  # each party's own floor
     table = tomllib.loads((stage / "job.toml").read_text())
     del table["parties"]  # the party configs are each organisation's own business
     table["job"]["name"] = "three-hosts"

@@ -78,10 +78,16 @@ def _job_table(data: Path, train: dict[str, Any], *, name: str, e: str, p: str) 
     return table
 
 
-def _party_copy(src: Path, dst: Path, *, allow_plaintext: bool) -> Path:
+def _party_copy(src: Path, dst: Path, *, allow_plaintext: bool, key_bits: int) -> Path:
+    """A copy of a party config for one run; below 2048-bit keys (tests, asked for with
+    ``--key-bits``) its floor ``min_key_bits`` is lowered to them, else left at the default."""
+    from vfl.protocol.options import DEFAULT_MIN_KEY_BITS
+
     table = tomllib.loads(src.read_text())
     if allow_plaintext:
         table["party"]["allow_plaintext"] = True
+    if key_bits < DEFAULT_MIN_KEY_BITS:
+        table["party"]["min_key_bits"] = key_bits
     dst.write_text(dumps_toml(table))
     return dst
 
@@ -90,7 +96,9 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     """Dev PKI and sealing keys, then per run a job file, party configs and coordinator.toml.
 
     The plaintext run's party configs are copies with ``allow_plaintext = true``; the
-    encrypted run's configs (``e_party.toml``, ``p_party.toml``) never allow it.
+    encrypted run's configs (``e_party.toml``, ``p_party.toml``) never allow it. Both keep
+    the default security floor (2048-bit keys, full randomness) unless ``--key-bits`` asks
+    for less, which lowers ``min_key_bits`` to it.
     """
     from vfl.cli.netconfig import NetworkLayout, write_network_configs
     from vfl.cli.pilot_runs import RunFiles
@@ -109,11 +117,14 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     runs["encrypted"] = ("pilot", "", train)
     files: dict[str, RunFiles] = {}
     for mode, (name, suffix, settings) in runs.items():
-        e = _party_copy(
-            data / "e_party.toml", data / f"e_party{suffix}.toml", allow_plaintext=bool(suffix)
-        )
-        p = _party_copy(
-            data / "p_party.toml", data / f"p_party{suffix}.toml", allow_plaintext=bool(suffix)
+        e, p = (
+            _party_copy(
+                data / f"{k}_party.toml",
+                data / f"{k}_party{suffix}.toml",
+                allow_plaintext=bool(suffix),
+                key_bits=int(train["key_bits"]),
+            )
+            for k in ("e", "p")
         )
         job = data / f"job{suffix}.toml"
         job.write_text(dumps_toml(_job_table(data, settings, name=name, e=e.name, p=p.name)))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import struct
 import threading
 import time
@@ -42,6 +43,7 @@ from typing import Any, BinaryIO
 import grpc
 
 from vfl.errors import FrameError, TransportError
+from vfl.storage import open_private_append, storage_error
 from vfl.transport.board import Heartbeat, JobBoard
 from vfl.transport.framing import (
     FrameHeader,
@@ -64,6 +66,37 @@ GRPC_OPTIONS = [
 
 _Box = tuple[str, str, str]  # (job, recipient, sender)
 _CAPTURE_LEN = struct.Struct(">I")
+
+
+def _complete_length(data: bytes) -> int:
+    """The length of the longest prefix of ``data`` made of whole capture records."""
+    at = 0
+    while at + _CAPTURE_LEN.size <= len(data):
+        (n,) = _CAPTURE_LEN.unpack_from(data, at)
+        if at + _CAPTURE_LEN.size + n > len(data):
+            break
+        at += _CAPTURE_LEN.size + n
+    return at
+
+
+def open_capture(path: Path) -> BinaryIO:
+    """Open the relay capture to append to, mode 0600: each coordinator start adds its frames
+    after those of earlier starts. A record cut short by a kill is dropped first, so the
+    file stays a sequence of whole ``u32 length || frame`` records.
+
+    Raises:
+        StorageError: the file cannot be created, read or written.
+    """
+    handle = open_private_append(path)
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        whole = _complete_length(path.read_bytes()) if size else 0
+        if whole != size:
+            handle.truncate(whole)
+    except OSError as exc:
+        handle.close()
+        raise storage_error(path, exc) from exc
+    return handle
 
 
 def read_capture(data: bytes) -> list[bytes]:
