@@ -141,11 +141,11 @@ def test_coordinator_learns_phase_and_epoch_never_loss_metric_or_size(run: Run) 
     # Assert: the run worked and published progress, within the default [party] publish
     assert run.results["e"]["split_encrypted"]["auc"] > 0.5 and from_e and from_p
     assert _keys_seen(from_e) == {"epoch"}
-    assert {b["phase"] for b in from_e} >= {"psi", "train", "export"}
+    assert "train" in {b["phase"] for b in from_e} and from_e[-1]["phase"] == "export"
     assert from_e[-1]["state"] == "done" and from_e[-1]["progress"] == {"epoch": 1}
     # P publishes its phase and state, no count at all (not the intersection size)
     assert _keys_seen(from_p) == set() and from_p[-1]["state"] == "done"
-    assert {b["phase"] for b in from_p} >= {"psi", "train"}
+    assert "train" in {b["phase"] for b in from_p}  # heartbeats sample the phases
     every = [key for _, beat, _ in run.relay.beats for key in beat["progress"]]
     assert not SECRET_KEYS & set(every)
 
