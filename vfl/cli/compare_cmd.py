@@ -12,7 +12,7 @@ from rich.table import Table
 from vfl.data.movielens import convert_movielens
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.training.compare import run_compare
-from vfl.training.loop import EpochRecord
+from vfl.training.loop import EpochRecord, progress_line
 
 console = Console(stderr=True, width=120)
 
@@ -39,11 +39,7 @@ def _prepare_data(dataset: Dataset, data_dir: Path) -> Path:
 
 
 def _progress(name: str, r: EpochRecord) -> None:
-    console.print(
-        f"[bold]{name:<15}[/] epoch {r.epoch:>3}  loss {r.train_loss:.4f}  "
-        f"valid NDCG@{r.valid.k} {r.valid.ndcg:.4f}  test AUC {r.test.auc:.4f} "
-        f"HR@{r.test.k} {r.test.hr:.4f}  {r.seconds:.1f}s"
-    )
+    console.print(progress_line(name, r), markup=False)
 
 
 def compare(
@@ -61,10 +57,11 @@ def compare(
     report = run_compare(job_file, out_dir, epochs=epochs, progress=_progress, encrypted=encrypted)
     k = report["k"]
     table = Table(
-        title=f"{report['job']}: {report['aligned_users']} aligned users, "
-        f"test against {report['test_negatives']} sampled items"
+        title=f"{report['job']}: {report['aligned_users']} aligned users, test metrics at "
+        f"the best validation epoch, against {report['test_negatives']} sampled items"
     )
-    for col in ("model", f"HR@{k}", f"NDCG@{k}", "AUC", "log-loss", "best epoch", "train s"):
+    cols = ("model", f"HR@{k}", f"NDCG@{k}", "AUC", "log-loss", "best epoch", "stopped", "train s")
+    for col in cols:
         table.add_column(col, justify="right")
     for name in report["models"]:
         m = report["models"][name]
@@ -75,6 +72,7 @@ def compare(
             f"{m['auc']:.4f}",
             f"{m['logloss']:.4f}",
             str(m["best_epoch"]),
+            f"{m['epochs_trained']} ({m['stopped']})",
             f"{m['wall_seconds']:.1f}",
         )
     Console(width=120).print(table)

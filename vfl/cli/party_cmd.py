@@ -8,17 +8,13 @@ import typer
 from rich.console import Console
 
 from vfl.config.party import load_party_config
-from vfl.training.loop import EpochRecord
+from vfl.training.loop import EpochRecord, progress_line
 
 console = Console(stderr=True, width=120)
 
 
 def _progress(name: str, r: EpochRecord) -> None:
-    console.print(
-        f"[bold]{name}[/] epoch {r.epoch:>3}  loss {r.train_loss:.4f}  "
-        f"valid NDCG@{r.valid.k} {r.valid.ndcg:.4f}  test AUC {r.test.auc:.4f} "
-        f"HR@{r.test.k} {r.test.hr:.4f}  {r.seconds:.1f}s"
-    )
+    console.print(progress_line(name, r), markup=False)
 
 
 def party(
@@ -46,7 +42,8 @@ def party(
     row = result.get("split_encrypted")
     if isinstance(row, dict):
         console.print(
-            f"done: test AUC {row['auc']:.4f}, HR@10 {row['hr@10']:.4f}; "
+            f"done: test AUC {row['auc']:.4f}, HR@10 {row['hr@10']:.4f} at the selected "
+            f"epoch {row['best_epoch']} of {row['epochs_trained']} ({row['stopped']}); "
             f"wrote {out / 'metrics.json'}"
         )
     else:

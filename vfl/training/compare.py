@@ -30,7 +30,7 @@ from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.storage import atomic_write_json, ensure_dir
 from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
-from vfl.training.loop import FitResult, ProgressFn, fit
+from vfl.training.loop import FitResult, ProgressFn, StopRule, fit
 from vfl.training.recommenders import (
     ActiveInputs,
     HeadRecommender,
@@ -93,6 +93,7 @@ def prepare(job_file: str | Path, order: np.ndarray | None = None) -> Prepared:
         active=ActiveInputs(
             users=TableTensors.from_table(e_data.users, alignment.active_rows),
             items=TableTensors.from_table(e_data.items),
+            sequences=(split.train_users, split.train_items),
         ),
         passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
         allow_plaintext=(active_cfg.party.allow_plaintext, passive_cfg.party.allow_plaintext),
@@ -135,7 +136,7 @@ def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs
         model,
         prep.split,
         batcher,
-        epochs=epochs,
+        stop=StopRule.of(t, epochs=epochs),
         seed=prep.job.job.seed,
         k=prep.job.eval.k,
         cold_quantile=prep.job.eval.cold_start_quantile,
@@ -151,7 +152,7 @@ def run_single(
     users = prep.active.users
     if name == "centralised":
         users = joined_users(users, prep.passive_users)
-    inputs = ActiveInputs(users=users, items=prep.active.items)
+    inputs = ActiveInputs(users=users, items=prep.active.items, sequences=prep.active.sequences)
     model = HeadRecommender(
         name, inputs, prep.job.model, prep.job.train, n_users=len(prep.alignment)
     )
@@ -286,7 +287,8 @@ def _serve_catching(server: PassivePlainServer, errors: list[BaseException]) -> 
 
 
 def summarise(result: FitResult) -> dict[str, Any]:
-    """Test metrics at the best validation epoch, plus timing and the loss curve."""
+    """Test metrics at the best validation epoch (the only place test metrics are read),
+    plus why and when training stopped, timing, the loss and validation NDCG curves."""
     best = result.best
     cold = (
         {}
@@ -303,8 +305,11 @@ def summarise(result: FitResult) -> dict[str, Any]:
         **cold,
         "valid": best.valid.as_dict(),
         "best_epoch": best.epoch,
+        "epochs_trained": len(result.history),
+        "stopped": result.stopped.value,
         "wall_seconds": round(result.train_seconds, 2),
         "loss_curve": [round(r.train_loss, 5) for r in result.history],
+        "valid_ndcg_curve": [round(r.valid.ndcg, 5) for r in result.history],
     }
 
 

@@ -78,7 +78,10 @@ class SecureSplitRecommender:
         )
         local = torch.as_tensor(batch.row_user)
         logits = self.head.logits(
-            torch.as_tensor(batch.users)[local], torch.as_tensor(batch.row_item), z_user[local]
+            torch.as_tensor(batch.users)[local],
+            torch.as_tensor(batch.row_item),
+            z_user[local],
+            train=True,
         )
         loss = _bce(logits, batch)
         self.optimizer.zero_grad()
