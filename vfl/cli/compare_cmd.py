@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -42,6 +43,16 @@ def _progress(name: str, r: EpochRecord) -> None:
     console.print(progress_line(name, r), markup=False)
 
 
+def _print_noise(noise: dict[str, Any], k: int) -> None:
+    table = Table(title=f"mean ± sd over seeds {next(iter(noise.values()))['seeds']}")
+    for col in ("model", f"HR@{k}", f"NDCG@{k}", "AUC", "best epochs"):
+        table.add_column(col, justify="right")
+    for name, n in noise.items():
+        cells = [f"{n[m]['mean']:.4f} ± {n[m]['sd']:.4f}" for m in (f"hr@{k}", f"ndcg@{k}", "auc")]
+        table.add_row(name, *cells, " ".join(str(e) for e in n["best_epochs"]))
+    Console(width=120).print(table)
+
+
 def compare(
     dataset: Dataset = typer.Option(Dataset.SYNTHETIC, help="Dataset to prepare and use."),
     out: Path = typer.Option(None, help="Output folder (default runs/compare-<dataset>)."),
@@ -50,11 +61,18 @@ def compare(
     encrypted: bool = typer.Option(
         False, help="Also train the encrypted split (Paillier, train.key_bits; slow)."
     ),
+    seeds: int = typer.Option(
+        1,
+        min=1,
+        help="Train all for N seeds (job seed, +1, ...): mean and sd in the report.",
+    ),
 ) -> None:
     """Train E alone, plaintext split and centralised on the same split; write compare.json."""
     out_dir = out or Path("runs") / f"compare-{dataset.value}"
     job_file = config or _prepare_data(dataset, out_dir / "data")
-    report = run_compare(job_file, out_dir, epochs=epochs, progress=_progress, encrypted=encrypted)
+    report = run_compare(
+        job_file, out_dir, epochs=epochs, progress=_progress, encrypted=encrypted, seeds=seeds
+    )
     k = report["k"]
     table = Table(
         title=f"{report['job']}: {report['aligned_users']} aligned users, test metrics at "
@@ -76,4 +94,6 @@ def compare(
             f"{m['wall_seconds']:.1f}",
         )
     Console(width=120).print(table)
+    if "noise" in report:
+        _print_noise(report["noise"], k)
     console.print(f"wrote {out_dir / 'compare.json'} and {out_dir / 'report.md'}")

@@ -23,7 +23,8 @@ def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict
     """
     import torch
 
-    from vfl.training.compare import prepare, run_single, run_split, summarise
+    from vfl.training.compare import prepare, run_single, run_split
+    from vfl.training.summary import summarise
 
     torch.set_num_threads(1)  # small models: more threads only spin on a shared machine
     order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids  # training order

@@ -42,12 +42,12 @@ from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_json
-from vfl.training.compare import summarise
 from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, LoopState, ProgressFn, StopRule, fit
 from vfl.training.recommenders import ActiveInputs
 from vfl.training.secure import SecureSplitRecommender, layer_settings
+from vfl.training.summary import summarise
 
 
 def run_active(

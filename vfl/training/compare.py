@@ -39,6 +39,7 @@ from vfl.training.recommenders import (
     joined_users,
 )
 from vfl.training.secure import SecureSplitRecommender, layer_settings
+from vfl.training.summary import seed_noise, summarise
 from vfl.transport.channel import InMemoryChannel
 
 MODELS = ("e_alone", "split_plaintext", "centralised")
@@ -56,17 +57,22 @@ class Prepared:
     allow_plaintext: tuple[bool, bool] = (False, False)  # (E's config, P's config)
 
 
-def prepare(job_file: str | Path, order: np.ndarray | None = None) -> Prepared:
+def prepare(
+    job_file: str | Path, order: np.ndarray | None = None, *, seed: int | None = None
+) -> Prepared:
     """Load both parties, align them, and build the evaluation split.
 
     ``order`` (normalised ids, e.g. the alignment a federated run's PSI produced) fixes the
     order of the aligned users, so the baselines see the same positions and hence the same
-    batches as that run; it must hold exactly the common users.
+    batches as that run; it must hold exactly the common users. ``seed`` replaces the job's
+    ``[job] seed`` (candidates, batches, initial weights), for measuring run-to-run noise.
 
     Raises:
         DataError: ``order`` is not the intersection of the two parties' users.
     """
     job = load_job_config(job_file)
+    if seed is not None:
+        job = job.model_copy(update={"job": job.job.model_copy(update={"seed": seed})})
     active_cfg, passive_cfg = load_job_parties(job, job_file)
     e_data = load_party_data(active_cfg)
     p_data = load_party_data(passive_cfg)
@@ -124,7 +130,9 @@ def reorder(alignment: Alignment, order: np.ndarray) -> Alignment:
     )
 
 
-def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs: int) -> FitResult:
+def _fit(
+    prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs: int | None
+) -> FitResult:
     t = prep.job.train
     batcher = UserBatcher(
         prep.split,
@@ -145,7 +153,7 @@ def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs
 
 
 def run_single(
-    prep: Prepared, name: str, *, epochs: int, progress: ProgressFn | None = None
+    prep: Prepared, name: str, *, epochs: int | None, progress: ProgressFn | None = None
 ) -> FitResult:
     """Train a one-process model: ``e_alone`` or ``centralised``."""
     torch.manual_seed(prep.job.job.seed)
@@ -162,7 +170,7 @@ def run_single(
 def run_split(
     prep: Prepared,
     *,
-    epochs: int,
+    epochs: int | None,
     progress: ProgressFn | None = None,
     channel_timeout: float = 120.0,
     secure: bool = False,
@@ -286,31 +294,28 @@ def _serve_catching(server: PassivePlainServer, errors: list[BaseException]) -> 
         errors.append(exc)
 
 
-def summarise(result: FitResult) -> dict[str, Any]:
-    """Test metrics at the best validation epoch (the only place test metrics are read),
-    plus why and when training stopped, timing, the loss and validation NDCG curves."""
-    best = result.best
-    cold = (
-        {}
-        if best.test_cold is None
-        else {
-            "cold_start": {
-                **best.test_cold.as_dict(),
-                "max_train_positives": result.cold_max_train_positives,
-            }
-        }
+def compare_models(
+    prep: Prepared, *, epochs: int | None, progress: ProgressFn | None, encrypted: bool
+) -> dict[str, Any]:
+    """The summary rows of the three models (four with ``encrypted``) on one prepared split."""
+    rows: dict[str, Any] = {}
+    rows["e_alone"] = summarise(run_single(prep, "e_alone", epochs=epochs, progress=progress))
+    split_result, traffic = run_split(prep, epochs=epochs, progress=progress)
+    rows["split_plaintext"] = {**summarise(split_result), **traffic}
+    rows["centralised"] = summarise(
+        run_single(prep, "centralised", epochs=epochs, progress=progress)
     )
-    return {
-        **best.test.as_dict(),
-        **cold,
-        "valid": best.valid.as_dict(),
-        "best_epoch": best.epoch,
-        "epochs_trained": len(result.history),
-        "stopped": result.stopped.value,
-        "wall_seconds": round(result.train_seconds, 2),
-        "loss_curve": [round(r.train_loss, 5) for r in result.history],
-        "valid_ndcg_curve": [round(r.valid.ndcg, 5) for r in result.history],
-    }
+    if encrypted:
+        secure_result, traffic = run_split(prep, epochs=epochs, progress=progress, secure=True)
+        rows["split_encrypted"] = {
+            **summarise(secure_result),
+            **traffic,
+            "key_bits": prep.job.train.key_bits,
+            "cost_of_privacy": round(
+                secure_result.train_seconds / max(split_result.train_seconds, 1e-9), 1
+            ),
+        }
+    return rows
 
 
 def run_compare(
@@ -320,55 +325,40 @@ def run_compare(
     epochs: int | None = None,
     progress: ProgressFn | None = None,
     encrypted: bool = False,
+    seeds: int = 1,
 ) -> dict[str, Any]:
-    """Train the three models (four with ``encrypted``) and write ``compare.json``."""
+    """Train the three models (four with ``encrypted``) and write ``compare.json``.
+
+    With ``seeds > 1`` everything is trained again for the job seed plus 1 .. seeds-1: the
+    report's ``models`` stay the job seed's, ``per_seed`` holds every seed's rows and
+    ``noise`` the mean and standard deviation of each metric (:func:`seed_noise`).
+    """
     t0 = time.perf_counter()
     out = ensure_dir(out_dir)  # fail before training if the output cannot be written
     prep = prepare(job_file)
-    n_epochs = epochs or prep.job.train.epochs
-    rows: dict[str, Any] = {}
-    rows["e_alone"] = summarise(run_single(prep, "e_alone", epochs=n_epochs, progress=progress))
-    split_result, traffic = run_split(prep, epochs=n_epochs, progress=progress)
-    rows["split_plaintext"] = {**summarise(split_result), **traffic}
-    rows["centralised"] = summarise(
-        run_single(prep, "centralised", epochs=n_epochs, progress=progress)
-    )
-    if encrypted:
-        secure_result, traffic = run_split(prep, epochs=n_epochs, progress=progress, secure=True)
-        rows["split_encrypted"] = {
-            **summarise(secure_result),
-            **traffic,
-            "key_bits": prep.job.train.key_bits,
-            "cost_of_privacy": round(
-                secure_result.train_seconds / max(split_result.train_seconds, 1e-9), 1
-            ),
-        }
-    report = {
+    base = prep.job.job.seed
+    per_seed = {base: compare_models(prep, epochs=epochs, progress=progress, encrypted=encrypted)}
+    for s in range(base + 1, base + seeds):
+        again = prepare(job_file, seed=s)
+        per_seed[s] = compare_models(again, epochs=epochs, progress=progress, encrypted=encrypted)
+    report: dict[str, Any] = {
         "job": prep.job.job.name,
-        "seed": prep.job.job.seed,
-        "epochs": n_epochs,
+        "dataset": prep.job.job.name,
+        "seed": base,
+        "epochs": epochs or prep.job.train.epochs,
+        "patience": prep.job.train.patience,
         "aligned_users": len(prep.alignment),
         "items": prep.split.n_items,
         "train_positives": len(prep.split.train_items),
         "test_users": len(prep.split.test.users),
         "k": prep.job.eval.k,
         "test_negatives": prep.job.eval.test_negatives,
-        "models": rows,
-        "total_seconds": round(time.perf_counter() - t0, 2),
+        "models": per_seed[base],
     }
+    if seeds > 1:
+        report["per_seed"] = {str(s): rows for s, rows in per_seed.items()}
+        report["noise"] = seed_noise(per_seed, k=prep.job.eval.k)
+    report["total_seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(out / "compare.json", report)
     write_report(report, out)
     return report
-
-
-def gap(report: dict[str, Any], metric: str = "auc") -> dict[str, float]:
-    """Split minus E-alone, and centralised minus split, for one metric."""
-    m = report["models"]
-    return {
-        "split_minus_e_alone": float(
-            np.round(m["split_plaintext"][metric] - m["e_alone"][metric], 4)
-        ),
-        "centralised_minus_split": float(
-            np.round(m["centralised"][metric] - m["split_plaintext"][metric], 4)
-        ),
-    }
