@@ -109,7 +109,9 @@ def merge(
         "job": "pilot",
         "dataset": dataset,
         "seed": cfg.job.seed,
-        "epochs": cfg.train.epochs,
+        "epochs": cfg.train.epochs,  # the most; each model's own count is in its row
+        "patience": cfg.train.patience,
+        "time_budget_s": cfg.train.time_budget_s,
         "users_per_step": cfg.train.users_per_step,
         "key_bits": cfg.train.key_bits,
         "aligned_users": enc_run.metrics["aligned_users"],
