@@ -211,6 +211,32 @@ def run_split(
     return result, traffic
 
 
+def _report(
+    prep: Prepared, per_seed: dict[int, dict[str, Any]], *, epochs: int | None, seconds: float
+) -> dict[str, Any]:
+    """``compare.json``: the job seed's rows as ``models``; with several seeds, each seed's
+    rows and the noise over them."""
+    report: dict[str, Any] = {
+        "job": prep.job.job.name,
+        "dataset": prep.job.job.name,
+        "seed": prep.job.job.seed,
+        "epochs": epochs or prep.job.train.epochs,
+        "patience": prep.job.train.patience,
+        "aligned_users": len(prep.alignment),
+        "items": prep.split.n_items,
+        "train_positives": len(prep.split.train_items),
+        "test_users": len(prep.split.test.users),
+        "k": prep.job.eval.k,
+        "test_negatives": prep.job.eval.test_negatives,
+        "models": per_seed[prep.job.job.seed],
+    }
+    if len(per_seed) > 1:
+        report["per_seed"] = {str(s): rows for s, rows in per_seed.items()}
+        report["noise"] = seed_noise(per_seed, k=prep.job.eval.k)
+    report["total_seconds"] = round(seconds, 2)
+    return report
+
+
 def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
     """E's side of the plaintext split."""
     return SplitRecommender(
@@ -337,28 +363,11 @@ def run_compare(
     out = ensure_dir(out_dir)  # fail before training if the output cannot be written
     prep = prepare(job_file)
     base = prep.job.job.seed
-    per_seed = {base: compare_models(prep, epochs=epochs, progress=progress, encrypted=encrypted)}
-    for s in range(base + 1, base + seeds):
-        again = prepare(job_file, seed=s)
+    per_seed: dict[int, dict[str, Any]] = {}
+    for s in range(base, base + seeds):
+        again = prep if s == base else prepare(job_file, seed=s)
         per_seed[s] = compare_models(again, epochs=epochs, progress=progress, encrypted=encrypted)
-    report: dict[str, Any] = {
-        "job": prep.job.job.name,
-        "dataset": prep.job.job.name,
-        "seed": base,
-        "epochs": epochs or prep.job.train.epochs,
-        "patience": prep.job.train.patience,
-        "aligned_users": len(prep.alignment),
-        "items": prep.split.n_items,
-        "train_positives": len(prep.split.train_items),
-        "test_users": len(prep.split.test.users),
-        "k": prep.job.eval.k,
-        "test_negatives": prep.job.eval.test_negatives,
-        "models": per_seed[base],
-    }
-    if seeds > 1:
-        report["per_seed"] = {str(s): rows for s, rows in per_seed.items()}
-        report["noise"] = seed_noise(per_seed, k=prep.job.eval.k)
-    report["total_seconds"] = round(time.perf_counter() - t0, 2)
-    atomic_write_json(out / "compare.json", report)
+        report = _report(prep, per_seed, epochs=epochs, seconds=time.perf_counter() - t0)
+        atomic_write_json(out / "compare.json", report)  # after every seed: a partial result
     write_report(report, out)
     return report
