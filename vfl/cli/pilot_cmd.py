@@ -147,7 +147,7 @@ def pilot(
     timeout: float = typer.Option(7200, help="Seconds before a federated run is abandoned."),
 ) -> None:
     """Run the pilot: E alone, VFL plaintext, VFL encrypted (3 processes each), centralised."""
-    from vfl.cli.pilot_report import baseline_rows, merge, write_outputs
+    from vfl.cli.pilot_report import baseline_rows, merge, privacy_audit, write_outputs
 
     t_start = time.perf_counter()
     synthetic = dataset is Dataset.SYNTHETIC
@@ -180,6 +180,9 @@ def pilot(
         console.print("training E alone and centralised on the same users, order and split ...")
         base = baseline_rows(files["encrypted"].job, out, epochs=n_epochs, plaintext=plaintext)
     results = merge(runs, base, dataset=dataset.value, out=out, job=files["encrypted"].job)
+    console.print("auditing what each party could infer (the job replayed in-process) ...")
+    trained = len(results["models"]["split_encrypted"].get("loss_curve", [])) or n_epochs
+    results["privacy"] = privacy_audit(files["encrypted"].job, out, epochs=trained)
     results["pilot_seconds"] = round(time.perf_counter() - t_start, 1)
     report = write_outputs(results, out)
     console.print(f"wrote {out / 'metrics.json'} and {report} in {results['pilot_seconds']:.0f} s")

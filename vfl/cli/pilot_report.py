@@ -39,6 +39,24 @@ def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict
     return rows
 
 
+def privacy_audit(job: Path, out: Path, *, epochs: int) -> dict[str, Any]:
+    """What each party could infer in this pilot: the job replayed in-process on the run's
+    aligned order with its ``[privacy]`` settings, and once without the label defence."""
+    import torch
+
+    from vfl.evaluation.privacy import audit_split
+    from vfl.evaluation.privacy_report import audit_summary
+    from vfl.training.compare import prepare
+
+    torch.set_num_threads(1)
+    order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids
+    prep = prepare(job, order=order)
+    privacy = prep.job.privacy
+    as_run = audit_split(prep, epochs=epochs)
+    bare = audit_split(prep, epochs=epochs, privacy=privacy.model_copy(update={"label_noise": 0}))
+    return audit_summary(privacy, as_run, bare, epochs)
+
+
 def _row(run: FederatedRun) -> dict[str, Any]:
     """E's model row of a federated run, with its wall time and E's bytes."""
     metrics = run.metrics

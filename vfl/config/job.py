@@ -148,7 +148,7 @@ class PrivacyConfig(BaseModel):
 
     model_config = _FROZEN
 
-    label_noise: NonNegativeFloat = 0.0  # noise multiplier (std / clipping bound)
+    label_noise: NonNegativeFloat = 2.0  # noise multiplier (std / clipping bound); 0 = off
     label_clip: PositiveFloat = 0.05  # L2 bound of a user's mean row gradient m·δ_u
 
 

@@ -176,10 +176,15 @@ def _pilot_lines(results: dict[str, Any], out_dir: Path) -> list[str]:
 
     runs = results["phase_runs"]
     plot_phase_runs(runs, out_dir / "phase_runs.png")
-    return [
+    lines = [
         *phase_run_lines(runs, results.get("cost_of_privacy")),
         *psi_lines(results.get("psi") or {}),
     ]
+    if results.get("privacy"):
+        from vfl.evaluation.privacy_report import privacy_lines
+
+        lines += privacy_lines(results["privacy"])
+    return lines
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> Path:

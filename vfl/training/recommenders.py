@@ -155,6 +155,10 @@ class StepCache:
             self._step, self._values = step, np.concatenate(parts)
         return self._values[np.asarray(users, np.int64)]
 
+    def latest(self) -> np.ndarray | None:
+        """Every user's values at the last step fetched (None before any)."""
+        return self._values
+
 
 EVAL_FETCH_USERS = 512  # users per evaluation request to P (at most the masks' max_users)
 

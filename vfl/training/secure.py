@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -57,6 +59,9 @@ class SecureSplitRecommender:
         self.head = ActiveHead(inputs, cfg, n_users=n_users)
         self.peer = peer
         self.defence = defence or NoDefence()
+        # An audit's view of each step at the cut (benchmarks, the pilot's privacy audit):
+        # called with the batch, z_B (a leaf that requires grad) and the rows' logits.
+        self.observer: Callable[[Batch, torch.Tensor, torch.Tensor], None] | None = None
         plain = peer.share.settings.mode is Mode.PLAINTEXT
         self.name = "split_shared_plaintext" if plain else "split_encrypted"
         self.optimizer = _adam(list(self.head.parameters()), train)
@@ -83,6 +88,8 @@ class SecureSplitRecommender:
             z_user[local],
             train=True,
         )
+        if self.observer is not None:
+            self.observer(batch, z_user, logits)
         loss = _bce(logits, batch)
         self.optimizer.zero_grad()
         loss.backward()
@@ -92,6 +99,17 @@ class SecureSplitRecommender:
         delta = z_user.grad.numpy().astype(np.float64)
         self.peer.backward(step, delta, self.defence(delta, batch.secret))
         return float(loss.detach())
+
+    def z_b_latest(self) -> np.ndarray:
+        """E's view: ``z_B`` of every aligned user at the last evaluation.
+
+        Raises:
+            ValueError: before any evaluation.
+        """
+        values = self._z.latest()
+        if values is None:
+            raise ValueError("no evaluation yet: z_B of the aligned users is not known")
+        return values
 
     @torch.no_grad()
     def predict(self, step: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
