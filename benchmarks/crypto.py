@@ -170,16 +170,12 @@ def vfl_unpacked(keys: KeyPair, reps: int) -> dict[str, Any]:
     short = ShortExponentSource(pk)
     cts = [pk.raw_encrypt(secrets.randbelow(pk.n)) for _ in range(reps)]
     ints = [_signed_scalar() for _ in range(5 * reps)]
-    short_256 = ShortExponentSource(pk, exponent_bits=256)
     owner = OwnerCrtSource(sk)
 
     return {
         "encrypt_full_inline": measure(many(lambda i: pk.raw_encrypt(i), reps)),
         "encrypt_short_inline": measure(
             many(lambda i: pk.raw_encrypt(i, r_pow_n=short.take(1)[0]), 5 * reps)
-        ),
-        "encrypt_short256_inline": measure(
-            many(lambda i: pk.raw_encrypt(i, r_pow_n=short_256.take(1)[0]), 5 * reps)
         ),
         "encrypt_owner_crt_inline": measure(
             many(lambda i: pk.raw_encrypt(i, r_pow_n=owner.take(1)[0]), reps)

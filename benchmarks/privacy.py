@@ -33,9 +33,9 @@ import torch
 from vfl.config.job import PrivacyConfig
 from vfl.data.movielens import convert_movielens
 from vfl.data.synthetic_writer import generate_synthetic
-from vfl.evaluation.privacy import audit_split
 from vfl.training.compare import prepare
 from vfl.training.defences import label_epsilon
+from vfl.training.privacy_audit import audit_split
 
 
 def _data(name: str, root: Path) -> Path:

@@ -38,7 +38,7 @@ from vfl.crypto.pool import randomness_source
 from vfl.data.movielens import convert_movielens
 from vfl.protocol.ciphers import OpCounts
 from vfl.protocol.endpoint import Endpoint
-from vfl.protocol.options import Mode, Randomness
+from vfl.protocol.options import Mode, Randomness, SecurityFloor
 from vfl.protocol.secure_layer import initial_half
 from vfl.training.compare import (
     Prepared,
@@ -70,8 +70,14 @@ def load_movielens(users_per_step: int, mode: Mode, args: argparse.Namespace) ->
         }
     )
     job = prep.job.model_copy(update={"train": train})
-    # Plaintext mode needs both parties' consent; this benchmark gives it for its own run.
-    return replace(prep, job=job, allow_plaintext=(mode is Mode.PLAINTEXT,) * 2)
+    # Plaintext mode, a short key or short-exponent re-randomisation needs both parties'
+    # consent in their own configs; this benchmark gives it for its own run.
+    floor = SecurityFloor(
+        min_key_bits=args.bits, allow_short_exponent=args.randomness == "short_exponent"
+    )
+    return replace(
+        prep, job=job, allow_plaintext=(mode is Mode.PLAINTEXT,) * 2, floors=(floor, floor)
+    )
 
 
 def _train(

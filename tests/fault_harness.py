@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.helpers import accept_test_keys
+from tests.timing import scaled
 from vfl.checkpoint import Checkpoint, Phase, decode, file_name
 from vfl.cli.netconfig import NetworkLayout, write_network_configs
 from vfl.data.party_files import dumps_toml
@@ -128,7 +130,7 @@ class Job:
             self._wait_listening()
 
     def _wait_listening(self) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while "listening on" not in self.log("coordinator"):
             if time.monotonic() > deadline or self.procs["coordinator"].poll() is not None:
                 raise AssertionError(f"coordinator did not start:\n{self.log('coordinator')}")
@@ -250,8 +252,8 @@ class Job:
         self.start("p")
         self.start("e")
         while self.done != {"e", "p"}:
-            if time.monotonic() - began > timeout:
-                raise AssertionError(f"job not done after {timeout} s; {self._tails()}")
+            if time.monotonic() - began > scaled(timeout):
+                raise AssertionError(f"job not done after {scaled(timeout)} s; {self._tails()}")
             self._reap(out)
             if pending and due is None and pending[0].when(self):
                 due = time.monotonic() + pending[0].delay * (0.5 + rng.random())
@@ -324,6 +326,7 @@ def _prepare(root: Path, *, epochs: int, timeout_s: float) -> dict[str, Path]:
     for name in PARTY.values():
         write_box_keys(certs, name)
     files = {"e": data / "e_party.toml", "p": data / "p_party.toml"}
+    accept_test_keys(files["e"], files["p"])  # each party's own floor, lowered for 512 bits
     layout = NetworkLayout(
         certs, ("shop", "payments"), port=_free_port(), job_file=job, timeout_s=timeout_s
     )

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import threading
+import tomllib
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vfl.data.formats import dumps_toml
 from vfl.data.tables import ActiveData, FeatureTable, InteractionLog, PassiveData
+
+TEST_KEY_BITS = 512  # unit and process tests; real party configs keep the 2048-bit floor
+
+
+def accept_test_keys(*party_configs: Path, bits: int = TEST_KEY_BITS) -> None:
+    """Lower each party config's own security floor (``[party] min_key_bits``) to ``bits``,
+    as a test that runs the real parties with small Paillier keys must."""
+    for path in party_configs:
+        table = tomllib.loads(path.read_text())
+        table["party"]["min_key_bits"] = bits
+        path.write_text(dumps_toml(table))
 
 
 def table(

@@ -15,7 +15,7 @@ from vfl.config.job import ModelConfig, TrainConfig
 from vfl.crypto.paillier import KeyPair
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
-from vfl.protocol.options import Mode
+from vfl.protocol.options import Mode, SecurityFloor
 from vfl.protocol.recorder import RecordingChannel
 from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
@@ -33,6 +33,9 @@ CFG = ModelConfig(
 )
 TRAIN = TrainConfig(learning_rate=0.01, users_per_step=4)
 BITS = 512
+# The parties' own floors in these tests: 512-bit keys and short exponents accepted (the
+# defaults, 2048 bits and full randomness only, are what real party configs get).
+TEST_FLOOR = SecurityFloor(min_key_bits=BITS, allow_short_exponent=True)
 
 
 @functools.cache
@@ -103,6 +106,7 @@ def build_pair(
     p_settings: LayerSettings | None = None,
     allow: tuple[bool, bool] = (False, False),
     timeout: float = 30.0,
+    floors: tuple[SecurityFloor, SecurityFloor] = (TEST_FLOOR, TEST_FLOOR),
 ) -> Pair:
     """Both parties on ``tests.helpers.tiny_training_inputs()``-style inputs."""
     torch.manual_seed(0)
@@ -113,11 +117,19 @@ def build_pair(
     v = initial_half(d, h, p_settings.scales, np.random.default_rng(2))
     plain = e_settings.mode is Mode.PLAINTEXT
     e_share = ActiveShare(
-        u=u, settings=e_settings, keys=None if plain else keys("E"), allow_plaintext=allow[0]
+        u=u,
+        settings=e_settings,
+        keys=None if plain else keys("E"),
+        allow_plaintext=allow[0],
+        floor=floors[0],
     )
     p_plain = p_settings.mode is Mode.PLAINTEXT
     p_share = PassiveShare(
-        v=v, settings=p_settings, keys=None if p_plain else keys("P"), allow_plaintext=allow[1]
+        v=v,
+        settings=p_settings,
+        keys=None if p_plain else keys("P"),
+        allow_plaintext=allow[1],
+        floor=floors[1],
     )
     e_rec, p_rec = RecordingChannel(e_ch), RecordingChannel(p_ch)
     bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, CFG.passive_out)

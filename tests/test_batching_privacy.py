@@ -16,13 +16,13 @@ from tests.secure_helpers import build_pair, settings
 from vfl.config.job import PrivacyConfig
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.data.tables import InteractionLog
-from vfl.evaluation.privacy import audit_split
 from vfl.protocol.messages import SecureForwardIns
 from vfl.protocol.options import Mode
 from vfl.training.compare import prepare
 from vfl.training.defences import GaussianLabelNoise
 from vfl.training.inputs import UserBatcher
 from vfl.training.loop import StopRule, fit
+from vfl.training.privacy_audit import audit_split
 
 
 def _fewer_purchases(active, rng):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.timing import scaled
 from vfl.config.coordinator import load_coordinator_config
 from vfl.errors import CheckpointError
 from vfl.transport.board import Heartbeat, JobBoard, PartyState
@@ -296,7 +297,7 @@ def _lines_until(proc: subprocess.Popen[str], words: str, timeout_s: float = 20.
     """The coordinator's output lines up to the first containing ``words``."""
     assert proc.stdout is not None
     lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while time.monotonic() < deadline:
         if select.select([proc.stdout], [], [], 0.2)[0]:
             line = proc.stdout.readline()
@@ -325,7 +326,7 @@ def _channel(pki: DevPki, port: int, me: str, peer: str) -> GrpcChannel:
 def _stop(proc: subprocess.Popen[str], sig: int) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
-    proc.communicate(timeout=10)
+    proc.communicate(timeout=scaled(10))
 
 
 def test_vfl_coordinator_on_a_corrupted_state_file_exits_2_naming_it(pki: DevPki) -> None:
@@ -337,7 +338,7 @@ def test_vfl_coordinator_on_a_corrupted_state_file_exits_2_naming_it(pki: DevPki
     state.write_text("{oops")
     # Execute
     proc = _start_coordinator(config)
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=scaled(60))
     # Assert: one named error, no traceback, the file kept
     assert proc.returncode == 2, out
     assert f"{state}: coordinator state file is not JSON" in out and "Fix: delete" in out

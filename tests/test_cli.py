@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import accept_test_keys
+from tests.timing import scaled
+
 
 def vfl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``python -m vfl ARGS`` and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "vfl", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "vfl", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=scaled(600),
     )
 
 
@@ -98,6 +105,31 @@ def test_compare_over_seeds_reports_the_noise(small_synthetic: Path) -> None:
     )
 
 
+def test_compare_encrypted_refuses_keys_below_a_partys_floor(small_synthetic: Path) -> None:
+    # Prepare: 512-bit keys in the job, but the party configs keep the default 2048-bit floor
+    data = small_synthetic / "data"
+    job = (data / "job.toml").read_text()
+    (data / "job_weak.toml").write_text(job.replace("[train]\n", "[train]\nkey_bits = 512\n"))
+    # Execute
+    done = vfl(
+        "compare",
+        "--config",
+        "data/job_weak.toml",
+        "--epochs",
+        "1",
+        "--encrypted",
+        "--out",
+        "weak",
+        cwd=small_synthetic,
+    )
+    # Assert: refused by name (party, plan key, config key, fix), no traceback, no secure row
+    assert done.returncode == 2, done.stderr
+    assert "refuses the plan: train.key_bits = 512" in done.stderr
+    assert "min_key_bits = 2048" in done.stderr and "e_party.toml" in done.stderr
+    assert "Fix:" in done.stderr and "Traceback" not in done.stderr
+    assert not (small_synthetic / "weak" / "compare.json").exists()
+
+
 def test_bad_job_config_is_one_clear_line(small_synthetic: Path) -> None:
     bad = small_synthetic / "bad.toml"
     bad.write_text(
@@ -111,11 +143,14 @@ def test_bad_job_config_is_one_clear_line(small_synthetic: Path) -> None:
 
 
 def test_compare_encrypted_adds_the_secure_row(small_synthetic: Path) -> None:
-    # Prepare: the same job with small test keys (real runs use 2048 bits)
-    job = (small_synthetic / "data" / "job.toml").read_text()
-    (small_synthetic / "data" / "job512.toml").write_text(
-        job.replace("[train]\n", "[train]\nkey_bits = 512\n")
-    )
+    # Prepare: the same job with small test keys (real runs use 2048 bits), and party
+    # configs whose own floor accepts them
+    data = small_synthetic / "data"
+    for k in ("e", "p"):
+        (data / f"{k}_party512.toml").write_text((data / f"{k}_party.toml").read_text())
+        accept_test_keys(data / f"{k}_party512.toml")
+    job = (data / "job.toml").read_text().replace("_party.toml", "_party512.toml")
+    (data / "job512.toml").write_text(job.replace("[train]\n", "[train]\nkey_bits = 512\n"))
     # Execute
     done = vfl(
         "compare",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.timing import scaled
 from vfl.config.coordinator import load_coordinator_config
 from vfl.config.party import load_party_config, read_network_pems
 from vfl.coordinator.service import run_coordinator
@@ -61,7 +62,7 @@ def _vfl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         env=_env(),
     )
 
@@ -278,12 +279,12 @@ def coordinator_proc(conf_dir: Path) -> Iterator[tuple[subprocess.Popen[str], in
         env=_env(),
     )
     try:
-        _wait_for_line(proc, "listening on", timeout_s=15.0)
+        _wait_for_line(proc, "listening on", timeout_s=scaled(15.0))
         yield proc, port
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=5)
+        proc.communicate(timeout=scaled(5))
 
 
 def _wait_for_line(proc: subprocess.Popen[str], words: str, timeout_s: float) -> str:
@@ -339,7 +340,7 @@ def test_coordinator_process_relays_and_reports_bytes_on_sigterm(
         shop.close()
         payments.close()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=5)
+    out, err = proc.communicate(timeout=scaled(5))
 
     # Assert
     assert proc.returncode == 0, err

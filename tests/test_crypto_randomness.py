@@ -17,9 +17,11 @@ from vfl.crypto.pool import RandomnessPool, randomness_source
 from vfl.crypto.randomness import (
     FixedBaseTable,
     FullSource,
+    ManyBaseTable,
     OwnerCrtSource,
     Randomness,
     ShortExponentSource,
+    many_base_rows,
 )
 from vfl.executor import InlineExecutor, LocalProcessExecutor
 
@@ -97,14 +99,44 @@ def test_short_exponent_values_are_fresh_nth_residues(keys: KeyPair) -> None:
     enc = EncryptedVector.raw_encrypt(keys.public_key, [5, -7], pool=source)
     n = keys.public_key.n
     assert keys.private_key.raw_decrypt_vector(enc) == [5, n - 7]
-    assert source.exponent_bits == 256 and source.take(0) == []
+    # 266 bases of 8-bit digits at 512 bits (many_base_rows), each base an n-th residue
+    assert len(source.bases) == many_base_rows(512) == 266 and source.exponent_bits == 8 * 266
+    assert all(_is_nth_residue(keys, b) for b in source.bases) and source.take(0) == []
 
 
-def test_short_exponent_source_refuses_short_exponents_and_bad_h(keys: KeyPair) -> None:
-    with pytest.raises(ValueError, match="below 256"):
-        ShortExponentSource(keys.public_key, exponent_bits=128)
+def test_short_exponent_source_refuses_too_few_or_bad_bases(keys: KeyPair) -> None:
+    pk = keys.public_key
+    bases = ShortExponentSource(pk).bases
+    with pytest.raises(ValueError, match="too few"):
+        ShortExponentSource(pk, bases=bases[:-1])
     with pytest.raises(ValueError, match="unit"):
-        ShortExponentSource(keys.public_key, h=keys.public_key.n)
+        ShortExponentSource(pk, bases=(pk.n, *bases[1:]))
+    assert ShortExponentSource(pk, bases=bases).bases == bases  # public bases can be reused
+
+
+def test_many_base_table_power_matches_the_product_of_powers() -> None:
+    # Prepare: three bases, 4-bit digits
+    table = ManyBaseTable((3, 5, 7), MODULUS, 4)
+    for x in (0, 1, 0xF, 0x10, 0xABC, 0xFFF):
+        digits = [(x >> (4 * i)) & 0xF for i in range(3)]
+        # Execute / Assert
+        assert (
+            table.power(x)
+            == pow(3, digits[0], MODULUS)
+            * pow(5, digits[1], MODULUS)
+            * pow(7, digits[2], MODULUS)
+            % MODULUS
+        )
+    with pytest.raises(ValueError, match="13 bits exceeds"):
+        table.power(1 << 12)
+
+
+def test_many_base_rows_meet_both_conditions_of_the_bound() -> None:
+    for n_bits in (512, 1024, 2048, 3072):
+        rows = many_base_rows(n_bits)
+        assert 8 * rows >= n_bits + 256  # phi(n) / 2^(w t) <= 2^-256
+        assert rows >= 256 + 8 + 2  # k = 2 term: 4 * (1/2)^t <= 2^(-256 - 8)
+    assert many_base_rows(2048) == 288
 
 
 def test_sources_are_rpown_sources_for_rerandomisation(keys: KeyPair) -> None:

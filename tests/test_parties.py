@@ -7,6 +7,7 @@ import json
 import threading
 from pathlib import Path
 
+from tests.helpers import accept_test_keys
 from vfl.config.job import load_job_config, load_job_parties
 from vfl.config.plan import JobPlan
 from vfl.data.synthetic_writer import generate_synthetic
@@ -21,6 +22,7 @@ def test_psi_then_encrypted_training_end_to_end(tmp_path: Path) -> None:
     generate_synthetic(data, users=500, items=150, overlap=0.7, seed=4)
     job_file = data / "job.toml"
     job_file.write_text(job_file.read_text().replace("[train]\n", "[train]\nkey_bits = 512\n"))
+    accept_test_keys(data / "e_party.toml", data / "p_party.toml")
     job_cfg = load_job_config(job_file)
     e_cfg, p_cfg = load_job_parties(job_cfg, job_file)
     job = JobPlan.of(job_cfg)

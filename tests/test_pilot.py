@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.timing import scaled
 from vfl.cli.pilot_cmd import plaintext_mode_available
 
 
@@ -30,7 +31,7 @@ def test_pilot_runs_three_processes_and_reports(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=scaled(600),
     )
     # Assert
     assert done.returncode == 0, done.stderr
@@ -106,3 +107,24 @@ def test_a_new_pilot_drops_the_last_pilots_checkpoints_only(tmp_path: Path) -> N
     for party in ("e", "p"):
         assert not (tmp_path / party / "checkpoints").exists()
         assert (tmp_path / party / "alignment.json").read_text() == "{}"
+
+
+def test_the_pilot_keeps_the_secure_floor_unless_asked_for_test_keys(tmp_path: Path) -> None:
+    # Prepare: the pilot's data, once with the default 2048-bit plan, once with --key-bits 512
+    from vfl.cli.pilot_cmd import write_run_configs
+    from vfl.config.party import load_party_config
+    from vfl.data.synthetic_writer import generate_synthetic
+
+    floors = {}
+    for bits in (2048, 512):
+        out = tmp_path / str(bits)
+        generate_synthetic(out / "data", users=60, items=40, seed=1)
+        # Execute
+        files = write_run_configs(out, {"key_bits": bits}, plaintext=True)
+        # Assert: every party config of both runs
+        for run in files.values():
+            for cfg in (load_party_config(run.e), load_party_config(run.p)):
+                floors.setdefault(bits, set()).add(
+                    (cfg.party.min_key_bits, cfg.party.allow_short_exponent)
+                )
+    assert floors == {2048: {(2048, False)}, 512: {(512, False)}}

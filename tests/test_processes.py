@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import accept_test_keys
+from tests.timing import scaled
 from vfl.cli.netconfig import NetworkLayout, write_network_configs
 from vfl.config.party import load_party_config
 from vfl.config.plan import JobPlan
@@ -73,7 +75,8 @@ class Pilot:
         return self.start(k, *args, "--local-seed", str(SEEDS[k]), *extra)
 
     def wait_log(self, k: str, words: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        """Wait for ``words`` in ``k``'s log; ``timeout`` is scaled (it is never the property)."""
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             if words in self.log(k):
                 return
@@ -83,8 +86,9 @@ class Pilot:
         pytest.fail(f"{k} never logged '{words}':\n{self.log(k)[-3000:]}")
 
     def wait_exit(self, k: str, timeout: float) -> int:
+        """Wait for ``k`` to exit; ``timeout`` is scaled (it is never the property)."""
         try:
-            return self.procs[k].wait(timeout=timeout)
+            return self.procs[k].wait(timeout=scaled(timeout))
         except subprocess.TimeoutExpired:
             pytest.fail(f"{k} still running after {timeout} s:\n{self.log(k)[-3000:]}")
 
@@ -103,7 +107,7 @@ class Pilot:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
-            proc.wait(timeout=10)
+            proc.wait(timeout=scaled(10))
 
 
 def _free_port() -> int:
@@ -129,6 +133,7 @@ def _prepare(root: Path, *, epochs: int = 2) -> Pilot:
     for name in ("shop", "payments"):
         write_box_keys(certs, name)
     files = {"e": data / "e_party.toml", "p": data / "p_party.toml"}
+    accept_test_keys(files["e"], files["p"])  # each party's own floor, lowered for 512 bits
     layout = NetworkLayout(certs, ("shop", "payments"), port=_free_port(), job_file=job)
     written = write_network_configs(layout, {"shop": files["e"], "payments": files["p"]})
     coordinator = written["coordinator"]
@@ -162,16 +167,19 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pilot]:
 def _in_process_reference(run: Pilot) -> dict[str, object]:
     """The same plan, alignment and party seeds, both parties as threads of this process."""
     plan = JobPlan.model_validate_json((run.root / "e" / "job_plan.json").read_text())
-    e_data = load_party_data(load_party_config(run.files["e"]))
-    p_data = load_party_data(load_party_config(run.files["p"]))
+    e_cfg, p_cfg = load_party_config(run.files["e"]), load_party_config(run.files["p"])
+    e_data, p_data = load_party_data(e_cfg), load_party_data(p_cfg)
     assert isinstance(e_data, ActiveData) and isinstance(p_data, PassiveData)
     e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
     p_align = load_alignment(run.root / "p" / "alignment.json")
     errors: list[BaseException] = []
+    e_floor, p_floor = e_cfg.party.floor(), p_cfg.party.floor()  # their own, for 512 bits
 
     def passive() -> None:
         try:
-            serve_passive(p_data, plan, p_ch, p_align, timeout=60, local_seed=SEEDS["p"])
+            serve_passive(
+                p_data, plan, p_ch, p_align, timeout=60, local_seed=SEEDS["p"], floor=p_floor
+            )
         except BaseException as exc:  # re-raised below
             errors.append(exc)
 
@@ -180,7 +188,9 @@ def _in_process_reference(run: Pilot) -> dict[str, object]:
     out = run.root / "reference"
     out.mkdir()
     e_align = load_alignment(run.root / "e" / "alignment.json")
-    metrics = train_active(e_data, plan, e_ch, e_align, out, timeout=60, local_seed=SEEDS["e"])
+    metrics = train_active(
+        e_data, plan, e_ch, e_align, out, timeout=60, local_seed=SEEDS["e"], floor=e_floor
+    )
     thread.join(timeout=60)
     assert not errors and not thread.is_alive()
     return metrics
@@ -338,9 +348,10 @@ def test_killed_party_is_reported_by_name_within_10_s(
     pilot.wait_log("e", "epoch   1", 120)
     # Execute
     pilot.procs[victim].send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
-    code = pilot.wait_exit(survivor, 30)
+    killed_at = time.monotonic()  # the property is measured from here to the named error
+    pilot.wait_log(survivor, f"party '{name}' stopped responding", 30)
     elapsed = time.monotonic() - killed_at
+    code = pilot.wait_exit(survivor, 30)
     # Assert: the survivor stops with an error naming the vanished party, within 10 s
     assert code == 2
     assert f"party '{name}' stopped responding: no heartbeat for" in pilot.log(survivor)

@@ -24,7 +24,15 @@ import numpy as np
 import pytest
 
 from tests.helpers import tiny_training_inputs
-from tests.secure_helpers import CFG, Pair, build_pair, keys, reference_run, settings
+from tests.secure_helpers import (
+    CFG,
+    TEST_FLOOR,
+    Pair,
+    build_pair,
+    keys,
+    reference_run,
+    settings,
+)
 from vfl.crypto.paillier import EncryptedVector, KeyMismatchError
 from vfl.protocol.ciphers import PaillierCipher
 from vfl.protocol.fixed_point import SecureScales
@@ -259,8 +267,10 @@ def test_same_inputs_give_unlinkable_ciphertexts_with_the_same_plaintext() -> No
 
     s, rng = settings(), np.random.default_rng(3)
     d, h = CFG.passive_out, CFG.interactive_out
-    e = ActiveShare(u=initial_half(d, h, SCALES, rng), settings=s, keys=keys("E"))
-    p = PassiveShare(v=initial_half(d, h, SCALES, rng), settings=s, keys=keys("P"))
+    e = ActiveShare(u=initial_half(d, h, SCALES, rng), settings=s, keys=keys("E"), floor=TEST_FLOOR)
+    p = PassiveShare(
+        v=initial_half(d, h, SCALES, rng), settings=s, keys=keys("P"), floor=TEST_FLOOR
+    )
     e.set_peer(p.own.key_bytes())
     p.set_peer(e.own.key_bytes())
     b, delta = rng.uniform(-1, 1, (4, d)), rng.normal(0, 1e-2, (4, h))

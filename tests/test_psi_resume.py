@@ -77,13 +77,15 @@ class Side:
 
 def run_both(
     e_ids: Sequence[str], p_ids: Sequence[str], dirs: tuple[Path, Path], *,
-    cut_e: int | None = None,
+    cut_e: int | None = None, wrap_p: Callable[[Any], Any] | None = None,
 ) -> tuple[Side, Side]:  # fmt: skip
-    """E (active) and P (passive) in two threads; E's wire is cut after ``cut_e`` sends."""
+    """E (active) and P (passive) in two threads; E's wire is cut after ``cut_e`` sends;
+    ``wrap_p`` wraps P's end of the wire."""
     ch_e, ch_p = InMemoryChannel.pair("E", "P")
     sides = {"E": Side(), "P": Side()}
     link_e = CutLink(ch_e, cut_e) if cut_e is not None else ch_e
-    jobs = [("E", link_e, e_ids, Role.ACTIVE, dirs[0]), ("P", ch_p, p_ids, Role.PASSIVE, dirs[1])]
+    link_p = wrap_p(ch_p) if wrap_p is not None else ch_p
+    jobs = [("E", link_e, e_ids, Role.ACTIVE, dirs[0]), ("P", link_p, p_ids, Role.PASSIVE, dirs[1])]
 
     def side(name: str, link: Any, ids: Sequence[str], role: Role, work: Path) -> None:
         me = sides[name]

@@ -246,8 +246,10 @@ class CheckpointStore:
             arrays or {},
             blobs or {},
         )
-        ensure_dir(self.directory)
-        path = atomic_write_bytes(self.directory / file_name(phase, step), encode(checkpoint))
+        ensure_dir(self.directory, private=True)  # secrets: shares, weights, masks (0600/0700)
+        path = atomic_write_bytes(
+            self.directory / file_name(phase, step), encode(checkpoint), private=True
+        )
         self._prune(phase)
         return path
 

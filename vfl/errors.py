@@ -108,3 +108,12 @@ class PlaintextRefused(ParameterMismatch):
 class ShardError(VflError):
     """A model shard is missing, corrupted, of another job, or loaded without (or with the
     wrong) partner shard. The message names the file and the fix."""
+
+
+class SecurityFloorError(ParameterMismatch):
+    """A job plan asks for less security than a party's own config accepts: a Paillier key
+    below its ``[party] min_key_bits``, or short-exponent re-randomisation it does not allow.
+
+    Fatal, like any parameter mismatch: the message names the party, the plan key, the party
+    config key and the fix.
+    """

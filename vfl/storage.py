@@ -8,6 +8,11 @@ a truncated mix.
    rename itself survives a crash of the machine.
 3. On any failure the temporary file is removed and the previous target is left untouched.
 
+Secret files (checkpoints, model shards, aligned ids, PSI state, keys, the coordinator's
+capture) are written with ``private=True``: the file is created mode 0600 before a byte is
+written and its directory is made 0700, *whatever the umask*, and a rewrite replaces the
+file, so an older, wider mode never survives.
+
 Every ``OSError`` becomes a :class:`~vfl.errors.StorageError` naming the path and the fix:
 disk full (``ENOSPC``, ``EDQUOT``), permission denied, read-only file system, a file where a
 directory should be. A process killed between steps leaves at most a stray temporary file,
@@ -24,10 +29,12 @@ import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vfl.errors import StorageError
 
+PRIVATE_FILE_MODE = 0o600  # secret files: owner read/write only
+PRIVATE_DIR_MODE = 0o700  # their directories: owner only
 _TMP_MARK = ".tmp"
 _TEMP_NAME = re.compile(r"^\..*\.[0-9a-f]{8}\.tmp")
 
@@ -61,8 +68,10 @@ def storage_error(path: Path, exc: OSError) -> StorageError:
     return StorageError(str(path), problem, fix)
 
 
-def ensure_dir(path: str | Path) -> Path:
+def ensure_dir(path: str | Path, *, private: bool = False) -> Path:
     """Create ``path`` and its parents if missing; return it.
+
+    ``private``: ``path`` itself (not its parents) ends mode 0700, created or not.
 
     Raises:
         StorageError: a file is in the way, permission denied, disk full or read-only.
@@ -70,6 +79,8 @@ def ensure_dir(path: str | Path) -> Path:
     directory = Path(path)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        if private:
+            os.chmod(directory, PRIVATE_DIR_MODE)
     except OSError as exc:
         problem, fix = _fix_for(exc, directory.parent)
         raise StorageError(str(directory), f"cannot create the directory: {problem}", fix) from exc
@@ -107,21 +118,28 @@ def _commit(tmp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, private: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s new content into; commit it on success.
 
     For writers that need a file name (``DataFrame.to_parquet``, ``Figure.savefig``). If the
     block raises, the temporary file is removed, ``path`` keeps its previous content and the
-    exception propagates (an ``OSError`` as :class:`StorageError`).
+    exception propagates (an ``OSError`` as :class:`StorageError`). ``private``: the
+    temporary file exists, empty and mode 0600, before the block writes to it, the result is
+    0600 and its directory 0700.
 
     Raises:
         StorageError: the directory cannot be created or written, or the disk is full.
     """
     target = Path(path)
-    ensure_dir(target.parent)
+    ensure_dir(target.parent, private=private)
     tmp = _temporary(target)
     try:
+        if private:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+            os.chmod(tmp, PRIVATE_FILE_MODE)  # exactly 0600, whatever the umask
         yield tmp
+        if private:
+            os.chmod(tmp, PRIVATE_FILE_MODE)  # also if the writer replaced the file
         _commit(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -133,41 +151,53 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int = 0o666) -> Path:
+def atomic_write_bytes(
+    path: str | Path, data: bytes, *, mode: int = 0o666, private: bool = False
+) -> Path:
     """Replace ``path``'s content with ``data`` atomically; return the path.
 
-    ``mode`` (less the umask) applies from the moment the file exists: pass ``0o600`` for
-    private keys, which are then never readable by others, not even briefly.
+    ``mode`` (less the umask) applies from the moment the file exists. ``private`` (secrets:
+    keys, checkpoints, shards, ids) makes it exactly 0600 from that moment, whatever the
+    umask or the mode of the file it replaces, and its directory 0700.
 
     Raises:
         StorageError: disk full, permission denied, read-only, or a file in the way.
     """
     target = Path(path)
-    with atomic_path(target) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with atomic_path(target, private=private) as tmp:
+        flags = os.O_WRONLY | (os.O_TRUNC if private else os.O_CREAT | os.O_EXCL)
+        fd = os.open(tmp, flags, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
     return target
 
 
-def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> Path:
+def atomic_write_text(
+    path: str | Path, text: str, *, encoding: str = "utf-8", private: bool = False
+) -> Path:
     """Replace ``path``'s content with ``text`` atomically; return the path.
+
+    ``private``: as :func:`atomic_write_bytes`.
 
     Raises:
         StorageError: disk full, permission denied, read-only, or a file in the way.
     """
-    return atomic_write_bytes(path, text.encode(encoding))
+    return atomic_write_bytes(path, text.encode(encoding), private=private)
 
 
-def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> Path:
+def atomic_write_json(
+    path: str | Path, obj: Any, *, indent: int | None = 2, private: bool = False
+) -> Path:
     """Write ``obj`` as JSON atomically; return the path.
+
+    ``private``: as :func:`atomic_write_bytes`.
 
     Raises:
         StorageError: disk full, permission denied, read-only, or a file in the way.
         TypeError: ``obj`` is not JSON-serialisable (nothing is written).
     """
-    return atomic_write_text(path, json.dumps(obj, indent=indent))
+    return atomic_write_text(path, json.dumps(obj, indent=indent), private=private)
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
@@ -178,3 +208,23 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
+
+
+def open_private_append(path: str | Path) -> BinaryIO:
+    """Open ``path`` to append bytes, mode exactly 0600 (created so, or narrowed if older).
+
+    A missing directory is created 0700; an existing one is left as it is (it may be the
+    user's own). The caller closes the returned file.
+
+    Raises:
+        StorageError: permission denied, read-only, a file in the way, or disk full.
+    """
+    target = Path(path)
+    if not target.parent.exists():
+        ensure_dir(target.parent, private=True)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise storage_error(target, exc) from exc
+    return os.fdopen(fd, "ab")

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from vfl.data.movielens import convert_movielens
-from vfl.data.synthetic_writer import generate_synthetic
-from vfl.training.compare import run_compare
-from vfl.training.loop import EpochRecord, progress_line
+if TYPE_CHECKING:  # torch and pandas load only when the command runs (vfl --help stays fast)
+    from vfl.training.loop import EpochRecord
 
 console = Console(stderr=True, width=120)
 
@@ -33,13 +31,19 @@ def _prepare_data(dataset: Dataset, data_dir: Path) -> Path:
         return job
     console.print(f"preparing {dataset.value} data in {data_dir} ...")
     if dataset is Dataset.SYNTHETIC:
+        from vfl.data.synthetic_writer import generate_synthetic
+
         generate_synthetic(data_dir)
     else:
+        from vfl.data.movielens import convert_movielens
+
         convert_movielens(data_dir)
     return job
 
 
 def _progress(name: str, r: EpochRecord) -> None:
+    from vfl.training.loop import progress_line
+
     console.print(progress_line(name, r), markup=False)
 
 
@@ -62,12 +66,12 @@ def compare(
         False, help="Also train the encrypted split (Paillier, train.key_bits; slow)."
     ),
     seeds: int = typer.Option(
-        1,
-        min=1,
-        help="Train all for N seeds (job seed, +1, ...): mean and sd in the report.",
+        1, min=1, help="Train all for N seeds (job seed, +1, ...): mean and sd in the report."
     ),
 ) -> None:
     """Train E alone, plaintext split and centralised on the same split; write compare.json."""
+    from vfl.training.compare import run_compare
+
     out_dir = out or Path("runs") / f"compare-{dataset.value}"
     job_file = config or _prepare_data(dataset, out_dir / "data")
     report = run_compare(

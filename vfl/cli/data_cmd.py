@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vfl.data.party_files import FileFormat
+from vfl.data.formats import FileFormat
 from vfl.errors import ConfigError
 
 data_app = typer.Typer(help="Generate or convert datasets into party files plus party configs.")

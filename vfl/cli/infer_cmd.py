@@ -10,7 +10,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from vfl.config.party import load_party_config
 from vfl.errors import DataError
 
 console = Console(stderr=True, width=120)
@@ -41,6 +40,7 @@ def infer(
     out: Path = typer.Option(None, help="Write the JSON answer here (default: stdout)."),
 ) -> None:
     """Score pairs or recommend top-K items for a user, with P serving its shard (vfl serve)."""
+    from vfl.config.party import load_party_config
     from vfl.party.export import load_shard
     from vfl.party.inference import InferenceRequest
     from vfl.party.runner import PartyRun
@@ -69,6 +69,7 @@ def serve(
     model: Path = typer.Option(..., help="P's exported shard (the run's DIR/model)."),
 ) -> None:
     """Serve one inference session of E from P's shard; P contributes only ciphertexts."""
+    from vfl.config.party import load_party_config
     from vfl.party.export import load_shard
     from vfl.party.runner import PartyRun
     from vfl.party.serving import passive_session, run_session

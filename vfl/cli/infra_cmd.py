@@ -27,7 +27,7 @@ def certs(
         [], "--party-config", help="A party config whose [network] section to (re)write."
     ),
 ) -> None:
-    """Dev CA, coordinator and party certificates, sealing keys and ready network configs."""
+    """One-machine development shortcut: all keys in one directory (see vfl keys for real)."""
     from vfl.cli.netconfig import NetworkLayout, write_network_configs
     from vfl.config.party import load_party_config
     from vfl.transport.certs import generate_dev_pki
@@ -54,7 +54,11 @@ def certs(
     sealing = {name: write_box_keys(out, name) for name in names}
     layout = NetworkLayout(out, (names[0], names[1]), host=host, port=port, job_file=job)
     written = write_network_configs(layout, configs)
-    typer.echo(f"dev PKI for coordinator host {host} (not for production):")
+    typer.echo(
+        f"dev PKI for coordinator host {host}: the one-machine development shortcut. It writes "
+        "every party's private keys into one directory; across organisations each one runs "
+        "'vfl keys' on its own host instead (docs/deploy.md)."
+    )
     _echo_files(pki, sealing, written)
 
 

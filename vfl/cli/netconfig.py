@@ -21,7 +21,7 @@ from typing import Any
 
 from vfl.config.party import load_party_config
 from vfl.config.plan import load_plan_file
-from vfl.data.party_files import dumps_toml
+from vfl.data.formats import dumps_toml
 from vfl.party.handshake import schema_fingerprint
 
 

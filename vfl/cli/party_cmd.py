@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from vfl.config.party import load_party_config
-from vfl.training.loop import EpochRecord, progress_line
+if TYPE_CHECKING:  # torch loads only when the command runs
+    from vfl.training.loop import EpochRecord
 
 console = Console(stderr=True, width=120)
 
 
 def _progress(name: str, r: EpochRecord) -> None:
+    from vfl.training.loop import progress_line
+
     console.print(progress_line(name, r), markup=False)
 
 
@@ -32,6 +35,7 @@ def party(
     ),
 ) -> None:
     """Join the coordinator's job, handshake with the peer, align by PSI, train encrypted."""
+    from vfl.config.party import load_party_config
     from vfl.party.runner import PartyRun, run_party
 
     cfg = load_party_config(config)

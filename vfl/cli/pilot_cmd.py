@@ -21,14 +21,15 @@ import time
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from vfl.cli.pilot_runs import FederatedRun, RunFiles, run_federated
-from vfl.config.party import load_party_config
-from vfl.data.party_files import dumps_toml
+from vfl.data.formats import dumps_toml
+
+if TYPE_CHECKING:  # pydantic configs load only when the command runs (vfl --help stays fast)
+    from vfl.cli.pilot_runs import FederatedRun, RunFiles
 
 console = Console(stderr=True, width=120)
 
@@ -82,10 +83,16 @@ def _job_table(data: Path, train: dict[str, Any], *, name: str, e: str, p: str) 
     return table
 
 
-def _party_copy(src: Path, dst: Path, *, allow_plaintext: bool) -> Path:
+def _party_copy(src: Path, dst: Path, *, allow_plaintext: bool, key_bits: int) -> Path:
+    """A copy of a party config for one run; below 2048-bit keys (tests, asked for with
+    ``--key-bits``) its floor ``min_key_bits`` is lowered to them, else left at the default."""
+    from vfl.protocol.options import DEFAULT_MIN_KEY_BITS
+
     table = tomllib.loads(src.read_text())
     if allow_plaintext:
         table["party"]["allow_plaintext"] = True
+    if key_bits < DEFAULT_MIN_KEY_BITS:
+        table["party"]["min_key_bits"] = key_bits
     dst.write_text(dumps_toml(table))
     return dst
 
@@ -94,9 +101,13 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     """Dev PKI and sealing keys, then per run a job file, party configs and coordinator.toml.
 
     The plaintext run's party configs are copies with ``allow_plaintext = true``; the
-    encrypted run's configs (``e_party.toml``, ``p_party.toml``) never allow it.
+    encrypted run's configs (``e_party.toml``, ``p_party.toml``) never allow it. Both keep
+    the default security floor (2048-bit keys, full randomness) unless ``--key-bits`` asks
+    for less, which lowers ``min_key_bits`` to it.
     """
     from vfl.cli.netconfig import NetworkLayout, write_network_configs
+    from vfl.cli.pilot_runs import RunFiles
+    from vfl.config.party import load_party_config
     from vfl.transport.certs import generate_dev_pki
     from vfl.transport.sealing import write_box_keys
 
@@ -111,11 +122,14 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     runs["encrypted"] = ("pilot", "", train)
     files: dict[str, RunFiles] = {}
     for mode, (name, suffix, settings) in runs.items():
-        e = _party_copy(
-            data / "e_party.toml", data / f"e_party{suffix}.toml", allow_plaintext=bool(suffix)
-        )
-        p = _party_copy(
-            data / "p_party.toml", data / f"p_party{suffix}.toml", allow_plaintext=bool(suffix)
+        e, p = (
+            _party_copy(
+                data / f"{k}_party.toml",
+                data / f"{k}_party{suffix}.toml",
+                allow_plaintext=bool(suffix),
+                key_bits=int(train["key_bits"]),
+            )
+            for k in ("e", "p")
         )
         job = data / f"job{suffix}.toml"
         job.write_text(dumps_toml(_job_table(data, settings, name=name, e=e.name, p=p.name)))
@@ -148,6 +162,7 @@ def pilot(
 ) -> None:
     """Run the pilot: E alone, VFL plaintext, VFL encrypted (3 processes each), centralised."""
     from vfl.cli.pilot_report import baseline_rows, merge, privacy_audit, write_outputs
+    from vfl.cli.pilot_runs import run_federated
 
     t_start = time.perf_counter()
     synthetic = dataset is Dataset.SYNTHETIC

@@ -44,9 +44,8 @@ def privacy_audit(job: Path, out: Path, *, epochs: int) -> dict[str, Any]:
     aligned order with its ``[privacy]`` settings, and once without the label defence."""
     import torch
 
-    from vfl.evaluation.privacy import audit_split
-    from vfl.evaluation.privacy_report import audit_summary
     from vfl.training.compare import prepare
+    from vfl.training.privacy_audit import audit_split, audit_summary
 
     torch.set_num_threads(1)
     order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids

@@ -109,7 +109,8 @@ class TrainConfig(BaseModel):
     # measuring the cost of privacy; both party configs must set [party] allow_plaintext.
     protocol: Mode = Mode.ENCRYPTED
     # r^n of re-randomisations under the other party's key: "full" (perfect hiding, even from
-    # the key's owner) or "short_exponent" (faster; computational, see vfl/crypto/randomness).
+    # the key's owner) or "short_exponent" (about 6x faster, within 2^-128 of uniform even for
+    # the owner, see vfl/crypto/randomness; each party's own [party] allow_short_exponent).
     # Own fresh encryptions always use the owner's CRT shortcut ("owner_crt", same as full).
     randomness: Randomness = Randomness.FULL
     precompute_randomness: bool = True  # r^n computed ahead by background processes

@@ -5,6 +5,8 @@ Example (E, the active party)::
     [party]
     name = "shop"
     role = "active"
+    min_key_bits = 2048             # refuse plans with a smaller Paillier key (the default)
+    allow_short_exponent = false    # refuse short-exponent re-randomisation (the default)
 
     [ids]
     strip = true
@@ -55,6 +57,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat
 
 from vfl.config.tls_files import check_tls_files
 from vfl.config.toml_io import ConfigPath, load_toml_model, read_pem_files, rule_error
+from vfl.protocol.options import DEFAULT_MIN_KEY_BITS, SecurityFloor
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 _SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -127,6 +130,18 @@ class PartySection(BaseModel):
     # Development only: accept a job with train.protocol = "plaintext". Both parties must
     # set it; the encrypted protocol is the default and needs nothing here.
     allow_plaintext: bool = False
+    # This party's security floor: a job plan asking for a smaller Paillier modulus, or for
+    # short-exponent re-randomisation of ciphertexts returned to this party, is refused.
+    min_key_bits: Annotated[int, Field(ge=256)] = DEFAULT_MIN_KEY_BITS
+    allow_short_exponent: bool = False
+
+    def floor(self, config: str = "its party config") -> SecurityFloor:
+        """This party's :class:`~vfl.protocol.options.SecurityFloor`, naming ``config``."""
+        return SecurityFloor(
+            min_key_bits=self.min_key_bits,
+            allow_short_exponent=self.allow_short_exponent,
+            config=config,
+        )
 
 
 class UnicodeForm(Enum):

@@ -4,11 +4,14 @@ A wrong certificate otherwise surfaces only as a failed TLS handshake after the 
 the transport, far from the file that caused it. Checked here, in this order, each failure a
 rule error on the offending key (``ca``, ``cert`` or ``key``) with the fix:
 
-1. ``ca`` holds one or more PEM certificates, ``cert`` one PEM certificate, ``key`` an
-   unencrypted PEM private key.
-2. ``key`` is the private half of ``cert``'s public key.
-3. ``cert`` and the CA are valid now (``not_valid_before <= now <= not_valid_after``).
-4. ``cert`` is signed by a certificate in ``ca`` (the job's CA).
+1. ``ca`` holds one or more PEM certificates, ``cert`` the party's own PEM certificate first,
+   optionally followed by the intermediate certificates of its chain (as a corporate CA
+   issues them), ``key`` an unencrypted PEM private key.
+2. ``key`` is the private half of the public key of ``cert``'s first certificate.
+3. Every certificate of ``cert`` and the CA are valid now (``not_valid_before <= now <=
+   not_valid_after``).
+4. ``cert``'s own certificate is signed by a certificate in ``ca`` (the job's CA), directly
+   or through the intermediates that follow it in ``cert``.
 """
 
 from __future__ import annotations
@@ -31,14 +34,15 @@ def check_tls_files(ca: Path, cert: Path, key: Path) -> None:
     Raises:
         PydanticCustomError: (a config rule error) for the first problem found.
     """
-    authorities = _certificates(ca, "ca", many=True)
-    (leaf,) = _certificates(cert, "cert", many=False)
+    authorities = _certificates(ca, "ca")
+    leaf, *chain = _certificates(cert, "cert")
     _check_key(key, leaf, cert)
     now = dt.datetime.now(dt.UTC)
-    _check_validity(leaf, cert, "cert", now)
+    for member in (leaf, *chain):
+        _check_validity(member, cert, "cert", now)
     for authority in authorities:
         _check_validity(authority, ca, "ca", now)
-    if not any(_issued_by(leaf, authority) for authority in authorities):
+    if not _chains_to(leaf, chain, authorities):
         raise rule_error(
             f"{cert} (subject {leaf.subject.rfc4514_string()}) was not issued by the CA in "
             f"{ca} ({', '.join(a.subject.rfc4514_string() for a in authorities)})",
@@ -48,8 +52,8 @@ def check_tls_files(ca: Path, cert: Path, key: Path) -> None:
         )
 
 
-def _certificates(path: Path, field: str, *, many: bool) -> list[x509.Certificate]:
-    """The PEM certificates in ``path`` (exactly one unless ``many``)."""
+def _certificates(path: Path, field: str) -> list[x509.Certificate]:
+    """The PEM certificates in ``path``, at least one."""
     try:
         found = x509.load_pem_x509_certificates(path.read_bytes())
     except (OSError, ValueError) as exc:
@@ -58,12 +62,8 @@ def _certificates(path: Path, field: str, *, many: bool) -> list[x509.Certificat
             "point it at a '-----BEGIN CERTIFICATE-----' file (.pem), not a key or DER file",
             field,
         ) from None
-    if not many and len(found) != 1:
-        raise rule_error(
-            f"{path} holds {len(found)} certificates",
-            "keep only this party's own certificate in the file",
-            field,
-        )
+    if not found:
+        raise rule_error(f"{path} holds no certificate", "point it at a .pem file", field)
     return found
 
 
@@ -105,6 +105,22 @@ def _check_validity(
         )
     if now > end:
         raise rule_error(f"{path} expired on {end:%Y-%m-%d %H:%M} UTC", _REISSUE, field)
+
+
+def _chains_to(
+    leaf: x509.Certificate, chain: list[x509.Certificate], authorities: list[x509.Certificate]
+) -> bool:
+    """True if ``leaf`` is issued by one of ``authorities``, directly or through ``chain``
+    (each link issued by the next, at most ``len(chain)`` intermediates)."""
+    current = leaf
+    for _ in range(len(chain) + 1):
+        if any(_issued_by(current, authority) for authority in authorities):
+            return True
+        issuers = [c for c in chain if c is not current and _issued_by(current, c)]
+        if not issuers:
+            return False
+        current = issuers[0]
+    return False
 
 
 def _issued_by(leaf: x509.Certificate, authority: x509.Certificate) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 
 from vfl.config.coordinator import CoordinatorConfig
 from vfl.transport.board import JobBoard
-from vfl.transport.grpc_relay import RelayServer
+from vfl.transport.grpc_relay import RelayServer, open_capture
 
 _POLL_S = 0.2
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -62,7 +62,7 @@ def run_coordinator(
     with ExitStack() as stack:
         capture = None
         if section.capture is not None:
-            capture = stack.enter_context(section.capture.open("wb"))
+            capture = stack.enter_context(open_capture(section.capture))  # appends, 0600
         server = RelayServer(
             section.bind,
             ca_pem=ca_pem,

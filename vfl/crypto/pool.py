@@ -16,9 +16,10 @@ The costly half of a Paillier encryption or re-randomisation (Paillier 1999, EUR
 ``workers=0`` computes inline, in the calling thread, on demand (no background work).
 
 ``mode`` selects how each value is computed (:class:`~vfl.crypto.randomness.Randomness`):
-``FULL`` (default, ``r^n`` for uniform ``r``) or ``SHORT_EXPONENT`` (``h^x`` with a short
-``x`` and a fixed-base table that each worker builds once; security assumption in
-:mod:`vfl.crypto.randomness`). :func:`randomness_source` builds any of them in one line.
+``FULL`` (default, ``r^n`` for uniform ``r``) or ``SHORT_EXPONENT`` (``prod_i b_i^(x_i)``
+over many uniform bases with short digits, from a table each worker process builds once over
+bases of its own; statistically close to uniform, see :mod:`vfl.crypto.randomness`).
+:func:`randomness_source` builds any of them in one line.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 import gmpy2
 
 from vfl.crypto.randomness import (
+    DEFAULT_WINDOW,
     FullSource,
     OwnerCrtSource,
     Randomness,
@@ -79,13 +81,12 @@ class RandomnessPool(ClosesOnExit):
         workers: worker processes; ``None`` means ``os.cpu_count()``, ``0`` means inline.
         timeout: seconds :meth:`take` waits before raising ``TimeoutError``.
         mode: ``Randomness.FULL`` (default), ``SHORT_EXPONENT`` or ``OWNER_CRT``.
-        exponent_bits: short-exponent length (default ``n_bits // 2``); SHORT_EXPONENT only.
         private_key: the key's private half, required by OWNER_CRT (the primes go to the
             local worker processes, nowhere else).
 
     Raises:
-        ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0``,
-            ``exponent_bits < 256``, or OWNER_CRT lacks this key's ``private_key``.
+        ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0``, or OWNER_CRT lacks
+            this key's ``private_key``.
     """
 
     def __init__(
@@ -96,7 +97,6 @@ class RandomnessPool(ClosesOnExit):
         *,
         timeout: float = 60.0,
         mode: Randomness = Randomness.FULL,
-        exponent_bits: int | None = None,
         private_key: PrivateKey | None = None,
     ) -> None:
         if workers is None:
@@ -108,7 +108,7 @@ class RandomnessPool(ClosesOnExit):
             )
         self._key, self.size, self.workers, self.timeout = public_key, size, workers, timeout
         self.mode = mode
-        self._batch = _batch_job(public_key, mode, exponent_bits, private_key)
+        self._batch = _batch_job(public_key, mode, private_key)
         self._stock: deque[int] = deque()
         self._ready = threading.Condition()
         self._pending = 0  # values being computed by workers
@@ -224,7 +224,6 @@ class RandomnessPool(ClosesOnExit):
 def _batch_job(
     public_key: PublicKey,
     mode: Randomness,
-    exponent_bits: int | None,
     private_key: PrivateKey | None,
 ) -> Callable[[int], list[int]]:
     """Returns a picklable ``count -> values`` job for worker processes."""
@@ -232,10 +231,7 @@ def _batch_job(
         return partial(r_pow_n_batch, public_key.n)
     if mode is Randomness.OWNER_CRT:
         return partial(owner_crt_batch, *_owner(public_key, private_key).primes)
-    source = ShortExponentSource(public_key, exponent_bits=exponent_bits)
-    return partial(
-        short_exponent_batch, source.h, public_key.nsquare, source.exponent_bits, source.window
-    )
+    return partial(short_exponent_batch, public_key.n, DEFAULT_WINDOW)
 
 
 def _owner(public_key: PublicKey, private_key: PrivateKey | None) -> PrivateKey:
@@ -254,7 +250,6 @@ def randomness_source(
     *,
     pool_size: int = 0,
     workers: int | None = None,
-    exponent_bits: int | None = None,
     private_key: PrivateKey | None = None,
 ) -> RPowNSource:
     """Returns an :class:`RPowNSource` for ``public_key`` drawing obfuscators by ``mode``.
@@ -265,8 +260,8 @@ def randomness_source(
     (close it when done). ``private_key`` is needed by OWNER_CRT only.
 
     Raises:
-        ValueError: if ``pool_size < 0``, the pool or exponent parameters are out of range,
-            or OWNER_CRT lacks this key's private key.
+        ValueError: if ``pool_size < 0``, the pool parameters are out of range, or OWNER_CRT
+            lacks this key's private key.
     """
     if pool_size < 0:
         raise ValueError(f"pool_size must be >= 0, got {pool_size}")
@@ -276,11 +271,10 @@ def randomness_source(
             pool_size,
             workers,
             mode=mode,
-            exponent_bits=exponent_bits,
             private_key=private_key,
         )
     if mode is Randomness.FULL:
         return FullSource(public_key)
     if mode is Randomness.OWNER_CRT:
         return OwnerCrtSource(_owner(public_key, private_key))
-    return ShortExponentSource(public_key, exponent_bits=exponent_bits)
+    return ShortExponentSource(public_key)

@@ -1,19 +1,21 @@
-"""Sources of Paillier obfuscators: full ``r^n`` and the short-exponent variant.
+"""Sources of Paillier obfuscators: full ``r^n``, many-base short exponents, owner CRT.
 
 Every Paillier encryption and re-randomisation multiplies by an *obfuscator*, a random
-``n``-th residue modulo ``n^2`` (Paillier 1999, EUROCRYPT). Two ways to draw one:
+``n``-th residue modulo ``n^2`` (Paillier 1999, EUROCRYPT). The ``n``-th residues form the
+group ``G = {r^n mod n^2}``; by the CRT ``G ~ C_(p-1) x C_(q-1)``, of order ``phi(n) < n``,
+and it is *not cyclic*: ``p - 1`` and ``q - 1`` are both even. Three ways to draw one:
 
 1. :attr:`Randomness.FULL` (the default): ``r^n mod n^2`` for uniform ``r`` in ``[1, n)``,
-   one 2048-bit exponentiation modulo ``n^2`` (about 8 ms at 2048 bits). The result is a
-   *uniform* ``n``-th residue, so a re-randomised ciphertext is distributed exactly like a
-   fresh encryption of its plaintext: this hides the operands perfectly, even from the key's
+   one ``|n|``-bit exponentiation modulo ``n^2`` (about 8 ms at 2048 bits). The result is
+   *uniform* in ``G``, so a re-randomised ciphertext is distributed exactly like a fresh
+   encryption of its plaintext: this hides the operands perfectly, even from the key's
    owner, who knows the factorisation.
-2. :attr:`Randomness.SHORT_EXPONENT`: once per source, ``h = g0^n mod n^2`` for a uniform
-   unit ``g0`` (``h`` is public); then each obfuscator is ``h^x mod n^2 = (g0^x)^n`` for a
-   uniform ``x`` of ``exponent_bits`` bits, computed with a fixed-base windowed table in
-   ``ceil(exponent_bits / window) - 1`` multiplications modulo ``n^2`` (about 15x faster at
-   the default 1024-bit ``x`` for 2048-bit keys, more at shorter ``x``).
-
+2. :attr:`Randomness.SHORT_EXPONENT`: once per source, ``t`` independent uniform bases
+   ``b_i = g_i^n mod n^2`` (``g_i`` uniform units; ``t`` full exponentiations); then each
+   obfuscator is ``s = prod_i b_i^(x_i) mod n^2`` for fresh uniform ``w``-bit digits
+   ``x_i`` in ``[0, 2^w)``, read from a table of ``b_i^d`` in ``t - 1`` multiplications
+   modulo ``n^2`` (:class:`ManyBaseTable`; about 8x faster than FULL at 2048 bits, ``w = 8``,
+   ``t = 288``).
 3. :attr:`Randomness.OWNER_CRT`, for the key's owner only: the same distribution as FULL,
    from the factorisation. For ``y`` uniform in ``[1, p)``, ``y^p mod p^2`` is the unique
    element of order dividing ``p - 1`` congruent to ``y`` mod ``p`` (Fermat:
@@ -23,31 +25,41 @@ Every Paillier encryption and re-randomisation multiplies by an *obfuscator*, a 
    therefore gives exactly the distribution of ``r^n mod n^2``, with two exponentiations of
    half the size (about 3x faster). Perfect hiding; only the owner can use it.
 
-Security assumption of the short-exponent mode (stated, not proven here): the distribution
-``{h^x mod n^2 : x < 2^l}`` is computationally indistinguishable from uniform ``n``-th
-residues. Against parties that do not know the factorisation this is the assumption under
-which Damgård, Jurik and Nielsen prove their fast Paillier variant secure with ``l ≈ |n|/2``
-("A generalization of Paillier's public-key system with applications to electronic voting",
-Int. J. Inf. Secur. 9(6), 2010; short-exponent discrete logs in ``Z*_{n^2}`` are
-studied by Catalano, Gennaro, Howgrave-Graham and Nguyen, "Paillier's cryptosystem
-revisited", ACM CCS 2001, and the decisional short-exponent problem by Koshiba and
-Kurosawa, PKC 2004). The default ``l = n_bits / 2`` follows DJN.
+Why SHORT_EXPONENT uses many bases (security against the key's owner). The earlier
+single-base form ``h^x`` (``h = g0^n``, ``x`` short) put every obfuscator in the *cyclic*
+subgroup ``<h>``, of index at least ``gcd(p-1, q-1) >= 2`` in ``G``. The owner, knowing ``p``
+and ``q``, reads the quadratic characters ``(s | p), (s | q)`` of ``s = c'/c`` at no cost;
+on ``<h>`` they take at most two of the four sign pairs, while an unrelated ciphertext's
+ratio is uniform over all four, so the owner linked a re-randomised ciphertext to its
+source in 74-86% of trials instead of 50% (characters of every small order ``l | p - 1``
+leak ``x mod l`` the same way). No assumption on short discrete logarithms helps there.
 
-The key's **owner** knows ``p`` and ``q`` and can take discrete logarithms modulo ``p`` and
-``q`` separately: by Pohlig-Hellman on the smooth part of ``p - 1`` and ``q - 1`` plus a
-kangaroo search (van Oorschot and Wiener, EUROCRYPT 1996) in ``2^((l - s)/2)`` steps, ``s``
-being the bits of that smooth part, or by the number field sieve in ``F_p`` (about 2^80 at
-1024-bit primes, whatever ``l``). Re-randomising with this mode therefore hides operands
-from the owner only computationally, at that level; keep :attr:`Randomness.FULL` for
-ciphertexts that go back to their key's owner unless that trade-off is accepted, and never
-use ``l`` below ``2 * 128``. Fresh encryptions read by a party without the factorisation
-rest on the DJN assumption above.
+The many-base form is *statistically* close to uniform in ``G``, whatever the adversary
+knows (the factorisation and the bases included). Leftover hash lemma for the family
+``H_b(x) = prod_i b_i^(x_i)``, ``x`` uniform in ``X = [0, 2^w)^t``, ``b`` uniform in
+``G^t``: for ``x != x'`` let ``g = gcd(x_i - x'_i)`` (``1 <= g < 2^w``); the map
+``b -> prod_i b_i^(x_i - x'_i)`` is a homomorphism onto ``G^g``, so
+``P_b[H_b(x) = H_b(x')] = |G[g]| / |G| <= g^2 / |G|`` (``G`` has rank 2). With
+``rho_k = P[k | x_i - x'_i]`` for one digit, ``E_b[CP] <= 1/|X| + (1 + S) / |G|`` where
+``S = sum_{k=2}^{2^w - 1} k^2 rho_k^t``, hence (Cauchy-Schwarz, then Jensen)
+
+    ``E_b[ SD(H_b(x), U_G) ] <= 1/2 * sqrt(phi(n) / 2^(w t) + S)``.
+
+:func:`many_base_rows` picks the least ``t`` with ``w t >= |n| + 2 lambda`` and every
+one of the fewer than ``2^w`` terms of ``S`` at most ``2^(-2 lambda - w)``, so
+``S <= 2^(-2 lambda)`` and the bound is below ``2^(-lambda)`` (``lambda = 128``: ``t = 288``
+at 2048 bits with ``w = 8``, ``t = 266`` at 512 bits, where ``rho_2 = 1/2`` sets the floor).
+Every obfuscator is drawn independently given the bases, so ``q`` of them are within
+``q * 2^(-lambda)`` of ``q`` uniform ones: the owner links a re-randomised ciphertext with
+advantage at most that, over every character and every other test. The bases are public
+(and may be shared between processes or drawn afresh per worker process).
 """
 
 from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -58,7 +70,7 @@ import gmpy2
 if TYPE_CHECKING:
     from vfl.crypto.paillier import PrivateKey, PublicKey
 
-MIN_EXPONENT_BITS = 256  # 2 * lambda for lambda = 128 against generic (kangaroo) attacks
+SECURITY_BITS = 128  # lambda: each obfuscator within 2^-lambda of uniform (module docstring)
 DEFAULT_WINDOW = 8
 
 
@@ -68,6 +80,43 @@ class Randomness(Enum):
     FULL = "full"
     SHORT_EXPONENT = "short_exponent"
     OWNER_CRT = "owner_crt"
+
+
+def _digit_rows(
+    firsts: list[gmpy2.mpz], modulus: gmpy2.mpz, window: int
+) -> tuple[tuple[gmpy2.mpz, ...], ...]:
+    """For each ``f`` in ``firsts``, the row ``f^1, ..., f^(2^w - 1) mod modulus``."""
+    rows = []
+    for first in firsts:
+        row = [first]
+        for _ in range((1 << window) - 2):
+            row.append(row[-1] * first % modulus)
+        rows.append(tuple(row))
+    return tuple(rows)
+
+
+def _digit_power(
+    rows: tuple[tuple[gmpy2.mpz, ...], ...], modulus: int, window: int, x: int
+) -> gmpy2.mpz:
+    """Returns ``prod_i rows[i][x_i - 1]`` for ``x = sum_i x_i * 2^(w*i)`` (``x_i = 0``: 1).
+
+    Raises:
+        ValueError: if ``x < 0`` or ``x >= 2^(w * len(rows))``.
+    """
+    if x < 0 or x >> (window * len(rows)):
+        raise ValueError(f"exponent of {x.bit_length()} bits exceeds the table")
+    m, mask, acc = gmpy2.mpz(modulus), (1 << window) - 1, gmpy2.mpz(1)
+    for row in rows:
+        digit = x & mask
+        if digit:
+            acc = acc * row[digit - 1] % m
+        x >>= window
+    return acc
+
+
+def _check_window(window: int) -> None:
+    if not 1 <= window <= 16:
+        raise ValueError(f"the table window must be in [1, 16], got {window}")
 
 
 @dataclass(frozen=True)
@@ -89,107 +138,151 @@ class FixedBaseTable:
     _rows: tuple[tuple[gmpy2.mpz, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.window <= 16 or self.exponent_bits < 1:
-            raise ValueError(
-                f"FixedBaseTable needs 1 <= window <= 16 and exponent_bits >= 1, got window "
-                f"{self.window}, exponent_bits {self.exponent_bits}"
-            )
-        m, rows = gmpy2.mpz(self.modulus), []
-        first = gmpy2.mpz(self.base) % m
-        for _ in range(math.ceil(self.exponent_bits / self.window)):
-            row = [first]
-            for _ in range((1 << self.window) - 2):
-                row.append(row[-1] * first % m)
-            rows.append(tuple(row))
-            first = row[-1] * first % m  # base^(2^(w*(i+1)))
-        object.__setattr__(self, "_rows", tuple(rows))
+        _check_window(self.window)
+        if self.exponent_bits < 1:
+            raise ValueError(f"FixedBaseTable needs exponent_bits >= 1, got {self.exponent_bits}")
+        m, firsts = gmpy2.mpz(self.modulus), [gmpy2.mpz(self.base) % self.modulus]
+        for _ in range(math.ceil(self.exponent_bits / self.window) - 1):
+            firsts.append(gmpy2.powmod(firsts[-1], 1 << self.window, m))  # base^(2^(w*i))
+        object.__setattr__(self, "_rows", _digit_rows(firsts, m, self.window))
 
     def power(self, x: int) -> gmpy2.mpz:
         """Returns ``base^x mod modulus`` for ``0 <= x < 2^(w * windows)`` (ValueError outside)."""
-        if x < 0 or x >> (self.window * len(self._rows)):
-            raise ValueError(f"exponent of {x.bit_length()} bits exceeds the table")
-        m, mask, acc = gmpy2.mpz(self.modulus), (1 << self.window) - 1, gmpy2.mpz(1)
-        for row in self._rows:
-            digit = x & mask
-            if digit:
-                acc = acc * row[digit - 1] % m
-            x >>= self.window
-        return acc
+        return _digit_power(self._rows, self.modulus, self.window, x)
+
+
+@dataclass(frozen=True)
+class ManyBaseTable:
+    """Powers ``b_i^d mod modulus`` of independent bases ``b_i`` for every digit ``1 <= d < 2^w``.
+
+    ``power(x) = prod_i b_i^(x_i) mod modulus`` for ``x = sum_i x_i * 2^(w*i)``, at most
+    ``t - 1`` multiplications for ``t`` bases; ``t * (2^w - 1)`` residues are stored.
+
+    Raises:
+        ValueError: if ``window`` is outside ``[1, 16]`` or there are no bases.
+    """
+
+    bases: tuple[int, ...]
+    modulus: int
+    window: int = DEFAULT_WINDOW
+    _rows: tuple[tuple[gmpy2.mpz, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_window(self.window)
+        if not self.bases:
+            raise ValueError("ManyBaseTable needs at least one base")
+        m = gmpy2.mpz(self.modulus)
+        rows = _digit_rows([gmpy2.mpz(b) % m for b in self.bases], m, self.window)
+        object.__setattr__(self, "_rows", rows)
+
+    @property
+    def exponent_bits(self) -> int:
+        """Bits of the digit string ``x`` that :meth:`power` takes: ``w * t``."""
+        return self.window * len(self.bases)
+
+    def power(self, x: int) -> gmpy2.mpz:
+        """Returns ``prod_i b_i^(x_i) mod modulus``, ``0 <= x < 2^(w t)`` (ValueError outside)."""
+        return _digit_power(self._rows, self.modulus, self.window, x)
+
+
+@lru_cache(maxsize=32)
+def many_base_rows(n_bits: int, window: int = DEFAULT_WINDOW, security: int = SECURITY_BITS) -> int:
+    """The number ``t`` of bases for obfuscators within ``2^-security`` of uniform.
+
+    The least ``t`` with ``w t >= n_bits + 2 security`` and every term of
+    ``S = sum_{k=2}^{2^w-1} k^2 rho_k^t`` at most ``2^(-2 security - w)`` (so
+    ``S <= 2^(-2 security)``), ``rho_k`` being the chance that ``k`` divides the difference of
+    two uniform ``w``-bit digits (module docstring). E.g. 288 at 2048 bits, 266 at 512 bits.
+    """
+    _check_window(window)
+    size, need = 1 << window, math.ceil((n_bits + 2 * security) / window)
+    for k in range(2, size):
+        q, r = divmod(size, k)
+        rho = (r * (q + 1) ** 2 + (k - r) * q * q) / size**2
+        need = max(need, math.ceil((2 * security + window + 2 * math.log2(k)) / -math.log2(rho)))
+    return need
+
+
+def random_bases(n: int, count: int) -> list[int]:
+    """Returns ``count`` independent uniform ``n``-th residues ``g^n mod n^2`` (``g`` a unit)."""
+    nsquare, out = gmpy2.mpz(n) ** 2, list[int]()
+    while len(out) < count:
+        g = secrets.randbelow(n - 2) + 2
+        if math.gcd(g, n) == 1:
+            out.append(int(gmpy2.powmod(g, n, nsquare)))
+    return out
 
 
 @lru_cache(maxsize=4)
-def _table(h: int, nsquare: int, exponent_bits: int, window: int) -> FixedBaseTable:
-    """The table for ``h`` (cached per process: pool workers build it once per key)."""
-    return FixedBaseTable(h, nsquare, exponent_bits, window)
+def _process_table(n: int, window: int) -> ManyBaseTable:
+    """This process's own bases and table for ``n`` (pool workers draw theirs once per key)."""
+    bases = random_bases(n, many_base_rows(n.bit_length(), window))
+    return ManyBaseTable(tuple(bases), n * n, window)
 
 
-def short_exponent_batch(
-    h: int, nsquare: int, exponent_bits: int, window: int, count: int
-) -> list[int]:
-    """Returns ``count`` values ``h^x mod n^2`` for fresh uniform ``x < 2^exponent_bits``."""
-    table = _table(h, nsquare, exponent_bits, window)
-    return [int(table.power(secrets.randbits(exponent_bits))) for _ in range(count)]
-
-
-def random_h(public_key: PublicKey) -> int:
-    """Returns ``h = g0^n mod n^2`` for a uniform unit ``g0`` in ``[2, n)``."""
-    n = public_key.n
-    while True:
-        g0 = secrets.randbelow(n - 2) + 2
-        if math.gcd(g0, n) == 1:
-            return int(gmpy2.powmod(g0, n, public_key.nsquare))
+def short_exponent_batch(n: int, window: int, count: int) -> list[int]:
+    """Returns ``count`` obfuscators ``prod_i b_i^(x_i) mod n^2``, fresh digits ``x_i``, over
+    this process's own uniform bases (module docstring, item 2)."""
+    table = _process_table(n, window)
+    bits = table.exponent_bits
+    return [int(table.power(secrets.randbits(bits))) for _ in range(count)]
 
 
 class ShortExponentSource:
-    """An :class:`~vfl.crypto.pool.RPowNSource` of short-exponent obfuscators ``h^x mod n^2``.
+    """An :class:`~vfl.crypto.pool.RPowNSource` of many-base obfuscators ``prod_i b_i^(x_i)``.
 
-    ``h^x = (g0^x)^n`` is an ``n``-th residue, so it is a valid Paillier obfuscator; it is
-    uniform only under the assumption stated in the module docstring (DJN 2010).
+    Each value is within ``2^-128`` of a uniform ``n``-th residue in statistical distance,
+    even for the key's owner (module docstring, item 2): safe for re-randomising
+    ciphertexts that go back to their owner.
 
     Args:
         public_key: the key the values belong to.
-        exponent_bits: bit length ``l`` of ``x``; default ``n_bits // 2`` (DJN).
-        window: table window ``w``; cost ``ceil(l/w) - 1`` multiplications, table
-            ``ceil(l/w) * (2^w - 1)`` residues (16 MB at ``l = 1024``, ``w = 8``, 2048 bits).
-        h: a public base ``g0^n mod n^2`` to reuse; drawn fresh if ``None``.
+        window: digit width ``w``; cost ``t - 1`` multiplications, table ``t * (2^w - 1)``
+            residues (37 MB at ``w = 8``, ``t = 288``, 2048 bits), ``t = many_base_rows(...)``.
+        bases: public bases ``g_i^n mod n^2`` for uniform units ``g_i`` to reuse, at least
+            :func:`many_base_rows` of them; drawn fresh (``t`` full exponentiations) if None.
 
     Raises:
-        ValueError: if ``exponent_bits < 256`` or ``h`` is not a unit below ``n^2``.
+        ValueError: too few bases, or a base that is not a unit below ``n^2``.
     """
 
     def __init__(
         self,
         public_key: PublicKey,
         *,
-        exponent_bits: int | None = None,
         window: int = DEFAULT_WINDOW,
-        h: int | None = None,
+        bases: Sequence[int] | None = None,
     ) -> None:
-        bits = public_key.n_bits // 2 if exponent_bits is None else exponent_bits
-        if bits < MIN_EXPONENT_BITS:
+        rows = many_base_rows(public_key.n_bits, window)
+        chosen = tuple(random_bases(public_key.n, rows) if bases is None else bases)
+        if len(chosen) < rows:
             raise ValueError(
-                f"exponent_bits={bits} is below {MIN_EXPONENT_BITS} (2 x 128-bit security); "
-                "use a longer exponent or Randomness.FULL"
+                f"{len(chosen)} bases are too few: {rows} are needed at {public_key.n_bits} bits "
+                f"and window {window} for obfuscators within 2^-{SECURITY_BITS} of uniform"
             )
-        h = random_h(public_key) if h is None else h
-        if not 1 < h < public_key.nsquare or math.gcd(h, public_key.n) != 1:
-            raise ValueError("h must be a unit g0^n mod n^2 of this key")
-        self._key, self.h, self.exponent_bits, self.window = public_key, h, bits, window
-        self._table = _table(h, public_key.nsquare, bits, window)
+        if any(not 1 < b < public_key.nsquare or math.gcd(b, public_key.n) != 1 for b in chosen):
+            raise ValueError("every base must be a unit g^n mod n^2 of this key")
+        self._key, self.bases, self.window = public_key, chosen, window
+        self._table = ManyBaseTable(chosen, public_key.nsquare, window)
 
     @property
     def public_key(self) -> PublicKey:
         """The key the values belong to."""
         return self._key
 
+    @property
+    def exponent_bits(self) -> int:
+        """Random bits per obfuscator: ``w * t``."""
+        return self._table.exponent_bits
+
     def __repr__(self) -> str:
         return (
-            f"ShortExponentSource(n_bits={self._key.n_bits}, exponent_bits={self.exponent_bits}, "
+            f"ShortExponentSource(n_bits={self._key.n_bits}, bases={len(self.bases)}, "
             f"window={self.window})"
         )
 
     def take(self, k: int) -> list[int]:
-        """Returns ``k`` fresh obfuscators ``h^x mod n^2`` (ValueError if ``k < 0``)."""
+        """Returns ``k`` fresh obfuscators ``prod_i b_i^(x_i) mod n^2`` (ValueError if k < 0)."""
         if k < 0:
             raise ValueError(f"cannot take {k} values")
         bits = self.exponent_bits

@@ -10,27 +10,19 @@ missing values and add a flag column instead.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
+from vfl.data.formats import FileFormat as FileFormat
+from vfl.data.formats import dumps_toml
 from vfl.storage import atomic_path, atomic_write_text
 
 Role = Literal["active", "passive"]
 IdCase = Literal["lower", "upper", "keep"]
-
-
-class FileFormat(StrEnum):
-    """On-disk format of a party data file."""
-
-    CSV = "csv"
-    PARQUET = "parquet"
 
 
 @dataclass(frozen=True)
@@ -100,29 +92,6 @@ def split_features(df: pd.DataFrame, id_column: str) -> tuple[list[str], list[st
     cols = [c for c in df.columns if c != id_column]
     numeric = [c for c in cols if pd.api.types.is_numeric_dtype(df[c])]
     return numeric, [c for c in cols if c not in numeric]
-
-
-def _toml_value(value: object) -> str:
-    """Render a str, bool, int, float or list of those as a TOML value."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | np.integer | np.floating):
-        return repr(value.item() if isinstance(value, np.generic) else value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
-
-
-def dumps_toml(tables: dict[str, dict[str, object]]) -> str:
-    """Render ``{table: {key: value}}`` (one level of tables, ``None`` values skipped) as TOML."""
-    lines: list[str] = []
-    for table, entries in tables.items():
-        lines.append(f"[{table}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in entries.items() if v is not None)
-        lines.append("")
-    return "\n".join(lines)
 
 
 def _entity_table(spec: EntityFile) -> dict[str, object]:

@@ -1,47 +1,14 @@
 """The report section "What each party could infer", from a privacy audit's results.
 
-Input: the ``privacy`` entry of a pilot's results, made by :func:`audit_summary` from two
-audited runs of the pilot's job (:func:`vfl.evaluation.privacy.audit_split`): one with the
-job's own ``[privacy]`` settings (the run the pilot made) and one with the defence off.
+Input: the ``privacy`` entry of a pilot's results, made by
+:func:`vfl.training.privacy_audit.audit_summary` from two audited runs of the pilot's job:
+one with the job's own ``[privacy]`` settings (the run the pilot made) and one with the
+label defence off.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
-
-from vfl.config.job import PrivacyConfig
-from vfl.evaluation.privacy import AuditRun
-from vfl.training.defences import label_epsilon
-
-
-def _run_summary(run: AuditRun) -> dict[str, Any]:
-    best = run.fit.best
-    return {
-        **run.attacks.worst(),
-        "test_auc": round(best.test.auc, 4),
-        f"test_hr@{best.test.k}": round(best.test.hr, 4),
-        "audit": dataclasses.asdict(run.attacks.audit),
-        "stages": {
-            "activity": [dataclasses.asdict(f) for f in run.attacks.activity],
-            "direction": [dataclasses.asdict(f) for f in run.attacks.direction],
-            "counterfactual": [dataclasses.asdict(f) for f in run.attacks.counterfactual_auc],
-        },
-    }
-
-
-def audit_summary(
-    privacy: PrivacyConfig, as_run: AuditRun, undefended: AuditRun, epochs: int
-) -> dict[str, Any]:
-    """The JSON-ready ``privacy`` entry of a pilot's results."""
-    return {
-        "label_noise": privacy.label_noise,
-        "label_clip": privacy.label_clip,
-        "epsilon_per_user": round(label_epsilon(privacy.label_noise, epochs), 1),
-        "epochs": epochs,
-        "as_run": _run_summary(as_run),
-        "no_defence": _run_summary(undefended),
-    }
 
 
 def _auc(value: float) -> str:

@@ -39,7 +39,8 @@ from vfl.party.resume import (
     training_checkpoint,
 )
 from vfl.protocol.endpoint import ByteChannel
-from vfl.protocol.secure_layer import ActiveShare, generate_keys, initial_half
+from vfl.protocol.options import SecurityFloor
+from vfl.protocol.secure_layer import ActiveShare, check_floor, generate_keys, initial_half
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_json
 from vfl.training.defences import label_defence
@@ -106,6 +107,7 @@ def run_active(
         export=None if export is None else _exporting(export, phase, meter),
         allow_plaintext=cfg.party.allow_plaintext,
         party=cfg.party.name,
+        floor=cfg.party.floor(),
         store=store,
         start=None if store is None else training_checkpoint(store, resume_at),
     )
@@ -115,7 +117,7 @@ def run_active(
         **psi_statistics(meter.records, len(data.users), len(local)),
         "reused": local.reused,
     }
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "metrics.json", metrics, private=True)  # E's own results
     return metrics
 
 
@@ -162,12 +164,14 @@ def train_active(
     export: ShardExporter | None = None,
     allow_plaintext: bool = False,
     party: str = "E",
+    floor: SecurityFloor = SecurityFloor(),
     store: CheckpointStore | None = None,
     start: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Encrypted split training and evaluation at E on an agreed alignment.
 
-    ``allow_plaintext`` is E's own ``[party] allow_plaintext`` (plaintext mode needs both).
+    ``allow_plaintext`` is E's own ``[party] allow_plaintext`` (plaintext mode needs both);
+    ``floor`` is E's own security floor, checked before E's key pair is generated.
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
     """
     meter = meter if meter is not None else PhaseMeter()
@@ -185,7 +189,7 @@ def train_active(
         seed=plan.job.seed,
     )
     secret = np.random.SeedSequence(local_rng_seed(local_seed)).generate_state(3, np.uint64)
-    peer = _passive_peer(plan, channel, timeout, int(secret[0]), (allow_plaintext, party))
+    peer = _passive_peer(plan, channel, timeout, int(secret[0]), (allow_plaintext, party, floor))
     model = _model(data, plan, local, peer, (int(secret[1]), split))
     try:
         peer.setup()
@@ -245,7 +249,7 @@ def _fit(
 
 def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
     """E's ``metrics.json`` (atomically)."""
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "metrics.json", metrics, private=True)  # E's own results
 
 
 def save_active_step(
@@ -299,13 +303,15 @@ def _passive_peer(
     channel: ByteChannel,
     timeout: float,
     seed: int,
-    permission: tuple[bool, str],
+    permission: tuple[bool, str, SecurityFloor],
 ) -> SecurePassivePeer:
     """E's proxy of P, with E's key pair and its half of ``W_B``.
 
     The half comes from ``seed``, drawn from E's own secret, not the job seed P knows too.
     """
     m, settings = plan.model, layer_settings(plan.train)
+    floor = permission[2]
+    check_floor(settings, floor, party=permission[1])  # before E's key pair exists
     rng = np.random.default_rng(seed)
     half = initial_half(m.passive_out, m.interactive_out, settings.scales, rng)
     share = ActiveShare(
@@ -314,6 +320,7 @@ def _passive_peer(
         keys=generate_keys(settings),
         allow_plaintext=permission[0],
         party=permission[1],
+        floor=floor,
     )
     return SecurePassivePeer(SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout), share)
 

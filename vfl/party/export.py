@@ -94,10 +94,10 @@ def write_shard_files(out_dir: Path, files: dict[str, bytes]) -> dict[str, str]:
     Raises:
         StorageError: the shard directory cannot be written.
     """
-    ensure_dir(out_dir)
+    ensure_dir(out_dir, private=True)  # a shard is a secret: 0600 files in a 0700 directory
     sums = {}
     for name, data in sorted(files.items()):
-        atomic_write_bytes(out_dir / name, data)
+        atomic_write_bytes(out_dir / name, data, private=True)
         sums[name] = hashlib.sha256(data).hexdigest()
     return sums
 
@@ -145,7 +145,7 @@ def write_manifest(
         "shard_sha256": shard_digest(sums),
         "peer_shard_sha256": peer_digest,
     }
-    return atomic_write_json(out_dir / MANIFEST, manifest)
+    return atomic_write_json(out_dir / MANIFEST, manifest, private=True)
 
 
 def send_confirmation(channel: ByteChannel, mine: str, theirs: str) -> None:

@@ -34,7 +34,8 @@ from vfl.party.resume import (
     training_checkpoint,
 )
 from vfl.protocol.endpoint import ByteChannel
-from vfl.protocol.secure_layer import PassiveShare, generate_keys, initial_half
+from vfl.protocol.options import SecurityFloor
+from vfl.protocol.secure_layer import PassiveShare, check_floor, generate_keys, initial_half
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.storage import atomic_write_json
 from vfl.training.inputs import TableTensors
@@ -77,7 +78,9 @@ def run_passive(
     )
     alignment = in_id_order(alignment)
     atomic_write_json(
-        out_dir / "psi.json", {"p_ids": len(data.users), "intersection": len(alignment)}
+        out_dir / "psi.json",
+        {"p_ids": len(data.users), "intersection": len(alignment)},
+        private=True,
     )
     phase("train")
     start = None if store is None else training_checkpoint(store, resume_at)
@@ -92,6 +95,7 @@ def run_passive(
         export=None if export is None else replace(export, starting=lambda: phase("export")),
         allow_plaintext=cfg.party.allow_plaintext,
         party=cfg.party.name,
+        floor=cfg.party.floor(),
         store=store,
         start=start,
     )
@@ -108,12 +112,14 @@ def serve_passive(
     export: ShardExporter | None = None,
     allow_plaintext: bool = False,
     party: str = "P",
+    floor: SecurityFloor = SecurityFloor(),
     store: CheckpointStore | None = None,
     start: Checkpoint | None = None,
 ) -> dict[str, int]:
     """Serve the encrypted protocol on an agreed alignment until E sends ``Shutdown``.
 
-    ``allow_plaintext`` is P's own ``[party] allow_plaintext`` (plaintext mode needs both).
+    ``allow_plaintext`` is P's own ``[party] allow_plaintext`` (plaintext mode needs both);
+    ``floor`` is P's own security floor, checked before P's key pair is generated.
 
     P's bottom model and its half of ``W_B`` are drawn from P's own secret seed
     (``local_seed``, fresh from the OS when None), never from the job seed E knows.
@@ -129,6 +135,7 @@ def serve_passive(
             features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
         )
     settings = layer_settings(t)
+    check_floor(settings, floor, party=party)  # before P's key pair exists
     share = PassiveShare(
         v=initial_half(
             m.passive_out, m.interactive_out, settings.scales, np.random.default_rng(seed + 1)
@@ -137,6 +144,7 @@ def serve_passive(
         keys=generate_keys(settings),
         allow_plaintext=allow_plaintext,
         party=party,
+        floor=floor,
     )
     server = PassiveSecureServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),

@@ -34,6 +34,7 @@ from vfl.party.exporting import (
 from vfl.party.handshake import handshake
 from vfl.party.passive import finished_summary, run_passive
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
+from vfl.storage import atomic_write_text, ensure_dir
 from vfl.training.loop import EpochRecord, ProgressFn
 from vfl.transport.board import PartyState
 from vfl.transport.grpc_channel import GrpcChannel
@@ -70,8 +71,8 @@ def run_party(
     try:
         reply = grpc_channel.join()
         plan = _plan(run, reply.plan)
-        run.out.mkdir(parents=True, exist_ok=True)
-        (run.out / "job_plan.json").write_text(plan.to_json())
+        ensure_dir(run.out, private=True)  # the party's work directory holds its secrets
+        atomic_write_text(run.out / "job_plan.json", plan.to_json(), private=True)
         grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
         emit(
             f"{run.cfg.party.name} ({run.cfg.role.value}) joined job {reply.job} at "
@@ -325,6 +326,20 @@ def _dial(cfg: PartyConfig, net: NetworkSection) -> GrpcChannel:
 
 
 def _plan(run: PartyRun, handed_out: str | None) -> JobPlan:
+    """C's plan, checked against this party's own security floor before any key exists.
+
+    A local ``--job`` file must agree with it field by field.
+
+    Raises:
+        ConfigError: no plan at all; SecurityFloorError: the plan is below this party's
+        floor; ParameterMismatch: ``--job`` and C's plan differ.
+    """
+    plan = _received_plan(run, handed_out)
+    check_floor(run.cfg, plan, config=str(run.config_file))
+    return plan
+
+
+def _received_plan(run: PartyRun, handed_out: str | None) -> JobPlan:
     """C's plan; a local ``--job`` file must agree with it field by field."""
     local = None if run.job_file is None else load_plan_file(run.job_file)
     if handed_out is None:
@@ -349,6 +364,20 @@ def _plan(run: PartyRun, handed_out: str | None) -> JobPlan:
             "plan: " + "; ".join(diff)
         )
     return plan
+
+
+def check_floor(cfg: PartyConfig, plan: JobPlan, *, config: str) -> None:
+    """Refuse ``plan`` if it is below this party's own security floor (before any key exists).
+
+    Raises:
+        SecurityFloorError: naming the party, the plan key, ``config`` and the fix.
+    """
+    cfg.party.floor(config).check(
+        mode=plan.train.protocol,
+        key_bits=plan.train.key_bits,
+        randomness=plan.train.randomness,
+        party=cfg.party.name,
+    )
 
 
 def _published(result: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from vfl.party.inference import (
 )
 from vfl.party.runner import PartyRun, _dial, _network, _plan, _seal
 from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.options import SecurityFloor
 from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, generate_keys
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.training.inputs import TableTensors
@@ -110,6 +111,7 @@ def active_session(
             keys=generate_keys(settings),  # fresh for this session: no key is stored
             allow_plaintext=run.cfg.party.allow_plaintext,
             party=run.cfg.party.name,
+            floor=run.cfg.party.floor(str(run.config_file)),
         )
         endpoint = SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout)
         peer = SecurePassivePeer(endpoint, share)
@@ -164,6 +166,7 @@ def passive_session(run: PartyRun, shard: Shard, timeout: float) -> SessionBody:
             timeout,
             allow_plaintext=party.allow_plaintext,
             party=party.name,
+            floor=party.floor(str(run.config_file)),
         )
         try:
             server.serve()
@@ -183,6 +186,7 @@ def passive_server(
     *,
     allow_plaintext: bool = False,
     party: str = "P",
+    floor: SecurityFloor = SecurityFloor(),
 ) -> PassiveSecureServer:
     """P's server over its loaded bottom model and share ``V`` (forwards only: nothing trains)."""
     local = shard.alignment()
@@ -200,6 +204,7 @@ def passive_server(
         keys=generate_keys(settings),  # fresh for this session: no key is stored
         allow_plaintext=allow_plaintext,
         party=party,
+        floor=floor,
     )
     return PassiveSecureServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),

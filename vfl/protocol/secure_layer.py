@@ -54,7 +54,7 @@ from vfl.protocol.fixed_point import (
     uniform_mask,
 )
 from vfl.protocol.kernels import Kernels
-from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
+from vfl.protocol.options import Mode, Randomness, SecurityFloor, check_rerandomise_source
 from vfl.protocol.share_optim import ShareSgd, ShareSgdConfig
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "SecureScales",
     "agreed_parameters",
     "check_agreement",
+    "check_floor",
     "generate_keys",
     "initial_half",
 ]
@@ -76,7 +77,8 @@ class LayerSettings:
     """How one party runs the layer; all but the last three fields must agree.
 
     ``rerandomise``: the obfuscators for ciphertexts returned to the other party's key owner
-    (``FULL`` by default; ``SHORT_EXPONENT`` is faster, see :mod:`vfl.crypto.randomness`).
+    (``FULL`` by default; ``SHORT_EXPONENT`` is faster, see :mod:`vfl.crypto.randomness`, and
+    needs the receiving party's own consent, :class:`~vfl.protocol.options.SecurityFloor`).
     A party's fresh encryptions under its own key always use ``OWNER_CRT`` (FULL's exact
     distribution, from its own primes). ``precompute``: draw both from background pools
     while the party waits for the other. ``workers``: processes for batched products.
@@ -152,13 +154,32 @@ def check_mode_allowed(mode: Mode, allowed: bool, *, party: str) -> None:
         )
 
 
+def check_floor(settings: LayerSettings, floor: SecurityFloor, *, party: str) -> None:
+    """Refuse ``settings`` below ``party``'s own security floor (call before generating keys).
+
+    Raises:
+        SecurityFloorError: the key is shorter than ``floor.min_key_bits``, or short-exponent
+            re-randomisation is asked of a party that does not allow it.
+    """
+    floor.check(
+        mode=settings.mode, key_bits=settings.key_bits, randomness=settings.rerandomise, party=party
+    )
+
+
 class _Side:
     """What both parties' halves share: settings, own key and cipher, the peer's cipher."""
 
     def __init__(
-        self, settings: LayerSettings, keys: KeyPair | None, *, allowed: bool, party: str
+        self,
+        settings: LayerSettings,
+        keys: KeyPair | None,
+        *,
+        allowed: bool,
+        party: str,
+        floor: SecurityFloor,
     ) -> None:
         check_mode_allowed(settings.mode, allowed, party=party)
+        check_floor(settings, floor, party=party)
         self.settings, self.scales, self.party = settings, settings.scales, party
         self.kernels = Kernels(settings.workers)
         self._pools: list[RandomnessPool] = []
@@ -251,8 +272,9 @@ class ActiveShare(_Side):
         keys: KeyPair | None,
         allow_plaintext: bool = False,
         party: str = "E",
+        floor: SecurityFloor = SecurityFloor(),
     ) -> None:
-        super().__init__(settings, keys, allowed=allow_plaintext, party=party)
+        super().__init__(settings, keys, allowed=allow_plaintext, party=party, floor=floor)
         self.u = np.asarray(u, dtype=object)
         self.sgd = ShareSgd(settings.sgd)
         self._u_current_at_peer = False
@@ -318,8 +340,9 @@ class PassiveShare(_Side):
         keys: KeyPair | None,
         allow_plaintext: bool = False,
         party: str = "P",
+        floor: SecurityFloor = SecurityFloor(),
     ) -> None:
-        super().__init__(settings, keys, allowed=allow_plaintext, party=party)
+        super().__init__(settings, keys, allowed=allow_plaintext, party=party, floor=floor)
         self.v = np.asarray(v, dtype=object)
         self.sgd = ShareSgd(settings.sgd)
         self._u: Sealed | None = None

@@ -126,7 +126,8 @@ def run_psi(
     error messages. With ``options.work_dir`` the result is stored there, and reused when
     both sides' inputs are unchanged (see :mod:`vfl.psi.store`); until it is stored, the
     blinding work is checkpointed there, for a restart with the same input to resume it
-    (:mod:`vfl.psi.resume`).
+    (:mod:`vfl.psi.resume`); a PSI that fails other than by a disconnect or timeout (empty
+    intersection, bad or inconsistent peer input) deletes that checkpoint, scalar first.
 
     Raises:
         DataError: own ids empty or duplicated after normalisation, or an empty intersection.
@@ -164,6 +165,12 @@ def run_psi(
     executor = options.executor or LocalProcessExecutor()
     try:
         result = _intersect(session, normalised, peer.n, executor, name, state)
+    except (ProtocolError, ValueError):
+        # not a disconnect (ChannelTimeout, TransportError: resumable, the state is kept) but
+        # an empty intersection or bad peer input: a rerun cannot resume it, so the scalar
+        # must not stay on disk
+        state.clear()
+        raise
     finally:
         state.close()
         if options.executor is None:

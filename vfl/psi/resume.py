@@ -108,9 +108,10 @@ def _make_private_dir(directory: Path) -> None:
         StorageError: naming the directory, if it cannot be created.
     """
     _remove(directory)
-    ensure_dir(directory.parent)
+    ensure_dir(directory.parent, private=True)
     try:
         directory.mkdir(mode=0o700)
+        os.chmod(directory, 0o700)  # exactly, whatever the umask
     except OSError as exc:
         raise storage_error(directory, exc) from exc
 
@@ -197,7 +198,7 @@ class BlindingState:
             if len(scalar) != _SCALAR_BYTES:
                 raise ValueError(f"a {curve.value} scalar has {len(scalar)} bytes, expected 32")
             body = len(header).to_bytes(4, "big") + header + scalar + order.astype("<i8").tobytes()
-            atomic_write_bytes(directory / SECRET_FILE, _seal(body), mode=0o600)
+            atomic_write_bytes(directory / SECRET_FILE, _seal(body), private=True)
         return cls(
             directory, scalar, order, curve=curve, job_id=job_id, chunk_size=chunk_size,
             resumed=loaded is not None, progress=progress,
@@ -323,7 +324,7 @@ class BlindingState:
             if self._writer is None or self.directory is None:
                 return
             write = self._writer.submit(
-                atomic_write_bytes, self.directory / name, _seal(body), mode=0o600
+                atomic_write_bytes, self.directory / name, _seal(body), private=True
             )
             self._writes.append(write)
 

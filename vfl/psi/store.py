@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy.typing as npt
 
 from vfl.config.job import PsiCurve
 from vfl.config.party import IdRule
+from vfl.storage import atomic_write_text
 
 ALIGNMENT_FILE = "alignment.json"
 _FORMAT = 1
@@ -107,7 +106,6 @@ def save_alignment(directory: Path, stored: StoredAlignment) -> Path:
     Raises:
         OSError: if the directory cannot be created or written.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / ALIGNMENT_FILE
     payload = {
         "format": _FORMAT,
@@ -119,13 +117,5 @@ def save_alignment(directory: Path, stored: StoredAlignment) -> Path:
         "ids": stored.ids,
         "rows": stored.rows.tolist(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".alignment-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(payload, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # gone after a successful replace
-    return path
+    # the ids are a secret of both parties: 0600 in a 0700 directory, whatever the umask
+    return atomic_write_text(path, json.dumps(payload), private=True)

@@ -24,8 +24,15 @@ from vfl.errors import DataError
 from vfl.evaluation.report import write_report
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
+from vfl.protocol.options import SecurityFloor
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
-from vfl.protocol.secure_layer import ActiveShare, PassiveShare, generate_keys, initial_half
+from vfl.protocol.secure_layer import (
+    ActiveShare,
+    PassiveShare,
+    check_floor,
+    generate_keys,
+    initial_half,
+)
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.storage import atomic_write_json, ensure_dir
 from vfl.training.defences import label_defence
@@ -55,6 +62,9 @@ class Prepared:
     active: ActiveInputs
     passive_users: TableTensors  # P's features in aligned order (P's side only)
     allow_plaintext: tuple[bool, bool] = (False, False)  # (E's config, P's config)
+    # each party's own security floor, from its own config: (E's, P's)
+    floors: tuple[SecurityFloor, SecurityFloor] = (SecurityFloor(), SecurityFloor())
+    names: tuple[str, str] = ("E", "P")  # the parties' names, for error messages
 
 
 def prepare(
@@ -103,6 +113,11 @@ def prepare(
         ),
         passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
         allow_plaintext=(active_cfg.party.allow_plaintext, passive_cfg.party.allow_plaintext),
+        floors=(
+            active_cfg.party.floor(str(job.parties.active)),
+            passive_cfg.party.floor(str(job.parties.passive)),
+        ),
+        names=(active_cfg.party.name, passive_cfg.party.name),
     )
 
 
@@ -260,6 +275,8 @@ def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
         settings=settings,
         keys=generate_keys(settings),
         allow_plaintext=prep.allow_plaintext[0],
+        party=prep.names[0],
+        floor=prep.floors[0],
     )
     return SecureSplitRecommender(
         prep.active,
@@ -283,6 +300,8 @@ def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
         settings=settings,
         keys=generate_keys(settings),
         allow_plaintext=prep.allow_plaintext[1],
+        party=prep.names[1],
+        floor=prep.floors[1],
     )
     return PassiveSecureServer(
         endpoint=endpoint,
@@ -358,10 +377,18 @@ def run_compare(
     With ``seeds > 1`` everything is trained again for the job seed plus 1 .. seeds-1: the
     report's ``models`` stay the job seed's, ``per_seed`` holds every seed's rows and
     ``noise`` the mean and standard deviation of each metric (:func:`seed_noise`).
+
+    Raises:
+        SecurityFloorError: ``encrypted`` and the job is below a party's own floor.
     """
     t0 = time.perf_counter()
     out = ensure_dir(out_dir)  # fail before training if the output cannot be written
     prep = prepare(job_file)
+    if encrypted:  # each party's own floor, before anything trains or any key exists (the
+        # layer checks it again)
+        settings = layer_settings(prep.job.train)
+        for floor, name in zip(prep.floors, prep.names, strict=True):
+            check_floor(settings, floor, party=name)
     base = prep.job.job.seed
     per_seed: dict[int, dict[str, Any]] = {}
     for s in range(base, base + seeds):

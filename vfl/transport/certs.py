@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vfl.errors import VflError
+from vfl.storage import atomic_write_bytes, ensure_dir
 
 _PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _RESERVED = {"ca", "coordinator"}
@@ -70,8 +70,7 @@ def generate_dev_pki(
         VflError: a party name is empty, reserved, duplicated or not a safe file name.
     """
     _check_party_names(parties)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir, private=True)  # it holds private keys: 0700
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vfl dev CA")])
     ca_cert = _ca_certificate(ca_key, ca_name, days)
@@ -203,7 +202,4 @@ def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    atomic_write_bytes(path, pem, private=True)  # 0600 from creation, whatever was there

@@ -14,6 +14,8 @@ the framing of :mod:`vfl.transport.framing`):
    null). The caller's certificate has been checked against the job's parties by then.
 4. ``Heartbeat(status)``: a :class:`~vfl.transport.board.Heartbeat`; answers every party's
    age and state from the :class:`~vfl.transport.board.JobBoard`.
+5. ``Status(empty)``: the same board for an operator's ``vfl status`` (any admitted party's
+   certificate), without counting as a join or a heartbeat of the caller.
 
 Every RPC names the job; a frame or request for any job but the one served is refused.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import struct
 import threading
 import time
@@ -38,6 +41,7 @@ from typing import Any, BinaryIO
 import grpc
 
 from vfl.errors import FrameError, TransportError
+from vfl.storage import open_private_append, storage_error
 from vfl.transport.board import Heartbeat, JobBoard
 from vfl.transport.framing import (
     FrameHeader,
@@ -50,6 +54,7 @@ SEND_METHOD = f"/{SERVICE}/Send"
 RECV_METHOD = f"/{SERVICE}/Recv"
 JOIN_METHOD = f"/{SERVICE}/Join"
 HEARTBEAT_METHOD = f"/{SERVICE}/Heartbeat"
+STATUS_METHOD = f"/{SERVICE}/Status"
 # One frame carries one protocol chunk; 64 MiB bounds a chunk with room for the header.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024
 GRPC_OPTIONS = [
@@ -59,6 +64,37 @@ GRPC_OPTIONS = [
 
 _Box = tuple[str, str, str]  # (job, recipient, sender)
 _CAPTURE_LEN = struct.Struct(">I")
+
+
+def _complete_length(data: bytes) -> int:
+    """The length of the longest prefix of ``data`` made of whole capture records."""
+    at = 0
+    while at + _CAPTURE_LEN.size <= len(data):
+        (n,) = _CAPTURE_LEN.unpack_from(data, at)
+        if at + _CAPTURE_LEN.size + n > len(data):
+            break
+        at += _CAPTURE_LEN.size + n
+    return at
+
+
+def open_capture(path: Path) -> BinaryIO:
+    """Open the relay capture to append to, mode 0600: each coordinator start adds its frames
+    after those of earlier starts. A record cut short by a kill is dropped first, so the
+    file stays a sequence of whole ``u32 length || frame`` records.
+
+    Raises:
+        StorageError: the file cannot be created, read or written.
+    """
+    handle = open_private_append(path)
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        whole = _complete_length(path.read_bytes()) if size else 0
+        if whole != size:
+            handle.truncate(whole)
+    except OSError as exc:
+        handle.close()
+        raise storage_error(path, exc) from exc
+    return handle
 
 
 def read_capture(data: bytes) -> list[bytes]:
@@ -199,6 +235,7 @@ class RelayServer:
                 "Recv": grpc.unary_unary_rpc_method_handler(self._recv),
                 "Join": grpc.unary_unary_rpc_method_handler(self._join),
                 "Heartbeat": grpc.unary_unary_rpc_method_handler(self._heartbeat),
+                "Status": grpc.unary_unary_rpc_method_handler(self._status),
             },
         )
         server.add_generic_rpc_handlers((handler,))
@@ -306,4 +343,9 @@ class RelayServer:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self._check_job(beat.job, context)
         self.board.beat(caller, beat)
+        return self.board.encode_status()
+
+    def _status(self, request: bytes, context: Any) -> bytes:
+        """The board as JSON ``{job, parties}``; the caller's own entry is left untouched."""
+        self._caller(context)
         return self.board.encode_status()

@@ -19,13 +19,13 @@ bounded envelopes, so no relay frame or gRPC message exceeds ``chunk_bytes`` plu
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nacl.exceptions
 import nacl.public
 
 from vfl.errors import EnvelopeError, TamperError, VflError
+from vfl.storage import atomic_write_bytes
 from vfl.transport.channel import Channel
 from vfl.transport.envelope import EnvelopeHeader, SequenceCheck, pack, unpack
 
@@ -158,14 +158,18 @@ class SealedChannel:
 
 
 def write_box_keys(out_dir: Path, name: str) -> tuple[Path, Path]:
-    """Write ``<name>.box`` (private, mode 0600) and ``<name>.box.pub`` (raw 32 bytes each)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``<name>.box`` (private, mode 0600) and ``<name>.box.pub`` (raw 32 bytes each).
+
+    The private key is written atomically as a new file of mode exactly 0600 in a 0700
+    directory, whatever the umask: rewriting it over an older, wider file narrows it.
+
+    Raises:
+        StorageError: the directory cannot be created or written.
+    """
     key = nacl.public.PrivateKey.generate()
     private, public = out_dir / f"{name}.box", out_dir / f"{name}.box.pub"
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(bytes(key))
-    public.write_bytes(bytes(key.public_key))
+    atomic_write_bytes(private, bytes(key), private=True)
+    atomic_write_bytes(public, bytes(key.public_key))
     return private, public
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from vfl.protocol.options import Mode
 from vfl.protocol.recorder import RecordingChannel
 from vfl.protocol.secure_layer import PassiveShare
 from vfl.training.compare import Prepared, _fit, secure_model, secure_server
-from vfl.training.defences import GaussianLabelNoise
+from vfl.training.defences import GaussianLabelNoise, label_epsilon
 from vfl.training.inputs import Batch
 from vfl.training.loop import FitResult
 from vfl.training.secure import SecureSplitRecommender
@@ -145,3 +146,32 @@ def _user_rows(prep: Prepared) -> list[np.ndarray]:
     rows = prep.split.user_rows()
     empty = np.empty(0, dtype=np.int64)
     return [rows.get(u, empty) for u in range(prep.split.n_users)]
+
+
+def _run_summary(run: AuditRun) -> dict[str, Any]:
+    best = run.fit.best
+    return {
+        **run.attacks.worst(),
+        "test_auc": round(best.test.auc, 4),
+        f"test_hr@{best.test.k}": round(best.test.hr, 4),
+        "audit": dataclasses.asdict(run.attacks.audit),
+        "stages": {
+            "activity": [dataclasses.asdict(f) for f in run.attacks.activity],
+            "direction": [dataclasses.asdict(f) for f in run.attacks.direction],
+            "counterfactual": [dataclasses.asdict(f) for f in run.attacks.counterfactual_auc],
+        },
+    }
+
+
+def audit_summary(
+    privacy: PrivacyConfig, as_run: AuditRun, undefended: AuditRun, epochs: int
+) -> dict[str, Any]:
+    """The JSON-ready ``privacy`` entry of a pilot's results."""
+    return {
+        "label_noise": privacy.label_noise,
+        "label_clip": privacy.label_clip,
+        "epsilon_per_user": round(label_epsilon(privacy.label_noise, epochs), 1),
+        "epochs": epochs,
+        "as_run": _run_summary(as_run),
+        "no_defence": _run_summary(undefended),
+    }
