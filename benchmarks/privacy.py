@@ -11,7 +11,11 @@ activity attack, cosine label-direction attack, the row-level counterfactual and
 audit, each per stage of training (steps 1-10, then each epoch), beside the model's test AUC
 and HR@10 at its best validation epoch; each setting over ``--seeds`` (job seeds: split,
 initial weights and negatives), with the mean and standard deviation of every figure.
-``DEFAULT`` in ``--noise`` is the job config's default ``[privacy]`` (on in the pilot).
+At E, the attribute inference of ``benchmarks/privacy_zb.py`` on the ``z_B`` E decrypted at
+the last evaluation (100 users of P's known to E; excess over E's own features).
+``DEFAULT`` in ``--noise`` is the pilot's ``[privacy]``: the default label noise and the
+pilot's embedding noise; any other level sets the label noise and turns the embedding noise
+off.
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from privacy_zb import own_features, p_attributes
 
+from vfl.cli.pilot_cmd import PILOT_EMBEDDING_NOISE
 from vfl.config.job import PrivacyConfig
 from vfl.data.movielens import convert_movielens
 from vfl.data.synthetic_writer import generate_synthetic
-from vfl.training.compare import prepare
+from vfl.evaluation.attribute_attack import attribute_inference
+from vfl.training.compare import Prepared, prepare
 from vfl.training.defences import label_epsilon
 from vfl.training.privacy_audit import audit_split
 
@@ -47,6 +55,14 @@ def _data(name: str, root: Path) -> Path:
     return out / "job.toml"
 
 
+def _attributes(prep: Prepared, job: Path, z_b: np.ndarray, seed: int) -> dict[str, float]:
+    """E's attribute inference from the ``z_B`` it decrypted: excess over its own features."""
+    dataset = "movielens" if prep.job.job.name.startswith("movielens") else "synthetic"
+    attrs = p_attributes(prep, job, dataset)
+    report = attribute_inference(own_features(prep), z_b, attrs, seed=seed)
+    return {s.attribute: round(s.excess, 4) for s in report.scores}
+
+
 def _run(job: Path, epochs: int, privacy: PrivacyConfig, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     text = re.sub(r"(?m)^seed = \d+$", f"seed = {seed}", job.read_text())
@@ -55,12 +71,15 @@ def _run(job: Path, epochs: int, privacy: PrivacyConfig, seed: int) -> dict[str,
     prep = prepare(seeded)  # the split's candidates, weights, order and rows all follow it
     run = audit_split(prep, epochs=epochs, privacy=privacy)
     best = run.fit.best
+    excess = _attributes(prep, seeded, run.z_b, seed)
     return {
         "seed": seed,
         "test_auc": round(best.test.auc, 4),
         "test_hr@10": round(best.test.hr, 4),
         "best_epoch": best.epoch,
         **run.attacks.worst(),
+        "attribute_excess": excess,
+        "mean_attribute_excess": round(float(np.mean(list(excess.values()))), 4),
         "stages": {
             "activity": [dataclasses.asdict(f) for f in run.attacks.activity],
             "direction": [dataclasses.asdict(f) for f in run.attacks.direction],
@@ -71,7 +90,14 @@ def _run(job: Path, epochs: int, privacy: PrivacyConfig, seed: int) -> dict[str,
     }
 
 
-SUMMED = ("test_auc", "test_hr@10", "activity_auc", "direction_auc", "counterfactual_auc")
+SUMMED = (
+    "test_auc",
+    "test_hr@10",
+    "activity_auc",
+    "direction_auc",
+    "counterfactual_auc",
+    "mean_attribute_excess",
+)
 
 
 def _setting(job: Path, epochs: int, privacy: PrivacyConfig, seeds: list[int]) -> dict[str, Any]:
@@ -86,6 +112,7 @@ def _setting(job: Path, epochs: int, privacy: PrivacyConfig, seeds: list[int]) -
     return {
         "label_noise": privacy.label_noise,
         "label_clip": privacy.label_clip,
+        "embedding_noise": privacy.embedding_noise,
         "epsilon_per_user": round(label_epsilon(privacy.label_noise, epochs), 1),
         "summary": summary,
         "runs": runs,
@@ -110,7 +137,11 @@ def main() -> None:
             job = _data(name, Path(tmp))
             rows = []
             for level in args.noise.split(","):
-                update = {} if level == "DEFAULT" else {"label_noise": float(level)}
+                update: dict[str, float] = (
+                    {"embedding_noise": PILOT_EMBEDDING_NOISE}
+                    if level == "DEFAULT"
+                    else {"label_noise": float(level), "embedding_noise": 0.0}
+                )
                 if args.clip is not None:
                     update["label_clip"] = args.clip
                 privacy = default.model_copy(update=update)

@@ -38,8 +38,9 @@ from vfl.crypto.pool import randomness_source
 from vfl.data.movielens import convert_movielens
 from vfl.protocol.ciphers import OpCounts
 from vfl.protocol.endpoint import Endpoint
+from vfl.protocol.initial_shares import initial_weight
 from vfl.protocol.options import Mode, Randomness, SecurityFloor
-from vfl.protocol.secure_layer import initial_half
+from vfl.protocol.secure_layer import initial_factor, initial_rotation
 from vfl.training.compare import (
     Prepared,
     passive_server,
@@ -158,7 +159,7 @@ def run_mode(mode: Mode, args: argparse.Namespace) -> dict[str, Any]:
 def run_plain_split(args: argparse.Namespace) -> dict[str, Any]:
     """The plaintext split network (``b`` in the clear, E holds ``W_B``), same initial weights.
 
-    ``W_B`` starts at the encrypted run's ``(U_0 + V_0) / S`` (same seeds), so after the same
+    ``W_B`` starts at the encrypted run's ``W_B(0) = Q·G`` (same seeds), so after the same
     epochs it is the same model up to the fixed-point error.
     """
     prep = load_movielens(args.users_per_step, Mode.ENCRYPTED, args)
@@ -170,10 +171,11 @@ def run_plain_split(args: argparse.Namespace) -> dict[str, Any]:
     model = plain_model(prep, Endpoint(e_end, job_id="bench", timeout=600))
     cfg, seed = prep.job.model, prep.job.job.seed
     scales = layer_settings(prep.job.train).scales
-    u0 = initial_half(cfg.passive_out, cfg.interactive_out, scales, np.random.default_rng(seed))
-    v0 = initial_half(cfg.passive_out, cfg.interactive_out, scales, np.random.default_rng(seed + 1))
+    d, h = cfg.passive_out, cfg.interactive_out
+    q = initial_rotation(d, scales, np.random.default_rng(seed))
+    g = initial_factor(d, h, scales, np.random.default_rng(seed + 1))
     with torch.no_grad():
-        model.w_b.weight.copy_(torch.tensor((u0 + v0).astype(float) / 2.0**scales.w_bits))
+        model.w_b.weight.copy_(torch.tensor(initial_weight(q, g, scales)))
     epochs, users = _train(model, prep, args)
     out = _timing(epochs, users, prep)
     step = out["steps"]

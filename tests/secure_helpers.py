@@ -15,9 +15,16 @@ from vfl.config.job import ModelConfig, TrainConfig
 from vfl.crypto.paillier import KeyPair
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
+from vfl.protocol.initial_shares import initial_weight
 from vfl.protocol.options import Mode, SecurityFloor
 from vfl.protocol.recorder import RecordingChannel
-from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, initial_half
+from vfl.protocol.secure_layer import (
+    ActiveShare,
+    LayerSettings,
+    PassiveShare,
+    initial_factor,
+    initial_rotation,
+)
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.protocol.share_optim import ShareSgdConfig
 from vfl.training.inputs import Batch, UserBatcher
@@ -113,11 +120,13 @@ def build_pair(
     al, split, e_inputs, p, e_ch, p_ch = inputs
     p_settings = p_settings or e_settings
     d, h = CFG.passive_out, CFG.interactive_out
-    u = initial_half(d, h, e_settings.scales, np.random.default_rng(1))
-    v = initial_half(d, h, p_settings.scales, np.random.default_rng(2))
+    q = initial_rotation(d, e_settings.scales, np.random.default_rng(1))
+    g = initial_factor(d, h, p_settings.scales, np.random.default_rng(2))
+    zeros = np.zeros((d, h), dtype=object)  # the shares are made at setup
     plain = e_settings.mode is Mode.PLAINTEXT
     e_share = ActiveShare(
-        u=u,
+        u=zeros,
+        rotation=q,
         settings=e_settings,
         keys=None if plain else keys("E"),
         allow_plaintext=allow[0],
@@ -125,10 +134,12 @@ def build_pair(
     )
     p_plain = p_settings.mode is Mode.PLAINTEXT
     p_share = PassiveShare(
-        v=v,
+        v=zeros,
+        factor=g,
         settings=p_settings,
         keys=None if p_plain else keys("P"),
         allow_plaintext=allow[1],
+        noise_seed=3,  # P's embedding-noise stream: the same in every mode
         floor=floors[1],
     )
     e_rec, p_rec = RecordingChannel(e_ch), RecordingChannel(p_ch)
@@ -143,7 +154,7 @@ def build_pair(
     )
     peer = SecurePassivePeer(Endpoint(e_rec, job_id="t", timeout=timeout), e_share)
     model = SecureSplitRecommender(e_inputs, CFG, TRAIN, n_users=len(al), peer=peer)
-    w0 = (u + v).astype(float) / 2.0**e_settings.scales.w_bits
+    w0 = initial_weight(q, g, e_settings.scales)  # = (U0 + V0) / S once set up
     ref = {"head": copy.deepcopy(model.head), "bottom": copy.deepcopy(bottom), "w0": w0}
     return Pair(model, server, e_rec, p_rec, p, split, ref)
 

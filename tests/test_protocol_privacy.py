@@ -55,6 +55,7 @@ STEPS = 5
 E_RECEIVES = {
     (SetupRes, "public_key"): "P's public key",
     (SetupRes, "params"): "agreed parameters",
+    (SetupRes, "enc_init"): "opens: masked initial share U0 = W_B(0) - M",
     (SecureForwardRes, "enc_zb"): "opens: z_B",
     (SecureForwardRes, "enc_v"): "sealed under P's key",
     (SecureBackwardRes, "enc_ge"): "opens: masked gradient share",
@@ -62,6 +63,7 @@ E_RECEIVES = {
 P_RECEIVES = {
     (SetupIns, "public_key"): "E's public key",
     (SetupIns, "params"): "agreed parameters",
+    (SetupIns, "enc_init"): "sealed under E's key",
     (SecureForwardIns, "users"): "user positions",
     (SecureForwardIns, "train"): "flag",
     (SecureForwardIns, "enc_u"): "sealed under E's key",
@@ -129,6 +131,10 @@ def test_what_e_receives(run) -> None:
     pair, truth = run
     opener = _opener("E")
     h = CFG.interactive_out
+    (setup,) = pair.e_rec.of_type(SetupRes)  # [[W_B(0)ᵀ - Mᵀ]]_E: masked 2^30 times over
+    vec = opener.load(setup.enc_init, rows=h, length=CFG.passive_out, what="U0")
+    u0 = opener.decrypt(vec, CFG.passive_out).astype(float)
+    assert np.abs(u0).min() > 2.0**30 * np.abs(truth["w_b"][0]).max() * 2.0**SCALES.w_bits
     train_fwd = [m for m in pair.e_rec.of_type(SecureForwardRes) if m.enc_v]
     assert len(train_fwd) == STEPS
     for step, res in enumerate(train_fwd):
@@ -151,6 +157,8 @@ def test_what_p_receives(run) -> None:
     opener = _opener("P")
     d = CFG.passive_out
     n_users = pair.p.numeric.shape[0]
+    (setup,) = pair.p_rec.of_type(SetupIns)
+    assert _sealed_only_for(setup.enc_init, owner="E", reader="P")  # [[Qᵀ]]_E
     for m in pair.p_rec.of_type(SecureForwardIns):
         assert m.users.dtype == np.int64 and m.users.ndim == 1  # who, nothing per row
         assert m.users.min() >= 0 and m.users.max() < n_users
@@ -250,11 +258,13 @@ def test_every_ciphertext_back_to_its_owner_was_rerandomised(run) -> None:
     back_to_e = sum(_n_cts(m.enc_zb, "E") for m in pair.e_rec.of_type(SecureForwardRes)) + sum(
         _n_cts(m.enc_ge, "E") for m in pair.e_rec.of_type(SecureBackwardRes)
     )
+    back_to_e += sum(_n_cts(m.enc_init, "E") for m in pair.e_rec.of_type(SetupRes))
     back_to_p = sum(_n_cts(m.enc_db, "P") for m in pair.p_rec.of_type(SecureBackwardIns))
     assert p.peer.counts.rerandomisations == back_to_e > 0
     assert e.peer.counts.rerandomisations == back_to_p > 0
-    # fresh encryptions: [[U]]_E, [[δ]]_E by E and [[Vᵀ]]_P by P, each with fresh r^n
-    fresh_e = sum(_n_cts(m.enc_u, "E") for m in pair.p_rec.of_type(SecureForwardIns) if m.enc_u)
+    # fresh encryptions: [[Qᵀ]]_E, [[U]]_E, [[δ]]_E by E and [[Vᵀ]]_P by P, fresh r^n each
+    fresh_e = sum(_n_cts(m.enc_init, "E") for m in pair.p_rec.of_type(SetupIns))
+    fresh_e += sum(_n_cts(m.enc_u, "E") for m in pair.p_rec.of_type(SecureForwardIns) if m.enc_u)
     fresh_e += sum(_n_cts(m.enc_g, "E") for m in pair.p_rec.of_type(SecureBackwardIns))
     fresh_p = sum(_n_cts(m.enc_v, "P") for m in pair.e_rec.of_type(SecureForwardRes) if m.enc_v)
     assert e.own.counts.encryptions == fresh_e and p.own.counts.encryptions == fresh_p
@@ -262,15 +272,15 @@ def test_every_ciphertext_back_to_its_owner_was_rerandomised(run) -> None:
 
 def test_same_inputs_give_unlinkable_ciphertexts_with_the_same_plaintext() -> None:
     # Prepare: both halves of the layer, keys exchanged, no thread
-    from vfl.protocol.fixed_point import initial_half
+    from vfl.protocol.fixed_point import uniform_mask
     from vfl.protocol.secure_layer import ActiveShare, PassiveShare
 
     s, rng = settings(), np.random.default_rng(3)
     d, h = CFG.passive_out, CFG.interactive_out
-    e = ActiveShare(u=initial_half(d, h, SCALES, rng), settings=s, keys=keys("E"), floor=TEST_FLOOR)
-    p = PassiveShare(
-        v=initial_half(d, h, SCALES, rng), settings=s, keys=keys("P"), floor=TEST_FLOOR
-    )
+    u = uniform_mask((d, h), SCALES.mask_bits)  # masked shares of a small W_B
+    v = uniform_mask((d, h), SCALES.w_bits - 2) - u
+    e = ActiveShare(u=u, settings=s, keys=keys("E"), floor=TEST_FLOOR)
+    p = PassiveShare(v=v, settings=s, keys=keys("P"), floor=TEST_FLOOR)
     e.set_peer(p.own.key_bytes())
     p.set_peer(e.own.key_bytes())
     b, delta = rng.uniform(-1, 1, (4, d)), rng.normal(0, 1e-2, (4, h))

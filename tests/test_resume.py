@@ -17,7 +17,7 @@ import torch
 from tests.helpers import tiny_training_inputs
 from vfl.checkpoint import CheckpointStore, Phase
 from vfl.config.job import ModelConfig, TrainConfig
-from vfl.errors import ChannelTimeout, EnvelopeError, PeerLost
+from vfl.errors import ChannelTimeout, PeerLost, TamperError
 from vfl.training.inputs import UserBatcher
 from vfl.training.loop import FitResult, LoopState, StopRule, fit
 from vfl.training.recommenders import HeadRecommender
@@ -83,10 +83,10 @@ def test_an_envelope_of_an_earlier_session_is_dropped_never_applied() -> None:
     e2.send(b"new session, step 3")
     # Assert
     assert p2.recv(timeout=5) == b"new session, step 3"
-    # a plain sealed channel (no session) still refuses a foreign job by name
+    # the pinned keys alone (a plain sealed channel) cannot even open it: session keys
     plain = SealedChannel(p_raw, **_keys("P", "E"), job_id="job", me="P")
     p_raw._inbox.put(old)
-    with pytest.raises(EnvelopeError, match="belongs to job"):
+    with pytest.raises(TamperError, match="failed authentication"):
         plain.recv(timeout=1)
 
 

@@ -21,7 +21,7 @@ from vfl.config.party import load_party_config
 from vfl.data.party_files import dumps_toml
 from vfl.errors import ConfigError, SecurityFloorError
 from vfl.protocol.options import Mode, Randomness, SecurityFloor
-from vfl.protocol.secure_layer import ActiveShare, PassiveShare, initial_half
+from vfl.protocol.secure_layer import ActiveShare, PassiveShare
 
 
 def _update(path: Path, section: str, values: dict[str, object]) -> None:
@@ -80,7 +80,7 @@ def test_a_party_process_refuses_a_plan_below_its_own_floor(pilot: Pilot, case: 
 def test_the_layer_refuses_settings_below_the_floor_in_process() -> None:
     # Prepare: 512-bit test settings, and the parties' default floor (2048 bits, full only)
     d, h = CFG.passive_out, CFG.interactive_out
-    u = initial_half(d, h, settings().scales, np.random.default_rng(0))
+    u = np.zeros((d, h), dtype=object)  # any share: the floor is checked first
     # Execute / Assert: in-process construction (vfl compare, tests) checks the floor too
     with pytest.raises(SecurityFloorError, match=r"party 'E'.*key_bits = 512.*Fix:"):
         ActiveShare(u=u, settings=settings(), keys=keys("E"))

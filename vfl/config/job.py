@@ -23,6 +23,9 @@ Every section except ``[parties]`` has defaults, so a file holding only ``[parti
     [psi]
     curve = "x25519"           # or "ed25519"; both parties must use the same
     chunk_size = 4096
+
+    [privacy]
+    embedding_noise = 0.0      # P's noise on its embedding before E decrypts z_B (0 = off)
 """
 
 from __future__ import annotations
@@ -145,12 +148,19 @@ class PrivacyConfig(BaseModel):
     ``label_clip`` and adds Gaussian noise of standard deviation ``label_noise · label_clip``
     per coordinate. ``label_noise = 0`` switches it off. The weight gradient of ``W_B``
     (which P never sees in the clear) keeps the exact ``δ``.
+
+    Embedding protection: ``embedding_noise`` is the multiplier ``s`` of the noise P adds to
+    its embedding ``b`` (``|b_i| < 1``) before ``[[z_B]]_E`` is formed, in training and
+    evaluation alike (:mod:`vfl.protocol.embedding_noise`); 0 turns it off (the library
+    default; the pilot writes its own). It protects P's attributes from what E decrypts and
+    costs accuracy: ``benchmarks/privacy_zb.py`` measures the trade-off.
     """
 
     model_config = _FROZEN
 
     label_noise: NonNegativeFloat = 2.0  # noise multiplier (std / clipping bound); 0 = off
     label_clip: PositiveFloat = 0.05  # L2 bound of a user's mean row gradient m·δ_u
+    embedding_noise: NonNegativeFloat = 0.0  # P's noise on b before E decrypts z_B; 0 = off
 
 
 class PsiCurve(Enum):

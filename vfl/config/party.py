@@ -5,6 +5,7 @@ Example (E, the active party)::
     [party]
     name = "shop"
     role = "active"
+    publish = ["phase", "epoch"]    # what the coordinator may learn (this is the default)
     min_key_bits = 2048             # refuse plans with a smaller Paillier key (the default)
     allow_short_exponent = false    # refuse short-exponent re-randomisation (the default)
 
@@ -120,8 +121,27 @@ class FileFormat(Enum):
     PARQUET = "parquet"
 
 
+class Published(Enum):
+    """What a party may tell the coordinator with its heartbeats (``[party] publish``).
+
+    ``phase``: the pipeline phase it is in; ``epoch``: E's finished epoch number; ``loss``:
+    E's mean training loss of that epoch; ``valid_ndcg``: E's validation NDCG@10 of that
+    epoch; ``metrics``: E's final test AUC, HR@10 and NDCG@10. P has no epochs or metrics:
+    only ``phase`` applies to it, and it never publishes the intersection size.
+    """
+
+    PHASE = "phase"
+    EPOCH = "epoch"
+    LOSS = "loss"
+    VALID_NDCG = "valid_ndcg"
+    METRICS = "metrics"
+
+
+DEFAULT_PUBLISH = (Published.PHASE, Published.EPOCH)
+
+
 class PartySection(BaseModel):
-    """``[party]``: display name and role."""
+    """``[party]``: display name, role, and what this party publishes to the coordinator."""
 
     model_config = _FROZEN
 
@@ -134,6 +154,8 @@ class PartySection(BaseModel):
     # short-exponent re-randomisation of ciphertexts returned to this party, is refused.
     min_key_bits: Annotated[int, Field(ge=256)] = DEFAULT_MIN_KEY_BITS
     allow_short_exponent: bool = False
+    # What the coordinator learns besides sizes and timing (see Published); [] for nothing.
+    publish: tuple[Published, ...] = DEFAULT_PUBLISH
 
     def floor(self, config: str = "its party config") -> SecurityFloor:
         """This party's :class:`~vfl.protocol.options.SecurityFloor`, naming ``config``."""
@@ -142,6 +164,16 @@ class PartySection(BaseModel):
             allow_short_exponent=self.allow_short_exponent,
             config=config,
         )
+
+    @model_validator(mode="after")
+    def _publish_once(self) -> PartySection:
+        """Each ``publish`` entry at most once."""
+        repeated = [p.value for p, n in Counter(self.publish).items() if n > 1]
+        if repeated:
+            raise rule_error(
+                f"'{repeated[0]}' is listed twice", "list each entry once in 'publish'", "publish"
+            )
+        return self
 
 
 class UnicodeForm(Enum):

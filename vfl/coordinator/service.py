@@ -7,10 +7,11 @@
    (``state``) says which parties already finished this job and plan before a restart;
    they are shown as done again ("resumed from <file>: shop done").
 3. Serve until ``stop_event`` is set or, when running in the main thread, SIGINT/SIGTERM arrives,
-   printing each party's phase changes and the progress E publishes with its heartbeats.
+   printing each party's phase changes and the progress its own config lets it publish
+   with its heartbeats (default: phase and E's epoch number; :mod:`vfl.party.publishing`).
 4. Stop the relay and report the bytes moved per (sender, recipient): together with timing and
    the published progress, that is everything the coordinator learns, since E and P seal their
-   payloads end to end.
+   payloads end to end (with per-session keys: :mod:`vfl.transport.session`).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def _watch(board: JobBoard, stop: threading.Event, emit: Callable[[str], None]) 
             now = (status.phase, status.state.value, _progress_text(status.progress))
             if last.get(name) != now:
                 last[name] = now
-                emit(f"party {name}: phase {now[0]}, {now[1]}" + (f", {now[2]}" if now[2] else ""))
+                phase = now[0] or "(not published)"
+                emit(f"party {name}: phase {phase}, {now[1]}" + (f", {now[2]}" if now[2] else ""))
 
 
 def _progress_text(progress: dict[str, Any]) -> str:

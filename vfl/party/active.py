@@ -40,7 +40,7 @@ from vfl.party.resume import (
 )
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
-from vfl.protocol.secure_layer import ActiveShare, check_floor, generate_keys, initial_half
+from vfl.protocol.secure_layer import ActiveShare, check_floor, generate_keys, initial_rotation
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_json
 from vfl.training.defences import label_defence
@@ -189,7 +189,14 @@ def train_active(
         seed=plan.job.seed,
     )
     secret = np.random.SeedSequence(local_rng_seed(local_seed)).generate_state(3, np.uint64)
-    peer = _passive_peer(plan, channel, timeout, int(secret[0]), (allow_plaintext, party, floor))
+    peer = _passive_peer(
+        plan,
+        channel,
+        timeout,
+        int(secret[0]),
+        (allow_plaintext, party, floor),
+        fresh=start is None,
+    )
     model = _model(data, plan, local, peer, (int(secret[1]), split))
     try:
         peer.setup()
@@ -304,18 +311,22 @@ def _passive_peer(
     timeout: float,
     seed: int,
     permission: tuple[bool, str, SecurityFloor],
+    *,
+    fresh: bool,
 ) -> SecurePassivePeer:
-    """E's proxy of P, with E's key pair and its half of ``W_B``.
+    """E's proxy of P, with E's key pair and, for a ``fresh`` job, its rotation of ``W_B(0)``.
 
-    The half comes from ``seed``, drawn from E's own secret, not the job seed P knows too.
+    The rotation comes from ``seed``, drawn from E's own secret, not the job seed P knows
+    too. A resumed run makes no initial shares: ``U`` is restored from its checkpoint.
     """
-    m, settings = plan.model, layer_settings(plan.train)
+    m, settings = plan.model, layer_settings(plan.train, privacy=plan.privacy)
     floor = permission[2]
     check_floor(settings, floor, party=permission[1])  # before E's key pair exists
     rng = np.random.default_rng(seed)
-    half = initial_half(m.passive_out, m.interactive_out, settings.scales, rng)
+    rotation = initial_rotation(m.passive_out, settings.scales, rng) if fresh else None
     share = ActiveShare(
-        u=half,
+        u=np.zeros((m.passive_out, m.interactive_out), dtype=object),  # U0 made at setup
+        rotation=rotation,
         settings=settings,
         keys=generate_keys(settings),
         allow_plaintext=permission[0],

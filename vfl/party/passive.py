@@ -35,7 +35,7 @@ from vfl.party.resume import (
 )
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
-from vfl.protocol.secure_layer import PassiveShare, check_floor, generate_keys, initial_half
+from vfl.protocol.secure_layer import PassiveShare, check_floor, generate_keys, initial_factor
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.storage import atomic_write_json
 from vfl.training.inputs import TableTensors
@@ -121,7 +121,7 @@ def serve_passive(
     ``allow_plaintext`` is P's own ``[party] allow_plaintext`` (plaintext mode needs both);
     ``floor`` is P's own security floor, checked before P's key pair is generated.
 
-    P's bottom model and its half of ``W_B`` are drawn from P's own secret seed
+    P's bottom model and its factor ``G`` of ``W_B(0)`` are drawn from P's own secret seed
     (``local_seed``, fresh from the OS when None), never from the job seed E knows.
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
     """
@@ -134,16 +134,18 @@ def serve_passive(
         bottom = PassiveBottom(
             features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
         )
-    settings = layer_settings(t)
+    settings = layer_settings(t, privacy=plan.privacy)
     check_floor(settings, floor, party=party)  # before P's key pair exists
+    d, h = m.passive_out, m.interactive_out
+    factor = initial_factor(d, h, settings.scales, np.random.default_rng(seed + 1))
     share = PassiveShare(
-        v=initial_half(
-            m.passive_out, m.interactive_out, settings.scales, np.random.default_rng(seed + 1)
-        ),
+        v=np.zeros((d, h), dtype=object),  # V0 made at setup, or restored from ``start``
+        factor=factor if start is None else None,
         settings=settings,
         keys=generate_keys(settings),
         allow_plaintext=allow_plaintext,
         party=party,
+        noise_seed=seed + 2,  # P's own secret stream, like its bottom model and V
         floor=floor,
     )
     server = PassiveSecureServer(

@@ -6,8 +6,9 @@
 3. Seal the channel to the peer with the pinned keys and run the **handshake**
    (:mod:`vfl.party.handshake`): a mismatch stops the job, naming each field.
 4. **PSI** and alignment, then **training** and evaluation (E drives, P serves).
-5. Report ``done`` (E publishes its test metrics) or ``failed`` (the error's class name only:
-   messages may quote ids) to the coordinator, then close.
+5. Report ``done`` or ``failed`` (the error's class name only: messages may quote ids) to
+   the coordinator, then close. What the heartbeats carry is what the party's ``[party]
+   publish`` allows (:mod:`vfl.party.publishing`; default: phase and E's epoch number).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from vfl.party.exporting import (
 )
 from vfl.party.handshake import handshake
 from vfl.party.passive import finished_summary, run_passive
+from vfl.party.publishing import Publisher
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
 from vfl.storage import atomic_write_text, ensure_dir
 from vfl.training.loop import EpochRecord, ProgressFn
@@ -68,6 +70,7 @@ def run_party(
     """
     net = _network(run)
     grpc_channel = _dial(run.cfg, net)
+    publish = Publisher(grpc_channel, run.cfg)
     try:
         reply = grpc_channel.join()
         plan = _plan(run, reply.plan)
@@ -78,9 +81,9 @@ def run_party(
             f"{run.cfg.party.name} ({run.cfg.role.value}) joined job {reply.job} at "
             f"{net.coordinator}, plan {plan.fingerprint()[:16]}, peer {net.peer}"
         )
-        result = _run_sealed(run, net, grpc_channel, plan, emit, progress)
+        result = _run_sealed(run, net, publish, plan, emit, progress)
     except BaseException as exc:
-        grpc_channel.report(state=PartyState.FAILED, progress={"error": type(exc).__name__})
+        publish.failed(exc)
         grpc_channel.close()
         if isinstance(exc, ChannelTimeout | ProtocolError) and not isinstance(
             exc, ParameterMismatch
@@ -90,7 +93,7 @@ def run_party(
                 f"{run.out / 'checkpoints'} are kept: re-run the same command to resume"
             )
         raise
-    grpc_channel.report(state=PartyState.DONE, progress=_published(result))
+    publish.done(result)
     grpc_channel.close()
     return result
 
@@ -98,7 +101,7 @@ def run_party(
 def _run_sealed(
     run: PartyRun,
     net: NetworkSection,
-    grpc_channel: GrpcChannel,
+    publish: Publisher,
     plan: JobPlan,
     emit: Callable[[str], None],
     progress: ProgressFn | None,
@@ -111,13 +114,14 @@ def _run_sealed(
     if finished and cfg.role is Role.PASSIVE:
         emit(f"{name}: the job already finished here (checkpoint {store.directory})")
         return _finished(run, plan, store, emit)
+    grpc_channel = publish.channel
     counter = CountingChannel(grpc_channel)  # bytes on the wire, per phase (E's metrics)
     meter = PhaseMeter(counter)
     try:
         meter.enter("handshake")
         channel = _session(run, net, counter)
         channel.phase = "handshake"
-        grpc_channel.report(phase="handshake")
+        publish.phase("handshake")
         handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
         agreed = agree_position(channel, mine, me=name, timeout=net.timeout_s)
     except (PeerLost, ChannelTimeout):
@@ -134,8 +138,8 @@ def _run_sealed(
     )
     store.discard_after(agreed)
     if agreed is not None and agreed[0] is Phase.EXPORT:  # both trained: export again
-        return _export_again(run, net, grpc_channel, plan, channel, store, emit)
-    return _run_phases(run, net, grpc_channel, plan, channel, store, agreed, emit, progress, meter)
+        return _export_again(run, net, publish, plan, channel, store, emit)
+    return _run_phases(run, net, publish, plan, channel, store, agreed, emit, progress, meter)
 
 
 def _finished(
@@ -156,7 +160,7 @@ def _finished(
 def _export_again(
     run: PartyRun,
     net: NetworkSection,
-    grpc_channel: GrpcChannel,
+    publish: Publisher,
     plan: JobPlan,
     channel: SealedChannel,
     store: CheckpointStore,
@@ -167,7 +171,7 @@ def _export_again(
         channel, run.out / "model", run.cfg, plan, timeout=net.timeout_s, store=store
     )
     channel.phase = "export"
-    grpc_channel.report(phase="export")
+    publish.phase("export")
     emit(f"{run.cfg.party.name}: phase export")
     exporter.exchange(shard_files(store.load(Phase.EXPORT, 0)))
     return _finished(run, plan, store, emit)
@@ -182,7 +186,7 @@ def _peer_finished(grpc_channel: GrpcChannel) -> bool:
 def _run_phases(
     run: PartyRun,
     net: NetworkSection,
-    grpc_channel: GrpcChannel,
+    publish: Publisher,
     plan: JobPlan,
     channel: SealedChannel,
     store: CheckpointStore,
@@ -199,7 +203,7 @@ def _run_phases(
 
     def phase(name: str) -> None:
         channel.phase = name
-        grpc_channel.report(phase=name)
+        publish.phase(name)
         emit(f"{cfg.party.name}: phase {name}")
 
     if cfg.role is Role.PASSIVE:
@@ -224,7 +228,7 @@ def _run_phases(
         run.out,
         epochs=run.epochs,
         timeout=net.timeout_s,
-        progress=_publishing(grpc_channel, progress),
+        progress=_publishing(publish, progress),
         phase=phase,
         local_seed=run.local_seed,
         meter=meter,
@@ -260,29 +264,11 @@ def _session(run: PartyRun, net: NetworkSection, counter: CountingChannel) -> Se
     )
 
 
-def _seal(run: PartyRun, net: NetworkSection, grpc_channel: CountingChannel) -> SealedChannel:
-    """A plain sealed channel to the peer (no session: inference, :mod:`vfl.party.serving`)."""
-    private_key, peer_public_key = _box_keys(run, net)
-    return SealedChannel(
-        grpc_channel,
-        private_key=private_key,
-        peer_public_key=peer_public_key,
-        job_id=grpc_channel.inner.job_id,
-        me=run.cfg.party.name,
-    )
-
-
-def _publishing(grpc_channel: GrpcChannel, progress: ProgressFn | None) -> ProgressFn:
-    """E's epoch callback: publish epoch, loss and validation NDCG to C, then ``progress``."""
+def _publishing(publish: Publisher, progress: ProgressFn | None) -> ProgressFn:
+    """E's epoch callback: publish what ``[party] publish`` allows to C, then ``progress``."""
 
     def on_epoch(name: str, record: EpochRecord) -> None:
-        grpc_channel.report(
-            progress={
-                "epoch": record.epoch,
-                "loss": round(record.train_loss, 4),
-                "valid_ndcg": round(record.valid.ndcg, 4),
-            }
-        )
+        publish.epoch(record)
         if progress is not None:
             progress(name, record)
 
@@ -378,11 +364,3 @@ def check_floor(cfg: PartyConfig, plan: JobPlan, *, config: str) -> None:
         randomness=plan.train.randomness,
         party=cfg.party.name,
     )
-
-
-def _published(result: dict[str, Any]) -> dict[str, Any]:
-    """What a finished party tells the coordinator: E its test metrics, P its step count."""
-    row = result.get("split_encrypted")
-    if isinstance(row, dict):
-        return {k: row[k] for k in ("auc", "hr@10", "ndcg@10") if k in row}
-    return {k: v for k, v in result.items() if isinstance(v, int)}

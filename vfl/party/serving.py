@@ -1,14 +1,18 @@
 """Inference sessions between the two party processes, through the coordinator as in training.
 
-1. Join the coordinator (mutual TLS), start heartbeats, seal the channel to the peer and run
-   the plan handshake -- exactly as :mod:`vfl.party.runner` does for training.
+1. Join the coordinator (mutual TLS), start heartbeats, open a fresh sealed session with the
+   peer (:mod:`vfl.transport.session`: ephemeral keys, so an envelope of an earlier inference
+   session is dropped, never applied) and run the plan handshake -- exactly as
+   :mod:`vfl.party.runner` does for training.
 2. Phase ``inference``: the steps of :mod:`vfl.party.inference` (shard check, setup with fresh
    keys, encrypted forward, scoring at E).
-3. Report ``done`` (nothing else: C never sees a score) or ``failed`` (the error's class name).
+3. Report ``done`` (nothing else: C never sees a score) or ``failed`` (the error's class name),
+   through the party's :class:`~vfl.party.publishing.Publisher`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -33,14 +37,14 @@ from vfl.party.inference import (
     score_rows,
     top_k,
 )
-from vfl.party.runner import PartyRun, _dial, _network, _plan, _seal
+from vfl.party.publishing import Publisher
+from vfl.party.runner import PartyRun, _dial, _network, _plan, _session
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
 from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, generate_keys
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.training.inputs import TableTensors
 from vfl.training.secure import layer_settings
-from vfl.transport.board import PartyState
 
 SessionBody = Callable[[ByteChannel, JobPlan], dict[str, Any]]
 
@@ -53,25 +57,36 @@ def run_session(run: PartyRun, body: SessionBody, *, emit: Callable[[str], None]
     """
     net = _network(run)
     grpc_channel = _dial(run.cfg, net)
+    publish = Publisher(grpc_channel, run.cfg)
     try:
         reply = grpc_channel.join()
         plan = _plan(run, reply.plan)
         grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
         emit(f"{run.cfg.party.name} joined job {reply.job} for inference, peer {net.peer}")
-        channel = _seal(run, net, CountingChannel(grpc_channel))
+        channel = _session(run, net, CountingChannel(grpc_channel))
         channel.phase = "handshake"
-        grpc_channel.report(phase="handshake")
+        publish.phase("handshake")
         handshake(channel, run.cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
         channel.phase = "inference"
-        grpc_channel.report(phase="inference")
+        publish.phase("inference")
         result = body(channel, plan)
     except BaseException as exc:
-        grpc_channel.report(state=PartyState.FAILED, progress={"error": type(exc).__name__})
+        publish.failed(exc)
         grpc_channel.close()
         raise
-    grpc_channel.report(state=PartyState.DONE, progress={})
+    publish.done()
     grpc_channel.close()
     return result
+
+
+def serving_noise_seed(v: np.ndarray) -> int:
+    """P's embedding-noise seed for inference sessions: a hash of its trained share ``V``.
+
+    ``V`` is P's secret and fixed once the model is exported, so every refresh of the same
+    model adds the same noise to a user's ``z_B``: E cannot average refreshes to remove it.
+    """
+    digest = hashlib.sha256(b"vfl embedding noise\0" + repr(v.tolist()).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def _settings(shard: Shard, plan: JobPlan, w_bits: int) -> LayerSettings:
@@ -80,7 +95,7 @@ def _settings(shard: Shard, plan: JobPlan, w_bits: int) -> LayerSettings:
     Raises:
         ShardError: the share was written at another fixed-point scale.
     """
-    settings = layer_settings(plan.train)
+    settings = layer_settings(plan.train, privacy=plan.privacy)
     if settings.scales.w_bits != w_bits:
         raise ShardError(
             f"{shard.path}: share at scale 2^{w_bits}, this version uses "
@@ -204,6 +219,7 @@ def passive_server(
         keys=generate_keys(settings),  # fresh for this session: no key is stored
         allow_plaintext=allow_plaintext,
         party=party,
+        noise_seed=serving_noise_seed(v),
         floor=floor,
     )
     return PassiveSecureServer(

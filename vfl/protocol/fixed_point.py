@@ -51,6 +51,8 @@ class SecureScales:
         value_bits: decoded ``|z_B|`` and ``|dL/db|`` must stay below ``2^value_bits``.
         max_users: most users in one step (sizes the masks).
         slot_bits: width of a packed slot (127 bits: 16 slots per 2048-bit plaintext).
+        init_bits: fractional bits of E's rotation ``Q`` in ``W_B(0) = Q·G``; P's ``G`` has
+            ``w_bits - init_bits`` (:mod:`vfl.protocol.initial_shares`).
     """
 
     b_bits: int = 20
@@ -61,6 +63,7 @@ class SecureScales:
     value_bits: int = 16
     max_users: int = 1024
     slot_bits: int = 127
+    init_bits: int = 28
 
     @property
     def w_bits(self) -> int:
@@ -167,9 +170,3 @@ def scale_exact(x: IntArray, factor: Fraction) -> IntArray:
     num, den = factor.numerator, factor.denominator
     flat = [(2 * int(v) * num + den) // (2 * den) for v in np.asarray(x, dtype=object).ravel()]
     return np.array(flat, dtype=object).reshape(np.shape(x))
-
-
-def initial_half(d: int, h: int, scales: SecureScales, rng: np.random.Generator) -> IntArray:
-    """One party's half of the initial ``W_B``: Xavier-normal with half the variance, scaled."""
-    std = np.sqrt(2.0 / (d + h)) / np.sqrt(2.0)
-    return quantise(rng.normal(0.0, std, (d, h)), scales.w_bits, 64.0, "initial W_B half")

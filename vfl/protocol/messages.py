@@ -90,20 +90,24 @@ class ErrorRes:
 
 @dataclass(frozen=True)
 class SetupIns:
-    """E -> P: E's Paillier public key (empty in plaintext mode) and the agreed parameters."""
+    """E -> P: E's Paillier public key (empty in plaintext mode), the agreed parameters and,
+    for a fresh job, ``[[Qᵀ]]_E`` (E's rotation of the initial ``W_B``)."""
 
     step: int
     public_key: bytes
     params: str  # JSON of the parameters both parties must agree on
+    enc_init: bytes = b""  # empty when resuming or serving: the shares exist already
 
 
 @dataclass(frozen=True)
 class SetupRes:
-    """P -> E (secure mode): P's Paillier public key and its view of the agreed parameters."""
+    """P -> E (secure mode): P's Paillier public key, its view of the agreed parameters and
+    E's masked initial share."""
 
     step: int
     public_key: bytes
     params: str
+    enc_init: bytes = b""  # [[W_B(0)ᵀ - Mᵀ]]_E, E's initial share, when E sent [[Qᵀ]]_E
 
 
 @dataclass(frozen=True)

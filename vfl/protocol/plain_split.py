@@ -102,11 +102,15 @@ class PassivePlainServer:
         self._pending = (msg.step, b) if msg.train else None
         return b
 
-    def _pop_pending(self, step: int) -> torch.Tensor:
-        """``b`` of the training forward of ``step``."""
+    def _peek_pending(self, step: int) -> torch.Tensor:
+        """``b`` of the training forward of ``step``, kept pending (nothing changes)."""
         if self._pending is None or self._pending[0] != step:
             raise ProtocolError(f"step {step}: backward without a matching training forward")
-        b = self._pending[1]
+        return self._pending[1]
+
+    def _pop_pending(self, step: int) -> torch.Tensor:
+        """``b`` of the training forward of ``step``, no longer pending."""
+        b = self._peek_pending(step)
         self._pending = None
         return b
 

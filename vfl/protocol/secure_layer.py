@@ -7,9 +7,19 @@ party has its own Paillier key pair; ``[[x]]_E`` is under E's key, ``[[x]]_P`` u
 Steps of one training iteration over the m distinct users of a step (rows of a user share
 one ``b`` and one summed ``δ``, so every count below is per user, never per row):
 
-0. Setup (once). Public keys and agreed parameters are exchanged. Each party draws its own
-   half of the initial ``W_B`` (Xavier-normal, half the variance each), so neither knows
-   the sum; from the first update on, each share is dominated by masks ``2^sigma`` larger.
+0. Setup (once). Public keys and agreed parameters are exchanged, and with them the initial
+   shares (:mod:`vfl.protocol.initial_shares`): ``W_B(0) = Q·G`` with E's secret random
+   rotation ``Q`` and P's secret Xavier-normal ``G``; E sends fresh ``[[Qᵀ]]_E``, P returns
+   ``[[Gᵀ·Qᵀ - Mᵀ]]_E`` (re-randomised) and keeps ``V0 = M``, a mask ``2^sigma`` times
+   larger than ``|W_B(0)|``; E decrypts ``U0 = W_B(0) - M``. No share -- and nothing else
+   either party holds -- is correlated with ``W_B(0)``: ``U0`` is within ``2^-sigma`` of
+   the independent ``-M``; ``Q·G`` has the law of ``G`` whatever ``Q`` (rotation invariance
+   of the isotropic Gaussian), so ``Q`` says nothing of it; and given ``G``, ``W_B(0)`` is
+   uniform over ``{Q·G}``, with conditional mean 0 (P learns only the Gram ``GᵀG``). So the
+   first ``z_B`` tells E about ``b`` what ``b·W`` for an unknown Gaussian ``W`` would. P must
+   not know ``W_B(0)`` either: it would solve its first ``dL/db = δ·W_B(0)ᵀ`` for ``δ``, then
+   follow every later ``W_B`` and ``δ``. From the first update on, each share also carries
+   the fresh masks ``R``.
 1. Forward. E sends a fresh ``[[U]]_E`` whenever ``U`` changed. P computes, with
    ``B = round(b·2^f_b)``, ``[[B·U + B·V]]_E = B·[[U]]_E + B·V``, re-randomises it and sends
    it with a fresh ``[[Vᵀ]]_P``. E decrypts ``z_B = b·W_B``; it learns ``z_B``, not ``b``.
@@ -34,28 +44,35 @@ Network", and FATE's hetero-NN interactive layer (Paillier, 2019 onwards).
 
 from __future__ import annotations
 
+import secrets
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool, RPowNSource, randomness_source
-from vfl.errors import ParameterMismatch, PlaintextRefused, ProtocolError
+from vfl.errors import ProtocolError
+from vfl.protocol.agreement import (
+    LayerSettings,
+    agreed_parameters,
+    check_agreement,
+    check_mode_allowed,
+)
 from vfl.protocol.ciphers import LayerCipher, OpCounts, PaillierCipher, PlainCipher, Sealed
+from vfl.protocol.embedding_noise import EmbeddingNoise
 from vfl.protocol.fixed_point import (
     IntArray,
     SecureScales,
     dequantise,
-    initial_half,
     int_matmul,
     quantise,
     uniform_mask,
 )
+from vfl.protocol.initial_shares import initial_factor, initial_rotation, masked_initial_share
 from vfl.protocol.kernels import Kernels
-from vfl.protocol.options import Mode, Randomness, SecurityFloor, check_rerandomise_source
-from vfl.protocol.share_optim import ShareSgd, ShareSgdConfig
+from vfl.protocol.options import Mode, Randomness, SecurityFloor
+from vfl.protocol.share_optim import ShareSgd
 
 __all__ = [
     "ActiveShare",
@@ -65,93 +82,18 @@ __all__ = [
     "agreed_parameters",
     "check_agreement",
     "check_floor",
+    "check_mode_allowed",
     "generate_keys",
-    "initial_half",
+    "initial_factor",
+    "initial_rotation",
 ]
 
 POOL_SIZE = 256  # r^n values kept in stock per key and party
 
 
-@dataclass(frozen=True)
-class LayerSettings:
-    """How one party runs the layer; all but the last three fields must agree.
-
-    ``rerandomise``: the obfuscators for ciphertexts returned to the other party's key owner
-    (``FULL`` by default; ``SHORT_EXPONENT`` is faster, see :mod:`vfl.crypto.randomness`, and
-    needs the receiving party's own consent, :class:`~vfl.protocol.options.SecurityFloor`).
-    A party's fresh encryptions under its own key always use ``OWNER_CRT`` (FULL's exact
-    distribution, from its own primes). ``precompute``: draw both from background pools
-    while the party waits for the other. ``workers``: processes for batched products.
-    """
-
-    mode: Mode = Mode.ENCRYPTED
-    scales: SecureScales = field(default_factory=SecureScales)
-    sgd: ShareSgdConfig = field(default_factory=lambda: ShareSgdConfig(lr=1.0))
-    key_bits: int = 2048
-    rerandomise: Randomness = Randomness.FULL
-    precompute: bool = True
-    workers: int = 0
-
-    def __post_init__(self) -> None:
-        check_rerandomise_source(self.rerandomise)
-
-    def agreed(self, shape: tuple[int, ...]) -> dict[str, int | float | str]:
-        """What both parties must have identical before any payload is exchanged."""
-        return {
-            "mode": self.mode.value,
-            "key_bits": self.key_bits if self.mode is Mode.ENCRYPTED else 0,
-            "d": int(shape[0]),
-            "h": int(shape[1]),
-            **{k: v for k, v in vars(self.scales).items()},
-            **{f"wb_{k}": v for k, v in vars(self.sgd).items()},
-        }
-
-
-def agreed_parameters(
-    scales: SecureScales, shape: tuple[int, ...], key_bits: int
-) -> dict[str, int | float | str]:
-    """The agreed parameters of encrypted-mode settings with ``scales`` and ``key_bits``."""
-    return LayerSettings(scales=scales, key_bits=key_bits).agreed(shape)
-
-
 def generate_keys(settings: LayerSettings) -> KeyPair | None:
     """A fresh key pair of ``settings.key_bits`` bits, or None in plaintext mode."""
     return None if settings.mode is Mode.PLAINTEXT else KeyPair.generate(settings.key_bits)
-
-
-def check_agreement(
-    mine: dict[str, int | float | str], theirs: dict[str, int | float | str], *, me: str, peer: str
-) -> None:
-    """Compare parameter fingerprints field by field.
-
-    Raises:
-        ParameterMismatch: naming every differing field with both parties' values.
-    """
-    diff = [
-        f"{k}: {me} has {mine.get(k)!r}, {peer} has {theirs.get(k)!r}"
-        for k in sorted(set(mine) | set(theirs))
-        if mine.get(k) != theirs.get(k)
-    ]
-    if diff:
-        raise ParameterMismatch(
-            "agreed parameters differ -- "
-            + "; ".join(diff)
-            + ". Fix: give both parties the same job config"
-        )
-
-
-def check_mode_allowed(mode: Mode, allowed: bool, *, party: str) -> None:
-    """Refuse plaintext mode unless this party's own config allows it.
-
-    Raises:
-        PlaintextRefused: naming the party and the config key that would allow it.
-    """
-    if mode is Mode.PLAINTEXT and not allowed:
-        raise PlaintextRefused(
-            f"party '{party}' refuses the plaintext protocol: its party config does not set "
-            '[party] allow_plaintext = true. Fix: use train.protocol = "encrypted" (the '
-            "default), or, for development only, set allow_plaintext = true in BOTH party configs"
-        )
 
 
 def check_floor(settings: LayerSettings, floor: SecurityFloor, *, party: str) -> None:
@@ -272,10 +214,15 @@ class ActiveShare(_Side):
         keys: KeyPair | None,
         allow_plaintext: bool = False,
         party: str = "E",
+        rotation: IntArray | None = None,
         floor: SecurityFloor = SecurityFloor(),
     ) -> None:
+        """``rotation``: E's secret ``Q`` of a fresh job (:func:`initial_rotation`); ``u``
+        is then replaced by ``U0`` at setup. Without it ``u`` is the share to use (a loaded
+        shard, or a placeholder that a resumed run overwrites from its checkpoint)."""
         super().__init__(settings, keys, allowed=allow_plaintext, party=party, floor=floor)
         self.u = np.asarray(u, dtype=object)
+        self.rotation = rotation
         self.sgd = ShareSgd(settings.sgd)
         self._u_current_at_peer = False
         self._vt: Sealed | None = None
@@ -283,6 +230,28 @@ class ActiveShare(_Side):
     def params(self) -> dict[str, int | float | str]:
         """E's side of the parameter agreement."""
         return self.settings.agreed(self.u.shape)
+
+    def init_payload(self) -> bytes:
+        """Setup at E: a fresh ``[[Qᵀ]]_E`` if this is a fresh job (a rotation), else empty."""
+        if self.rotation is None:
+            return b""
+        return self.own.dump(self.own.encrypt(np.ascontiguousarray(self.rotation.T)), fresh=True)
+
+    def accept_init(self, data: bytes) -> None:
+        """Setup at E: ``U0 = W_B(0) - M`` from P's ``[[W_B(0)ᵀ - Mᵀ]]_E``.
+
+        Raises:
+            ProtocolError: for a missing or malformed reply to a fresh job's ``[[Qᵀ]]_E``.
+        """
+        if self.rotation is None:
+            return
+        d, h = self.u.shape
+        if not data:
+            raise ProtocolError("P sent no initial share: it resumes while E starts afresh")
+        vec = self.own.load(data, rows=h, length=d, what="[[W_B(0)ᵀ - Mᵀ]]")
+        self.u = np.ascontiguousarray(self.own.decrypt(vec, d).T)
+        self.rotation = None
+        self._u_current_at_peer = False
 
     def u_payload(self) -> bytes:
         """A fresh ``[[U]]_E`` if ``U`` changed since P last received it, else empty."""
@@ -340,11 +309,19 @@ class PassiveShare(_Side):
         keys: KeyPair | None,
         allow_plaintext: bool = False,
         party: str = "P",
+        noise_seed: int | None = None,
+        factor: IntArray | None = None,
         floor: SecurityFloor = SecurityFloor(),
     ) -> None:
+        """``noise_seed``: P's own secret seed of its embedding noise (fresh if None).
+        ``factor``: P's secret ``G`` of a fresh job (:func:`initial_factor`); ``v`` is then
+        replaced by ``V0`` at setup, and no forward is served before."""
         super().__init__(settings, keys, allowed=allow_plaintext, party=party, floor=floor)
         self.v = np.asarray(v, dtype=object)
+        self.factor = factor
         self.sgd = ShareSgd(settings.sgd)
+        seed = secrets.randbits(63) if noise_seed is None else noise_seed
+        self.noise = EmbeddingNoise(settings.embedding_noise, seed)
         self._u: Sealed | None = None
         self._b: IntArray | None = None
 
@@ -352,19 +329,53 @@ class PassiveShare(_Side):
         """P's side of the parameter agreement."""
         return self.settings.agreed(self.v.shape)
 
+    def init_reply(self, data: bytes) -> bytes:
+        """Setup at P: ``[[W_B(0)ᵀ - Mᵀ]]_E`` (re-randomised) for E's ``[[Qᵀ]]_E``; ``V = M``.
+
+        Empty ``data`` (a resumed run or a loaded shard) keeps ``V`` and answers empty.
+
+        Raises:
+            ProtocolError: if E starts a fresh job while P resumes, or the payload is malformed.
+        """
+        if not data:
+            return b""
+        if self.factor is None:
+            raise ProtocolError("E starts afresh (sent [[Qᵀ]]) while P resumes its share V")
+        d, _ = self.v.shape
+        peer = self._peer()
+        enc_qt = peer.load(data, rows=d, length=d, what="[[Qᵀ]]")
+        masked = self.settings.mode is Mode.ENCRYPTED
+        v0, reply = masked_initial_share(self.factor, enc_qt, peer, self.scales, masked=masked)
+        self.v, self.factor = v0, None
+        return peer.dump(reply, fresh=False)
+
     def forward_payload(
-        self, b: NDArray[np.floating], enc_u: bytes, *, train: bool
+        self,
+        b: NDArray[np.floating],
+        enc_u: bytes,
+        *,
+        train: bool,
+        step: int = 0,
+        users: NDArray[np.integer] | None = None,
     ) -> tuple[bytes, bytes]:
-        """Step 1 at P: re-randomised ``[[B·(U+V)]]_E`` and, if training, fresh ``[[Vᵀ]]_P``."""
+        """Step 1 at P: re-randomised ``[[B̃·(U+V)]]_E`` and, if training, fresh ``[[Vᵀ]]_P``.
+
+        ``B̃ = round(b̃·2^f_b)`` with ``b̃`` P's embedding after its protection noise for
+        ``step`` and ``users`` (aligned positions, ``0..m-1`` if None); ``b̃ = b`` without.
+        """
         s, peer = self.scales, self._peer()
         d, h = self.v.shape
+        if self.factor is not None:
+            raise ProtocolError("forward before the initial shares of W_B were made at setup")
         if len(b) > s.max_users:
             raise ProtocolError(f"{len(b)} users in one step; the masks allow {s.max_users}")
         if enc_u:
             self._u = peer.load(enc_u, rows=d, length=h, what="[[U]]")
         if self._u is None:
             raise ProtocolError("forward before E sent [[U]]_E")
-        big_b = quantise(b, s.b_bits, 1.0, "b (P's embedding)")
+        at = np.arange(len(b)) if users is None else np.asarray(users)
+        noisy = self.noise.apply(b, step=step, users=at, train=train)
+        big_b = quantise(noisy, s.b_bits, 1.0, "b (P's embedding)")
         enc_zb = peer.add_plain(
             peer.dot(big_b, self._u, bits=s.b_bits + 1), int_matmul(big_b, self.v)
         )
@@ -375,20 +386,41 @@ class PassiveShare(_Side):
         return peer.dump(enc_zb, fresh=False), self.own.dump(enc_vt, fresh=True)
 
     def backward(self, enc_g: bytes, enc_db: bytes) -> tuple[bytes, NDArray[np.float64]]:
-        """Step 3: E's masked gradient share, P's own share update, and ``dL/db`` (m x d)."""
+        """Step 3: E's masked gradient share, P's own share update, and ``dL/db`` (m x d).
+
+        Both payloads are parsed and ``dL/db`` is decoded and bound-checked before anything
+        changes: a malformed, foreign or over-bound message raises and leaves ``V``, the
+        momentum buffer and the pending forward as they were.
+
+        Raises:
+            ProtocolError: without a matching training forward, or for a malformed payload.
+            OverflowDetected: if a decoded ``|dL/db|`` reaches ``2^value_bits``.
+        """
         if self._b is None:
             raise ProtocolError("backward without a matching training forward")
         s, peer, big_b = self.scales, self._peer(), self._b
         d, h = self.v.shape
         g = peer.load(enc_g, rows=len(big_b), length=h, what="[[G]]")
+        db = self.own.load(enc_db, rows=len(big_b), length=d, what="[[dL/db]]")
+        d_b = dequantise(self.own.decrypt(db, d), s.db_bits, bound_bits=s.value_bits, what="dL/db")
+        check_embedding_gradient(d_b, len(big_b), d)
         grad = peer.dot(np.ascontiguousarray(big_b.T), g, bits=s.b_bits + 1)  # [[Bᵀ·G]]_E
         if self.settings.mode is Mode.ENCRYPTED:
             mask = uniform_mask(self.v.shape, s.mask_bits)
         else:
             mask = np.zeros(self.v.shape, dtype=object)  # plaintext mode: no masks
         masked = peer.add_plain(grad, -mask)
-        self.v = self.sgd.step(self.v, mask)
-        db = self.own.load(enc_db, rows=len(big_b), length=d, what="[[dL/db]]")
-        d_b = dequantise(self.own.decrypt(db, d), s.db_bits, bound_bits=s.value_bits, what="dL/db")
+        reply = peer.dump(masked, fresh=False)
+        self.v = self.sgd.step(self.v, mask)  # the only mutation, after every check
         self._b = None
-        return peer.dump(masked, fresh=False), d_b
+        return reply, d_b
+
+
+def check_embedding_gradient(d_b: NDArray[np.float64], m: int, d: int) -> None:
+    """``dL/db`` must be finite with one row of ``d`` per user of the step.
+
+    Raises:
+        ProtocolError: naming the shape found and the shape expected.
+    """
+    if d_b.shape != (m, d) or not np.isfinite(d_b).all():
+        raise ProtocolError(f"[[dL/db]]: decoded shape {d_b.shape}, expected finite ({m}, {d})")

@@ -2,10 +2,11 @@
 
 Messages of :mod:`vfl.protocol.messages`, payloads of :mod:`vfl.protocol.secure_layer`:
 
-0. E -> P ``SetupIns(pk_E, params)``; P checks that its own config allows the requested mode,
-   compares the agreed parameters (mode, key size, fixed-point scales, masks, packing, layer
-   shapes, W_B optimiser) field by field and answers ``SetupRes(pk_P, params)``; any mismatch
-   stops both sides, naming each field.
+0. E -> P ``SetupIns(pk_E, params, [[Qᵀ]]_E)``; P checks that its own config allows the
+   requested mode, compares the agreed parameters (mode, key size, fixed-point scales, masks,
+   packing, layer shapes, W_B optimiser, embedding noise) field by field and answers
+   ``SetupRes(pk_P, params, [[W_B(0)ᵀ - Mᵀ]]_E)``; any mismatch stops both sides, naming each
+   field. ``[[Qᵀ]]`` is empty when the shares exist already (resumed run, loaded shard).
 1. E -> P ``SecureForwardIns(users, train, [[U]]_E)``;
    P -> E ``SecureForwardRes([[b·W_B]]_E, [[Vᵀ]]_P)``.
 2. E -> P ``SecureBackwardIns([[δ]]_E, [[δ·W_Bᵀ]]_P)``; P steps its bottom model and its
@@ -77,11 +78,12 @@ class PassiveSecureServer(PassivePlainServer):
         if isinstance(msg, SecureForwardIns):
             b = self._embed(msg)
             enc_zb, enc_v = self.share.forward_payload(
-                b.detach().numpy(), msg.enc_u, train=msg.train
+                b.detach().numpy(), msg.enc_u, train=msg.train, step=msg.step, users=msg.users
             )
             return SecureForwardRes(step=msg.step, enc_zb=enc_zb, enc_v=enc_v)
-        b = self._pop_pending(msg.step)
-        enc_ge, d_b = self.share.backward(msg.enc_g, msg.enc_db)
+        b = self._peek_pending(msg.step)  # a rejected backward leaves the forward pending
+        enc_ge, d_b = self.share.backward(msg.enc_g, msg.enc_db)  # checks all, then steps V
+        self._pop_pending(msg.step)
         self._step_bottom(msg.step, b, d_b)
         return SecureBackwardRes(step=msg.step, enc_ge=enc_ge)
 
@@ -94,7 +96,10 @@ class PassiveSecureServer(PassivePlainServer):
         check_agreement(mine, theirs, me="P", peer="E")
         self.share.set_peer(msg.public_key)
         return SetupRes(
-            step=msg.step, public_key=self.share.own.key_bytes(), params=json.dumps(mine)
+            step=msg.step,
+            public_key=self.share.own.key_bytes(),
+            params=json.dumps(mine),
+            enc_init=self.share.init_reply(msg.enc_init),
         )
 
 
@@ -106,14 +111,20 @@ class SecurePassivePeer:
         self.share = share
 
     def setup(self) -> None:
-        """Step 0: exchange public keys and parameters."""
+        """Step 0: exchange public keys and parameters, and make the initial shares."""
         mine = self.share.params()
         self.endpoint.send(
-            SetupIns(step=-1, public_key=self.share.own.key_bytes(), params=json.dumps(mine))
+            SetupIns(
+                step=-1,
+                public_key=self.share.own.key_bytes(),
+                params=json.dumps(mine),
+                enc_init=self.share.init_payload(),
+            )
         )
         res = self.endpoint.recv(SetupRes)
         check_agreement(mine, json.loads(res.params), me="E", peer="P")
         self.share.set_peer(res.public_key)
+        self.share.accept_init(res.enc_init)
 
     def forward(self, step: int, users: np.ndarray, *, train: bool) -> np.ndarray:
         """Step 1: ``z_B = b·W_B`` for ``users`` (m x h), decrypted by E."""

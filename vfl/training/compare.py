@@ -31,7 +31,8 @@ from vfl.protocol.secure_layer import (
     PassiveShare,
     check_floor,
     generate_keys,
-    initial_half,
+    initial_factor,
+    initial_rotation,
 )
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.storage import atomic_write_json, ensure_dir
@@ -265,13 +266,14 @@ def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
 
 
 def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
-    """E's side of the encrypted split: E's key pair and its half of the initial ``W_B``."""
+    """E's side of the encrypted split: E's key pair and its rotation of the initial ``W_B``."""
     cfg, t = prep.job.model, prep.job.train
-    settings = layer_settings(t)
+    settings = layer_settings(t, privacy=prep.job.privacy)
     rng = np.random.default_rng(prep.job.job.seed)
-    u = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
+    d, h = cfg.passive_out, cfg.interactive_out
     share = ActiveShare(
-        u=u,
+        u=np.zeros((d, h), dtype=object),  # U0 comes from the setup exchange
+        rotation=initial_rotation(d, settings.scales, rng),
         settings=settings,
         keys=generate_keys(settings),
         allow_plaintext=prep.allow_plaintext[0],
@@ -289,17 +291,19 @@ def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
 
 
 def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
-    """P's side of the encrypted split: its bottom model, key pair and half of ``W_B``."""
+    """P's side of the encrypted split: its bottom model, key pair and factor of ``W_B(0)``."""
     plain = passive_server(prep, endpoint)
     cfg, t = prep.job.model, prep.job.train
-    settings = layer_settings(t)
+    settings = layer_settings(t, privacy=prep.job.privacy)
     rng = np.random.default_rng(prep.job.job.seed + 1)
-    v = initial_half(cfg.passive_out, cfg.interactive_out, settings.scales, rng)
+    d, h = cfg.passive_out, cfg.interactive_out
     share = PassiveShare(
-        v=v,
+        v=np.zeros((d, h), dtype=object),  # V0 comes from the setup exchange
+        factor=initial_factor(d, h, settings.scales, rng),
         settings=settings,
         keys=generate_keys(settings),
         allow_plaintext=prep.allow_plaintext[1],
+        noise_seed=prep.job.job.seed + 2,  # in-process reference run: P's seeds from the job's
         party=prep.names[1],
         floor=prep.floors[1],
     )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from vfl.config.job import ModelConfig, TrainConfig
+from vfl.config.job import ModelConfig, PrivacyConfig, TrainConfig
 from vfl.protocol.options import Mode
 from vfl.protocol.secure_layer import LayerSettings
 from vfl.protocol.secure_split import SecurePassivePeer
@@ -25,8 +25,11 @@ from vfl.training.recommenders import (
 )
 
 
-def layer_settings(train: TrainConfig, *, key_bits: int | None = None) -> LayerSettings:
-    """The interactive layer's settings named by a job's ``[train]`` section."""
+def layer_settings(
+    train: TrainConfig, *, key_bits: int | None = None, privacy: PrivacyConfig | None = None
+) -> LayerSettings:
+    """The interactive layer's settings named by a job's ``[train]`` and ``[privacy]``."""
+    privacy = privacy or PrivacyConfig()
     return LayerSettings(
         mode=train.protocol,
         sgd=ShareSgdConfig(
@@ -36,6 +39,7 @@ def layer_settings(train: TrainConfig, *, key_bits: int | None = None) -> LayerS
         ),
         key_bits=key_bits or train.key_bits,
         rerandomise=train.randomness,
+        embedding_noise=privacy.embedding_noise,
         precompute=train.precompute_randomness,
         workers=train.crypto_workers,
     )

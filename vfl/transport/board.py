@@ -2,13 +2,23 @@
 
 Parties report ``{phase, state, progress}`` with every heartbeat; the board keeps the latest
 report per party with the time it arrived, and answers each heartbeat with every party's
-age (seconds since its last heartbeat) and state, so a party waiting for its peer can tell a
-peer that is working from one that is gone. Nothing here is secret: phases, ages, the job
-state and the progress E chooses to publish (epoch, loss, validation score).
+age (seconds since its last heartbeat), phase and state, so a party waiting for its peer can
+tell a peer that is working from one that is gone. Nothing here is secret: phases, ages, the
+job state and the progress a party's own config lets it publish
+(:mod:`vfl.party.publishing`; by default E's epoch number, never a loss, metric or size).
 
 Status wire format (UTF-8 JSON), request ``{job, phase, state, progress}`` and reply
-``{job, parties: {name: {age_s, phase, state, progress}}}``; ``age_s`` is null for a party
-that has not been heard from yet. ``state`` is one of :class:`PartyState`.
+``{job, parties: {name: {age_s, phase, state[, error]}}}``; ``age_s`` is null for a party
+that has not been heard from yet. ``state`` is one of :class:`PartyState`. The published
+progress stays at the coordinator: a reply carries no ``progress``, only, for a party that
+``failed``, the error class name it reported (``error``, a Python identifier), so its peer
+can say why the job stopped. A party thus learns its peer's phase and state, nothing else.
+
+The operator's view (``vfl status``, :meth:`JobBoard.encode_view`) is asked with a party's
+certificate, so it adds ``progress`` as the asking party may see it: its own published
+progress in full, and of every other party only the entries in :data:`PEER_VISIBLE` (the
+epoch number, which the passive party learns from the protocol anyway: every aligned user is
+in one step per epoch, in an order drawn from the job seed and the epoch).
 
 Given a state file, the board also keeps which parties finished across coordinator restarts
 (:mod:`vfl.transport.board_state`): it writes the file when a party's state changes to or
@@ -34,6 +44,8 @@ from vfl.errors import FrameError, StorageError
 from vfl.transport.board_state import FinishedParty, load_board_state, save_board_state
 
 _MAX_PROGRESS_BYTES = 2048
+PEER_VISIBLE = ("epoch",)
+"""Published progress entries ``vfl status`` shows to a party other than their publisher."""
 
 
 class PartyState(Enum):
@@ -51,7 +63,23 @@ class PartyStatus:
     age_s: float | None
     phase: str = ""
     state: PartyState = PartyState.RUNNING
-    progress: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)  # at the coordinator only
+    error: str = ""  # the error class a failed party reported
+
+    def reply_entry(self) -> dict[str, Any]:
+        """This party's entry of a heartbeat reply: age, phase, state (and a failure's class)."""
+        entry: dict[str, Any] = {"age_s": self.age_s, "phase": self.phase}
+        entry["state"] = self.state.value
+        if self.state is PartyState.FAILED and self.error:
+            entry["error"] = self.error
+        return entry
+
+
+def _error_class(state: PartyState, progress: dict[str, Any]) -> str:
+    """The error class name a failed party reported, if it is a short identifier (else "")."""
+    name = progress.get("error")
+    ok = state is PartyState.FAILED and isinstance(name, str) and name.isidentifier()
+    return str(name)[:64] if ok else ""
 
 
 @dataclass(frozen=True)
@@ -190,20 +218,22 @@ class JobBoard:
                 out[name] = PartyStatus(age_s=None)
                 continue
             at, hb = seen[name]
-            out[name] = PartyStatus(now - at, hb.phase, hb.state, hb.progress)
+            error = _error_class(hb.state, hb.progress)
+            out[name] = PartyStatus(now - at, hb.phase, hb.state, hb.progress, error)
         return out
 
     def encode_status(self) -> bytes:
-        """The heartbeat reply: JSON of :meth:`status`."""
-        parties = {
-            name: {
-                "age_s": s.age_s,
-                "phase": s.phase,
-                "state": s.state.value,
-                "progress": s.progress,
-            }
-            for name, s in self.status().items()
-        }
+        """The heartbeat reply: each party's :meth:`PartyStatus.reply_entry` (no progress)."""
+        parties = {name: s.reply_entry() for name, s in self.status().items()}
+        return json.dumps({"job": self.job, "parties": parties}).encode()
+
+    def encode_view(self, caller: str) -> bytes:
+        """The ``vfl status`` reply for ``caller``: the heartbeat reply plus ``progress``, in
+        full for ``caller``'s own entry, only :data:`PEER_VISIBLE` for the others'."""
+        parties: dict[str, dict[str, Any]] = {}
+        for name, s in self.status().items():
+            shown = {k: v for k, v in s.progress.items() if name == caller or k in PEER_VISIBLE}
+            parties[name] = {**s.reply_entry(), "progress": shown}
         return json.dumps({"job": self.job, "parties": parties}).encode()
 
 
@@ -222,13 +252,15 @@ def decode_status(data: bytes) -> dict[str, PartyStatus]:
         age = s.get("age_s") if isinstance(s, dict) else None
         if not isinstance(s, dict) or not (age is None or isinstance(age, int | float)):
             raise FrameError(f"heartbeat reply entry for '{name}' is malformed")
-        state = s.get("state", "running")
-        known = state in {p.value for p in PartyState}
+        raw_state = s.get("state", "running")
+        known = raw_state in {p.value for p in PartyState}
+        state = PartyState(raw_state) if known else PartyState.RUNNING
         out[str(name)] = PartyStatus(
             age_s=None if age is None else float(age),
             phase=str(s.get("phase", "")),
-            state=PartyState(state) if known else PartyState.RUNNING,
+            state=state,
             progress=progress if isinstance(progress := s.get("progress"), dict) else {},
+            error=_error_class(state, {"error": s.get("error")}),
         )
     return out
 

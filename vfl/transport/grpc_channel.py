@@ -11,7 +11,8 @@ timeout; certificate and permission failures are reported at once with the likel
 
 Liveness: :meth:`GrpcChannel.join` fetches the job plan, and :meth:`GrpcChannel.start_heartbeat`
 pings the coordinator every ``interval_s`` from a background thread, carrying this party's
-phase, state and published progress. Each reply holds every party's last-heard age; while
+phase, state and published progress. Each reply holds every party's last-heard age, phase and
+state (never its progress: :mod:`vfl.transport.board`); while
 ``recv`` waits it checks the peer's, and raises :class:`~vfl.errors.PeerLost` naming the peer
 once it has been silent for ``lost_after_s`` (or reported a failure, or finished).
 """
@@ -198,9 +199,8 @@ class GrpcChannel:
             status, at = self._beat.peer, self._beat.peer_at
         if status is None or status.age_s is None:
             return status
-        return PartyStatus(
-            status.age_s + time.monotonic() - at, status.phase, status.state, status.progress
-        )
+        age = status.age_s + time.monotonic() - at
+        return PartyStatus(age, status.phase, status.state, status.progress, status.error)
 
     def close(self) -> None:
         """Stop the heartbeat and close the underlying gRPC channel."""
@@ -249,7 +249,7 @@ class GrpcChannel:
             if reply:
                 return reply
             what = "failed" if status.state is PartyState.FAILED else "finished"
-            reason = status.progress.get("error", "")
+            reason = status.error
             raise PeerLost(
                 f"{self.name}: party '{self.peer}' {what} the job"
                 + (f" ({reason})" if reason else "")

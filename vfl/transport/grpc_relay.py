@@ -14,8 +14,10 @@ the framing of :mod:`vfl.transport.framing`):
    null). The caller's certificate has been checked against the job's parties by then.
 4. ``Heartbeat(status)``: a :class:`~vfl.transport.board.Heartbeat`; answers every party's
    age and state from the :class:`~vfl.transport.board.JobBoard`.
-5. ``Status(empty)``: the same board for an operator's ``vfl status`` (any admitted party's
-   certificate), without counting as a join or a heartbeat of the caller.
+5. ``Status(empty)``: the board for an operator's ``vfl status`` (any admitted party's
+   certificate), without counting as a join or a heartbeat of the caller; it adds the
+   caller's own published progress and the others' epoch number
+   (:meth:`~vfl.transport.board.JobBoard.encode_view`).
 
 Every RPC names the job; a frame or request for any job but the one served is refused.
 
@@ -347,5 +349,4 @@ class RelayServer:
 
     def _status(self, request: bytes, context: Any) -> bytes:
         """The board as JSON ``{job, parties}``; the caller's own entry is left untouched."""
-        self._caller(context)
-        return self.board.encode_status()
+        return self.board.encode_view(self._caller(context))

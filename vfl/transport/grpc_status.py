@@ -1,8 +1,10 @@
 """``vfl status``: ask the coordinator over the parties' own mutual TLS what its board shows.
 
 One unary call to ``/vfl.Relay/Status`` (:mod:`vfl.transport.grpc_relay`), presenting a
-party's certificate, answered with the job id and every party's phase, state, published
-progress (E's epoch, loss, validation score) and seconds since its last heartbeat. The call
+party's certificate, answered with the job id and every party's phase, state and seconds
+since its last heartbeat, with the asking party's own published progress and the others'
+epoch number only (:meth:`vfl.transport.board.JobBoard.encode_view`: never the other
+party's loss or metrics). The call
 never counts as a heartbeat, so asking does not make a vanished party look alive.
 """
 

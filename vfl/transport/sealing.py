@@ -15,6 +15,12 @@ and checks the header before the payload is used:
 
 The coordinator sees only envelope lengths and timing. Large payloads cross as a stream of
 bounded envelopes, so no relay frame or gRPC message exceeds ``chunk_bytes`` plus overhead.
+
+The pinned keys are static, so a channel sealed with them alone has no forward secrecy: whoever
+later steals a ``.box`` private key opens a recorded capture. The parties therefore use this
+class directly only for the session hello, and seal everything else under per-session
+ephemeral keys (:class:`vfl.transport.session.SessionChannel`, which overrides :meth:`_wire`
+and :meth:`open_envelope`).
 """
 
 from __future__ import annotations
@@ -87,7 +93,7 @@ class SealedChannel:
                 self.job_id, self.me, self.peer, self.phase, self.step, self.next_out, part, parts
             )
             chunk = data[part * size : (part + 1) * size]
-            self.inner.send(bytes(self._box.encrypt(pack(header, chunk))))
+            self.inner.send(self._wire(pack(header, chunk)))
             self.next_out += 1
 
     def recv(self, timeout: float) -> bytes:
@@ -114,7 +120,11 @@ class SealedChannel:
 
     def seal(self, header: EnvelopeHeader, chunk: bytes) -> bytes:
         """One sealed envelope (fresh nonce) of ``header`` and ``chunk``; no sequence kept."""
-        return bytes(self._box.encrypt(pack(header, chunk)))
+        return self._wire(pack(header, chunk))
+
+    def _wire(self, plain: bytes) -> bytes:
+        """The bytes relayed for one envelope's plaintext: ``Box`` with the pinned keys."""
+        return bytes(self._box.encrypt(plain))
 
     def open_envelope(self, sealed: bytes) -> tuple[EnvelopeHeader, bytes]:
         """Authenticate and split one envelope, without the order check.
@@ -133,22 +143,20 @@ class SealedChannel:
             ) from exc
         return unpack(plain, peer=self.peer)
 
-    def foreign(self, header: EnvelopeHeader, chunk: bytes) -> bool:
-        """Whether to drop an authentic envelope of another job id (False: refuse it).
-
-        Sessions (:mod:`vfl.transport.session`) drop their job's older sessions here.
-        """
-        return False
-
     def _next(self, timeout: float) -> tuple[EnvelopeHeader, bytes]:
-        """The next envelope that passes the checks, skipping those :meth:`foreign` drops."""
-        while True:
-            header, chunk = self.open_envelope(self.inner.recv(timeout))
-            if header.job != self.job_id and self.foreign(header, chunk):
-                continue
-            self._check.accept(header, phase=self.phase)
-            self.last_header = header
-            return header, chunk
+        """The next envelope, opened and checked (:meth:`accept`)."""
+        header, chunk = self.open_envelope(self.inner.recv(timeout))
+        self.accept(header)
+        return header, chunk
+
+    def accept(self, header: EnvelopeHeader) -> None:
+        """Check an opened envelope's job, direction, phase and sequence number; keep it.
+
+        Raises:
+            ReplayError, ReorderError, EnvelopeError: see the module docstring.
+        """
+        self._check.accept(header, phase=self.phase)
+        self.last_header = header
 
     def close(self) -> None:
         """Close the wrapped channel if it can be closed."""
