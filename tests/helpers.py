@@ -91,6 +91,7 @@ def tiny_training_inputs(parties=None):  # type: ignore[no-untyped-def]
     inputs = ActiveInputs(
         users=TableTensors.from_table(active.users, al.active_rows),
         items=TableTensors.from_table(active.items),
+        sequences=(split.train_users, split.train_items),
     )
     p = TableTensors.from_table(passive.users, al.passive_rows)
     e_ch, p_ch = InMemoryChannel.pair("E", "P")

@@ -182,7 +182,7 @@ def reference_run(pair: Pair, batches: list[Batch], sgd: ShareSgdConfig) -> dict
                 head.inputs.users.gather(users[local]), head.inputs.items.gather(row_item)
             )
         out["e"].append(e.numpy().copy())
-        logits = head.logits(users[local], row_item, z_b[local])
+        logits = head.logits(users[local], row_item, z_b[local], train=True)
         loss = (
             torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, torch.as_tensor(batch.labels), reduction="none"

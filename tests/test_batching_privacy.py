@@ -21,7 +21,7 @@ from vfl.protocol.options import Mode
 from vfl.training.compare import prepare
 from vfl.training.defences import GaussianLabelNoise
 from vfl.training.inputs import UserBatcher
-from vfl.training.loop import fit
+from vfl.training.loop import StopRule, fit
 from vfl.training.privacy_audit import audit_split
 
 
@@ -49,7 +49,7 @@ def _what_p_sees(parties, sample_seed: int = 11):  # type: ignore[no-untyped-def
     pair.start()
     try:
         batcher = UserBatcher(pair.split, users_per_step=4, negatives_per_positive=2, order_seed=5)
-        fit(pair.model, pair.split, batcher, epochs=2, seed=sample_seed, k=5)
+        fit(pair.model, pair.split, batcher, stop=StopRule(max_epochs=2), seed=sample_seed, k=5)
     finally:
         pair.stop()
     return pair, [(m.train, m.users.tolist()) for m in pair.p_rec.of_type(SecureForwardIns)]

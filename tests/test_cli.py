@@ -56,7 +56,9 @@ def test_compare_writes_all_three_models(small_synthetic: Path) -> None:
     assert report["test_users"] > 0 and report["aligned_users"] < 500  # partial overlap
     for row in report["models"].values():
         assert 0.0 <= row["hr@10"] <= 1.0 and 0.0 <= row["ndcg@10"] <= row["hr@10"]
-        assert len(row["loss_curve"]) == 6 and row["loss_curve"][-1] < row["loss_curve"][0]
+        assert len(row["loss_curve"]) == row["epochs_trained"] == len(row["valid_ndcg_curve"])
+        assert row["epochs_trained"] <= 6 and row["loss_curve"][-1] < row["loss_curve"][0]
+        assert row["stopped"] in ("max_epochs", "patience") and row["best_epoch"] >= 1
         assert row["auc"] > 0.55  # every model learns something
     split = report["models"]["split_plaintext"]
     assert split["bytes_active_to_passive"] > 0 and split["bytes_passive_to_active"] > 0
@@ -64,8 +66,43 @@ def test_compare_writes_all_three_models(small_synthetic: Path) -> None:
     assert all(name in report_md for name in report["models"])
     for png in ("loss_curves.png", "metrics.png"):
         assert (small_synthetic / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # progress lines: validation metrics only, never the test split's
+    epoch_lines = [line for line in done.stderr.splitlines() if " epoch " in line]
+    assert len(epoch_lines) == sum(r["epochs_trained"] for r in report["models"].values())
+    assert all("valid" in line and "test" not in line for line in epoch_lines)
     # P's payment features carry signal E lacks, even on this small run.
     assert split["auc"] > report["models"]["e_alone"]["auc"]
+
+
+def test_compare_over_seeds_reports_the_noise(small_synthetic: Path) -> None:
+    # Execute
+    done = vfl(
+        "compare",
+        "--config",
+        "data/job.toml",
+        "--epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--out",
+        "seeds",
+        cwd=small_synthetic,
+    )
+    # Assert: each seed's rows, their mean and sample sd, and the table in the report
+    assert done.returncode == 0, done.stderr
+    report = json.loads((small_synthetic / "seeds" / "compare.json").read_text())
+    seed = report["seed"]
+    assert list(report["per_seed"]) == [str(seed), str(seed + 1)]
+    for name, noise in report["noise"].items():
+        values = [report["per_seed"][s][name]["hr@10"] for s in report["per_seed"]]
+        assert noise["hr@10"]["mean"] == pytest.approx(sum(values) / 2, abs=1e-4)
+        assert noise["hr@10"]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5, abs=1e-4)
+    assert report["models"] == report["per_seed"][str(seed)]
+    assert "mean ± sd over seeds" in done.stdout
+    assert (
+        "## Quality against standard models"
+        in (small_synthetic / "seeds" / "report.md").read_text()
+    )
 
 
 def test_compare_encrypted_refuses_keys_below_a_partys_floor(small_synthetic: Path) -> None:

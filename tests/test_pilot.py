@@ -58,6 +58,10 @@ def test_pilot_runs_three_processes_and_reports(tmp_path: Path) -> None:
         assert (out / "plaintext" / "e" / "model" / "manifest.json").is_file()
     for row in models.values():  # every model reports the cold-start users' metrics
         assert 0 < row["cold_start"]["auc"] < 1
+        # and how it stopped: 2 epochs at most here, with its validation curve
+        assert row["stopped"] == "max_epochs" and row["epochs_trained"] == 2
+        assert len(row["valid_ndcg_curve"]) == 2 and row["best_epoch"] in (1, 2)
+    assert results["patience"] == 3 and results["time_budget_s"] == 600
     assert results["federated"]["key_bits"] == 512
     # E's cost per phase, each epoch and evaluation separately
     phases = [p["phase"] for p in results["phases"]]
@@ -78,7 +82,8 @@ def test_pilot_runs_three_processes_and_reports(tmp_path: Path) -> None:
     # the report with its plots
     report = (out / "report.md").read_text()
     assert "split_encrypted" in report and "Cold-start" in report and "## PSI" in report
-    for png in ("loss_curves.png", "metrics.png", "phase_runs.png"):
+    assert "## Training to convergence" in report
+    for png in ("loss_curves.png", "metrics.png", "phase_runs.png", "validation_curves.png"):
         assert (out / png).stat().st_size > 10_000, png
 
 

@@ -74,3 +74,45 @@ def test_report_without_phases_writes_no_phase_plot(tmp_path: Path) -> None:
     md = write_report(results, tmp_path).read_text()
     assert not (tmp_path / "phases.png").exists()
     assert "phases.png" not in md
+
+
+def test_report_shows_stopping_validation_curves_and_quality_beside_standard_models(
+    tmp_path: Path,
+) -> None:
+    # Prepare: two seeds of two models on MovieLens, as `vfl compare --seeds 2` writes them
+    from vfl.training.summary import seed_noise
+
+    def row(hr: float, best: int) -> dict[str, Any]:
+        r = _row(0.9, 0.9)
+        curve = [0.30, 0.41, 0.45, 0.44, 0.43][: best + 3]
+        return {
+            **r,
+            "hr@10": hr,
+            "best_epoch": best,
+            "epochs_trained": best + 3,
+            "stopped": "patience",
+            "valid_ndcg_curve": curve,
+        }
+
+    per_seed = {
+        7: {"e_alone": row(0.70, 2), "split_plaintext": row(0.72, 2)},
+        8: {"e_alone": row(0.68, 1), "split_plaintext": row(0.74, 2)},
+    }
+    results = {
+        "job": "movielens",
+        "dataset": "movielens",
+        "k": 10,
+        "models": per_seed[7],
+        "noise": seed_noise(per_seed, k=10),
+    }
+
+    # Execute
+    report = write_report(results, tmp_path).read_text()
+
+    # Assert
+    assert "| e_alone | 2 | 5 | patience | 0.300 0.410 0.450 0.440 0.430 |" in report
+    assert (tmp_path / "validation_curves.png").read_bytes()[:8] == PNG_MAGIC
+    assert "| split_plaintext | 0.730 ± 0.014 |" in report  # mean and sample sd of 0.72, 0.74
+    for standard in ("| NeuMF | 0.655 |", "| BPR | 0.664 |", "| LightGCN | 0.665 |"):
+        assert standard in report
+    assert "seeds [7, 8]" in report

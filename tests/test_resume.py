@@ -19,7 +19,7 @@ from vfl.checkpoint import CheckpointStore, Phase
 from vfl.config.job import ModelConfig, TrainConfig
 from vfl.errors import ChannelTimeout, PeerLost, TamperError
 from vfl.training.inputs import UserBatcher
-from vfl.training.loop import FitResult, LoopState, fit
+from vfl.training.loop import FitResult, LoopState, StopRule, fit
 from vfl.training.recommenders import HeadRecommender
 from vfl.transport.channel import InMemoryChannel
 from vfl.transport.sealing import SealedChannel
@@ -117,7 +117,8 @@ def _model(inputs: Any, n_users: int) -> HeadRecommender:
 
 def _fit(model: HeadRecommender, split: Any, start: LoopState | None, on_step: Any) -> FitResult:
     batcher = UserBatcher(split, users_per_step=8, negatives_per_positive=2)
-    return fit(model, split, batcher, epochs=2, seed=3, k=10, start=start, on_step=on_step)
+    stop = StopRule(max_epochs=2)
+    return fit(model, split, batcher, stop=stop, seed=3, k=10, start=start, on_step=on_step)
 
 
 def test_fit_resumed_from_any_saved_state_ends_as_the_uninterrupted_run() -> None:

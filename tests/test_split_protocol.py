@@ -75,7 +75,9 @@ def _reference_losses(model, bottom, p, batches):
         users = torch.as_tensor(batch.users)
         b = torch.tanh(bottom.net(bottom.encoder(p.numeric[users], p.categorical[users])))
         local = torch.as_tensor(batch.row_user)
-        logits = head.logits(users[local], torch.as_tensor(batch.row_item), w_b(b[local]))
+        logits = head.logits(
+            users[local], torch.as_tensor(batch.row_item), w_b(b[local]), train=True
+        )
         loss = (
             torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, torch.as_tensor(batch.labels), reduction="none"

@@ -7,8 +7,9 @@ import pytest
 
 from tests.helpers import tiny_parties
 from vfl.data.alignment import Alignment, align_locally
-from vfl.data.splits import build_split, is_seen, sample_negatives
+from vfl.data.splits import build_split, is_seen
 from vfl.errors import DataError
+from vfl.training.inputs import UserBatcher
 
 
 def _split(seed: int = 0, n_negatives: int = 20):
@@ -51,12 +52,52 @@ def test_candidates_are_unseen_distinct_and_reproducible() -> None:
         assert not any(int(u) * split.n_items + int(i) in seen for i in negs)
 
 
-def test_training_negatives_avoid_seen_items() -> None:
+def test_training_negatives_draw_held_out_items_at_the_uniform_rate() -> None:
+    # Prepare: many training-negative draws for every user, through the batcher as training does
     _, _, split = _split()
-    users = np.repeat(np.arange(split.n_users), 5)
-    negs = sample_negatives(users, 4, split.seen_codes, split.n_items, np.random.default_rng(0))
-    codes = np.repeat(users, 4) * split.n_items + negs.ravel()
-    assert not np.isin(codes, split.seen_codes).any()
+    batcher = UserBatcher(split, users_per_step=7, negatives_per_positive=4)
+    rng = np.random.default_rng(0)
+    draws = {u: np.zeros(split.n_items, np.int64) for u in range(split.n_users)}
+
+    # Execute
+    for epoch in range(1, 61):
+        for batch in batcher.epoch(rng, epoch):
+            neg = batch.labels == 0
+            users = batch.users[batch.row_user[neg]]
+            for u, i in zip(users.tolist(), batch.row_item[neg].tolist(), strict=True):
+                draws[u][i] += 1
+
+    # Assert: never a training positive; the held-out items at the uniform rate
+    held_hits, held_expected = 0, 0.0
+    for lists in (split.valid, split.test):
+        for u, item in zip(lists.users.tolist(), lists.items[:, 0].tolist(), strict=True):
+            n_draws = int(draws[u].sum())
+            n_allowed = split.n_items - int((split.train_users == u).sum())
+            held_hits += int(draws[u][item])
+            held_expected += n_draws / n_allowed
+    for u in range(split.n_users):
+        assert draws[u][split.train_items[split.train_users == u]].sum() == 0
+    assert held_expected > 400  # enough draws for a 5-sigma band of about +-25%
+    assert abs(held_hits - held_expected) < 5 * np.sqrt(held_expected)
+
+
+def test_history_is_the_last_training_positives_by_time() -> None:
+    # Prepare
+    active, alignment, split = _split()
+    item_idx = {str(i): n for n, i in enumerate(active.items.ids)}
+    log = active.interactions
+
+    # Execute
+    hist = split.history(4)
+
+    # Assert: right-aligned, latest last, never a validation or test item
+    for pos, uid in enumerate(alignment.ids):
+        mine = log.user_ids == uid
+        items = log.item_ids[mine][np.argsort(log.timestamps[mine], kind="stable")]
+        expected = [item_idx[i] for i in items[:-2]][-4:]
+        row = hist[pos]
+        assert row[4 - len(expected) :].tolist() == expected
+        assert (row[: 4 - len(expected)] == split.n_items).all()
 
 
 def test_too_small_catalogue_names_the_user_and_the_key() -> None:

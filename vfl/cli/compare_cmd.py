@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -42,11 +42,19 @@ def _prepare_data(dataset: Dataset, data_dir: Path) -> Path:
 
 
 def _progress(name: str, r: EpochRecord) -> None:
-    console.print(
-        f"[bold]{name:<15}[/] epoch {r.epoch:>3}  loss {r.train_loss:.4f}  "
-        f"valid NDCG@{r.valid.k} {r.valid.ndcg:.4f}  test AUC {r.test.auc:.4f} "
-        f"HR@{r.test.k} {r.test.hr:.4f}  {r.seconds:.1f}s"
-    )
+    from vfl.training.loop import progress_line
+
+    console.print(progress_line(name, r), markup=False)
+
+
+def _print_noise(noise: dict[str, Any], k: int) -> None:
+    table = Table(title=f"mean ± sd over seeds {next(iter(noise.values()))['seeds']}")
+    for col in ("model", f"HR@{k}", f"NDCG@{k}", "AUC", "best epochs"):
+        table.add_column(col, justify="right")
+    for name, n in noise.items():
+        cells = [f"{n[m]['mean']:.4f} ± {n[m]['sd']:.4f}" for m in (f"hr@{k}", f"ndcg@{k}", "auc")]
+        table.add_row(name, *cells, " ".join(str(e) for e in n["best_epochs"]))
+    Console(width=120).print(table)
 
 
 def compare(
@@ -57,19 +65,25 @@ def compare(
     encrypted: bool = typer.Option(
         False, help="Also train the encrypted split (Paillier, train.key_bits; slow)."
     ),
+    seeds: int = typer.Option(
+        1, min=1, help="Train all for N seeds (job seed, +1, ...): mean and sd in the report."
+    ),
 ) -> None:
     """Train E alone, plaintext split and centralised on the same split; write compare.json."""
     from vfl.training.compare import run_compare
 
     out_dir = out or Path("runs") / f"compare-{dataset.value}"
     job_file = config or _prepare_data(dataset, out_dir / "data")
-    report = run_compare(job_file, out_dir, epochs=epochs, progress=_progress, encrypted=encrypted)
+    report = run_compare(
+        job_file, out_dir, epochs=epochs, progress=_progress, encrypted=encrypted, seeds=seeds
+    )
     k = report["k"]
     table = Table(
-        title=f"{report['job']}: {report['aligned_users']} aligned users, "
-        f"test against {report['test_negatives']} sampled items"
+        title=f"{report['job']}: {report['aligned_users']} aligned users, test metrics at "
+        f"the best validation epoch, against {report['test_negatives']} sampled items"
     )
-    for col in ("model", f"HR@{k}", f"NDCG@{k}", "AUC", "log-loss", "best epoch", "train s"):
+    cols = ("model", f"HR@{k}", f"NDCG@{k}", "AUC", "log-loss", "best epoch", "stopped", "train s")
+    for col in cols:
         table.add_column(col, justify="right")
     for name in report["models"]:
         m = report["models"][name]
@@ -80,7 +94,10 @@ def compare(
             f"{m['auc']:.4f}",
             f"{m['logloss']:.4f}",
             str(m["best_epoch"]),
+            f"{m['epochs_trained']} ({m['stopped']})",
             f"{m['wall_seconds']:.1f}",
         )
     Console(width=120).print(table)
+    if "noise" in report:
+        _print_noise(report["noise"], k)
     console.print(f"wrote {out_dir / 'compare.json'} and {out_dir / 'report.md'}")

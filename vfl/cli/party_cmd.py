@@ -15,11 +15,9 @@ console = Console(stderr=True, width=120)
 
 
 def _progress(name: str, r: EpochRecord) -> None:
-    console.print(
-        f"[bold]{name}[/] epoch {r.epoch:>3}  loss {r.train_loss:.4f}  "
-        f"valid NDCG@{r.valid.k} {r.valid.ndcg:.4f}  test AUC {r.test.auc:.4f} "
-        f"HR@{r.test.k} {r.test.hr:.4f}  {r.seconds:.1f}s"
-    )
+    from vfl.training.loop import progress_line
+
+    console.print(progress_line(name, r), markup=False)
 
 
 def party(
@@ -57,7 +55,8 @@ def party(
     row = result.get("split_encrypted")
     if isinstance(row, dict):
         console.print(
-            f"done: test AUC {row['auc']:.4f}, HR@10 {row['hr@10']:.4f}; "
+            f"done: test AUC {row['auc']:.4f}, HR@10 {row['hr@10']:.4f} at the selected "
+            f"epoch {row['best_epoch']} of {row['epochs_trained']} ({row['stopped']}); "
             f"wrote {out / 'metrics.json'}"
         )
     else:

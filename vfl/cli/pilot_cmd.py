@@ -41,8 +41,13 @@ class Dataset(StrEnum):
     MOVIELENS = "movielens-100k"
 
 
-# Small steps and a higher rate: the pilot trains few epochs (each costs minutes encrypted).
+# Small steps and a higher rate: an encrypted epoch costs 30-45 s on 2 cores, so the pilot
+# must reach its plateau in few epochs. Early stopping (patience 3 on validation NDCG@10)
+# ends every model; the time budget (training seconds of one model) bounds a slow machine.
 PILOT_TRAIN = {"learning_rate": 0.01, "wb_learning_rate": 1.0}
+PILOT_MAX_EPOCHS = 20
+PILOT_PATIENCE = 3
+PILOT_TIME_BUDGET_S = 600.0
 # P's noise on its embedding before E decrypts z_B ([privacy] embedding_noise, in units of
 # |b_i| < 1): the smallest level of benchmarks/privacy_zb.py that at least halves E's
 # attribute-inference excess while keeping half of P's HR@10 gain (README "Security").
@@ -150,7 +155,13 @@ def pilot(
     out: Path = typer.Option(Path("runs/pilot"), help="Pilot directory (created)."),
     users: int = typer.Option(1000, min=50, help="Synthetic customers (union of both parties)."),
     epochs: int = typer.Option(
-        None, min=1, help="Epochs of every model (default: synthetic 3, MovieLens 2)."
+        PILOT_MAX_EPOCHS, min=1, help="Most epochs of every model (early stopping ends sooner)."
+    ),
+    patience: int = typer.Option(
+        PILOT_PATIENCE, min=1, help="Stop after this many epochs without a better validation."
+    ),
+    time_budget: float = typer.Option(
+        PILOT_TIME_BUDGET_S, min=1.0, help="Stop a model once its epochs took this many seconds."
     ),
     users_per_step: int = typer.Option(
         None, min=1, help="Users a step (default: synthetic 8, MovieLens 16)."
@@ -186,10 +197,12 @@ def _pilot(
 
     t_start = time.perf_counter()
     synthetic = dataset is Dataset.SYNTHETIC
-    n_epochs = epochs or (3 if synthetic else 2)
+    n_epochs = epochs
     train = {
         **PILOT_TRAIN,
         "epochs": n_epochs,
+        "patience": patience,
+        "time_budget_s": time_budget,
         "key_bits": key_bits,
         "users_per_step": users_per_step or (8 if synthetic else 16),
     }

@@ -23,7 +23,8 @@ def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict
     """
     import torch
 
-    from vfl.training.compare import prepare, run_single, run_split, summarise
+    from vfl.training.compare import prepare, run_single, run_split
+    from vfl.training.summary import summarise
 
     torch.set_num_threads(1)  # small models: more threads only spin on a shared machine
     order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids  # training order
@@ -125,7 +126,9 @@ def merge(
         "job": "pilot",
         "dataset": dataset,
         "seed": cfg.job.seed,
-        "epochs": cfg.train.epochs,
+        "epochs": cfg.train.epochs,  # the most; each model's own count is in its row
+        "patience": cfg.train.patience,
+        "time_budget_s": cfg.train.time_budget_s,
         "users_per_step": cfg.train.users_per_step,
         "key_bits": cfg.train.key_bits,
         "aligned_users": enc_run.metrics["aligned_users"],

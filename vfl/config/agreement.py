@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from vfl.config.job import JobConfig
 
-LOCAL_FIELDS = frozenset({"parties", "train.epochs"})
+LOCAL_FIELDS = frozenset({"parties", "train.epochs", "train.patience", "train.time_budget_s"})
 FieldValue = str | int | float | bool | list[Any] | None
 
 

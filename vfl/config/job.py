@@ -83,6 +83,9 @@ class ModelConfig(BaseModel):
     active_hidden: tuple[PositiveInt, ...] = (64,)  # E bottom MLP hidden sizes
     interactive_out: PositiveInt = 16  # h, width of z (16 slots = one ciphertext per row)
     top_hidden: tuple[PositiveInt, ...] = (32,)
+    # E's sequence-aware user representation: attention over the user's last N training
+    # positives by time (vfl/models/sequence.py); 0 switches it off. E-local: d, h unchanged.
+    history_length: NonNegativeInt = 20
 
 
 class TrainConfig(BaseModel):
@@ -90,7 +93,11 @@ class TrainConfig(BaseModel):
 
     model_config = _FROZEN
 
-    epochs: PositiveInt = 20
+    epochs: PositiveInt = 20  # the most epochs; early stopping usually ends sooner
+    # Early stopping: end once this many epochs passed without a better validation NDCG@k
+    # (None: train all epochs). E-only, like epochs and the time budget.
+    patience: PositiveInt | None = 3
+    time_budget_s: PositiveFloat | None = None  # stop after the epoch that reaches it
     users_per_step: PositiveInt = 32
     learning_rate: PositiveFloat = 0.003
     weight_decay: NonNegativeFloat = 1e-5

@@ -7,8 +7,14 @@
 3. Test and validation candidates: the held-out item plus ``n_negatives`` (default 99) items
    the user never interacted with (any label), drawn with a fixed seed and the user's id, so
    they do not depend on the order of the aligned users. Column 0 is the positive.
-4. Training negatives: ``negatives_per_positive`` (default 4) unseen items per training
-   positive, re-drawn every epoch by :func:`sample_negatives`.
+4. Training negatives: ``negatives_per_positive`` (default 4) items per training positive that
+   are not among the user's **training** positives, re-drawn every epoch by
+   :func:`sample_negatives` against :attr:`RecSplit.train_codes`. The held-out validation and
+   test items can be drawn (each at rate ``1 / (n_items - n_train_u)`` per draw), as in the
+   NCF reference code and RecBole: excluding them too would tell the model which items are
+   held out, never pushing them down while their 99 competitors are (issue 15).
+5. Training rows are kept in (user, time) order, so :meth:`RecSplit.history` can give each
+   user's last ``n`` training positives by time -- built from training positives only.
 
 Reference: He et al., "Neural Collaborative Filtering", WWW 2017 (arxiv.org/abs/1708.05031).
 """
@@ -40,11 +46,24 @@ class RecSplit:
 
     n_users: int
     n_items: int
-    train_users: np.ndarray  # (r,) aligned user positions of training positives
+    train_users: np.ndarray  # (r,) users of the training positives, by (user, time)
     train_items: np.ndarray  # (r,) item indices
     seen_codes: np.ndarray  # sorted user * n_items + item of every logged pair (any label)
+    train_codes: np.ndarray  # sorted user * n_items + item of the training positives only
     valid: EvalLists
     test: EvalLists
+
+    def history(self, length: int) -> np.ndarray:
+        """Each user's last ``length`` training positives by time -> ``(n_users, length)``.
+
+        Row ``u`` is right-aligned: the most recent training item last, earlier slots padded
+        with ``n_items`` (the padding index). Validation and test items never appear.
+        """
+        out = np.full((self.n_users, length), self.n_items, dtype=np.int64)
+        for user, rows in self.user_rows().items():
+            last = self.train_items[rows[-length:]]
+            out[user, length - len(last) :] = last
+        return out
 
     def user_rows(self) -> dict[int, np.ndarray]:
         """Training-positive row indices grouped by user."""
@@ -107,6 +126,9 @@ def build_split(
         train_users=train_rows["user"].to_numpy(),
         train_items=train_rows["item"].to_numpy(),
         seen_codes=seen,
+        train_codes=np.unique(
+            train_rows["user"].to_numpy() * n_items + train_rows["item"].to_numpy()
+        ),
         valid=_candidates(valid_rows, alignment.ids, seen, n_items, n_negatives, (seed, 1)),
         test=_candidates(test_rows, alignment.ids, seen, n_items, n_negatives, (seed, 2)),
     )
@@ -178,9 +200,11 @@ def is_seen(codes: np.ndarray, seen: np.ndarray) -> np.ndarray:
 def sample_negatives(
     users: np.ndarray, per_positive: int, seen: np.ndarray, n_items: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``per_positive`` random unseen items for each entry of ``users`` -> ``(len, per_positive)``.
+    """``per_positive`` random items per ``users`` entry, none in ``seen`` -> ``(len, k)``.
 
-    Rejection sampling: redraw the pairs that hit a seen item until none do.
+    ``seen`` is a sorted array of ``user * n_items + item`` codes; training passes
+    :attr:`RecSplit.train_codes` (each draw is uniform over the items outside it).
+    Rejection sampling: redraw the pairs that hit a code of ``seen`` until none do.
     """
     out = rng.integers(0, n_items, size=(len(users), per_positive))
     rep_users = np.repeat(users, per_positive).reshape(out.shape)

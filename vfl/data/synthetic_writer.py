@@ -40,7 +40,7 @@ from vfl.storage import atomic_write_json
 JOB_SETTINGS: dict[str, dict[str, object]] = {
     "model": {"user_id_embedding": False},
     # Steps of 32 users average the loss over ~1.5k rows, so W_B's SGD needs a large rate.
-    "train": {"epochs": 15, "wb_learning_rate": 10.0},
+    "train": {"epochs": 30, "wb_learning_rate": 10.0},
 }
 
 

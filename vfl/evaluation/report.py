@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from vfl.evaluation.quality import plot_validation, quality_lines, training_lines
 from vfl.storage import atomic_path, atomic_write_text, ensure_dir
 
 
@@ -224,6 +225,10 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
             + _same_model_note(results),
         ]
     lines += _cold_start_lines(models, k)
+    if all("valid_ndcg_curve" in r for r in models.values()):
+        plot_validation(models, k, out_dir / "validation_curves.png")
+        lines += training_lines(models, k)
+    lines += quality_lines(results)
     if results.get("phase_runs"):
         lines += _pilot_lines(results, out_dir)
     elif phases:

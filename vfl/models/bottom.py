@@ -79,6 +79,9 @@ class ActiveBottom(nn.Module):
         self, user: tuple[torch.Tensor, ...], item: tuple[torch.Tensor, ...]
     ) -> torch.Tensor:
         """``user`` and ``item`` are ``(ids, numeric, categorical)`` triples, one row per pair."""
-        u = self.user_tower(*user)
-        v = self.item_tower(*item)
+        return self.combine(self.user_tower(*user), self.item_tower(*item))
+
+    @staticmethod
+    def combine(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``e = [u, v, u * v]`` from per-row user and item vectors."""
         return torch.cat([u, v, u * v], dim=1)

@@ -43,12 +43,12 @@ from vfl.protocol.options import SecurityFloor
 from vfl.protocol.secure_layer import ActiveShare, check_floor, generate_keys, initial_rotation
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_json
-from vfl.training.compare import summarise
 from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
-from vfl.training.loop import FitResult, LoopState, ProgressFn, fit
+from vfl.training.loop import FitResult, LoopState, ProgressFn, StopRule, fit
 from vfl.training.recommenders import ActiveInputs
 from vfl.training.secure import SecureSplitRecommender, layer_settings
+from vfl.training.summary import summarise
 
 
 def run_active(
@@ -197,7 +197,7 @@ def train_active(
         (allow_plaintext, party, floor),
         fresh=start is None,
     )
-    model = _model(data, plan, local, peer, int(secret[1]))
+    model = _model(data, plan, local, peer, (int(secret[1]), split))
     try:
         peer.setup()
         result = _fit(model, split, plan, (epochs, progress, meter), store, start, int(secret[2]))
@@ -244,7 +244,7 @@ def _fit(
         MeteredModel(model, meter, steps_per_epoch=batcher.steps_per_epoch(), emit=_stderr_line),
         split,
         batcher,
-        epochs=epochs or t.epochs,
+        stop=StopRule.of(t, epochs=epochs),
         seed=sample_seed,
         k=plan.eval.k,
         cold_quantile=plan.eval.cold_start_quantile,
@@ -337,13 +337,19 @@ def _passive_peer(
 
 
 def _model(
-    data: ActiveData, plan: JobPlan, local: LocalAlignment, peer: SecurePassivePeer, seed: int
+    data: ActiveData,
+    plan: JobPlan,
+    local: LocalAlignment,
+    peer: SecurePassivePeer,
+    init: tuple[int, RecSplit],
 ) -> SecureSplitRecommender:
-    """E's towers and top model, initialised from ``seed`` (E's secret, not the job seed),
-    with the label defence the plan names."""
+    """E's towers and top model, initialised from ``init``'s seed (E's secret, not the job
+    seed) over the histories of ``init``'s split, with the label defence the plan names."""
+    seed, split = init
     inputs = ActiveInputs(
         users=TableTensors.from_table(data.users, local.rows),
         items=TableTensors.from_table(data.items),
+        sequences=(split.train_users, split.train_items),
     )
     m, t = plan.model, plan.train
     with TORCH_INIT_LOCK:

@@ -38,7 +38,7 @@ from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.storage import atomic_write_json, ensure_dir
 from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
-from vfl.training.loop import FitResult, ProgressFn, fit
+from vfl.training.loop import FitResult, ProgressFn, StopRule, fit
 from vfl.training.recommenders import (
     ActiveInputs,
     HeadRecommender,
@@ -47,6 +47,7 @@ from vfl.training.recommenders import (
     joined_users,
 )
 from vfl.training.secure import SecureSplitRecommender, layer_settings
+from vfl.training.summary import seed_noise, summarise
 from vfl.transport.channel import InMemoryChannel
 
 MODELS = ("e_alone", "split_plaintext", "centralised")
@@ -67,17 +68,22 @@ class Prepared:
     names: tuple[str, str] = ("E", "P")  # the parties' names, for error messages
 
 
-def prepare(job_file: str | Path, order: np.ndarray | None = None) -> Prepared:
+def prepare(
+    job_file: str | Path, order: np.ndarray | None = None, *, seed: int | None = None
+) -> Prepared:
     """Load both parties, align them, and build the evaluation split.
 
     ``order`` (normalised ids, e.g. the alignment a federated run's PSI produced) fixes the
     order of the aligned users, so the baselines see the same positions and hence the same
-    batches as that run; it must hold exactly the common users.
+    batches as that run; it must hold exactly the common users. ``seed`` replaces the job's
+    ``[job] seed`` (candidates, batches, initial weights), for measuring run-to-run noise.
 
     Raises:
         DataError: ``order`` is not the intersection of the two parties' users.
     """
     job = load_job_config(job_file)
+    if seed is not None:
+        job = job.model_copy(update={"job": job.job.model_copy(update={"seed": seed})})
     active_cfg, passive_cfg = load_job_parties(job, job_file)
     e_data = load_party_data(active_cfg)
     p_data = load_party_data(passive_cfg)
@@ -104,6 +110,7 @@ def prepare(job_file: str | Path, order: np.ndarray | None = None) -> Prepared:
         active=ActiveInputs(
             users=TableTensors.from_table(e_data.users, alignment.active_rows),
             items=TableTensors.from_table(e_data.items),
+            sequences=(split.train_users, split.train_items),
         ),
         passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
         allow_plaintext=(active_cfg.party.allow_plaintext, passive_cfg.party.allow_plaintext),
@@ -139,7 +146,9 @@ def reorder(alignment: Alignment, order: np.ndarray) -> Alignment:
     )
 
 
-def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs: int) -> FitResult:
+def _fit(
+    prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs: int | None
+) -> FitResult:
     t = prep.job.train
     batcher = UserBatcher(
         prep.split,
@@ -151,7 +160,7 @@ def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs
         model,
         prep.split,
         batcher,
-        epochs=epochs,
+        stop=StopRule.of(t, epochs=epochs),
         seed=prep.job.job.seed,
         k=prep.job.eval.k,
         cold_quantile=prep.job.eval.cold_start_quantile,
@@ -160,14 +169,14 @@ def _fit(prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs
 
 
 def run_single(
-    prep: Prepared, name: str, *, epochs: int, progress: ProgressFn | None = None
+    prep: Prepared, name: str, *, epochs: int | None, progress: ProgressFn | None = None
 ) -> FitResult:
     """Train a one-process model: ``e_alone`` or ``centralised``."""
     torch.manual_seed(prep.job.job.seed)
     users = prep.active.users
     if name == "centralised":
         users = joined_users(users, prep.passive_users)
-    inputs = ActiveInputs(users=users, items=prep.active.items)
+    inputs = ActiveInputs(users=users, items=prep.active.items, sequences=prep.active.sequences)
     model = HeadRecommender(
         name, inputs, prep.job.model, prep.job.train, n_users=len(prep.alignment)
     )
@@ -177,7 +186,7 @@ def run_single(
 def run_split(
     prep: Prepared,
     *,
-    epochs: int,
+    epochs: int | None,
     progress: ProgressFn | None = None,
     channel_timeout: float = 120.0,
     secure: bool = False,
@@ -216,6 +225,32 @@ def run_split(
         "messages": e_end.traffic.messages_sent + p_end.traffic.messages_sent,
     }
     return result, traffic
+
+
+def _report(
+    prep: Prepared, per_seed: dict[int, dict[str, Any]], *, epochs: int | None, seconds: float
+) -> dict[str, Any]:
+    """``compare.json``: the job seed's rows as ``models``; with several seeds, each seed's
+    rows and the noise over them."""
+    report: dict[str, Any] = {
+        "job": prep.job.job.name,
+        "dataset": prep.job.job.name,
+        "seed": prep.job.job.seed,
+        "epochs": epochs or prep.job.train.epochs,
+        "patience": prep.job.train.patience,
+        "aligned_users": len(prep.alignment),
+        "items": prep.split.n_items,
+        "train_positives": len(prep.split.train_items),
+        "test_users": len(prep.split.test.users),
+        "k": prep.job.eval.k,
+        "test_negatives": prep.job.eval.test_negatives,
+        "models": per_seed[prep.job.job.seed],
+    }
+    if len(per_seed) > 1:
+        report["per_seed"] = {str(s): rows for s, rows in per_seed.items()}
+        report["noise"] = seed_noise(per_seed, k=prep.job.eval.k)
+    report["total_seconds"] = round(seconds, 2)
+    return report
 
 
 def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
@@ -308,27 +343,28 @@ def _serve_catching(server: PassivePlainServer, errors: list[BaseException]) -> 
         errors.append(exc)
 
 
-def summarise(result: FitResult) -> dict[str, Any]:
-    """Test metrics at the best validation epoch, plus timing and the loss curve."""
-    best = result.best
-    cold = (
-        {}
-        if best.test_cold is None
-        else {
-            "cold_start": {
-                **best.test_cold.as_dict(),
-                "max_train_positives": result.cold_max_train_positives,
-            }
-        }
+def compare_models(
+    prep: Prepared, *, epochs: int | None, progress: ProgressFn | None, encrypted: bool
+) -> dict[str, Any]:
+    """The summary rows of the three models (four with ``encrypted``) on one prepared split."""
+    rows: dict[str, Any] = {}
+    rows["e_alone"] = summarise(run_single(prep, "e_alone", epochs=epochs, progress=progress))
+    split_result, traffic = run_split(prep, epochs=epochs, progress=progress)
+    rows["split_plaintext"] = {**summarise(split_result), **traffic}
+    rows["centralised"] = summarise(
+        run_single(prep, "centralised", epochs=epochs, progress=progress)
     )
-    return {
-        **best.test.as_dict(),
-        **cold,
-        "valid": best.valid.as_dict(),
-        "best_epoch": best.epoch,
-        "wall_seconds": round(result.train_seconds, 2),
-        "loss_curve": [round(r.train_loss, 5) for r in result.history],
-    }
+    if encrypted:
+        secure_result, traffic = run_split(prep, epochs=epochs, progress=progress, secure=True)
+        rows["split_encrypted"] = {
+            **summarise(secure_result),
+            **traffic,
+            "key_bits": prep.job.train.key_bits,
+            "cost_of_privacy": round(
+                secure_result.train_seconds / max(split_result.train_seconds, 1e-9), 1
+            ),
+        }
+    return rows
 
 
 def run_compare(
@@ -338,8 +374,13 @@ def run_compare(
     epochs: int | None = None,
     progress: ProgressFn | None = None,
     encrypted: bool = False,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Train the three models (four with ``encrypted``) and write ``compare.json``.
+
+    With ``seeds > 1`` everything is trained again for the job seed plus 1 .. seeds-1: the
+    report's ``models`` stay the job seed's, ``per_seed`` holds every seed's rows and
+    ``noise`` the mean and standard deviation of each metric (:func:`seed_noise`).
 
     Raises:
         SecurityFloorError: ``encrypted`` and the job is below a party's own floor.
@@ -352,50 +393,12 @@ def run_compare(
         settings = layer_settings(prep.job.train)
         for floor, name in zip(prep.floors, prep.names, strict=True):
             check_floor(settings, floor, party=name)
-    n_epochs = epochs or prep.job.train.epochs
-    rows: dict[str, Any] = {}
-    rows["e_alone"] = summarise(run_single(prep, "e_alone", epochs=n_epochs, progress=progress))
-    split_result, traffic = run_split(prep, epochs=n_epochs, progress=progress)
-    rows["split_plaintext"] = {**summarise(split_result), **traffic}
-    rows["centralised"] = summarise(
-        run_single(prep, "centralised", epochs=n_epochs, progress=progress)
-    )
-    if encrypted:
-        secure_result, traffic = run_split(prep, epochs=n_epochs, progress=progress, secure=True)
-        rows["split_encrypted"] = {
-            **summarise(secure_result),
-            **traffic,
-            "key_bits": prep.job.train.key_bits,
-            "cost_of_privacy": round(
-                secure_result.train_seconds / max(split_result.train_seconds, 1e-9), 1
-            ),
-        }
-    report = {
-        "job": prep.job.job.name,
-        "seed": prep.job.job.seed,
-        "epochs": n_epochs,
-        "aligned_users": len(prep.alignment),
-        "items": prep.split.n_items,
-        "train_positives": len(prep.split.train_items),
-        "test_users": len(prep.split.test.users),
-        "k": prep.job.eval.k,
-        "test_negatives": prep.job.eval.test_negatives,
-        "models": rows,
-        "total_seconds": round(time.perf_counter() - t0, 2),
-    }
-    atomic_write_json(out / "compare.json", report)
+    base = prep.job.job.seed
+    per_seed: dict[int, dict[str, Any]] = {}
+    for s in range(base, base + seeds):
+        again = prep if s == base else prepare(job_file, seed=s)
+        per_seed[s] = compare_models(again, epochs=epochs, progress=progress, encrypted=encrypted)
+        report = _report(prep, per_seed, epochs=epochs, seconds=time.perf_counter() - t0)
+        atomic_write_json(out / "compare.json", report)  # after every seed: a partial result
     write_report(report, out)
     return report
-
-
-def gap(report: dict[str, Any], metric: str = "auc") -> dict[str, float]:
-    """Split minus E-alone, and centralised minus split, for one metric."""
-    m = report["models"]
-    return {
-        "split_minus_e_alone": float(
-            np.round(m["split_plaintext"][metric] - m["e_alone"][metric], 4)
-        ),
-        "centralised_minus_split": float(
-            np.round(m["centralised"][metric] - m["split_plaintext"][metric], 4)
-        ),
-    }

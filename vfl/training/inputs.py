@@ -10,8 +10,9 @@ What P learns from batching is bounded by three rules (issue 14, "what P may not
    nothing from; the negatives, and the per-step secret handed to E's defences, come from
    E's own generator ``rng`` (seeded from E's local secret, never the job seed).
 3. **Each user weighs the same.** A user's rows are its training positives plus
-   ``negatives_per_positive`` unseen items per positive (a user with no positive gets
-   ``negatives_per_positive`` negatives alone). Row ``r`` of user ``u`` carries the weight
+   ``negatives_per_positive`` negatives per positive (items outside the user's training
+   positives; a user with no positive gets ``negatives_per_positive`` negatives alone).
+   Row ``r`` of user ``u`` carries the weight
    ``w_r = 1 / (m · n_u)`` for ``m`` users in the step and ``n_u`` rows of ``u``, so the loss
    is ``L = Σ_r w_r · l_r = (1/m) Σ_u mean_{r∈u} l_r``: the per-user mean, averaged over
    users. ``δ_u = ∂L/∂z_B[u]`` is then ``1/m`` times the mean of ``u``'s row gradients, whose
@@ -109,7 +110,7 @@ class UserBatcher:
         # A user with no training positive still gets one slot's worth of negatives.
         neg_slots = np.repeat(np.arange(len(users)), np.maximum(n_pos, 1))
         neg_items = sample_negatives(
-            users[neg_slots], self.negatives, self.split.seen_codes, self.split.n_items, rng
+            users[neg_slots], self.negatives, self.split.train_codes, self.split.n_items, rng
         )
         row_user = np.concatenate([local, np.repeat(neg_slots, self.negatives)])
         row_item = np.concatenate([self.split.train_items[rows], neg_items.ravel()])

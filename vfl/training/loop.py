@@ -1,18 +1,25 @@
 """The training loop shared by every model: epochs of user-grouped steps, then evaluation.
 
 Model selection is by validation NDCG@K: the reported test metrics are those of the epoch with
-the best validation score, so the test split never influences any choice.
+the best validation score, so the test split never influences any choice. Training stops
+(:class:`StopRule`) after ``max_epochs``, once ``patience`` epochs have passed without a new
+best validation NDCG@K, or once the epochs so far took ``time_budget_s`` seconds, whichever
+comes first. Progress callbacks get validation metrics only; test metrics are computed at
+every epoch (a federated evaluation asks P once per epoch for both lists) but read only at
+the selected epoch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
+from vfl.config.job import TrainConfig
 from vfl.data.splits import EvalLists, RecSplit
 from vfl.evaluation.cold_start import ColdStartGroup, cold_start_group
 from vfl.evaluation.metrics import RankingMetrics, evaluate_candidates
@@ -34,6 +41,59 @@ class EpochRecord:
     test_cold: RankingMetrics | None = None  # the cold-start users of the test list
 
 
+class StopReason(Enum):
+    """Why a run of :func:`fit` ended."""
+
+    MAX_EPOCHS = "max_epochs"
+    PATIENCE = "patience"  # early stopping on validation NDCG@K
+    TIME_BUDGET = "time_budget"
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When to stop: at most ``max_epochs``; ``patience`` epochs after the best validation
+    NDCG@K without a better one; or once the trained epochs took ``time_budget_s`` seconds.
+
+    The rule reads only the epoch history (which a checkpoint holds), so a resumed run stops
+    where the uninterrupted one does.
+    """
+
+    max_epochs: int
+    patience: int | None = None
+    time_budget_s: float | None = None
+
+    @classmethod
+    def of(cls, train: TrainConfig, *, epochs: int | None = None) -> StopRule:
+        """The rule of a job's ``[train]`` section (``epochs`` overrides ``train.epochs``)."""
+        return cls(
+            max_epochs=epochs or train.epochs,
+            patience=train.patience,
+            time_budget_s=train.time_budget_s,
+        )
+
+    def reason(self, history: Sequence[EpochRecord]) -> StopReason | None:
+        """The reason to stop after ``history``, or None to train another epoch."""
+        if len(history) >= self.max_epochs:
+            return StopReason.MAX_EPOCHS
+        if not history:
+            return None
+        if self.patience is not None and self.patience <= epochs_since_best(history):
+            return StopReason.PATIENCE
+        if self.time_budget_s is not None and sum(r.seconds for r in history) >= self.time_budget_s:
+            return StopReason.TIME_BUDGET
+        return None
+
+
+def epochs_since_best(history: Sequence[EpochRecord]) -> int:
+    """Epochs trained after the best validation epoch of ``history``."""
+    return history[-1].epoch - best_record(history).epoch
+
+
+def best_record(history: Sequence[EpochRecord]) -> EpochRecord:
+    """The epoch with the highest validation NDCG (earliest on ties)."""
+    return max(history, key=lambda r: (r.valid.ndcg, -r.epoch))
+
+
 @dataclass
 class FitResult:
     """A finished training run."""
@@ -42,11 +102,12 @@ class FitResult:
     history: list[EpochRecord] = field(default_factory=list)
     train_seconds: float = 0.0
     cold_max_train_positives: int = 0
+    stopped: StopReason = StopReason.MAX_EPOCHS
 
     @property
     def best(self) -> EpochRecord:
         """The epoch with the highest validation NDCG (earliest on ties)."""
-        return max(self.history, key=lambda r: (r.valid.ndcg, -r.epoch))
+        return best_record(self.history)
 
 
 def score(model: Recommender, lists: EvalLists, *, step: int) -> np.ndarray:
@@ -74,6 +135,16 @@ def _test_metrics(
 
 
 ProgressFn = Callable[[str, EpochRecord], None]
+"""``progress(model_name, record)`` after each epoch: show only ``record.valid`` (and the loss)."""
+
+
+def progress_line(name: str, r: EpochRecord) -> str:
+    """One epoch's progress line: loss and validation metrics, never the test metrics."""
+    return (
+        f"{name:<15} epoch {r.epoch:>3}  loss {r.train_loss:.4f}  "
+        f"valid NDCG@{r.valid.k} {r.valid.ndcg:.4f} HR@{r.valid.k} {r.valid.hr:.4f} "
+        f"AUC {r.valid.auc:.4f}  {r.seconds:.1f}s"
+    )
 
 
 @dataclass
@@ -127,7 +198,7 @@ def fit(
     split: RecSplit,
     batcher: UserBatcher,
     *,
-    epochs: int,
+    stop: StopRule,
     seed: int,
     k: int,
     cold_quantile: float = 0.2,
@@ -135,7 +206,7 @@ def fit(
     start: LoopState | None = None,
     on_step: StepFn | None = None,
 ) -> FitResult:
-    """Train ``model`` for ``epochs`` epochs, evaluating validation and test after each.
+    """Train ``model`` until ``stop`` says so, evaluating validation and test after each epoch.
 
     ``seed`` seeds the generator of the rows (negatives) and of the per-step secrets: a
     federated E passes its own local secret, never the job seed P knows (the user order
@@ -149,7 +220,7 @@ def fit(
     state = start or LoopState(epoch_rng=dict(rng.bit_generator.state))
     result.history = list(state.history)
     began = time.perf_counter()
-    while state.epoch <= epochs:
+    while (reason := stop.reason(state.history)) is None:
         t0 = time.perf_counter()
         loss = _train_epoch(model, batcher, rng, state, on_step)
         valid = evaluate(model, split.valid, step=state.step, k=k)
@@ -163,6 +234,7 @@ def fit(
         if progress is not None:
             progress(model.name, record)
     result.train_seconds = time.perf_counter() - began
+    result.stopped = reason
     return result
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from vfl.config.job import ModelConfig, TrainConfig
 from vfl.models.bottom import ActiveBottom, Tower
 from vfl.models.head import InteractiveLayer, PassiveWeight, TopModel
+from vfl.models.sequence import HistoryAttention, UserSequences
 from vfl.protocol.plain_split import PassivePeer
 from vfl.training.defences import CutGradientDefence, NoDefence
 from vfl.training.inputs import Batch, TableTensors
@@ -39,42 +40,80 @@ class Recommender(Protocol):
 
 @dataclass(frozen=True)
 class ActiveInputs:
-    """E's feature tensors: users in aligned order, items in catalogue order."""
+    """E's feature tensors: users in aligned order, items in catalogue order.
+
+    ``sequences``: the training positives ``(users, items)`` grouped by user in time order
+    (:attr:`~vfl.data.splits.RecSplit.train_users` / ``train_items``), from which the
+    histories are cut; None when a trained head's state will supply them.
+    """
 
     users: TableTensors
     items: TableTensors
+    sequences: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class ActiveHead(nn.Module):
-    """Everything E trains: bottom towers, interactive layer (``W_E``, bias) and top model."""
+    """Everything E trains: bottom towers, interactive layer (``W_E``, bias) and top model.
+
+    With ``history_length > 0`` the user vector is ``u + s(u, i)``, the tower's output plus
+    the attention summary of the user's recent training items (:mod:`vfl.models.sequence`);
+    the sequences are buffers, so they travel with the head's checkpoints and exported shard.
+    """
 
     def __init__(self, inputs: ActiveInputs, cfg: ModelConfig, *, n_users: int) -> None:
         super().__init__()
         u, i = inputs.users, inputs.items
         self.inputs = inputs
+        self.n_items = int(i.numeric.shape[0])
         user_ids = n_users if cfg.user_id_embedding else None
         self.bottom = ActiveBottom(
             user_tower=Tower(
                 user_ids, u.n_numeric, u.cardinalities, cfg.active_hidden, cfg.embedding_dim
             ),
             item_tower=Tower(
-                i.numeric.shape[0],
-                i.n_numeric,
-                i.cardinalities,
-                cfg.active_hidden,
-                cfg.embedding_dim,
+                self.n_items, i.n_numeric, i.cardinalities, cfg.active_hidden, cfg.embedding_dim
             ),
             dim=cfg.embedding_dim,
+        )
+        self.attention = (
+            HistoryAttention(cfg.embedding_dim, cfg.history_length)
+            if cfg.history_length
+            else None
+        )
+        empty = np.empty(0, np.int64)
+        seq_users, seq_items = inputs.sequences or (empty, empty)
+        self.sequences = UserSequences(
+            seq_users, seq_items, n_users=n_users, n_items=self.n_items, length=cfg.history_length
         )
         self.interactive = InteractiveLayer(self.bottom.out_dim, cfg.interactive_out)
         self.top = TopModel(cfg.interactive_out, cfg.top_hidden)
 
     def logits(
-        self, row_user: torch.Tensor, row_item: torch.Tensor, z_b: torch.Tensor | None
+        self,
+        row_user: torch.Tensor,
+        row_item: torch.Tensor,
+        z_b: torch.Tensor | None,
+        *,
+        train: bool = False,
     ) -> torch.Tensor:
-        """Logit of each (aligned user, item) row, given ``z_b = b·W_B`` per row or None."""
-        e = self.bottom(self.inputs.users.gather(row_user), self.inputs.items.gather(row_item))
-        logit: torch.Tensor = self.top(self.interactive(e, z_b))
+        """Logit of each (aligned user, item) row, given ``z_b = b·W_B`` per row or None.
+
+        ``train``: the rows are a training step's, so each positive sees only its prefix
+        (:class:`~vfl.models.sequence.UserSequences`); otherwise every row the whole history.
+        """
+        every_item = torch.arange(self.n_items)
+        v_all = self.bottom.item_tower(*self.inputs.items.gather(every_item))
+        # F.embedding, not indexing: its CPU backward sums duplicates in a fixed order, so a
+        # resumed run stays bit-identical to the uninterrupted one on any thread count.
+        v = nn.functional.embedding(row_item, v_all)
+        u = self.bottom.user_tower(*self.inputs.users.gather(row_user))
+        if self.attention is not None:
+            at = self.sequences.positions(row_user, row_item, train=train)
+            hist = self.sequences.history(row_user, at)
+            keep = hist != self.n_items
+            padded = torch.cat([v_all, torch.zeros_like(v_all[:1])])
+            u = u + self.attention(nn.functional.embedding(hist, padded), keep, v)
+        logit: torch.Tensor = self.top(self.interactive(self.bottom.combine(u, v), z_b))
         return logit
 
 
@@ -144,7 +183,8 @@ class HeadRecommender:
         """Forward, BCE loss, backward, Adam step."""
         self.head.train()
         row_user = torch.as_tensor(batch.users[batch.row_user])
-        loss = _bce(self.head.logits(row_user, torch.as_tensor(batch.row_item), None), batch)
+        logits = self.head.logits(row_user, torch.as_tensor(batch.row_item), None, train=True)
+        loss = _bce(logits, batch)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -209,7 +249,10 @@ class SplitRecommender:
         z_user = self.w_b(b.requires_grad_(False)).detach().requires_grad_(True)
         local = torch.as_tensor(batch.row_user)
         logits = self.head.logits(
-            torch.as_tensor(batch.users)[local], torch.as_tensor(batch.row_item), z_user[local]
+            torch.as_tensor(batch.users)[local],
+            torch.as_tensor(batch.row_item),
+            z_user[local],
+            train=True,
         )
         loss = _bce(logits, batch)
         self.optimizer.zero_grad()

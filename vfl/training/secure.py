@@ -87,7 +87,10 @@ class SecureSplitRecommender:
         )
         local = torch.as_tensor(batch.row_user)
         logits = self.head.logits(
-            torch.as_tensor(batch.users)[local], torch.as_tensor(batch.row_item), z_user[local]
+            torch.as_tensor(batch.users)[local],
+            torch.as_tensor(batch.row_item),
+            z_user[local],
+            train=True,
         )
         if self.observer is not None:
             self.observer(batch, z_user, logits)
