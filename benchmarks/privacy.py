@@ -41,7 +41,7 @@ from vfl.config.job import PrivacyConfig
 from vfl.data.movielens import convert_movielens
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.evaluation.attribute_attack import attribute_inference
-from vfl.training.compare import Prepared, prepare
+from vfl.training.compare import Prepared, prepare, run_single
 from vfl.training.defences import label_epsilon
 from vfl.training.privacy_audit import audit_split
 
@@ -63,6 +63,16 @@ def _attributes(prep: Prepared, job: Path, z_b: np.ndarray, seed: int) -> dict[s
     return {s.attribute: round(s.excess, 4) for s in report.scores}
 
 
+_E_ALONE: dict[tuple[Path, int], float] = {}
+
+
+def _e_alone_hr(prep: Prepared, job: Path, seed: int, epochs: int) -> float:
+    """HR@K of E alone on the same split (P's gain is measured against it), once per seed."""
+    if (job, seed) not in _E_ALONE:
+        _E_ALONE[job, seed] = run_single(prep, "e_alone", epochs=epochs).best.test.hr
+    return _E_ALONE[job, seed]
+
+
 def _run(job: Path, epochs: int, privacy: PrivacyConfig, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     text = re.sub(r"(?m)^seed = \d+$", f"seed = {seed}", job.read_text())
@@ -72,10 +82,13 @@ def _run(job: Path, epochs: int, privacy: PrivacyConfig, seed: int) -> dict[str,
     run = audit_split(prep, epochs=epochs, privacy=privacy)
     best = run.fit.best
     excess = _attributes(prep, seeded, run.z_b, seed)
+    alone = _e_alone_hr(prep, job, seed, epochs)
     return {
         "seed": seed,
         "test_auc": round(best.test.auc, 4),
         "test_hr@10": round(best.test.hr, 4),
+        "e_alone_hr@10": round(alone, 4),
+        "hr_gain_from_p": round(best.test.hr - alone, 4),
         "best_epoch": best.epoch,
         **run.attacks.worst(),
         "attribute_excess": excess,
@@ -93,6 +106,7 @@ def _run(job: Path, epochs: int, privacy: PrivacyConfig, seed: int) -> dict[str,
 SUMMED = (
     "test_auc",
     "test_hr@10",
+    "hr_gain_from_p",
     "activity_auc",
     "direction_auc",
     "counterfactual_auc",
