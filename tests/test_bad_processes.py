@@ -84,7 +84,8 @@ def test_unreachable_coordinator_says_it_is_waiting_and_stops_at_the_connect_dea
 def test_a_second_process_for_a_joined_party_is_refused_and_the_first_run_is_unaffected(
     tmp_path: Path,
 ) -> None:
-    # Prepare: a job under way (long enough to outlast the second start), E joined
+    # Prepare: E joined and waiting for P, so the first run is under way however fast the
+    # machine is; P starts once the second E has been refused
     job = prepare_job(tmp_path, users=240, epochs=4)
     try:
         _second_e_is_refused(job)
@@ -94,7 +95,6 @@ def test_a_second_process_for_a_joined_party_is_refused_and_the_first_run_is_una
 
 def _second_e_is_refused(job: Job) -> None:
     job.coordinator()
-    p = job.party("p")
     e1 = job.party("e")
     e1.wait_line("joined job", scaled(60))
 
@@ -109,6 +109,7 @@ def _second_e_is_refused(job: Job) -> None:
     line = _error_line(e2.text)
     assert "'shop' is already joined" in line and "first connection" in line
     assert re.search(r"first connection \d+ s ago", line)
+    p = job.party("p")
     assert e1.wait(scaled(240)) == 0, e1.text
     assert p.wait(scaled(60)) == 0, p.text
     assert "error" not in e1.text.lower() and "error" not in p.text.lower()

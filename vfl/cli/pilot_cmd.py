@@ -177,35 +177,33 @@ def pilot(
     """
     from vfl.cli.signals import stop_on_signals
 
+    train = {
+        **PILOT_TRAIN,
+        "epochs": epochs,
+        "patience": patience,
+        "time_budget_s": time_budget,
+        "key_bits": key_bits,
+        "users_per_step": users_per_step or (8 if dataset is Dataset.SYNTHETIC else 16),
+    }
     with stop_on_signals("pilot"):
-        _pilot(dataset, out, users, epochs, users_per_step, key_bits, baselines, timeout)
+        _pilot(dataset, out, users, train, baselines=baselines, timeout=timeout)
 
 
 def _pilot(
     dataset: Dataset,
     out: Path,
     users: int,
-    epochs: int | None,
-    users_per_step: int | None,
-    key_bits: int,
+    train: dict[str, Any],
+    *,
     baselines: bool,
     timeout: float,
 ) -> None:
-    """The body of :func:`pilot`."""
+    """The body of :func:`pilot`, with the ``[train]`` table of its job files."""
     from vfl.cli.pilot_report import baseline_rows, merge, privacy_audit, write_outputs
     from vfl.cli.pilot_runs import run_federated
 
     t_start = time.perf_counter()
-    synthetic = dataset is Dataset.SYNTHETIC
-    n_epochs = epochs
-    train = {
-        **PILOT_TRAIN,
-        "epochs": n_epochs,
-        "patience": patience,
-        "time_budget_s": time_budget,
-        "key_bits": key_bits,
-        "users_per_step": users_per_step or (8 if synthetic else 16),
-    }
+    n_epochs = int(train["epochs"])
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"preparing {dataset.value} data and certificates in {out} ...")
     _prepare_data(dataset, out / "data", users)
