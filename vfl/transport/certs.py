@@ -118,7 +118,8 @@ class _Issuer:
     days: int
 
 
-def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
+def validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
+    """``builder`` valid from 5 minutes ago (clock skew) for ``days`` days."""
     now = dt.datetime.now(dt.UTC)
     return builder.not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(
         now + dt.timedelta(days=days)
@@ -135,13 +136,14 @@ def _ca_certificate(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
-    return _validity(builder, days).sign(key, hashes.SHA256())
+    return validity(builder, days).sign(key, hashes.SHA256())
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
+def key_usage(*, ca: bool) -> x509.KeyUsage:
+    """Key usage of a CA (signs certificates and CRLs) or a leaf (signs handshakes)."""
     return x509.KeyUsage(
         digital_signature=not ca,
         content_commitment=False,
@@ -182,14 +184,14 @@ def _write_leaf(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
         )
     )
-    cert = _validity(builder, issuer.days).sign(issuer.key, hashes.SHA256())
+    cert = validity(builder, issuer.days).sign(issuer.key, hashes.SHA256())
     files = CertFiles(cert=out / f"{name}.pem", key=out / f"{name}.key")
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_private(files.key, key)

@@ -20,7 +20,6 @@ into one directory. Across organisations the steps are:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vfl.errors import VflError
 from vfl.storage import atomic_write_bytes, ensure_dir
+from vfl.transport.certs import key_usage, validity
 
 COORDINATOR = "coordinator"
 SECRET_MODE = 0o600
@@ -161,33 +161,13 @@ def init_ca(out_dir: Path, *, common_name: str = "vfl job CA", days: int = 730) 
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(ca=True), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
-    cert = _valid_for(builder, days).sign(key, hashes.SHA256())
+    cert = validity(builder, days).sign(key, hashes.SHA256())
     atomic_write_bytes(files.key, _pem_private(key), mode=SECRET_MODE)
     atomic_write_bytes(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=PUBLIC_MODE)
     return files
-
-
-def _usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not ca,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _valid_for(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.UTC)
-    start, end = now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
-    return builder.not_valid_before(start).not_valid_after(end)
 
 
 def load_ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -273,14 +253,14 @@ def sign_request(
         .public_key(csr.public_key())
         .serial_number(x509.random_serial_number())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(ca=False), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
     )
-    cert = _valid_for(builder, days).sign(ca_key, hashes.SHA256())
+    cert = validity(builder, days).sign(ca_key, hashes.SHA256())
     target = out if out is not None else request.with_name(f"{party}.pem")
     return atomic_write_bytes(
         target, cert.public_bytes(serialization.Encoding.PEM), mode=PUBLIC_MODE
