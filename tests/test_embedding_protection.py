@@ -25,7 +25,7 @@ from vfl.protocol.share_optim import ShareSgdConfig
 
 SGD = ShareSgdConfig(lr=0.5, momentum=0.9)
 NOISE = 0.5
-# |Δz_B| from rounding b̃ to 2^-21 (README "The encrypted protocol"): (d·max|W_B| + 1)·2^-21
+# |Δz_B| from rounding b̃ to 2^-21 (docs/protocol.md): (d·max|W_B| + 1)·2^-21
 ZB_TOL = 1e-5
 
 

@@ -1,5 +1,5 @@
 """One id rule for the loader and the PSI, checked on quirky ids under every Unicode form
-against a reference written here from the README's statement of the rule."""
+against a reference written here from docs/configuration.md's statement of the rule."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ EXPECTED_COMMON = {
 
 
 def _reference(raw: str, form: UnicodeForm) -> str:
-    """The README's rule, written out independently: repeat U, strip, lower, U to a fixed
+    """docs/configuration.md's rule, written out independently: repeat U, strip, lower, U to a fixed
     point (U = the Unicode normal form, or nothing for 'none')."""
 
     def u(text: str) -> str:

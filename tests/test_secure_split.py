@@ -23,7 +23,7 @@ from vfl.protocol.options import Mode, Randomness
 from vfl.protocol.share_optim import ShareSgdConfig
 
 MOMENTUM = ShareSgdConfig(lr=0.5, momentum=0.9, weight_decay=1e-3)
-# Fixed-point bound on |Δloss| per step (README "The encrypted protocol"): b is rounded to
+# Fixed-point bound on |Δloss| per step (docs/protocol.md): b is rounded to
 # 2^-21, so |Δz_B| <= (d·max|W_B| + 1)·2^-21 < 3e-6 here; everything else is exact or below
 # 2^-36. Over 200 steps the difference stays within float32 noise of that bound.
 LOSS_TOL = 1e-5

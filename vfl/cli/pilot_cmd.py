@@ -50,7 +50,7 @@ PILOT_PATIENCE = 3
 PILOT_TIME_BUDGET_S = 600.0
 # P's noise on its embedding before E decrypts z_B ([privacy] embedding_noise, in units of
 # |b_i| < 1): the smallest level of benchmarks/privacy_zb.py that at least halves E's
-# attribute-inference excess while keeping half of P's HR@10 gain (README "Security").
+# attribute-inference excess while keeping half of P's HR@10 gain (docs/security.md).
 PILOT_EMBEDDING_NOISE = 0.25
 
 
