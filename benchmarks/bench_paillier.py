@@ -3,8 +3,8 @@
 Usage: ``python benchmarks/bench_paillier.py [--bits 2048] [--n 200]``
 
 Times ``n`` repetitions of each raw operation of :mod:`vfl.crypto.paillier` on one fresh key
-and reports the mean in milliseconds, plus the slot geometry of the typical packing layout
-(value_bits 32, sigma 40, max_terms 256) at that key size.
+and reports the mean in milliseconds, plus the slot geometry of the secure layer's packing
+(:class:`vfl.protocol.fixed_point.SecureScales`) at that key size.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 
-from vfl.crypto.packing import SlotLayout
 from vfl.crypto.paillier import KeyPair
 from vfl.crypto.pool import RandomnessPool
+from vfl.crypto.signed_packing import slots_per_plaintext
+from vfl.protocol.fixed_point import SecureScales
 
 
 def _mean_ms(operation: Callable[[int], object], n: int) -> float:
@@ -40,7 +41,7 @@ def run(bits: int, n: int) -> dict[str, object]:
     precompute_ms = (time.perf_counter() - start) * 1000 / n
     cts = [pk.raw_encrypt(m) for m in plain]
     scalars = [secrets.randbits(40) | 1 << 39 for _ in range(n)]
-    layout = SlotLayout(value_bits=32, max_terms=256, sigma=40, n_bits=bits)
+    scales = SecureScales()
     return {
         "bits": bits,
         "n": n,
@@ -52,11 +53,10 @@ def run(bits: int, n: int) -> dict[str, object]:
         "add_ms": _mean_ms(lambda i: pk.raw_add(cts[i], cts[i - 1]), n),
         "mul_scalar_40bit_ms": _mean_ms(lambda i: pk.raw_mul_scalar(cts[i], scalars[i]), n),
         "packing": {
-            "value_bits": layout.value_bits,
-            "sigma": layout.sigma,
-            "max_terms": layout.max_terms,
-            "slot_bits": layout.slot_bits,
-            "slots_per_ciphertext": layout.slots_per_int,
+            "sigma": scales.sigma,
+            "max_users": scales.max_users,
+            "slot_bits": scales.slot_bits,
+            "slots_per_ciphertext": slots_per_plaintext(bits, scales.slot_bits),
         },
     }
 

@@ -36,11 +36,14 @@ from typing import Any
 import numpy as np
 from phe import paillier as phe_paillier
 
-from vfl.crypto.packed import PackedMatrix, PackingLayout, linear_combination
-from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
+from vfl.crypto.batched import combine
+from vfl.crypto.encoding import lift_signed
+from vfl.crypto.paillier import EncryptedVector, KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool
 from vfl.crypto.randomness import OwnerCrtSource, Randomness, ShortExponentSource
+from vfl.crypto.signed_packing import pack_rows, slots_per_plaintext, unpack_rows
 from vfl.executor import LocalProcessExecutor
+from vfl.protocol.fixed_point import SecureScales
 
 SCALAR_BITS = 21  # b quantised at 20 fractional bits, |b| <= 1, plus sign
 
@@ -192,32 +195,35 @@ def vfl_unpacked(keys: KeyPair, reps: int) -> dict[str, Any]:
 
 
 def packed_rates(keys: KeyPair, m: int, d: int, h: int) -> dict[str, Any]:
-    """Slot operations of ``M @ [[X]]`` (inline and 2 processes) and of a linear combination."""
+    """Slot operations of ``M @ [[X]]`` (inline and 2 processes) and of a linear combination.
+
+    ``X`` is packed as the layer packs it (:mod:`vfl.crypto.signed_packing`, the layer's slot
+    width from :class:`~vfl.protocol.fixed_point.SecureScales`), 61-bit signed values.
+    """
     pk = keys.public_key
-    layout = PackingLayout.for_bounds(
-        n_bits=pk.n_bits, value_bits=61, summands=d, scalar_bits=SCALAR_BITS, sigma=40
-    )
+    w = SecureScales().slot_bits
+    k = slots_per_plaintext(pk.n_bits, w)
     value = 2**61 - 1
     x = np.array([[secrets.randbelow(2 * value) - value for _ in range(h)] for _ in range(d)])
-    enc = PackedMatrix.encrypt(
-        pk, layout, x.astype(object), bound=value, pool=ShortExponentSource(pk)
-    )
+    packed = pack_rows(x.astype(object), w, k)
+    enc = EncryptedVector.raw_encrypt(pk, packed, pool=ShortExponentSource(pk))
     mat = np.array([[_signed_scalar() for _ in range(d)] for _ in range(m)], dtype=object)
-    out: dict[str, Any] = {"slot_bits": layout.slot_bits, "slots_per_ciphertext": layout.slots}
+    out: dict[str, Any] = {"slot_bits": w, "slots_per_ciphertext": k}
     out["m_d_h"] = [m, d, h]
-    out["matmul_inline"] = measure(times(lambda: enc.matmul(mat), m * d * h))
+    out["matmul_inline"] = measure(times(lambda: enc.dot(mat), m * d * h))
     with LocalProcessExecutor(2) as executor:
         executor.map(_warm_up, [0, 1])
         out["matmul_2_processes"] = measure(
-            times(lambda: enc.matmul(mat, executor=executor), m * d * h)
+            times(lambda: enc.dot(mat, executor=executor), m * d * h)
         )
-    rows = [enc] * d
-    scalars = [_signed_scalar() for _ in range(d)]
-    four = [linear_combination] * 4  # four combinations of d packed d x h matrices
+    rows = [enc.ciphertexts] * d  # d packed d x h matrices, as flat rows of ciphertexts
+    scalars = np.array([[_signed_scalar() for _ in range(d)]], dtype=object)
     out["linear_combination"] = measure(
-        times(lambda: [f(scalars, rows) for f in four], 4 * d * d * h)
+        times(lambda: [combine(rows, scalars, pk.nsquare) for _ in range(4)], 4 * d * d * h)
     )
-    got = enc.matmul(mat[:2]).decrypt(keys.private_key)
+    product = enc.dot(mat[:2])
+    lifted = lift_signed(keys.private_key.raw_decrypt_vector(product), pk.n)
+    got = unpack_rows(np.array(lifted, dtype=object).reshape(product.shape), w, k, h)
     if not (got == np.dot(mat[:2], x.astype(object))).all():
         raise AssertionError("packed matmul decrypted to a wrong result")
     return out

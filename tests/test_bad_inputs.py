@@ -28,9 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vfl.config.agreement import job_fields
-from vfl.config.job import load_job_config
-from vfl.config.party import IdRule, load_party_config
+from tests.helpers import run_concurrently
+from vfl.config.job import load_job_config, load_job_parties
+from vfl.config.party import IdRule, PartyConfig, load_party_config
+from vfl.config.plan import JobPlan, load_plan_file
 from vfl.crypto.paillier import EncryptedVector, KeyPair
 from vfl.data.alignment import align_locally
 from vfl.data.loading import load_feature_table
@@ -44,8 +45,10 @@ from vfl.errors import (
     StorageError,
     VflError,
 )
+from vfl.party.handshake import handshake
 from vfl.protocol.secure_layer import SecureScales, agreed_parameters, check_agreement
 from vfl.transport.certs import generate_dev_pki
+from vfl.transport.channel import InMemoryChannel
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = KeyPair.generate(512)
@@ -228,19 +231,27 @@ def test_bad_key_size_is_refused_at_load(tmp_path: Path, value: str, words: str)
 
 def test_mismatched_job_field_between_parties_names_both_values(tmp_path: Path) -> None:
     # Prepare: the two organisations edited their copies of job.toml differently
-    shop = load_job_config(_job_file(tmp_path))
-    payments = load_job_config(_job_file(tmp_path, "users_per_step = 5\n"))
+    shop_job = load_job_config(_job_file(tmp_path))
+    e_cfg, p_cfg = load_job_parties(shop_job, _job_file(tmp_path))
+    shop = JobPlan.of(shop_job)
+    payments = load_plan_file(_job_file(tmp_path, "users_per_step = 5\n"))
+    e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
+    errors: dict[str, ParameterMismatch] = {}
 
-    # Execute
-    with pytest.raises(ParameterMismatch) as err:
-        check_agreement(job_fields(shop), job_fields(payments), me="shop", peer="payments")
+    def side(name: str, channel: InMemoryChannel, cfg: PartyConfig, plan: JobPlan) -> None:
+        with pytest.raises(ParameterMismatch) as err:
+            handshake(channel, cfg, plan, timeout=5)
+        errors[name] = err.value
 
-    # Assert
-    message = str(err.value)
-    assert f"train.users_per_step: shop has {shop.train.users_per_step}, payments has 5" in message
-    assert "Fix: give both parties the same job config" in message
-    assert "parties.active" not in job_fields(shop) and "train.epochs" not in job_fields(shop)
-    assert job_fields(shop)["model.top_hidden"] == list(shop.model.top_hidden)
+    # Execute: the sealed handshake both parties run before PSI
+    sides = [("shop", e_ch, e_cfg, shop), ("payments", p_ch, p_cfg, payments)]
+    run_concurrently(side, sides, timeout=10)
+
+    # Assert: both stop, each naming the field and both values
+    n = shop.train.users_per_step
+    assert f"plan.train.users_per_step: shop has {n}, payments has 5" in str(errors["shop"])
+    assert f"plan.train.users_per_step: payments has 5, shop has {n}" in str(errors["payments"])
+    assert not any(key.startswith("parties") for key in shop.fields())  # local paths stay local
 
 
 def test_key_size_mismatch_between_parties(tmp_path: Path) -> None:

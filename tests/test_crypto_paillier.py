@@ -7,10 +7,10 @@ import secrets
 import numpy as np
 import pytest
 
-from vfl.crypto.encoding import FixedPoint
-from vfl.crypto.packing import SlotLayout
+from vfl.crypto.encoding import dequantise, lift_signed, quantise
 from vfl.crypto.paillier import EncryptedVector, KeyMismatchError, KeyPair, PublicKey
 from vfl.crypto.pool import RandomnessPool
+from vfl.crypto.signed_packing import pack_rows, unpack_rows
 from vfl.errors import VflError
 
 
@@ -24,9 +24,20 @@ def other_keys() -> KeyPair:
     return KeyPair.generate(512)
 
 
+F = 16  # fractional bits of the values below
+
+
+def _encode(values: np.ndarray) -> np.ndarray:
+    return quantise(values, F, 2.0**20, "test values")
+
+
+def _lift(keys: KeyPair, vector: EncryptedVector) -> list[int]:
+    return lift_signed(keys.private_key.raw_decrypt_vector(vector), keys.public_key.n)
+
+
 def _decrypt(keys: KeyPair, vector: EncryptedVector, *, scale_power: int = 1) -> np.ndarray:
-    codec = FixedPoint(keys.public_key.n)
-    values = codec.raw_decode(keys.private_key.raw_decrypt_vector(vector), scale_power=scale_power)
+    ints = np.array(_lift(keys, vector), dtype=object)
+    values = dequantise(ints, scale_power * F, bound_bits=100, what="test result")
     return values.reshape(vector.shape)
 
 
@@ -84,13 +95,12 @@ def test_out_of_range_inputs_are_refused(keys: KeyPair) -> None:
 
 def test_vector_add_scalar_and_sub_with_negative_values(keys: KeyPair) -> None:
     # Prepare
-    codec = FixedPoint(keys.public_key.n)
     a, b = np.array([[1.5, -2.25], [0.0, -7.0]]), np.array([[-0.5, 3.0], [2.0, 1.0]])
-    ea = EncryptedVector.raw_encrypt(keys.public_key, codec.encode(a))
-    eb = EncryptedVector.raw_encrypt(keys.public_key, codec.encode(b))
+    ea = EncryptedVector.raw_encrypt(keys.public_key, _encode(a))
+    eb = EncryptedVector.raw_encrypt(keys.public_key, _encode(b))
     k = np.array([[3, -2], [0, 5]])
     # Execute
-    total, diff, plain = ea + eb, ea - eb, ea + codec.encode(b)
+    total, diff, plain = ea + eb, ea - eb, ea + _encode(b)
     scaled, negated = ea * k, -ea
     # Assert
     np.testing.assert_allclose(_decrypt(keys, total), a + b)
@@ -107,7 +117,6 @@ def test_dot_matches_numpy(keys: KeyPair) -> None:
     b = rng.integers(-50, 50, size=(4, 3))
     b[0, 1] = 0
     u = rng.integers(-1000, 1000, size=(3, 2))
-    codec = FixedPoint(keys.public_key.n, frac_bits=0)
     eu = EncryptedVector.raw_encrypt(keys.public_key, u)
     # Execute
     product, via_operator, column = (
@@ -116,19 +125,17 @@ def test_dot_matches_numpy(keys: KeyPair) -> None:
         b @ EncryptedVector.raw_encrypt(keys.public_key, u[:, 0]),
     )
     # Assert
-    decrypt = keys.private_key.raw_decrypt_vector
     assert product.shape == (4, 2)
-    assert np.array_equal(np.array(codec.raw_lift(decrypt(product))).reshape(4, 2), b @ u)
-    assert np.array_equal(np.array(codec.raw_lift(decrypt(via_operator))).reshape(4, 2), b @ u)
+    assert np.array_equal(np.array(_lift(keys, product)).reshape(4, 2), b @ u)
+    assert np.array_equal(np.array(_lift(keys, via_operator)).reshape(4, 2), b @ u)
     assert column.shape == (4,)
-    assert codec.raw_lift(decrypt(column)) == (b @ u[:, 0]).tolist()
+    assert _lift(keys, column) == (b @ u[:, 0]).tolist()
 
 
 def test_fixed_point_product_decodes_at_power_two(keys: KeyPair) -> None:
-    codec = FixedPoint(keys.public_key.n)
     b, u = np.array([[0.5, -1.25]]), np.array([[2.0, -0.1], [0.75, 3.0]])
-    eu = EncryptedVector.raw_encrypt(keys.public_key, codec.encode(u))
-    z = _decrypt(keys, codec.encode(b) @ eu, scale_power=2)
+    eu = EncryptedVector.raw_encrypt(keys.public_key, _encode(u))
+    z = _decrypt(keys, _encode(b) @ eu, scale_power=2)
     np.testing.assert_allclose(z, b @ u, atol=2 * 3.0 * 2.0**-17)
 
 
@@ -205,16 +212,16 @@ def test_public_key_bytes_round_trip(keys: KeyPair) -> None:
 
 def test_packed_slots_survive_encrypted_add_and_scalar(keys: KeyPair) -> None:
     # Prepare
-    layout = SlotLayout(value_bits=20, max_terms=8, sigma=40, n_bits=keys.public_key.n_bits)
+    w, k = 127, 3  # the layer's slot width; 3 slots of 127 bits fit a 512-bit plaintext
     x = np.array([[3, -4, 2**59, -(2**59), 0, 7, 9]], dtype=object)
     y = np.array([[-1, 1, 5, 6, -(2**60) + 1, 0, 0]], dtype=object)
-    ex = EncryptedVector.raw_encrypt(keys.public_key, layout.pack(x))
-    ey = EncryptedVector.raw_encrypt(keys.public_key, layout.pack(y))
-    # Execute: 3 * pack(x) + pack(y) + 4 * pack(y), weight 8
+    ex = EncryptedVector.raw_encrypt(keys.public_key, pack_rows(x, w, k))
+    ey = EncryptedVector.raw_encrypt(keys.public_key, pack_rows(y, w, k))
+    # Execute: 3 * pack(x) + pack(y) + 4 * pack(y)
     combined = ex * 3 + ey + ey * 4
     # Assert
-    slots = layout.unpack(keys.private_key.raw_decrypt_vector(combined), 7, terms=8)
-    assert (slots == 3 * x + 5 * y).all()
+    lifted = np.array(_lift(keys, combined), dtype=object).reshape(combined.shape)
+    assert (unpack_rows(lifted, w, k, 7) == 3 * x + 5 * y).all()
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from tests.secure_helpers import TEST_FLOOR, keys, settings
+from vfl.crypto.encoding import quantise
 from vfl.errors import ProtocolError
-from vfl.protocol.fixed_point import SecureScales, quantise
+from vfl.protocol.fixed_point import SecureScales
 from vfl.protocol.initial_shares import initial_weight
 from vfl.protocol.options import Mode
 from vfl.protocol.secure_layer import ActiveShare, PassiveShare, initial_factor, initial_rotation

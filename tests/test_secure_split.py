@@ -189,7 +189,8 @@ def test_share_sgd_sums_to_torch_sgd_with_momentum_and_weight_decay() -> None:
     # Prepare: W = U + V at scale 2^56, gradients split into a masked share and its mask
     import torch
 
-    from vfl.protocol.fixed_point import quantise, uniform_mask
+    from vfl.crypto.encoding import quantise
+    from vfl.protocol.fixed_point import uniform_mask
     from vfl.protocol.share_optim import ShareSgd
 
     scales, rng = SecureScales(), np.random.default_rng(5)

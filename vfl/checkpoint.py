@@ -13,8 +13,8 @@ at any moment leaves either the previous set of files or the new one. File layou
 
 Loading refuses, with a :class:`~vfl.errors.CheckpointError` naming the file and the fix, a
 file whose digest does not match (corrupted or truncated), of a newer format, of another job
-or party, or written under different agreed parameters (``params``, e.g. the job config
-fields of :func:`vfl.config.agreement.job_fields`).
+or party, or written under different agreed parameters (``params``, e.g. the job plan's
+fields, :meth:`vfl.config.plan.JobPlan.fields`).
 
 Resuming with two parties (see :func:`agree_resume`): each announces its latest
 ``(phase, step)``; both restart from the older of the two, which the one ahead still holds as

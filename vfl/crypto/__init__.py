@@ -1,11 +1,9 @@
 """vfl.crypto: the arithmetic under the encrypted split-learning protocol (SPEC §4).
 
-- :mod:`vfl.crypto.encoding`: fixed-point reals as residues of ``Z_n`` (``FixedPoint``,
-  ``OverflowDetected``).
-- :mod:`vfl.crypto.packing`: many signed slots per Paillier plaintext (``SlotLayout``).
-- :mod:`vfl.crypto.signed_packing`: balanced-digit slots (``pack_rows``/``unpack_rows``).
-- :mod:`vfl.crypto.packed`: ``PackedMatrix``, packed ciphertexts whose every operation checks
-  slot headroom first (``PackingLayout``, ``HeadroomExceeded``).
+- :mod:`vfl.crypto.encoding`: the fixed-point codec, reals as residues of ``Z_n``
+  (``quantise``, ``lift_signed``, ``dequantise``, ``OverflowDetected``).
+- :mod:`vfl.crypto.signed_packing`: many signed slots per Paillier plaintext, balanced digits
+  (``pack_rows``/``unpack_rows``).
 - :mod:`vfl.crypto.batched`: ``M @ [[X]]`` with fixed-base tables, optionally on an executor.
 - :mod:`vfl.crypto.parallel`: when batched work is worth an executor (:mod:`vfl.executor`).
 - :mod:`vfl.crypto.randomness`: ``Randomness`` (FULL / SHORT_EXPONENT), ``ShortExponentSource``.

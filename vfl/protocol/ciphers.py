@@ -22,12 +22,12 @@ from typing import Protocol
 
 import numpy as np
 
-from vfl.crypto.encoding import OverflowDetected
+from vfl.crypto.encoding import IntArray, OverflowDetected, lift_signed
 from vfl.crypto.paillier import EncryptedVector, PrivateKey, PublicKey
 from vfl.crypto.pool import RPowNSource
 from vfl.crypto.signed_packing import pack_rows, slots_per_plaintext, unpack_rows
 from vfl.errors import ProtocolError
-from vfl.protocol.fixed_point import IntArray, SecureScales, int_matmul, signed
+from vfl.protocol.fixed_point import SecureScales, int_matmul
 from vfl.protocol.kernels import Kernels
 
 _PLAIN_MAGIC = b"VFLP\x01"
@@ -148,7 +148,7 @@ class PaillierCipher:
             raise ProtocolError("only the key's owner can decrypt")
         self.counts.decryptions += len(v.ciphertexts)
         residues = self.kernels.decrypt(self.private_key, v.ciphertexts)
-        ints = np.array(signed(residues, self.public_key.n), dtype=object).reshape(v.shape)
+        ints = np.array(lift_signed(residues, self.public_key.n), dtype=object).reshape(v.shape)
         return unpack_rows(ints, self.slot_bits, self.k, length)
 
     def dot(self, mat: IntArray, vec: Sealed, *, bits: int) -> Sealed:

@@ -1,5 +1,8 @@
 """Fixed-point scales, bounds and exact integer helpers of the secret-shared layer.
 
+The codec itself (quantise, lift, dequantise) is :mod:`vfl.crypto.encoding`; this module
+states the scales and bounds the layer gives it.
+
 Every value of the layer is a signed Python integer at a public scale (SPEC §4):
 
 * ``B = round(b·2^f_b)`` with ``|b| < 1`` (P's tanh output), ``f_b = b_bits``;
@@ -31,11 +34,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from numpy.typing import NDArray
 
-from vfl.crypto.encoding import OverflowDetected
-
-IntArray = NDArray[np.object_]  # Python ints of any size
+from vfl.crypto.encoding import IntArray
 
 
 @dataclass(frozen=True)
@@ -99,54 +99,6 @@ class SecureScales:
         )
         if self.slot_bits < need:
             raise ValueError(f"slot_bits={self.slot_bits} < {need} needed by the bounds")
-
-
-def quantise(x: NDArray[np.floating], bits: int, bound: float, what: str) -> IntArray:
-    """Returns ``round(x·2^bits)`` as Python ints.
-
-    Raises:
-        OverflowDetected: if any ``|x| > bound`` or ``x`` is not finite.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if not np.isfinite(x).all() or (np.abs(x) > bound).any():
-        worst = float(np.nanmax(np.abs(x))) if x.size else 0.0
-        raise OverflowDetected(f"{what}: |value| {worst:.3g} exceeds the declared bound {bound}")
-    # Python ints from the exactly-rounded doubles: exact for any ``bits``.
-    flat = [int(v) for v in np.rint(x * 2.0**bits).ravel()]
-    return np.array(flat, dtype=object).reshape(x.shape)
-
-
-def dequantise(ints: IntArray, bits: int, *, bound_bits: int, what: str) -> NDArray[np.float64]:
-    """Returns ``ints / 2^bits`` as floats (exact ints divided once, at the end).
-
-    Raises:
-        OverflowDetected: if a value reaches ``2^bound_bits`` (its slot is near overflow).
-    """
-    limit = 1 << (bits + bound_bits)
-    flat = [int(v) for v in np.asarray(ints, dtype=object).ravel()]
-    if any(abs(v) >= limit for v in flat):
-        raise OverflowDetected(
-            f"{what}: a decoded value reached 2^{bound_bits}, the declared bound"
-        )
-    return np.array([v / 2**bits for v in flat], dtype=np.float64).reshape(np.shape(ints))
-
-
-def signed(residues: list[int], n: int) -> list[int]:
-    """Lifts residues of ``Z_n`` to signed ints in ``(-n/3, n/3)``.
-
-    Raises:
-        OverflowDetected: for a residue in the middle third (a result wrapped around ``n``).
-    """
-    limit = n // 3
-    out = []
-    for r in residues:
-        if r <= limit:
-            out.append(r)
-        elif r >= n - limit:
-            out.append(r - n)
-        else:
-            raise OverflowDetected("a decrypted result left the band |x| < n/3: overflow")
-    return out
 
 
 def uniform_mask(shape: tuple[int, ...], magnitude_bits: int) -> IntArray:

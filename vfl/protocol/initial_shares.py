@@ -41,9 +41,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from vfl.crypto.encoding import IntArray, quantise
 from vfl.errors import ProtocolError
 from vfl.protocol.ciphers import LayerCipher, Sealed
-from vfl.protocol.fixed_point import IntArray, SecureScales, int_matmul, quantise, uniform_mask
+from vfl.protocol.fixed_point import SecureScales, int_matmul, uniform_mask
 
 __all__ = ["initial_factor", "initial_rotation", "initial_weight", "masked_initial_share"]
 

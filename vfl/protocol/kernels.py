@@ -20,10 +20,10 @@ from functools import partial
 import numpy as np
 
 from vfl.crypto.batched import combine
+from vfl.crypto.encoding import IntArray
 from vfl.crypto.paillier import EncryptedVector, PrivateKey
 from vfl.crypto.parallel import split
 from vfl.executor import ClosesOnExit, LocalProcessExecutor
-from vfl.protocol.fixed_point import IntArray
 
 _MIN_PARALLEL_DECRYPTIONS = 16
 

@@ -50,6 +50,7 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
+from vfl.crypto.encoding import IntArray, dequantise, quantise
 from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool, RPowNSource, randomness_source
 from vfl.errors import ProtocolError
@@ -61,14 +62,7 @@ from vfl.protocol.agreement import (
 )
 from vfl.protocol.ciphers import LayerCipher, OpCounts, PaillierCipher, PlainCipher, Sealed
 from vfl.protocol.embedding_noise import EmbeddingNoise
-from vfl.protocol.fixed_point import (
-    IntArray,
-    SecureScales,
-    dequantise,
-    int_matmul,
-    quantise,
-    uniform_mask,
-)
+from vfl.protocol.fixed_point import SecureScales, int_matmul, uniform_mask
 from vfl.protocol.initial_shares import initial_factor, initial_rotation, masked_initial_share
 from vfl.protocol.kernels import Kernels
 from vfl.protocol.options import Mode, Randomness, SecurityFloor

@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from vfl.protocol.fixed_point import IntArray, scale_exact
+from vfl.crypto.encoding import IntArray
+from vfl.protocol.fixed_point import scale_exact
 
 
 @dataclass(frozen=True)

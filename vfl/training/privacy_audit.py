@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from vfl.config.job import PrivacyConfig
+from vfl.crypto.encoding import dequantise
 from vfl.evaluation.label_attacks import ActiveTruth, LabelAttackReport, PassiveView, label_attacks
 from vfl.protocol.endpoint import Endpoint
-from vfl.protocol.fixed_point import dequantise
 from vfl.protocol.messages import SecureBackwardIns, SecureForwardIns
 from vfl.protocol.options import Mode
 from vfl.protocol.recorder import RecordingChannel
