@@ -351,6 +351,7 @@ def _model(
         users=TableTensors.from_table(data.users, local.rows),
         items=TableTensors.from_table(data.items),
         sequences=(split.train_users, split.train_items),
+        kind=data.kind,
     )
     m, t = plan.model, plan.train
     with TORCH_INIT_LOCK:

@@ -13,7 +13,7 @@ from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
-from vfl.models.bottom import PassiveBottom
+from vfl.kinds import BottomInputs, load_kind
 from vfl.party.common import (
     TORCH_INIT_LOCK,
     LocalAlignment,
@@ -132,9 +132,7 @@ def serve_passive(
     seed = local_rng_seed(local_seed)
     with TORCH_INIT_LOCK:
         torch.manual_seed(seed % 2**32)
-        bottom = PassiveBottom(
-            features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
-        )
+        bottom = load_kind(data.kind).bottom(BottomInputs(features), m)
     settings = layer_settings(t, privacy=plan.privacy)
     check_floor(settings, floor, party=party)  # before P's key pair exists
     d, h = m.passive_out, m.interactive_out

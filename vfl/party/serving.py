@@ -23,7 +23,7 @@ from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
 from vfl.data.tables import ActiveData, PassiveData
 from vfl.errors import ShardError
-from vfl.models.bottom import PassiveBottom
+from vfl.kinds import BottomInputs, load_kind
 from vfl.party.accounting import CountingChannel
 from vfl.party.common import SteppedEndpoint
 from vfl.party.export import Shard
@@ -208,9 +208,7 @@ def passive_server(
     local = shard.alignment()
     features = TableTensors.from_table(data.users, local.rows)
     m = plan.model
-    bottom = PassiveBottom(
-        features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
-    )
+    bottom = load_kind(data.kind).bottom(BottomInputs(features), m)
     bottom.load_state_dict(shard.state_dict("bottom.pt"))
     v, w_bits = shard.share()
     settings = _settings(shard, plan, w_bits)
