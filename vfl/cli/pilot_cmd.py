@@ -150,6 +150,27 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     return files
 
 
+def pilot_train(
+    dataset: Dataset,
+    *,
+    epochs: int = PILOT_MAX_EPOCHS,
+    patience: int = PILOT_PATIENCE,
+    time_budget: float = PILOT_TIME_BUDGET_S,
+    key_bits: int = 2048,
+    users_per_step: int | None = None,
+) -> dict[str, Any]:
+    """The ``[train]`` settings the pilot writes over the dataset's job file (``configs/``
+    holds the result for the defaults)."""
+    return {
+        **PILOT_TRAIN,
+        "epochs": epochs,
+        "patience": patience,
+        "time_budget_s": time_budget,
+        "key_bits": key_bits,
+        "users_per_step": users_per_step or (8 if dataset is Dataset.SYNTHETIC else 16),
+    }
+
+
 def pilot(
     dataset: Dataset = typer.Option(Dataset.SYNTHETIC, help="The pilot's data."),
     out: Path = typer.Option(Path("runs/pilot"), help="Pilot directory (created)."),
@@ -177,14 +198,14 @@ def pilot(
     """
     from vfl.cli.signals import stop_on_signals
 
-    train = {
-        **PILOT_TRAIN,
-        "epochs": epochs,
-        "patience": patience,
-        "time_budget_s": time_budget,
-        "key_bits": key_bits,
-        "users_per_step": users_per_step or (8 if dataset is Dataset.SYNTHETIC else 16),
-    }
+    train = pilot_train(
+        dataset,
+        epochs=epochs,
+        patience=patience,
+        time_budget=time_budget,
+        key_bits=key_bits,
+        users_per_step=users_per_step,
+    )
     with stop_on_signals("pilot"):
         _pilot(dataset, out, users, train, baselines=baselines, timeout=timeout)
 
