@@ -22,12 +22,11 @@ def bottom(inputs: BottomInputs, model: ModelConfig) -> ActiveBottom:
     users, items = inputs.users, inputs.items
     if items is None:
         raise ValueError("an e-commerce bottom model needs the item table")
-    n_items = int(items.numeric.shape[0])
     user_ids = inputs.n_users if model.user_id_embedding else None
     width, hidden = model.embedding_dim, model.active_hidden
     return ActiveBottom(
         user_tower=Tower(user_ids, users.n_numeric, users.cardinalities, hidden, width),
-        item_tower=Tower(n_items, items.n_numeric, items.cardinalities, hidden, width),
+        item_tower=Tower(inputs.n_items, items.n_numeric, items.cardinalities, hidden, width),
         dim=width,
     )
 

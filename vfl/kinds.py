@@ -9,31 +9,25 @@ holding ``KIND = PartyKind(...)``.
 
 The library never imports ``parties/`` at module import time: :func:`party_kind` imports the
 one module a config names, when a party first needs it (loading its data, building its
-bottom model). :func:`kind_names` lists the files without importing them.
+bottom model); :func:`vfl.config.party.kind_names` lists the files without importing them.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.util import find_spec
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from vfl.config.party import PartyConfig, Role
+from vfl.config.party import DEFAULT_KIND, KINDS_PACKAGE, PartyConfig, Role, kind_names
 from vfl.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn
 
     from vfl.config.job import ModelConfig
-    from vfl.training.inputs import TableTensors
-
-PACKAGE = "parties"
-DEFAULT_KIND = {Role.ACTIVE: "ecommerce", Role.PASSIVE: "payments"}
 
 NumericTransform = Callable[[np.ndarray], np.ndarray]
 """One numeric column of this party's own rows -> float32 model inputs (e.g. z-scores)."""
@@ -48,13 +42,26 @@ class TableSchema:
     categorical: tuple[str, ...] = ()
 
 
+class FeatureShape(Protocol):
+    """A feature table's shape as a model sees it (:class:`vfl.training.inputs.TableTensors`)."""
+
+    @property
+    def n_numeric(self) -> int:
+        """Numeric columns."""
+
+    @property
+    def cardinalities(self) -> tuple[int, ...]:
+        """Distinct values of each categorical column."""
+
+
 @dataclass(frozen=True)
 class BottomInputs:
-    """What a bottom model is sized from: the party's feature tensors (items: active only)."""
+    """What a bottom model is sized from: the party's tables (items, ids: the active role)."""
 
-    users: TableTensors
-    items: TableTensors | None = None
+    users: FeatureShape
+    items: FeatureShape | None = None
     n_users: int = 0
+    n_items: int = 0
 
 
 BottomFactory = Callable[[BottomInputs, "ModelConfig"], "nn.Module"]
@@ -80,15 +87,6 @@ class PartyKind:
     items: TableSchema | None = None
 
 
-def kind_names() -> tuple[str, ...]:
-    """The kinds ``parties/`` defines (its module names), without importing them."""
-    spec = find_spec(PACKAGE)
-    if spec is None or spec.submodule_search_locations is None:
-        return ()
-    found = pkgutil.iter_modules(list(spec.submodule_search_locations))
-    return tuple(sorted(m.name for m in found if not m.name.startswith("_")))
-
-
 def kind_of(cfg: PartyConfig) -> str:
     """The kind a party config names, or the default of its role."""
     return cfg.party.kind or DEFAULT_KIND[cfg.role]
@@ -100,14 +98,15 @@ def load_kind(name: str, *, where: str = "party config") -> PartyKind:
     Raises:
         ConfigError: ``parties/`` has no such module (naming ``party.kind`` and the choices).
     """
-    if name not in kind_names():
+    known = kind_names()
+    if name not in known:
         raise ConfigError(
             where,
             "party.kind",
-            f"no kind '{name}' in {PACKAGE}/ (kinds: {', '.join(kind_names()) or 'none found'})",
-            f"use one of the kinds, or add {PACKAGE}/{name}.py defining KIND",
+            f"no kind '{name}' in {KINDS_PACKAGE}/ (kinds: {', '.join(known) or 'none found'})",
+            f"use one of the kinds, or add {KINDS_PACKAGE}/{name}.py defining KIND",
         )
-    kind: PartyKind = importlib.import_module(f"{PACKAGE}.{name}").KIND
+    kind: PartyKind = importlib.import_module(f"{KINDS_PACKAGE}.{name}").KIND
     return kind
 
 

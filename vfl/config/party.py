@@ -47,10 +47,12 @@ model.
 
 from __future__ import annotations
 
+import pkgutil
 import re
 import unicodedata
 from collections import Counter
 from enum import Enum
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated
 
@@ -148,6 +150,19 @@ class Published(Enum):
 DEFAULT_PUBLISH = (Published.PHASE, Published.EPOCH)
 
 
+KINDS_PACKAGE = "parties"  # one module per kind of organisation, loaded by vfl.kinds
+DEFAULT_KIND = {Role.ACTIVE: "ecommerce", Role.PASSIVE: "payments"}
+
+
+def kind_names() -> tuple[str, ...]:
+    """The kinds ``parties/`` defines (its module names), without importing them."""
+    spec = find_spec(KINDS_PACKAGE)
+    if spec is None or spec.submodule_search_locations is None:
+        return ()
+    found = pkgutil.iter_modules(list(spec.submodule_search_locations))
+    return tuple(sorted(m.name for m in found if not m.name.startswith("_")))
+
+
 class PartySection(BaseModel):
     """``[party]``: display name, role, and what this party publishes to the coordinator."""
 
@@ -179,8 +194,6 @@ class PartySection(BaseModel):
     @model_validator(mode="after")
     def _known_kind(self) -> PartySection:
         """``kind`` names a module of ``parties/`` (listed, not imported)."""
-        from vfl.kinds import kind_names  # vfl.kinds builds on this module
-
         if self.kind is not None and self.kind not in kind_names():
             raise rule_error(
                 f"no kind '{self.kind}' in parties/ (kinds: {', '.join(kind_names())})",

@@ -67,7 +67,7 @@ class ActiveHead(nn.Module):
         u, i = inputs.users, inputs.items
         self.inputs = inputs
         self.n_items = int(i.numeric.shape[0])
-        bottom = load_kind(inputs.kind).bottom(BottomInputs(u, i, n_users), cfg)
+        bottom = load_kind(inputs.kind).bottom(BottomInputs(u, i, n_users, self.n_items), cfg)
         if not isinstance(bottom, ActiveBottom):
             raise TypeError(f"kind '{inputs.kind}' builds no ActiveBottom for E's head")
         self.bottom = bottom
