@@ -22,6 +22,7 @@ FORBIDDEN = {
     "data": {"models", "protocol", "transport", "crypto", "training", "cli"},
     "evaluation": {"models", "protocol", "transport", "crypto", "training", "cli"},
     "transport": {"protocol", "training", "party", "coordinator", "cli"},
+    "coordinator": {"models", "protocol", "training", "party", "psi", "crypto", "data", "cli"},
 }
 
 
