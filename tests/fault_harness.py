@@ -29,13 +29,14 @@ import numpy as np
 
 from tests.helpers import accept_test_keys
 from tests.timing import scaled
-from vfl.checkpoint import Checkpoint, Phase, decode, file_name
+from vfl.checkpoint import Checkpoint, decode, file_name
 from vfl.cli.netconfig import NetworkLayout, write_network_configs
 from vfl.data.party_files import dumps_toml
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.errors import CheckpointError
 from vfl.faults import ENV as PAUSE_ENV
 from vfl.party.export import load_pair
+from vfl.phases import Phase
 from vfl.transport.certs import generate_dev_pki
 from vfl.transport.sealing import write_box_keys
 

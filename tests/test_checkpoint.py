@@ -122,7 +122,7 @@ def test_corrupted_or_truncated_checkpoint_is_refused_by_name(tmp_path: Path) ->
         ({"party": "payments"}, "party 'shop', but this is job 'pilot', party 'payments'"),
         (
             {"params": {**JOB, "train.users_per_step": 16}},
-            "train.users_per_step: checkpoint has 8, now 16",
+            "train.users_per_step: checkpoint has 8, this run has 16",
         ),
     ],
     ids=["other-job", "other-party", "other-params"],

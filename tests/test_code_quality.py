@@ -39,6 +39,13 @@ def test_layering(package: str) -> None:
     assert not {f: b for f, b in bad.items() if b}
 
 
+def test_kinds_of_parties_build_on_definitions_only() -> None:
+    # A kind (parties/*.py) names schemas, transforms and models: no processes, no crypto.
+    allowed = {"config", "data", "models", "kinds", "errors"}
+    for f in (ROOT / "parties").glob("*.py"):
+        assert _imported_vfl_packages(f) <= allowed, f
+
+
 def test_only_grpc_modules_import_grpc() -> None:
     for f in VFL.rglob("*.py"):
         if f.name.startswith("grpc_"):
@@ -96,10 +103,13 @@ def _vfl_imports(name: str, path: Path, modules: set[str]) -> set[str]:
 
 
 def test_every_module_is_used_by_the_vfl_command() -> None:
-    # Prepare: the entry points are the console script of pyproject.toml and `python -m vfl`
+    # Prepare: the entry points are the console script of pyproject.toml and `python -m vfl`;
+    # the kinds of parties/ are loaded by vfl.kinds, so what they import is used too
     files = _module_files()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     roots = [target.split(":")[0] for target in scripts.values()] + ["vfl.__main__"]
+    for kind in (ROOT / "parties").glob("*.py"):
+        roots += sorted(_vfl_imports(f"parties.{kind.stem}", kind, set(files)))
     # Execute: every module reachable from them by imports
     reached: set[str] = set()
     todo = list(roots)
@@ -116,7 +126,7 @@ def test_every_module_is_used_by_the_vfl_command() -> None:
 
 def test_ruff_clean() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "vfl", "tests"],
+        [sys.executable, "-m", "ruff", "check", "vfl", "parties", "tests"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -127,6 +137,10 @@ def test_ruff_clean() -> None:
 
 def test_mypy_strict_clean() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "vfl"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "mypy", "vfl", "parties"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout

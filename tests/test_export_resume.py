@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_concurrently
-from vfl.checkpoint import CheckpointStore, Phase
+from vfl.checkpoint import CheckpointStore
 from vfl.config.job import load_job_config
 from vfl.config.plan import JobPlan
 from vfl.data.synthetic_writer import generate_synthetic
@@ -29,6 +29,7 @@ from vfl.party.exporting import (
     shard_blobs,
     shard_files,
 )
+from vfl.phases import Phase
 from vfl.transport.channel import InMemoryChannel
 
 FILES = {

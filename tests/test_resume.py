@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from tests.helpers import tiny_training_inputs
-from vfl.checkpoint import CheckpointStore, Phase
+from vfl.checkpoint import CheckpointStore
 from vfl.config.job import ModelConfig, TrainConfig
 from vfl.errors import ChannelTimeout, PeerLost, TamperError
+from vfl.phases import Phase
 from vfl.training.inputs import UserBatcher
 from vfl.training.loop import FitResult, LoopState, StopRule, fit
 from vfl.training.recommenders import HeadRecommender

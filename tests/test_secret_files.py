@@ -21,9 +21,10 @@ from tests.test_processes import Pilot, _prepare
 from tests.test_psi import random_sets
 from tests.test_psi_resume import N, _dirs, run_both
 from tests.timing import scaled
-from vfl.checkpoint import CheckpointStore, Phase
+from vfl.checkpoint import CheckpointStore
 from vfl.errors import ChannelTimeout, DataError, ProtocolError
 from vfl.party.export import ShardIdentity, write_manifest, write_shard_files
+from vfl.phases import Phase
 from vfl.psi import store
 from vfl.psi.resume import STATE_DIR
 from vfl.transport.certs import generate_dev_pki

@@ -30,13 +30,13 @@ import json
 import re
 import struct
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vfl.errors import CheckpointError
+from vfl.errors import CheckpointError, field_differences
+from vfl.phases import CHECKPOINTED, Phase
 from vfl.storage import atomic_write_bytes, ensure_dir, remove_stale_temporaries
 
 VERSION = 1
@@ -45,21 +45,6 @@ _DIGEST = 32
 _SUFFIX = ".vflckpt"
 _NAME = re.compile(r"^(\d{2})-([a-z]+)-(\d{10})\.vflckpt$")
 Scalar = str | int | float | bool | None
-
-
-class Phase(Enum):
-    """The phases of a job, in the order they run."""
-
-    PSI = "psi"
-    ALIGNMENT = "alignment"
-    TRAIN = "train"
-    EVAL = "eval"
-    EXPORT = "export"
-
-    @property
-    def order(self) -> int:
-        """Position of the phase in the job (PSI is 0)."""
-        return list(Phase).index(self)
 
 
 @dataclass(frozen=True)
@@ -259,7 +244,7 @@ class CheckpointStore:
         if self.directory.is_dir():
             for path in self.directory.iterdir():
                 match = _NAME.match(path.name)
-                if match and match.group(2) in {p.value for p in Phase}:
+                if match and match.group(2) in {p.value for p in CHECKPOINTED}:
                     found.append((Phase(match.group(2)), int(match.group(3))))
         return sorted(found, key=lambda ps: (ps[0].order, ps[1]))
 
@@ -318,11 +303,7 @@ class CheckpointStore:
                 f"but this is job '{self.job_id}', party '{self.party}'. Fix: give this job its "
                 f"own work directory (--out), or delete {self.directory} to start over"
             )
-        diff = [
-            f"{k}: checkpoint has {checkpoint.params.get(k)!r}, now {self.params.get(k)!r}"
-            for k in sorted(set(checkpoint.params) | set(self.params))
-            if checkpoint.params.get(k) != self.params.get(k)
-        ]
+        diff = field_differences(checkpoint.params, self.params, me="checkpoint", peer="this run")
         if diff:
             raise CheckpointError(
                 f"{path}: written under other parameters -- {'; '.join(diff)}. Fix: resume "

@@ -6,6 +6,8 @@ what is wrong, where (file, key, column, party) and how to fix it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class VflError(Exception):
     """Base class for errors caused by input or environment, reported to the user verbatim."""
@@ -135,3 +137,26 @@ class SecurityFloorError(ParameterMismatch):
     Fatal, like any parameter mismatch: the message names the party, the plan key, the party
     config key and the fix.
     """
+
+
+def field_differences(
+    mine: Mapping[str, object], theirs: Mapping[str, object], *, me: str, peer: str
+) -> list[str]:
+    """``"key: <me> has <a>, <peer> has <b>"`` for every key whose values differ.
+
+    Keys are taken from both mappings, in sorted order; a key one side lacks shows as
+    ``<missing>``. Values are shown with ``repr``, so ``'x25519'`` and ``2048`` read as sent.
+    """
+    lines = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key, _MISSING), theirs.get(key, _MISSING)
+        if a != b:
+            lines.append(f"{key}: {me} has {_shown(a)}, {peer} has {_shown(b)}")
+    return lines
+
+
+_MISSING = object()
+
+
+def _shown(value: object) -> str:
+    return "<missing>" if value is _MISSING else repr(value)

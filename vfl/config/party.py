@@ -164,6 +164,9 @@ class PartySection(BaseModel):
     allow_short_exponent: bool = False
     # What the coordinator learns besides sizes and timing (see Published); [] for nothing.
     publish: tuple[Published, ...] = DEFAULT_PUBLISH
+    # The kind of organisation (a module of parties/, vfl.kinds); None: the role's default,
+    # "ecommerce" (active) or "payments" (passive).
+    kind: str | None = None
 
     def floor(self, config: str = "its party config") -> SecurityFloor:
         """This party's :class:`~vfl.protocol.options.SecurityFloor`, naming ``config``."""
@@ -172,6 +175,19 @@ class PartySection(BaseModel):
             allow_short_exponent=self.allow_short_exponent,
             config=config,
         )
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> PartySection:
+        """``kind`` names a module of ``parties/`` (listed, not imported)."""
+        from vfl.kinds import kind_names  # vfl.kinds builds on this module
+
+        if self.kind is not None and self.kind not in kind_names():
+            raise rule_error(
+                f"no kind '{self.kind}' in parties/ (kinds: {', '.join(kind_names())})",
+                f"use one of the kinds, or add parties/{self.kind}.py defining KIND",
+                "kind",
+            )
+        return self
 
     @model_validator(mode="after")
     def _publish_once(self) -> PartySection:

@@ -3,7 +3,8 @@
 1. Read only the declared columns; ids and categoricals as strings, ids with no NA guessing
    (an id such as ``"NA"`` stays an id).
 2. Normalise ids with the party's ``[ids]`` rule; reject empty and duplicate ids.
-3. Standardise numeric features with the mean and std of this party's own rows (std 0 -> 1)
+3. Transform numeric features as the party's kind says (:mod:`vfl.kinds`; both kinds today
+   standardise with the mean and std of this party's own rows, std 0 -> 1)
    into float32; map categorical values to codes ``0..K-1`` in sorted order of their string.
 4. For E's log: every user and item must be in the users/items tables, timestamps become
    float seconds, labels must be 0/1 (no label column = all positives).
@@ -27,6 +28,7 @@ from vfl.data.columns import check_parquet_types, reject_repeated_columns
 from vfl.data.sniff import diagnose_unreadable, other_separator
 from vfl.data.tables import ActiveData, FeatureTable, InteractionLog, PassiveData
 from vfl.errors import DataError
+from vfl.kinds import NumericTransform, party_kind
 
 _EXAMPLES = 5
 # cells read as missing in feature/log columns (never in id columns)
@@ -64,28 +66,34 @@ class _Source:
 
 
 def load_party_data(cfg: PartyConfig) -> ActiveData | PassiveData:
-    """Load everything a party config declares.
+    """Load everything a party config declares, transformed as its kind says (:mod:`vfl.kinds`).
 
     Raises:
+        ConfigError: the config's ``party.kind`` does not exist or is of the other role.
         DataError: any file is unreadable, empty, lacks a column or holds a bad value.
     """
-    users = load_feature_table(cfg.users, cfg.ids)
+    kind = party_kind(cfg)
+    users = load_feature_table(cfg.users, cfg.ids, transform=kind.numeric)
     if cfg.role is Role.PASSIVE:
-        return PassiveData(users=users)
+        return PassiveData(users=users, kind=kind.name)
     if cfg.items is None or cfg.interactions is None:  # guaranteed by PartyConfig
         raise ValueError("active party config without [items] or [interactions]")
-    items = load_feature_table(cfg.items, cfg.ids)
+    items = load_feature_table(cfg.items, cfg.ids, transform=kind.numeric)
     log = load_interactions(cfg.interactions, cfg.ids, users=users, items=items)
-    return ActiveData(users=users, items=items, interactions=log)
+    return ActiveData(users=users, items=items, interactions=log, kind=kind.name)
 
 
-def load_feature_table(schema: FeatureSchema, ids_rule: IdRule) -> FeatureTable:
-    """Read a users/items file into a :class:`FeatureTable` (standardised, encoded).
+def load_feature_table(
+    schema: FeatureSchema, ids_rule: IdRule, *, transform: NumericTransform | None = None
+) -> FeatureTable:
+    """Read a users/items file into a :class:`FeatureTable` (numeric columns through
+    ``transform``, by default :func:`standardise`; categorical ones encoded).
 
     Raises:
         DataError: unreadable or empty file, missing column, empty or duplicate id, missing
             feature value, non-numeric value in a numeric column.
     """
+    transform = transform or standardise
     source = _Source(
         schema.path, schema.file_format, (schema.id_column,), schema.categorical, schema.numeric
     )
@@ -94,7 +102,7 @@ def load_feature_table(schema: FeatureSchema, ids_rule: IdRule) -> FeatureTable:
     _reject_duplicates(source, ids, schema.id_column)
     numeric = np.zeros((len(frame), len(schema.numeric)), dtype=np.float32)
     for j, column in enumerate(schema.numeric):
-        numeric[:, j] = _standardised(_numbers(source, frame[column], column, ids))
+        numeric[:, j] = transform(_numbers(source, frame[column], column, ids))
     categorical = np.zeros((len(frame), len(schema.categorical)), dtype=np.int64)
     cardinalities: list[int] = []
     for j, column in enumerate(schema.categorical):
@@ -326,7 +334,7 @@ def _numbers(source: _Source, values: pd.Series, column: str, ids: np.ndarray) -
     return numbers
 
 
-def _standardised(numbers: np.ndarray) -> np.ndarray:
+def standardise(numbers: np.ndarray) -> np.ndarray:
     """z-score with this column's mean and (population) std; std 0 -> 1. Returns float32."""
     std = float(numbers.std())
     scale = std if std > 0 else 1.0

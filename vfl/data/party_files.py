@@ -19,6 +19,7 @@ import pandas as pd
 
 from vfl.data.formats import FileFormat as FileFormat
 from vfl.data.formats import dumps_toml
+from vfl.kinds import PartyKind, TableSchema
 from vfl.storage import atomic_path, atomic_write_text
 
 Role = Literal["active", "passive"]
@@ -57,6 +58,7 @@ class PartyFiles:
     interactions: InteractionFile | None = None
     strip: bool = True
     case: IdCase = "lower"
+    kind: str | None = None  # [party] kind (vfl.kinds); None: the role's default
 
 
 def data_file_name(stem: str, fmt: FileFormat) -> str:
@@ -106,8 +108,11 @@ def _entity_table(spec: EntityFile) -> dict[str, object]:
 
 def write_party_config(path: Path, party: PartyFiles) -> Path:
     """Write one party config TOML (``[party]``, ``[ids]``, ``[users]``, ...); return its path."""
+    section: dict[str, object] = {"name": party.name, "role": party.role}
+    if party.kind is not None:
+        section["kind"] = party.kind
     tables: dict[str, dict[str, object]] = {
-        "party": {"name": party.name, "role": party.role},
+        "party": section,
         "ids": {"strip": party.strip, "case": party.case},
         "users": _entity_table(party.users),
     }
@@ -162,25 +167,52 @@ def two_party_files(
     *,
     names: tuple[str, str],
     label_column: str | None,
+    kinds: tuple[PartyKind, PartyKind] | None = None,
 ) -> tuple[PartyFiles, PartyFiles]:
     """Configs of the standard layout: E holds ``e_users``, ``items`` and ``interactions``
-    (``user_id``, ``item_id``, ``timestamp``), P holds ``p_users``; features are split by dtype.
+    (``user_id``, ``item_id``, ``timestamp``), P holds ``p_users``. With ``kinds`` (E's, P's)
+    the features are the kinds' schemas (:mod:`vfl.kinds`) and the configs name the kinds;
+    without, they are split by dtype.
+
+    Raises:
+        ValueError: a table's columns are not those of its kind's schema.
     """
     path = {stem: data_file_name(stem, fmt) for stem in tables}
-    users = {
-        stem: EntityFile(path[stem], "user_id", *split_features(tables[stem], "user_id"))
-        for stem in ("e_users", "p_users")
-    }
+    e_kind, p_kind = kinds or (None, None)
+
+    def entity(stem: str, id_column: str, schema: TableSchema | None) -> EntityFile:
+        if schema is None:
+            return EntityFile(path[stem], id_column, *split_features(tables[stem], id_column))
+        _check_schema(stem, tables[stem], schema)
+        return EntityFile(path[stem], schema.id_column, schema.numeric, schema.categorical)
+
     active = PartyFiles(
         name=names[0],
         role="active",
-        users=users["e_users"],
-        items=EntityFile(path["items"], "item_id", *split_features(tables["items"], "item_id")),
+        users=entity("e_users", "user_id", None if e_kind is None else e_kind.users),
+        items=entity("items", "item_id", None if e_kind is None else e_kind.items),
         interactions=InteractionFile(
             path["interactions"], "user_id", "item_id", "timestamp", label_column
         ),
+        kind=None if e_kind is None else e_kind.name,
     )
-    return active, PartyFiles(name=names[1], role="passive", users=users["p_users"])
+    passive = PartyFiles(
+        name=names[1],
+        role="passive",
+        users=entity("p_users", "user_id", None if p_kind is None else p_kind.users),
+        kind=None if p_kind is None else p_kind.name,
+    )
+    return active, passive
+
+
+def _check_schema(stem: str, table: pd.DataFrame, schema: TableSchema) -> None:
+    """The generated table holds exactly the schema's columns (so kind and generator agree)."""
+    declared = {schema.id_column, *schema.numeric, *schema.categorical}
+    if set(table.columns) != declared:
+        raise ValueError(
+            f"{stem}: the generated columns {sorted(set(table.columns) - declared)} are not in "
+            f"its kind's schema, which lists {sorted(declared - set(table.columns))} not generated"
+        )
 
 
 def _file_columns(spec: EntityFile | InteractionFile) -> list[str]:

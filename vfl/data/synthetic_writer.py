@@ -33,6 +33,7 @@ from vfl.data.synthetic import (
     sample_interactions,
     sample_latents,
 )
+from vfl.kinds import load_kind
 from vfl.storage import atomic_write_json
 
 # Training settings written into job.toml. Users buy ~10 items, too few to learn a per-user id
@@ -142,8 +143,9 @@ def generate_synthetic(
     lat, cat = sample_latents(rng, users, coef), make_catalogue(rng, items, coef)
     groups = assign_groups(rng, users, overlap)
     tables, oracle = build_tables(rng, lat, cat, groups, coef)
+    kinds = (load_kind("ecommerce"), load_kind("payments"))
     active, passive = two_party_files(
-        tables, fmt, names=("shop", "payments"), label_column="purchased"
+        tables, fmt, names=("shop", "payments"), label_column="purchased", kinds=kinds
     )
     paths = write_party_dir(
         Path(out_dir),

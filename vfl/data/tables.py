@@ -62,6 +62,7 @@ class ActiveData:
     users: FeatureTable
     items: FeatureTable
     interactions: InteractionLog
+    kind: str = "ecommerce"  # the kind of organisation (vfl.kinds) whose models E builds
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,4 @@ class PassiveData:
     """What P (the passive party) holds: per-user payment features."""
 
     users: FeatureTable
+    kind: str = "payments"  # the kind of organisation (vfl.kinds) whose bottom model P builds

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vfl.checkpoint import Checkpoint, CheckpointStore, Phase
+from vfl.checkpoint import Checkpoint, CheckpointStore
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
@@ -39,6 +39,7 @@ from vfl.party.resume import (
     torch_blob,
     training_checkpoint,
 )
+from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
 from vfl.protocol.secure_layer import ActiveShare, check_floor, generate_keys, initial_rotation
@@ -79,7 +80,7 @@ def run_active(
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
-    meter.enter("psi")  # PSI and persisting its alignment (vfl.psi.store)
+    meter.enter(Phase.PSI)  # PSI and persisting its alignment (vfl.psi.store)
     local = align_or_resume(
         channel,
         cfg,
@@ -91,9 +92,9 @@ def run_active(
         store=store,
         resume_at=resume_at,
     )
-    meter.enter("alignment")
+    meter.enter(Phase.ALIGNMENT)
     local = in_id_order(local)
-    phase("train")
+    phase(Phase.TRAIN)
     metrics = train_active(
         data,
         plan,
@@ -125,8 +126,8 @@ def _exporting(export: ShardExporter, phase: PhaseFn, meter: PhaseMeter) -> Shar
     """``export`` under the sealed phase ``export`` (metered)."""
 
     def starting() -> None:
-        phase("export")
-        meter.enter("export")
+        phase(Phase.EXPORT)
+        meter.enter(Phase.EXPORT)
 
     return replace(export, starting=starting)
 
@@ -137,7 +138,7 @@ def psi_statistics(records: list[dict[str, Any]], n_local: int, n_common: int) -
     Duplicate or empty ids never reach this point: PSI refuses them with a ``DataError``
     naming the ids (SPEC §4), so a finished run reports zero of each.
     """
-    psi = next((r for r in records if r["phase"] == "psi"), {})
+    psi = next((r for r in records if r["phase"] == Phase.PSI), {})
     return {
         "e_ids": n_local,
         "intersection": n_common,
@@ -403,6 +404,7 @@ def _model(
         users=TableTensors.from_table(data.users, users.rows),
         items=TableTensors.from_table(data.items),
         sequences=(split.train_users, split.train_items),
+        kind=data.kind,
     )
     m, t = plan.model, plan.train
     with TORCH_INIT_LOCK:

@@ -16,20 +16,21 @@ from vfl.config.job import PsiConfig
 from vfl.config.party import PartyConfig
 from vfl.data.tables import FeatureTable
 from vfl.executor import LocalProcessExecutor
+from vfl.phases import Phase
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import Message
 from vfl.psi.protocol import ByteLink, ProgressFn, PsiOptions, PsiResult, run_psi
 
-PhaseFn = Callable[[str], None]
-"""``phase(name)``: called as the party enters ``psi`` and ``train`` (sets the sealed
-envelopes' phase and what the heartbeats report)."""
+PhaseFn = Callable[[Phase], None]
+"""``phase(name)``: called as the party enters ``psi``, ``train`` and ``export`` (sets the
+sealed envelopes' phase and what the heartbeats report)."""
 
 # torch's default generator is process-wide; two parties run as threads of one process (tests,
 # in-process reference runs) must not interleave their seeding and model construction.
 TORCH_INIT_LOCK = threading.Lock()
 
 
-def no_phase(name: str) -> None:
+def no_phase(name: Phase) -> None:
     """Default :data:`PhaseFn`: nothing to tell."""
 
 

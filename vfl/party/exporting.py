@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vfl.checkpoint import Checkpoint, CheckpointStore, Phase
+from vfl.checkpoint import Checkpoint, CheckpointStore
 from vfl.config.party import PartyConfig, Role
 from vfl.config.plan import JobPlan
 from vfl.errors import CheckpointError, ShardError
@@ -45,6 +45,7 @@ from vfl.party.export import (
     write_manifest,
     write_shard_files,
 )
+from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.training.secure import FederatedRecommender

@@ -25,7 +25,7 @@ from typing import Any
 
 from vfl.config.party import LOCAL_ID_KEYS, PartyConfig, Role
 from vfl.config.plan import JobPlan
-from vfl.errors import ParameterMismatch, ProtocolError
+from vfl.errors import ParameterMismatch, ProtocolError, field_differences
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import SecureScales
 
@@ -121,12 +121,6 @@ def _differences(me: str, mine: dict[str, Any], peer: str, theirs: dict[str, Any
     """One line per differing field, naming both values; nothing when the digests match."""
     if _digest(mine) == _digest(theirs):
         return []
-    out = []
-    for key in sorted(set(mine) | set(theirs)):
-        if key == "plan.fingerprint" or mine.get(key) == theirs.get(key):
-            continue
-        out.append(
-            f"{key}: {me} has {mine.get(key, '<missing>')!r}, {peer} has "
-            f"{theirs.get(key, '<missing>')!r}"
-        )
+    fields = [{k: v for k, v in side.items() if k != "plan.fingerprint"} for side in (mine, theirs)]
+    out = field_differences(*fields, me=me, peer=peer)
     return out or [f"plan.fingerprint: {me} and {peer} hold different plans"]

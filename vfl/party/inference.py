@@ -95,6 +95,7 @@ def load_head(shard: Shard, data: ActiveData, plan: JobPlan) -> ActiveHead:
     inputs = ActiveInputs(
         users=TableTensors.from_table(data.users, local.rows),
         items=TableTensors.from_table(data.items),
+        kind=data.kind,
     )
     head = ActiveHead(inputs, plan.model, n_users=len(local))
     head.load_state_dict(shard.state_dict("head.pt"))

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vfl.checkpoint import Checkpoint, CheckpointStore, Phase
+from vfl.checkpoint import Checkpoint, CheckpointStore
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
-from vfl.models.bottom import PassiveBottom
+from vfl.kinds import BottomInputs, load_kind
 from vfl.party.common import (
     TORCH_INIT_LOCK,
     LocalAlignment,
@@ -33,6 +33,7 @@ from vfl.party.resume import (
     sgd_state,
     training_checkpoint,
 )
+from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
 from vfl.protocol.secure_layer import PassiveShare, check_floor, generate_keys, initial_factor
@@ -82,7 +83,7 @@ def run_passive(
         {"p_ids": len(data.users), "intersection": len(alignment)},
         private=True,
     )
-    phase("train")
+    phase(Phase.TRAIN)
     start = None if store is None else training_checkpoint(store, resume_at)
 
     return serve_passive(
@@ -92,7 +93,7 @@ def run_passive(
         alignment,
         timeout=timeout,
         local_seed=local_seed,
-        export=None if export is None else replace(export, starting=lambda: phase("export")),
+        export=None if export is None else replace(export, starting=lambda: phase(Phase.EXPORT)),
         allow_plaintext=cfg.party.allow_plaintext,
         party=cfg.party.name,
         floor=cfg.party.floor(),
@@ -131,9 +132,7 @@ def serve_passive(
     seed = local_rng_seed(local_seed)
     with TORCH_INIT_LOCK:
         torch.manual_seed(seed % 2**32)
-        bottom = PassiveBottom(
-            features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
-        )
+        bottom = load_kind(data.kind).bottom(BottomInputs(features), m)
     settings = layer_settings(t, privacy=plan.privacy)
     check_floor(settings, floor, party=party)  # before P's key pair exists
     d, h = m.passive_out, m.interactive_out

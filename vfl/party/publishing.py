@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from vfl.config.party import PartyConfig, Published, Role
+from vfl.phases import Phase
 from vfl.training.loop import EpochRecord
 from vfl.transport.board import PartyState
 from vfl.transport.grpc_channel import GrpcChannel
@@ -38,7 +39,7 @@ class Publisher:
         self.active = cfg.role is Role.ACTIVE
         self._progress: dict[str, Any] = {}
 
-    def phase(self, name: str) -> None:
+    def phase(self, name: Phase) -> None:
         """Report that this party entered phase ``name`` (``""`` unless ``phase`` is listed)."""
         self.channel.report(phase=name if Published.PHASE in self.items else "")
 

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vfl.checkpoint import Checkpoint, CheckpointStore, Phase, Scalar, agree_resume
+from vfl.checkpoint import Checkpoint, CheckpointStore, Scalar, agree_resume
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.data.tables import FeatureTable
 from vfl.errors import ProtocolError
 from vfl.party.common import LocalAlignment, PhaseFn, align_with_peer
+from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.share_optim import ShareSgd
 from vfl.psi.protocol import ByteLink
@@ -120,7 +121,7 @@ def align_or_resume(
     local = None if store is None else load_alignment_checkpoint(store, resume_at)
     if local is not None:
         return local
-    phase("psi")
+    phase(Phase.PSI)
     local = align_with_peer(
         channel, cfg, users, job_id=plan.job.name, timeout=timeout, work_dir=out_dir, psi=plan.psi
     )

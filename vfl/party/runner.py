@@ -18,10 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vfl.checkpoint import CheckpointStore, Phase
+from vfl.checkpoint import CheckpointStore
 from vfl.config.party import NetworkSection, PartyConfig, Role, read_network_pems
 from vfl.config.plan import JobPlan, load_plan_file
-from vfl.errors import ChannelTimeout, ConfigError, ParameterMismatch, PeerLost, ProtocolError
+from vfl.errors import (
+    ChannelTimeout,
+    ConfigError,
+    ParameterMismatch,
+    PeerLost,
+    ProtocolError,
+    field_differences,
+)
 from vfl.party.accounting import CountingChannel, PhaseMeter
 from vfl.party.active import run_active, write_metrics
 from vfl.party.exporting import (
@@ -36,6 +43,7 @@ from vfl.party.handshake import handshake
 from vfl.party.passive import finished_summary, run_passive
 from vfl.party.publishing import Publisher
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
+from vfl.phases import Phase
 from vfl.storage import atomic_write_text, ensure_dir
 from vfl.training.loop import EpochRecord, ProgressFn
 from vfl.transport.board import PartyState
@@ -122,10 +130,10 @@ def _run_sealed(
     counter = CountingChannel(grpc_channel)  # bytes on the wire, per phase (E's metrics)
     meter = PhaseMeter(counter)
     try:
-        meter.enter("handshake")
+        meter.enter(Phase.HANDSHAKE)
         channel = _session(run, net, counter)
-        channel.phase = "handshake"
-        publish.phase("handshake")
+        channel.phase = Phase.HANDSHAKE
+        publish.phase(Phase.HANDSHAKE)
         handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
         agreed = agree_position(channel, mine, me=name, timeout=net.timeout_s)
     except (PeerLost, ChannelTimeout):
@@ -174,8 +182,8 @@ def _export_again(
     exporter = shard_exporter(
         channel, run.out / "model", run.cfg, plan, timeout=net.timeout_s, store=store
     )
-    channel.phase = "export"
-    publish.phase("export")
+    channel.phase = Phase.EXPORT
+    publish.phase(Phase.EXPORT)
     emit(f"{run.cfg.party.name}: phase export")
     exporter.exchange(shard_files(store.load(Phase.EXPORT, 0)))
     return _finished(run, plan, store, emit)
@@ -205,7 +213,7 @@ def _run_phases(
         channel, run.out / "model", cfg, plan, timeout=net.timeout_s, store=store
     )
 
-    def phase(name: str) -> None:
+    def phase(name: Phase) -> None:
         channel.phase = name
         publish.phase(name)
         emit(f"{cfg.party.name}: phase {name}")
@@ -349,12 +357,7 @@ def _received_plan(run: PartyRun, handed_out: str | None) -> JobPlan:
         return local
     plan = JobPlan.from_json(handed_out, "job plan from the coordinator")
     if local is not None and local.fingerprint() != plan.fingerprint():
-        ours, theirs = local.fields(), plan.fields()
-        diff = [
-            f"{k}: --job has {ours[k]!r}, coordinator has {theirs[k]!r}"
-            for k in sorted(ours)
-            if ours[k] != theirs.get(k)
-        ]
+        diff = field_differences(local.fields(), plan.fields(), me="--job", peer="coordinator")
         raise ParameterMismatch(
             f"{run.cfg.party.name}: the job file {run.job_file} differs from the coordinator's "
             "plan: " + "; ".join(diff)

@@ -23,7 +23,7 @@ from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
 from vfl.data.tables import ActiveData, PassiveData
 from vfl.errors import ShardError
-from vfl.models.bottom import PassiveBottom
+from vfl.kinds import BottomInputs, load_kind
 from vfl.party.accounting import CountingChannel
 from vfl.party.common import SteppedEndpoint
 from vfl.party.export import Shard
@@ -39,6 +39,7 @@ from vfl.party.inference import (
 )
 from vfl.party.publishing import Publisher
 from vfl.party.runner import PartyRun, _dial, _network, _plan, _session
+from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
 from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, generate_keys
@@ -64,11 +65,11 @@ def run_session(run: PartyRun, body: SessionBody, *, emit: Callable[[str], None]
         grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
         emit(f"{run.cfg.party.name} joined job {reply.job} for inference, peer {net.peer}")
         channel = _session(run, net, CountingChannel(grpc_channel))
-        channel.phase = "handshake"
-        publish.phase("handshake")
+        channel.phase = Phase.HANDSHAKE
+        publish.phase(Phase.HANDSHAKE)
         handshake(channel, run.cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
-        channel.phase = "inference"
-        publish.phase("inference")
+        channel.phase = Phase.INFERENCE
+        publish.phase(Phase.INFERENCE)
         result = body(channel, plan)
     except BaseException as exc:
         publish.failed(exc)
@@ -207,9 +208,7 @@ def passive_server(
     local = shard.alignment()
     features = TableTensors.from_table(data.users, local.rows)
     m = plan.model
-    bottom = PassiveBottom(
-        features.n_numeric, features.cardinalities, m.passive_hidden, m.passive_out
-    )
+    bottom = load_kind(data.kind).bottom(BottomInputs(features), m)
     bottom.load_state_dict(shard.state_dict("bottom.pt"))
     v, w_bits = shard.share()
     settings = _settings(shard, plan, w_bits)

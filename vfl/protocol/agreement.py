@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vfl.errors import ParameterMismatch, PlaintextRefused
+from vfl.errors import ParameterMismatch, PlaintextRefused, field_differences
 from vfl.protocol.embedding_noise import EmbeddingNoise
 from vfl.protocol.fixed_point import SecureScales
 from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
@@ -68,11 +68,7 @@ def check_agreement(
     Raises:
         ParameterMismatch: naming every differing field with both parties' values.
     """
-    diff = [
-        f"{k}: {me} has {mine.get(k)!r}, {peer} has {theirs.get(k)!r}"
-        for k in sorted(set(mine) | set(theirs))
-        if mine.get(k) != theirs.get(k)
-    ]
+    diff = field_differences(mine, theirs, me=me, peer=peer)
     if diff:
         raise ParameterMismatch(
             "agreed parameters differ -- "

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from vfl.errors import ParameterMismatch, ProtocolError, VflError
-from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import (
     BackwardIns,
@@ -42,7 +42,7 @@ class PassivePlainServer:
         self,
         *,
         endpoint: Endpoint,
-        bottom: PassiveBottom,
+        bottom: nn.Module,  # P's bottom model: (numeric, categorical) -> b in (-1, 1)^d
         numeric: torch.Tensor,
         categorical: torch.Tensor,
         optimizer: torch.optim.Optimizer,

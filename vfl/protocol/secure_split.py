@@ -24,9 +24,9 @@ import json
 
 import numpy as np
 import torch
+from torch import nn
 
 from vfl.errors import ProtocolError
-from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import (
     Message,
@@ -50,7 +50,7 @@ class PassiveSecureServer(PassivePlainServer):
         self,
         *,
         endpoint: Endpoint,
-        bottom: PassiveBottom,
+        bottom: nn.Module,  # P's bottom model: (numeric, categorical) -> b in (-1, 1)^d
         numeric: torch.Tensor,
         categorical: torch.Tensor,
         optimizer: torch.optim.Optimizer,

@@ -15,7 +15,7 @@ import struct
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 
-from vfl.errors import ParameterMismatch, ProtocolError
+from vfl.errors import ParameterMismatch, ProtocolError, field_differences
 
 POINT_BYTES = 32
 VERSION = 2
@@ -61,12 +61,7 @@ class Hello:
         Raises:
             ParameterMismatch: naming every differing field with both sides' values.
         """
-        mine, theirs = self.agreed(), peer.agreed()
-        diff = [
-            f"{k}: {me} has {mine[k]!r}, the peer has {theirs[k]!r}"
-            for k in mine
-            if mine[k] != theirs[k]
-        ]
+        diff = field_differences(self.agreed(), peer.agreed(), me=me, peer="the peer")
         if diff:
             raise ParameterMismatch(
                 "PSI parameters differ -- "

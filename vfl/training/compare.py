@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData, PassiveData
 from vfl.errors import DataError
 from vfl.evaluation.report import write_report
-from vfl.models.bottom import PassiveBottom
+from vfl.kinds import BottomInputs, load_kind
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.options import SecurityFloor
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
@@ -62,6 +62,7 @@ class Prepared:
     split: RecSplit
     active: ActiveInputs
     passive_users: TableTensors  # P's features in aligned order (P's side only)
+    passive_kind: str = "payments"  # P's kind of organisation (vfl.kinds): its bottom model
     allow_plaintext: tuple[bool, bool] = (False, False)  # (E's config, P's config)
     # each party's own security floor, from its own config: (E's, P's)
     floors: tuple[SecurityFloor, SecurityFloor] = (SecurityFloor(), SecurityFloor())
@@ -111,8 +112,10 @@ def prepare(
             users=TableTensors.from_table(e_data.users, alignment.active_rows),
             items=TableTensors.from_table(e_data.items),
             sequences=(split.train_users, split.train_items),
+            kind=e_data.kind,
         ),
         passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
+        passive_kind=p_data.kind,
         allow_plaintext=(active_cfg.party.allow_plaintext, passive_cfg.party.allow_plaintext),
         floors=(
             active_cfg.party.floor(str(job.parties.active)),
@@ -176,7 +179,7 @@ def run_single(
     users = prep.active.users
     if name == "centralised":
         users = joined_users(users, prep.passive_users)
-    inputs = ActiveInputs(users=users, items=prep.active.items, sequences=prep.active.sequences)
+    inputs = replace(prep.active, users=users)
     model = HeadRecommender(
         name, inputs, prep.job.model, prep.job.train, n_users=len(prep.alignment)
     )
@@ -321,7 +324,7 @@ def passive_server(prep: Prepared, endpoint: Endpoint) -> PassivePlainServer:
     """P's side, built from P's own tensors and its own seed."""
     torch.manual_seed(prep.job.job.seed + 1)
     cfg, p = prep.job.model, prep.passive_users
-    bottom = PassiveBottom(p.n_numeric, p.cardinalities, cfg.passive_hidden, cfg.passive_out)
+    bottom = load_kind(prep.passive_kind).bottom(BottomInputs(p), cfg)
     optimizer = torch.optim.Adam(
         bottom.parameters(),
         lr=prep.job.train.learning_rate,

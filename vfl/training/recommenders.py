@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from vfl.config.job import ModelConfig, TrainConfig
-from vfl.models.bottom import ActiveBottom, Tower
+from vfl.kinds import BottomInputs, load_kind
+from vfl.models.bottom import ActiveBottom
 from vfl.models.head import InteractiveLayer, PartnerTerms, PassiveWeight, TopModel
 from vfl.models.sequence import HistoryAttention, UserSequences
 from vfl.protocol.plain_split import PassivePeer
@@ -50,6 +51,7 @@ class ActiveInputs:
     users: TableTensors
     items: TableTensors
     sequences: tuple[np.ndarray, np.ndarray] | None = None
+    kind: str = "ecommerce"  # the kind of organisation (vfl.kinds) whose bottom model E builds
 
 
 class ActiveHead(nn.Module):
@@ -70,16 +72,10 @@ class ActiveHead(nn.Module):
         u, i = inputs.users, inputs.items
         self.inputs = inputs
         self.n_items = int(i.numeric.shape[0])
-        user_ids = n_users if cfg.user_id_embedding else None
-        self.bottom = ActiveBottom(
-            user_tower=Tower(
-                user_ids, u.n_numeric, u.cardinalities, cfg.active_hidden, cfg.embedding_dim
-            ),
-            item_tower=Tower(
-                self.n_items, i.n_numeric, i.cardinalities, cfg.active_hidden, cfg.embedding_dim
-            ),
-            dim=cfg.embedding_dim,
-        )
+        bottom = load_kind(inputs.kind).bottom(BottomInputs(u, i, n_users), cfg)
+        if not isinstance(bottom, ActiveBottom):
+            raise TypeError(f"kind '{inputs.kind}' builds no ActiveBottom for E's head")
+        self.bottom = bottom
         self.attention = (
             HistoryAttention(cfg.embedding_dim, cfg.history_length) if cfg.history_length else None
         )

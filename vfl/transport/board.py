@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from vfl.errors import FrameError, StorageError
+from vfl.phases import Phase
 from vfl.transport.board_state import FinishedParty, load_board_state, save_board_state
 
 _MAX_PROGRESS_BYTES = 2048
@@ -173,7 +174,7 @@ class JobBoard:
         """Record that ``party`` fetched the job plan (counts as its first heartbeat)."""
         with self._lock:
             self.joined.add(party)
-            self._record(party, Heartbeat(self.job, "joined", PartyState.RUNNING, {}))
+            self._record(party, Heartbeat(self.job, Phase.JOINED, PartyState.RUNNING, {}))
 
     def beat(self, party: str, heartbeat: Heartbeat) -> None:
         """Record ``heartbeat`` from ``party`` now."""

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 
 from vfl.errors import ChannelTimeout, PeerLost, ProtocolError, TransportError
+from vfl.phases import Phase
 from vfl.transport.admission import (
     HEARTBEAT_KEY,
     INSTANCE_KEY,
@@ -398,7 +399,8 @@ class _BeatState:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.lost_after_s = 5.0
-        self.phase, self.state = "joined", PartyState.RUNNING
+        self.phase: str = Phase.JOINED  # "" once a party publishes no phase
+        self.state = PartyState.RUNNING
         self.progress: dict[str, Any] = {}
         self.peer: PartyStatus | None = None
         self.peer_at = 0.0

@@ -31,6 +31,7 @@ import nacl.exceptions
 import nacl.public
 
 from vfl.errors import EnvelopeError, TamperError, VflError
+from vfl.phases import Phase
 from vfl.storage import atomic_write_bytes
 from vfl.transport.channel import Channel
 from vfl.transport.envelope import EnvelopeHeader, SequenceCheck, pack, unpack
@@ -68,7 +69,7 @@ class SealedChannel:
         self.peer = inner.peer
         self.me = me if me is not None else str(getattr(inner, "name", "?"))
         self.job_id = job_id
-        self.phase, self.step = "default", -1
+        self.phase, self.step = Phase.JOINED, -1
         self.chunk_bytes = chunk_bytes
         self.next_out = next_out
         self.last_header: EnvelopeHeader | None = None  # of the last envelope accepted
