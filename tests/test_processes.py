@@ -34,6 +34,7 @@ from vfl.data.tables import ActiveData, PassiveData
 from vfl.errors import TamperError
 from vfl.party.active import train_active
 from vfl.party.common import load_alignment
+from vfl.party.partners import Partner
 from vfl.party.passive import serve_passive
 from vfl.training.inputs import TableTensors
 from vfl.transport.certs import generate_dev_pki
@@ -189,7 +190,13 @@ def _in_process_reference(run: Pilot) -> dict[str, object]:
     out.mkdir()
     e_align = load_alignment(run.root / "e" / "alignment.json")
     metrics = train_active(
-        e_data, plan, e_ch, e_align, out, timeout=60, local_seed=SEEDS["e"], floor=e_floor
+        e_data,
+        plan,
+        [Partner(name="payments", channel=e_ch, alignment=e_align)],
+        out,
+        timeout=60,
+        local_seed=SEEDS["e"],
+        floor=e_floor,
     )
     thread.join(timeout=60)
     assert not errors and not thread.is_alive()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,6 @@ import torch
 from vfl.checkpoint import Checkpoint, CheckpointStore
 from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
-from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData
@@ -28,6 +28,7 @@ from vfl.party.common import (
     no_phase,
 )
 from vfl.party.exporting import ShardExporter, shard_blobs
+from vfl.party.partners import Partner, UserScope, UserUniverse
 from vfl.party.resume import (
     Position,
     align_or_resume,
@@ -48,7 +49,7 @@ from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, LoopState, ProgressFn, StopRule, fit
 from vfl.training.recommenders import ActiveInputs
-from vfl.training.secure import SecureSplitRecommender, layer_settings
+from vfl.training.secure import FederatedRecommender, PartnerPeer, layer_settings
 from vfl.training.summary import summarise
 
 
@@ -97,8 +98,7 @@ def run_active(
     metrics = train_active(
         data,
         plan,
-        channel,
-        local,
+        [Partner(name=channel.peer, channel=channel, alignment=local)],
         out_dir,
         epochs=epochs,
         timeout=timeout,
@@ -153,10 +153,10 @@ def psi_statistics(records: list[dict[str, Any]], n_local: int, n_common: int) -
 def train_active(
     data: ActiveData,
     plan: JobPlan,
-    channel: ByteChannel,
-    local: LocalAlignment,
+    partners: Sequence[Partner],
     out_dir: Path,
     *,
+    scope: UserScope = UserScope.ALL,
     epochs: int | None = None,
     timeout: float = 120.0,
     progress: ProgressFn | None = None,
@@ -169,42 +169,58 @@ def train_active(
     store: CheckpointStore | None = None,
     start: Checkpoint | None = None,
 ) -> dict[str, Any]:
-    """Encrypted split training and evaluation at E on an agreed alignment.
+    """Encrypted split training and evaluation at E with every partner in ``partners``.
 
+    Each partner has its own secure-layer pair (E's key pair, shares of ``W_Bk``) over its
+    own channel, and is asked only about the users its alignment holds. ``scope`` says
+    whether E's users that no partner knows train too (``ALL``, through ``a_k``).
     ``allow_plaintext`` is E's own ``[party] allow_plaintext`` (plaintext mode needs both);
-    ``floor`` is E's own security floor, checked before E's key pair is generated.
+    ``floor`` is E's own security floor, checked before E's key pairs are generated.
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
+
+    Raises:
+        ValueError: no partner, or two partners of one name.
     """
+    names = [p.name for p in partners]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"E needs one or more passive parties of distinct names, got {names}")
     meter = meter if meter is not None else PhaseMeter()
-    meter.enter("setup")  # split, model, key pair and the protocol's setup exchange
-    local = in_id_order(local)  # the training order at both parties (idempotent)
-    # E knows only its own rows; the passive party's rows stay at P.
-    alignment = Alignment(
-        ids=local.ids, active_rows=local.rows, passive_rows=np.full(len(local), -1, dtype=np.int64)
-    )
+    meter.enter("setup")  # split, model, key pairs and the protocol's setup exchanges
+    everyone = LocalAlignment(ids=data.users.ids, rows=np.arange(len(data.users), dtype=np.int64))
+    users = UserUniverse.of(everyone, [p.alignment for p in partners], scope)
     split = build_split(
         data.interactions,
-        alignment,
+        users.alignment(),
         data.items,
         n_negatives=plan.eval.test_negatives,
         seed=plan.job.seed,
     )
-    secret = np.random.SeedSequence(local_rng_seed(local_seed)).generate_state(3, np.uint64)
-    peer = _passive_peer(
-        plan,
-        channel,
-        timeout,
-        int(secret[0]),
-        (allow_plaintext, party, floor),
-        fresh=start is None,
-    )
-    model = _model(data, plan, local, peer, (int(secret[1]), split))
+    secret = _secrets(local_seed, len(partners))
+    peers = [
+        PartnerPeer(
+            name=p.name,
+            peer=_passive_peer(
+                plan,
+                p.channel,
+                timeout,
+                secret.rotation[k],
+                (allow_plaintext, party, floor),
+                fresh=start is None,
+            ),
+            positions=users.positions[k],
+        )
+        for k, p in enumerate(partners)
+    ]
+    model = _model(data, plan, users, peers, (secret.model, split))
     try:
-        peer.setup()
-        result = _fit(model, split, plan, (epochs, progress, meter), store, start, int(secret[2]))
+        for p in peers:
+            p.peer.setup()
+        result = _fit(model, split, plan, (epochs, progress, meter), store, start, secret.sample)
         metrics = {
             "job": plan.job.name,
-            "aligned_users": len(alignment),
+            "aligned_users": int(np.count_nonzero(np.any(np.stack(users.positions) >= 0, 0))),
+            "users": len(users),
+            "partners": {p.name: {"aligned_users": p.n_known} for p in peers},
             "test_users": len(split.test.users),
             "key_bits": plan.train.key_bits,
             "split_encrypted": summarise(result),
@@ -212,17 +228,38 @@ def train_active(
         files = {} if export is None else export.active_files(model)
         if store is not None:
             save_active_final(store, model, metrics, files)
-        peer.shutdown(step=-1)  # only once all is saved: P stops serving when it reads this
+        for p in peers:  # only once all is saved: P stops serving when it reads this
+            p.peer.shutdown(step=-1)
     finally:
-        peer.share.close()
+        for p in peers:
+            p.peer.share.close()
     if export is not None:
         export.exchange(files)
     write_metrics(out_dir, metrics)
     return metrics
 
 
+@dataclass(frozen=True)
+class _Secrets:
+    """E's secret seeds, drawn from its local seed: each partner's rotation of ``W_Bk(0)``,
+    the model's initial weights, the negatives and defence noise. The first three words are
+    those of the one-partner job, so a one-partner run is unchanged."""
+
+    rotation: tuple[int, ...]
+    model: int
+    sample: int
+
+
+def _secrets(local_seed: int | None, n_partners: int) -> _Secrets:
+    words = np.random.SeedSequence(local_rng_seed(local_seed)).generate_state(
+        2 + n_partners, np.uint64
+    )
+    rotation = (int(words[0]), *(int(w) for w in words[3:]))
+    return _Secrets(rotation=rotation, model=int(words[1]), sample=int(words[2]))
+
+
 def _fit(
-    model: SecureSplitRecommender,
+    model: FederatedRecommender,
     split: RecSplit,
     plan: JobPlan,
     run: tuple[int | None, ProgressFn | None, PhaseMeter],
@@ -260,44 +297,59 @@ def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
     atomic_write_json(out_dir / "metrics.json", metrics, private=True)  # E's own results
 
 
-def save_active_step(
-    store: CheckpointStore, model: SecureSplitRecommender, state: LoopState
-) -> None:
-    """``train`` checkpoint after a step or an epoch's evaluation: head, Adam, ``U`` and its
-    momentum share, the loop state."""
-    share = model.peer.share
-    arrays, meta = sgd_state("u", share.sgd)
+def save_active_step(store: CheckpointStore, model: FederatedRecommender, state: LoopState) -> None:
+    """``train`` checkpoint after a step or an epoch's evaluation: head (with the ``a_k``),
+    Adam, each partner's ``U_k`` and its momentum share, the loop state."""
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"loop": state.to_meta()}
+    for p in model.partners:
+        key = _share_key(p.name)
+        sgd_arrays, sgd_meta = sgd_state(key, p.peer.share.sgd)
+        arrays |= {key: p.peer.share.u, **sgd_arrays}
+        meta |= sgd_meta
     store.save(
         Phase.TRAIN,
         state.step,
-        seq=int(getattr(model.peer.endpoint.channel, "next_out", 0)),
-        meta={"loop": state.to_meta(), **meta},
-        arrays={"u": share.u, **arrays},
+        seq=_next_out(model.partners[0]),
+        meta=meta | {"seqs": {p.name: _next_out(p) for p in model.partners}},
+        arrays=arrays,
         blobs=module_blobs("head", model.head, model.optimizer),
     )
 
 
-def restore_active(ckpt: Checkpoint, model: SecureSplitRecommender) -> LoopState:
+def _share_key(partner: str) -> str:
+    """The checkpoint array of E's share ``U_k`` of partner ``partner``."""
+    return f"u.{partner}"
+
+
+def _next_out(partner: PartnerPeer) -> int:
+    """The sealed channel's next message number to this partner (0 in-process)."""
+    return int(getattr(partner.peer.endpoint.channel, "next_out", 0))
+
+
+def restore_active(ckpt: Checkpoint, model: FederatedRecommender) -> LoopState:
     """Load E's state from a ``train`` checkpoint; return the loop state to continue from."""
     restore_modules(ckpt, "head", model.head, model.optimizer)
-    model.peer.share.u = ckpt.arrays["u"]
-    restore_sgd(ckpt, "u", model.peer.share.sgd)
+    for p in model.partners:
+        key = _share_key(p.name)
+        p.peer.share.u = ckpt.arrays[key]
+        restore_sgd(ckpt, key, p.peer.share.sgd)
     return LoopState.from_meta(ckpt.meta["loop"])
 
 
 def save_active_final(
     store: CheckpointStore,
-    model: SecureSplitRecommender,
+    model: FederatedRecommender,
     metrics: dict[str, Any],
     files: dict[str, bytes],
 ) -> None:
-    """``eval`` 0 (the metrics) and ``export`` 0 (E's trained head and ``U``, and the bytes
-    of its shard files, :mod:`vfl.party.exporting`)."""
+    """``eval`` 0 (the metrics) and ``export`` 0 (E's trained head and each ``U_k``, and the
+    bytes of its shard files, :mod:`vfl.party.exporting`)."""
     store.save(Phase.EVAL, 0, meta={"metrics": metrics})
     store.save(
         Phase.EXPORT,
         0,
-        arrays={"u": model.peer.share.u},
+        arrays={_share_key(p.name): p.peer.share.u for p in model.partners},
         blobs={"head": torch_blob(model.head.state_dict()), **shard_blobs(files)},
     )
 
@@ -315,7 +367,8 @@ def _passive_peer(
     *,
     fresh: bool,
 ) -> SecurePassivePeer:
-    """E's proxy of P, with E's key pair and, for a ``fresh`` job, its rotation of ``W_B(0)``.
+    """E's proxy of a partner, with E's key pair for it and, for a ``fresh`` job, its
+    rotation of that partner's ``W_B(0)``.
 
     The rotation comes from ``seed``, drawn from E's own secret, not the job seed P knows
     too. A resumed run makes no initial shares: ``U`` is restored from its checkpoint.
@@ -340,15 +393,15 @@ def _passive_peer(
 def _model(
     data: ActiveData,
     plan: JobPlan,
-    local: LocalAlignment,
-    peer: SecurePassivePeer,
+    users: UserUniverse,
+    partners: Sequence[PartnerPeer],
     init: tuple[int, RecSplit],
-) -> SecureSplitRecommender:
-    """E's towers and top model, initialised from ``init``'s seed (E's secret, not the job
-    seed) over the histories of ``init``'s split, with the label defence the plan names."""
+) -> FederatedRecommender:
+    """E's towers, top model and ``a_k``, initialised from ``init``'s seed (E's secret, not
+    the job seed) over the histories of ``init``'s split, with the plan's label defence."""
     seed, split = init
     inputs = ActiveInputs(
-        users=TableTensors.from_table(data.users, local.rows),
+        users=TableTensors.from_table(data.users, users.rows),
         items=TableTensors.from_table(data.items),
         sequences=(split.train_users, split.train_items),
         kind=data.kind,
@@ -356,6 +409,11 @@ def _model(
     m, t = plan.model, plan.train
     with TORCH_INIT_LOCK:
         torch.manual_seed(seed)
-        return SecureSplitRecommender(
-            inputs, m, t, n_users=len(local), peer=peer, defence=label_defence(plan.privacy)
+        return FederatedRecommender(
+            inputs,
+            m,
+            t,
+            partners=partners,
+            n_users=len(users),
+            defence=label_defence(plan.privacy),
         )

@@ -48,7 +48,7 @@ from vfl.party.export import (
 from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_split import PassiveSecureServer
-from vfl.training.secure import SecureSplitRecommender
+from vfl.training.secure import FederatedRecommender
 
 EXPORTED = 1  # step of the ``export`` checkpoint that marks a finished, confirmed export
 _BLOB = "shard/"
@@ -106,9 +106,9 @@ class ShardExporter:
             "alignment.json": alignment_bytes(alignment),
         }
 
-    def active_files(self, model: SecureSplitRecommender) -> dict[str, bytes]:
+    def active_files(self, model: FederatedRecommender) -> dict[str, bytes]:
         """E's shard: its head (towers, ``W_E``, bias, top model) and its share ``U``."""
-        share = model.peer.share
+        share = model.partners[0].peer.share
         return {
             **self._common(),
             "head.pt": torch_bytes(model.head),

@@ -20,7 +20,7 @@ from torch import nn
 from vfl.config.job import ModelConfig, TrainConfig
 from vfl.kinds import BottomInputs, load_kind
 from vfl.models.bottom import ActiveBottom
-from vfl.models.head import InteractiveLayer, PassiveWeight, TopModel
+from vfl.models.head import InteractiveLayer, PartnerTerms, PassiveWeight, TopModel
 from vfl.models.sequence import HistoryAttention, UserSequences
 from vfl.protocol.plain_split import PassivePeer
 from vfl.training.defences import CutGradientDefence, NoDefence
@@ -60,9 +60,14 @@ class ActiveHead(nn.Module):
     With ``history_length > 0`` the user vector is ``u + s(u, i)``, the tower's output plus
     the attention summary of the user's recent training items (:mod:`vfl.models.sequence`);
     the sequences are buffers, so they travel with the head's checkpoints and exported shard.
+    With ``n_partners > 0`` the head also holds each partner's "does not know this user"
+    vector ``a_k`` (:class:`~vfl.models.head.PartnerTerms`, registered last so that the
+    other parameters keep their order and initial values).
     """
 
-    def __init__(self, inputs: ActiveInputs, cfg: ModelConfig, *, n_users: int) -> None:
+    def __init__(
+        self, inputs: ActiveInputs, cfg: ModelConfig, *, n_users: int, n_partners: int = 0
+    ) -> None:
         super().__init__()
         u, i = inputs.users, inputs.items
         self.inputs = inputs
@@ -72,9 +77,7 @@ class ActiveHead(nn.Module):
             raise TypeError(f"kind '{inputs.kind}' builds no ActiveBottom for E's head")
         self.bottom = bottom
         self.attention = (
-            HistoryAttention(cfg.embedding_dim, cfg.history_length)
-            if cfg.history_length
-            else None
+            HistoryAttention(cfg.embedding_dim, cfg.history_length) if cfg.history_length else None
         )
         empty = np.empty(0, np.int64)
         seq_users, seq_items = inputs.sequences or (empty, empty)
@@ -83,6 +86,7 @@ class ActiveHead(nn.Module):
         )
         self.interactive = InteractiveLayer(self.bottom.out_dim, cfg.interactive_out)
         self.top = TopModel(cfg.interactive_out, cfg.top_hidden)
+        self.partners = PartnerTerms(n_partners, cfg.interactive_out) if n_partners else None
 
     def logits(
         self,

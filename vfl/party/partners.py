@@ -1,0 +1,78 @@
+"""E's passive parties: who they are, and which of E's users each knows (E's knowledge).
+
+E runs one PSI with each partner; its alignment with partner k is the ids they share, in id
+order (both sides train in that order). E's *universe* is the users it trains and scores:
+all of its users (:attr:`UserScope.ALL`; a user no partner knows is scored through the
+E-only path, ``a_k`` for every k) or only those some partner knows (:attr:`UserScope.SHARED`,
+which with one partner is the two-party job of before). Position u of the universe is E's
+u-th user by id; ``positions[k][u]`` is that user's aligned position at partner k, or -1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from vfl.data.alignment import Alignment
+from vfl.party.common import LocalAlignment, in_id_order
+from vfl.protocol.endpoint import ByteChannel
+
+
+@dataclass(frozen=True)
+class Partner:
+    """One passive party of E's job: its name, the channel to it, and E's side of their PSI
+    (``alignment``: the ids this partner shares with E and E's rows of them). Which of E's
+    users a partner knows is E's knowledge: it is never sent to another party."""
+
+    name: str
+    channel: ByteChannel
+    alignment: LocalAlignment
+
+
+class UserScope(Enum):
+    """Which of E's users train and are scored."""
+
+    ALL = "all"  # every user of E; those no partner knows go through the E-only path (a_k)
+    SHARED = "shared"  # only users some partner knows (with one partner: the intersection)
+
+
+@dataclass(frozen=True)
+class UserUniverse:
+    """E's users of a job in id order (position u = user u), and per partner the partner's
+    aligned position of each (-1: the partner does not know u)."""
+
+    ids: np.ndarray  # (n,) normalised ids, sorted
+    rows: np.ndarray  # (n,) int64 rows of E's user table
+    positions: tuple[np.ndarray, ...]  # per partner, (n,) int64
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(
+        cls, users: LocalAlignment, partners: Sequence[LocalAlignment], scope: UserScope
+    ) -> UserUniverse:
+        """The universe of E's ``users`` (every id and row of E's table) and its PSI with
+        each partner; a partner's positions are those of its alignment in id order, the
+        order both sides train in (:func:`~vfl.party.common.in_id_order`)."""
+        aligned = [in_id_order(a) for a in partners]
+        if scope is UserScope.SHARED:
+            ids = np.unique(np.concatenate([a.ids.astype(str) for a in aligned]))
+        else:
+            ids = np.sort(users.ids.astype(str), kind="stable")
+        where = dict(zip(users.ids.astype(str).tolist(), users.rows.tolist(), strict=True))
+        rows = np.array([where[u] for u in ids.tolist()], dtype=np.int64)
+        positions = []
+        for a in aligned:
+            at = {u: k for k, u in enumerate(a.ids.astype(str).tolist())}
+            positions.append(np.array([at.get(u, -1) for u in ids.tolist()], dtype=np.int64))
+        return cls(ids=ids, rows=rows, positions=tuple(positions))
+
+    def alignment(self) -> Alignment:
+        """E's side as an :class:`~vfl.data.alignment.Alignment` (for the split)."""
+        return Alignment(
+            ids=self.ids, active_rows=self.rows, passive_rows=np.full(len(self), -1, np.int64)
+        )
