@@ -135,3 +135,13 @@ class SecurityFloorError(ParameterMismatch):
     Fatal, like any parameter mismatch: the message names the party, the plan key, the party
     config key and the fix.
     """
+
+
+class ExecutorUnavailable(VflError, RuntimeError):
+    """The configured ``[executor]`` cannot be used: the Ray extra is missing or the cluster
+    cannot be reached. The message names the party, the address and the fix."""
+
+
+class TaskLost(VflError, RuntimeError):
+    """A task's worker died more often than the executor re-runs it; names the party and the
+    task, so a lost worker never yields a silent wrong result."""

@@ -17,6 +17,7 @@ from vfl.data.alignment import Alignment
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData
+from vfl.executor import PartyExecutor
 from vfl.party.accounting import MeteredModel, PhaseMeter
 from vfl.party.common import (
     TORCH_INIT_LOCK,
@@ -26,6 +27,7 @@ from vfl.party.common import (
     in_id_order,
     local_rng_seed,
     no_phase,
+    party_executor,
 )
 from vfl.party.exporting import ShardExporter, shard_blobs
 from vfl.party.resume import (
@@ -78,39 +80,42 @@ def run_active(
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
-    meter.enter("psi")  # PSI and persisting its alignment (vfl.psi.store)
-    local = align_or_resume(
-        channel,
-        cfg,
-        data.users,
-        plan,
-        out_dir,
-        timeout=timeout,
-        phase=phase,
-        store=store,
-        resume_at=resume_at,
-    )
-    meter.enter("alignment")
-    local = in_id_order(local)
-    phase("train")
-    metrics = train_active(
-        data,
-        plan,
-        channel,
-        local,
-        out_dir,
-        epochs=epochs,
-        timeout=timeout,
-        progress=progress,
-        local_seed=local_seed,
-        meter=meter,
-        export=None if export is None else _exporting(export, phase, meter),
-        allow_plaintext=cfg.party.allow_plaintext,
-        party=cfg.party.name,
-        floor=cfg.party.floor(),
-        store=store,
-        start=None if store is None else training_checkpoint(store, resume_at),
-    )
+    with party_executor(cfg) as executor:
+        meter.enter("psi")  # PSI and persisting its alignment (vfl.psi.store)
+        local = align_or_resume(
+            channel,
+            cfg,
+            data.users,
+            plan,
+            out_dir,
+            timeout=timeout,
+            phase=phase,
+            store=store,
+            resume_at=resume_at,
+            executor=executor,
+        )
+        meter.enter("alignment")
+        local = in_id_order(local)
+        phase("train")
+        metrics = train_active(
+            data,
+            plan,
+            channel,
+            local,
+            out_dir,
+            epochs=epochs,
+            timeout=timeout,
+            progress=progress,
+            local_seed=local_seed,
+            meter=meter,
+            export=None if export is None else _exporting(export, phase, meter),
+            allow_plaintext=cfg.party.allow_plaintext,
+            party=cfg.party.name,
+            floor=cfg.party.floor(),
+            store=store,
+            start=None if store is None else training_checkpoint(store, resume_at),
+            executor=executor,
+        )
     meter.close()
     metrics["phases"] = meter.records
     metrics["psi"] = {
@@ -167,11 +172,13 @@ def train_active(
     floor: SecurityFloor = SecurityFloor(),
     store: CheckpointStore | None = None,
     start: Checkpoint | None = None,
+    executor: PartyExecutor | None = None,
 ) -> dict[str, Any]:
     """Encrypted split training and evaluation at E on an agreed alignment.
 
     ``allow_plaintext`` is E's own ``[party] allow_plaintext`` (plaintext mode needs both);
     ``floor`` is E's own security floor, checked before E's key pair is generated.
+    ``executor``: where E's Paillier batches run (default: the plan's local pools).
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
     """
     meter = meter if meter is not None else PhaseMeter()
@@ -196,6 +203,7 @@ def train_active(
         int(secret[0]),
         (allow_plaintext, party, floor),
         fresh=start is None,
+        executor=executor,
     )
     model = _model(data, plan, local, peer, (int(secret[1]), split))
     try:
@@ -313,6 +321,7 @@ def _passive_peer(
     permission: tuple[bool, str, SecurityFloor],
     *,
     fresh: bool,
+    executor: PartyExecutor | None = None,
 ) -> SecurePassivePeer:
     """E's proxy of P, with E's key pair and, for a ``fresh`` job, its rotation of ``W_B(0)``.
 
@@ -332,6 +341,7 @@ def _passive_peer(
         allow_plaintext=permission[0],
         party=permission[1],
         floor=floor,
+        executor=executor,
     )
     return SecurePassivePeer(SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout), share)
 

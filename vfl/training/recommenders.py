@@ -76,9 +76,7 @@ class ActiveHead(nn.Module):
             dim=cfg.embedding_dim,
         )
         self.attention = (
-            HistoryAttention(cfg.embedding_dim, cfg.history_length)
-            if cfg.history_length
-            else None
+            HistoryAttention(cfg.embedding_dim, cfg.history_length) if cfg.history_length else None
         )
         empty = np.empty(0, np.int64)
         seq_users, seq_items = inputs.sequences or (empty, empty)
