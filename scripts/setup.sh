@@ -9,7 +9,8 @@ fi
 # torch first and pinned: 2.13.0 is the CPU build that satisfies pyproject's pin; letting pip
 # resolve a bare torch requirement could pull a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+# the Ray extra too, so that CI runs the Ray executor's tests (tests/test_ray_executor.py)
+.venv/bin/python -m pip install --quiet -e '.[dev,ray]'
 # MovieLens-100K ships inside the recbole wheel; we only read its data files, never import it.
 .venv/bin/python -m pip install --quiet --no-deps recbole==1.2.1
 echo "vfl installed in $(pwd)/.venv"

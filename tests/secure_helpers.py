@@ -13,6 +13,7 @@ import torch
 
 from vfl.config.job import ModelConfig, TrainConfig
 from vfl.crypto.paillier import KeyPair
+from vfl.executor import PartyExecutor
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.initial_shares import initial_weight
@@ -114,8 +115,10 @@ def build_pair(
     allow: tuple[bool, bool] = (False, False),
     timeout: float = 30.0,
     floors: tuple[SecurityFloor, SecurityFloor] = (TEST_FLOOR, TEST_FLOOR),
+    executors: tuple[PartyExecutor | None, PartyExecutor | None] = (None, None),
 ) -> Pair:
-    """Both parties on ``tests.helpers.tiny_training_inputs()``-style inputs."""
+    """Both parties on ``tests.helpers.tiny_training_inputs()``-style inputs; ``executors``:
+    each party's own executor for its Paillier batches (default: the settings' local pools)."""
     torch.manual_seed(0)
     al, split, e_inputs, p, e_ch, p_ch = inputs
     p_settings = p_settings or e_settings
@@ -131,6 +134,7 @@ def build_pair(
         keys=None if plain else keys("E"),
         allow_plaintext=allow[0],
         floor=floors[0],
+        executor=executors[0],
     )
     p_plain = p_settings.mode is Mode.PLAINTEXT
     p_share = PassiveShare(
@@ -141,6 +145,7 @@ def build_pair(
         allow_plaintext=allow[1],
         noise_seed=3,  # P's embedding-noise stream: the same in every mode
         floor=floors[1],
+        executor=executors[1],
     )
     e_rec, p_rec = RecordingChannel(e_ch), RecordingChannel(p_ch)
     bottom = PassiveBottom(p.n_numeric, p.cardinalities, CFG.passive_hidden, CFG.passive_out)

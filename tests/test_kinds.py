@@ -122,4 +122,4 @@ def test_the_library_reaches_parties_only_through_vfl_kinds() -> None:
                 importers.append(str(path.relative_to(ROOT)))
     assert not importers  # vfl/kinds.py loads the one module a config names, by importlib
     kinds = (ROOT / "vfl" / "kinds.py").read_text()
-    assert "importlib.import_module(f\"{KINDS_PACKAGE}." in kinds
+    assert 'importlib.import_module(f"{KINDS_PACKAGE}.' in kinds

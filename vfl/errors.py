@@ -160,3 +160,13 @@ _MISSING = object()
 
 def _shown(value: object) -> str:
     return "<missing>" if value is _MISSING else repr(value)
+
+
+class ExecutorUnavailable(VflError, RuntimeError):
+    """The configured ``[executor]`` cannot be used: the Ray extra is missing or the cluster
+    cannot be reached. The message names the party, the address and the fix."""
+
+
+class TaskLost(VflError, RuntimeError):
+    """A task's worker died more often than the executor re-runs it; names the party and the
+    task, so a lost worker never yields a silent wrong result."""

@@ -8,11 +8,15 @@ gets :class:`concurrent.futures.Future` objects back; it never knows where the w
   default, started with ``spawn`` so that no parent state (sockets, threads, keys of other
   jobs) is forked into them.
 
-A cluster engine (e.g. Ray) fits behind the same members: ``workers``, ``submit``, ``map``
-and ``close``. :func:`ordered_map` streams results in input order with a bounded number of calls
-in flight, so memory stays bounded by the chunk size times the window, not by the data size.
+- :class:`vfl.ray_executor.RayExecutor` runs calls as Ray tasks on a party's own cluster
+  (optional extra ``pip install -e '.[ray]'``, imported only when a config asks for it).
 
-This module only depends on the standard library.
+:func:`open_executor` builds the one a party config's ``[executor]`` names
+(:class:`ExecutorSpec`). :func:`ordered_map` streams results in input order with a bounded
+number of calls in flight, so memory stays bounded by the chunk size times the window, not by
+the data size.
+
+This module depends only on the standard library and :mod:`vfl.errors`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
+
+from vfl.errors import ExecutorUnavailable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -174,6 +182,82 @@ class LocalProcessExecutor(ClosesOnExit):
 
     def __repr__(self) -> str:
         return f"LocalProcessExecutor(workers={self._workers})"
+
+
+class ExecutorKind(Enum):
+    """``[executor] kind``: where a party's batched work runs."""
+
+    LOCAL = "local"  # a pool of spawned processes on this machine
+    RAY = "ray"  # Ray tasks on the party's own cluster (optional extra)
+
+
+DEFAULT_TASK_CHUNK = 64
+_RAY_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """One party's executor: ``kind``, the Ray ``address`` (``"local"`` starts a cluster of
+    this machine on loopback and stops it on close; ``"auto"`` joins the one ``ray start``
+    runs here; ``"ray://HOST:PORT"`` a remote head), ``num_cpus`` (workers; ``None``: every
+    core, or the cluster's CPUs), ``chunk_size`` (at most this many Paillier values per task
+    for decryptions and randomness batches) and ``max_retries`` (re-runs of a Ray task whose
+    worker died; then the error names the party and the task)."""
+
+    kind: ExecutorKind = ExecutorKind.LOCAL
+    address: str = "local"
+    num_cpus: int | None = None
+    chunk_size: int = DEFAULT_TASK_CHUNK
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
+class PartyExecutor(ClosesOnExit):
+    """A party's opened executor with its task chunk size: what PSI, the kernels and the
+    randomness pools of that party all run on (SPEC §9)."""
+
+    executor: Executor
+    chunk_size: int = DEFAULT_TASK_CHUNK
+
+    def close(self) -> None:
+        """Stop the executor."""
+        self.executor.close()
+
+
+def open_party_executor(spec: ExecutorSpec, *, owner: str) -> PartyExecutor:
+    """:func:`open_executor` with ``spec``'s chunk size; close it after."""
+    return PartyExecutor(open_executor(spec, owner=owner), spec.chunk_size)
+
+
+def open_executor(spec: ExecutorSpec, *, owner: str) -> Executor:
+    """The executor ``spec`` names, for party ``owner`` (named in its errors); close it after.
+
+    Raises:
+        ExecutorUnavailable: kind ``ray`` without the ``ray`` extra installed, or a cluster
+            that cannot be reached (names the address and the fix).
+    """
+    if spec.kind is ExecutorKind.LOCAL:
+        return LocalProcessExecutor(spec.num_cpus)
+    if spec.address == "local":
+        # read when ray is imported: "0" keeps a one-node cluster on 127.0.0.1 (on Linux Ray
+        # otherwise swaps loopback for the host's routable address)
+        os.environ.setdefault(_RAY_SINGLE_NODE_ENV, "0")
+    try:
+        from vfl.ray_executor import RayExecutor
+    except ImportError as exc:
+        raise ExecutorUnavailable(
+            f"party '{owner}': [executor] kind = \"ray\" needs the optional Ray extra ({exc}). "
+            "Fix: pip install -e '.[ray]' (or set kind = \"local\")"
+        ) from exc
+    return RayExecutor(spec, owner=owner)
+
+
+def task_chunks(count: int, executor: Executor | None, chunk_size: int) -> list[range]:
+    """Contiguous ranges over ``range(count)``: one per worker, each at most ``chunk_size``
+    long (so one task's input and output stay bounded whatever ``count`` is)."""
+    workers = executor.workers if executor is not None else 1
+    size = max(1, min(chunk_size, -(-count // max(1, workers))))
+    return [range(i, min(i + size, count)) for i in range(0, count, size)]
 
 
 def ordered_map(

@@ -33,6 +33,12 @@ Example (E, the active party)::
     time_column = "timestamp"
     label_column = "purchased"
 
+    [executor]                      # optional: where PSI and Paillier batches run
+    kind = "ray"                    # or "local" (a process pool on this machine)
+    address = "local"               # "auto" (ray start on this host) or "ray://HOST:PORT"
+    num_cpus = 64                   # default: every core, or the cluster's CPUs
+    chunk_size = 64                 # Paillier values per task at most
+
     [network]                       # optional: only for runs through a coordinator
     coordinator = "127.0.0.1:50051"
     ca = "certs/ca.pem"
@@ -68,6 +74,7 @@ from pydantic import (
 
 from vfl.config.tls_files import check_tls_files
 from vfl.config.toml_io import ConfigPath, load_toml_model, read_pem_files, rule_error
+from vfl.executor import DEFAULT_TASK_CHUNK, ExecutorKind, ExecutorSpec
 from vfl.protocol.options import DEFAULT_MIN_KEY_BITS, SecurityFloor
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -432,6 +439,46 @@ def read_network_pems(net: NetworkSection) -> tuple[bytes, bytes, bytes]:
     return read_pem_files("network", net.ca, net.cert, net.key)
 
 
+class ExecutorSection(BaseModel):
+    """``[executor]``: this party's own executor for PSI blinding and batched Paillier work
+    (products, decryptions, randomness pools). Without the section a party keeps the local
+    pools that ``[psi] workers`` and ``[train] crypto_workers`` size; with it, all of that work
+    goes to the one executor named here (see ``docs/scaling.md``)."""
+
+    model_config = _FROZEN
+
+    kind: ExecutorKind = ExecutorKind.LOCAL
+    address: str = "local"
+    num_cpus: PositiveInt | None = None
+    chunk_size: PositiveInt = DEFAULT_TASK_CHUNK
+    max_retries: Annotated[int, Field(ge=0)] = 3
+
+    @model_validator(mode="after")
+    def _address_form(self) -> ExecutorSection:
+        """``local``, ``auto`` or ``ray://HOST:PORT``."""
+        address = self.address
+        if address not in ("local", "auto") and not (
+            address.startswith("ray://") and _HOST_PORT.match(address.removeprefix("ray://"))
+        ):
+            raise rule_error(
+                f"'{address}' is not a Ray address",
+                'write "local" (start one on this machine), "auto" (join `ray start` here) '
+                'or "ray://HOST:PORT"',
+                "address",
+            )
+        return self
+
+    def spec(self) -> ExecutorSpec:
+        """The :class:`~vfl.executor.ExecutorSpec` of this section."""
+        return ExecutorSpec(
+            kind=self.kind,
+            address=self.address,
+            num_cpus=self.num_cpus,
+            chunk_size=self.chunk_size,
+            max_retries=self.max_retries,
+        )
+
+
 class PartyConfig(BaseModel):
     """A whole party config file."""
 
@@ -443,6 +490,7 @@ class PartyConfig(BaseModel):
     items: FeatureSchema | None = None
     interactions: InteractionSchema | None = None
     network: NetworkSection | None = None
+    executor: ExecutorSection | None = None
 
     @property
     def role(self) -> Role:

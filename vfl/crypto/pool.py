@@ -14,6 +14,9 @@ The costly half of a Paillier encryption or re-randomisation (Paillier 1999, EUR
    draws collide with probability below ``1/n`` per pair.
 
 ``workers=0`` computes inline, in the calling thread, on demand (no background work).
+``executor=`` computes the chunks on a party's executor instead (its shared local pool or
+its Ray cluster: the pool submits chunks of at most ``chunk_size`` values, and does not close
+it).
 
 ``mode`` selects how each value is computed (:class:`~vfl.crypto.randomness.Randomness`):
 ``FULL`` (default, ``r^n`` for uniform ``r``) or ``SHORT_EXPONENT`` (``prod_i b_i^(x_i)``
@@ -47,7 +50,7 @@ from vfl.crypto.randomness import (
     owner_crt_batch,
     short_exponent_batch,
 )
-from vfl.executor import ClosesOnExit, exit_with_parent
+from vfl.executor import DEFAULT_TASK_CHUNK, ClosesOnExit, Executor, exit_with_parent
 
 if TYPE_CHECKING:
     from vfl.crypto.paillier import PrivateKey, PublicKey
@@ -82,7 +85,10 @@ class RandomnessPool(ClosesOnExit):
         timeout: seconds :meth:`take` waits before raising ``TimeoutError``.
         mode: ``Randomness.FULL`` (default), ``SHORT_EXPONENT`` or ``OWNER_CRT``.
         private_key: the key's private half, required by OWNER_CRT (the primes go to the
-            local worker processes, nowhere else).
+            party's own worker processes, nowhere else).
+        executor: the party's executor to compute on (``workers`` is then its size); the
+            caller closes it.
+        chunk_size: at most this many values per chunk submitted to ``executor``.
 
     Raises:
         ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0``, or OWNER_CRT lacks
@@ -98,7 +104,11 @@ class RandomnessPool(ClosesOnExit):
         timeout: float = 60.0,
         mode: Randomness = Randomness.FULL,
         private_key: PrivateKey | None = None,
+        executor: Executor | None = None,
+        chunk_size: int = DEFAULT_TASK_CHUNK,
     ) -> None:
+        if executor is not None:
+            workers = executor.workers
         if workers is None:
             workers = os.cpu_count() or 1
         if size < 1 or workers < 0 or timeout <= 0:
@@ -113,13 +123,19 @@ class RandomnessPool(ClosesOnExit):
         self._ready = threading.Condition()
         self._pending = 0  # values being computed by workers
         self._error: BaseException | None = None
-        self._executor: ProcessPoolExecutor | None = None
+        self._owned: ProcessPoolExecutor | None = None
+        self._inflight: set[Future[list[int]]] = set()
+        self._executor: Executor | ProcessPoolExecutor | None = executor
         self._chunk = max(1, math.ceil(size / (2 * max(1, workers))))
-        if workers:
+        if executor is not None:
+            self._chunk = min(self._chunk, chunk_size)
+        elif workers:
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(
+            self._owned = ProcessPoolExecutor(
                 max_workers=workers, mp_context=context, initializer=exit_with_parent
             )
+            self._executor = self._owned
+        if workers:
             self._refill()
 
     @property
@@ -198,12 +214,15 @@ class RandomnessPool(ClosesOnExit):
                 chunks += 1
         for _ in range(chunks):
             future = executor.submit(self._batch, self._chunk)
+            with self._ready:
+                self._inflight.add(future)
             future.add_done_callback(self._on_done)
 
     def _on_done(self, future: Future[list[int]]) -> None:
         """Moves a finished chunk into stock and wakes waiters."""
         with self._ready:
             self._pending -= self._chunk
+            self._inflight.discard(future)
             if future.cancelled():
                 return
             error = future.exception()
@@ -214,11 +233,15 @@ class RandomnessPool(ClosesOnExit):
             self._ready.notify_all()
 
     def close(self) -> None:
-        """Stops the workers and drops pending work; :meth:`take` fails afterwards."""
+        """Stops its own workers (not a party's executor) and drops pending work; :meth:`take`
+        fails afterwards."""
         with self._ready:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            owned, self._owned, self._executor = self._owned, None, None
+            inflight, self._inflight = list(self._inflight), set()
+        for future in inflight:  # queued chunks on a shared executor are not run
+            future.cancel()
+        if owned is not None:
+            owned.shutdown(wait=True, cancel_futures=True)
 
 
 def _batch_job(
@@ -251,13 +274,16 @@ def randomness_source(
     pool_size: int = 0,
     workers: int | None = None,
     private_key: PrivateKey | None = None,
+    executor: Executor | None = None,
+    chunk_size: int = DEFAULT_TASK_CHUNK,
 ) -> RPowNSource:
     """Returns an :class:`RPowNSource` for ``public_key`` drawing obfuscators by ``mode``.
 
     ``pool_size=0`` computes inline on demand (:class:`FullSource`,
     :class:`ShortExponentSource` or :class:`OwnerCrtSource`); ``pool_size > 0`` returns a
     :class:`RandomnessPool` of that size refilled by ``workers`` background processes
-    (close it when done). ``private_key`` is needed by OWNER_CRT only.
+    (close it when done), or by ``executor``'s workers, ``chunk_size`` values a task.
+    ``private_key`` is needed by OWNER_CRT only.
 
     Raises:
         ValueError: if ``pool_size < 0``, the pool parameters are out of range, or OWNER_CRT
@@ -272,6 +298,8 @@ def randomness_source(
             workers,
             mode=mode,
             private_key=private_key,
+            executor=executor,
+            chunk_size=chunk_size,
         )
     if mode is Randomness.FULL:
         return FullSource(public_key)

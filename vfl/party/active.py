@@ -17,6 +17,7 @@ from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData
+from vfl.executor import PartyExecutor
 from vfl.party.accounting import MeteredModel, PhaseMeter
 from vfl.party.common import (
     TORCH_INIT_LOCK,
@@ -26,6 +27,7 @@ from vfl.party.common import (
     in_id_order,
     local_rng_seed,
     no_phase,
+    party_executor,
 )
 from vfl.party.exporting import ShardExporter, shard_blobs
 from vfl.party.partners import Partner, UserScope, UserUniverse
@@ -80,38 +82,41 @@ def run_active(
     data = load_party_data(cfg)
     if not isinstance(data, ActiveData):
         raise TypeError("run_active needs an active party config")
-    meter.enter(Phase.PSI)  # PSI and persisting its alignment (vfl.psi.store)
-    local = align_or_resume(
-        channel,
-        cfg,
-        data.users,
-        plan,
-        out_dir,
-        timeout=timeout,
-        phase=phase,
-        store=store,
-        resume_at=resume_at,
-    )
-    meter.enter(Phase.ALIGNMENT)
-    local = in_id_order(local)
-    phase(Phase.TRAIN)
-    metrics = train_active(
-        data,
-        plan,
-        [Partner(name=channel.peer, channel=channel, alignment=local)],
-        out_dir,
-        epochs=epochs,
-        timeout=timeout,
-        progress=progress,
-        local_seed=local_seed,
-        meter=meter,
-        export=None if export is None else _exporting(export, phase, meter),
-        allow_plaintext=cfg.party.allow_plaintext,
-        party=cfg.party.name,
-        floor=cfg.party.floor(),
-        store=store,
-        start=None if store is None else training_checkpoint(store, resume_at),
-    )
+    with party_executor(cfg) as executor:
+        meter.enter(Phase.PSI)  # PSI and persisting its alignment (vfl.psi.store)
+        local = align_or_resume(
+            channel,
+            cfg,
+            data.users,
+            plan,
+            out_dir,
+            timeout=timeout,
+            phase=phase,
+            store=store,
+            resume_at=resume_at,
+            executor=executor,
+        )
+        meter.enter(Phase.ALIGNMENT)
+        local = in_id_order(local)
+        phase(Phase.TRAIN)
+        metrics = train_active(
+            data,
+            plan,
+            [Partner(name=channel.peer, channel=channel, alignment=local)],
+            out_dir,
+            epochs=epochs,
+            timeout=timeout,
+            progress=progress,
+            local_seed=local_seed,
+            meter=meter,
+            export=None if export is None else _exporting(export, phase, meter),
+            allow_plaintext=cfg.party.allow_plaintext,
+            party=cfg.party.name,
+            floor=cfg.party.floor(),
+            store=store,
+            start=None if store is None else training_checkpoint(store, resume_at),
+            executor=executor,
+        )
     meter.close()
     metrics["phases"] = meter.records
     metrics["psi"] = {
@@ -168,6 +173,7 @@ def train_active(
     floor: SecurityFloor = SecurityFloor(),
     store: CheckpointStore | None = None,
     start: Checkpoint | None = None,
+    executor: PartyExecutor | None = None,
 ) -> dict[str, Any]:
     """Encrypted split training and evaluation at E with every partner in ``partners``.
 
@@ -176,6 +182,7 @@ def train_active(
     whether E's users that no partner knows train too (``ALL``, through ``a_k``).
     ``allow_plaintext`` is E's own ``[party] allow_plaintext`` (plaintext mode needs both);
     ``floor`` is E's own security floor, checked before E's key pairs are generated.
+    ``executor``: where E's Paillier batches run (default: the plan's local pools).
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
 
     Raises:
@@ -206,6 +213,7 @@ def train_active(
                 secret.rotation[k],
                 (allow_plaintext, party, floor),
                 fresh=start is None,
+                executor=executor,
             ),
             positions=users.positions[k],
         )
@@ -366,6 +374,7 @@ def _passive_peer(
     permission: tuple[bool, str, SecurityFloor],
     *,
     fresh: bool,
+    executor: PartyExecutor | None = None,
 ) -> SecurePassivePeer:
     """E's proxy of a partner, with E's key pair for it and, for a ``fresh`` job, its
     rotation of that partner's ``W_B(0)``.
@@ -386,6 +395,7 @@ def _passive_peer(
         allow_plaintext=permission[0],
         party=permission[1],
         floor=floor,
+        executor=executor,
     )
     return SecurePassivePeer(SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout), share)
 

@@ -7,6 +7,7 @@ import secrets
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 from vfl.config.job import PsiConfig
 from vfl.config.party import PartyConfig
 from vfl.data.tables import FeatureTable
-from vfl.executor import LocalProcessExecutor
+from vfl.executor import Executor, LocalProcessExecutor, PartyExecutor, open_party_executor
 from vfl.phases import Phase
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.messages import Message
@@ -79,6 +80,18 @@ def psi_progress(party: str, *, steps: int = 4) -> ProgressFn:
     return report
 
 
+def party_executor(cfg: PartyConfig) -> AbstractContextManager[PartyExecutor | None]:
+    """The executor of ``cfg``'s ``[executor]``, opened for the run (``None`` without one:
+    the local pools of ``[psi] workers`` and ``[train] crypto_workers``).
+
+    Raises:
+        ExecutorUnavailable: the Ray extra is missing or the cluster cannot be reached.
+    """
+    if cfg.executor is None:
+        return nullcontext()
+    return open_party_executor(cfg.executor.spec(), owner=cfg.party.name)
+
+
 def align_with_peer(
     channel: ByteLink,
     cfg: PartyConfig,
@@ -88,16 +101,21 @@ def align_with_peer(
     timeout: float,
     work_dir: Path,
     psi: PsiConfig | None = None,
+    executor: PartyExecutor | None = None,
 ) -> LocalAlignment:
-    """Run PSI on this party's user ids; the alignment is stored in (and reused from)
+    """Run PSI on this party's user ids, on ``executor`` (default: a local pool of ``[psi]
+    workers`` for the PSI); the alignment is stored in (and reused from)
     ``work_dir/alignment.json``."""
     psi = psi or PsiConfig()
-    with LocalProcessExecutor(psi.workers) as executor:
+    pool: AbstractContextManager[Executor] = (
+        LocalProcessExecutor(psi.workers) if executor is None else nullcontext(executor.executor)
+    )
+    with pool as executor_in_use:
         options = PsiOptions(
             curve=psi.curve,
             chunk_size=psi.chunk_size,
             timeout=timeout,
-            executor=executor,
+            executor=executor_in_use,
             work_dir=work_dir,
             progress=psi_progress(cfg.party.name),
         )

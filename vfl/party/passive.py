@@ -13,6 +13,7 @@ from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
 from vfl.data.tables import PassiveData
+from vfl.executor import PartyExecutor
 from vfl.kinds import BottomInputs, load_kind
 from vfl.party.common import (
     TORCH_INIT_LOCK,
@@ -22,6 +23,7 @@ from vfl.party.common import (
     in_id_order,
     local_rng_seed,
     no_phase,
+    party_executor,
 )
 from vfl.party.exporting import ShardExporter, shard_blobs
 from vfl.party.resume import (
@@ -66,40 +68,44 @@ def run_passive(
     data = load_party_data(cfg)
     if not isinstance(data, PassiveData):
         raise TypeError("run_passive needs a passive party config")
-    alignment = align_or_resume(
-        channel,
-        cfg,
-        data.users,
-        plan,
-        out_dir,
-        timeout=timeout,
-        phase=phase,
-        store=store,
-        resume_at=resume_at,
-    )
-    alignment = in_id_order(alignment)
-    atomic_write_json(
-        out_dir / "psi.json",
-        {"p_ids": len(data.users), "intersection": len(alignment)},
-        private=True,
-    )
-    phase(Phase.TRAIN)
-    start = None if store is None else training_checkpoint(store, resume_at)
-
-    return serve_passive(
-        data,
-        plan,
-        channel,
-        alignment,
-        timeout=timeout,
-        local_seed=local_seed,
-        export=None if export is None else replace(export, starting=lambda: phase(Phase.EXPORT)),
-        allow_plaintext=cfg.party.allow_plaintext,
-        party=cfg.party.name,
-        floor=cfg.party.floor(),
-        store=store,
-        start=start,
-    )
+    with party_executor(cfg) as executor:
+        alignment = align_or_resume(
+            channel,
+            cfg,
+            data.users,
+            plan,
+            out_dir,
+            timeout=timeout,
+            phase=phase,
+            store=store,
+            resume_at=resume_at,
+            executor=executor,
+        )
+        alignment = in_id_order(alignment)
+        atomic_write_json(
+            out_dir / "psi.json",
+            {"p_ids": len(data.users), "intersection": len(alignment)},
+            private=True,
+        )
+        phase(Phase.TRAIN)
+        start = None if store is None else training_checkpoint(store, resume_at)
+        return serve_passive(
+            data,
+            plan,
+            channel,
+            alignment,
+            timeout=timeout,
+            local_seed=local_seed,
+            export=(
+                None if export is None else replace(export, starting=lambda: phase(Phase.EXPORT))
+            ),
+            allow_plaintext=cfg.party.allow_plaintext,
+            party=cfg.party.name,
+            floor=cfg.party.floor(),
+            store=store,
+            start=start,
+            executor=executor,
+        )
 
 
 def serve_passive(
@@ -116,8 +122,11 @@ def serve_passive(
     floor: SecurityFloor = SecurityFloor(),
     store: CheckpointStore | None = None,
     start: Checkpoint | None = None,
+    executor: PartyExecutor | None = None,
 ) -> dict[str, int]:
     """Serve the encrypted protocol on an agreed alignment until E sends ``Shutdown``.
+
+    ``executor``: where P's Paillier batches run (default: the plan's local pools).
 
     ``allow_plaintext`` is P's own ``[party] allow_plaintext`` (plaintext mode needs both);
     ``floor`` is P's own security floor, checked before P's key pair is generated.
@@ -146,6 +155,7 @@ def serve_passive(
         party=party,
         noise_seed=seed + 2,  # P's own secret stream, like its bottom model and V
         floor=floor,
+        executor=executor,
     )
     server = PassiveSecureServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),

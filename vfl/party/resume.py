@@ -33,6 +33,7 @@ from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan
 from vfl.data.tables import FeatureTable
 from vfl.errors import ProtocolError
+from vfl.executor import PartyExecutor
 from vfl.party.common import LocalAlignment, PhaseFn, align_with_peer
 from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
@@ -116,15 +117,18 @@ def align_or_resume(
     phase: PhaseFn,
     store: CheckpointStore | None,
     resume_at: Position | None,
+    executor: PartyExecutor | None = None,
 ) -> LocalAlignment:
-    """The alignment: from the checkpoint when both resume past PSI, else by PSI (saved)."""
+    """The alignment: from the checkpoint when both resume past PSI, else by PSI (saved) on
+    the party's ``executor``."""
     local = None if store is None else load_alignment_checkpoint(store, resume_at)
     if local is not None:
         return local
     phase(Phase.PSI)
     local = align_with_peer(
-        channel, cfg, users, job_id=plan.job.name, timeout=timeout, work_dir=out_dir, psi=plan.psi
-    )
+        channel, cfg, users, job_id=plan.job.name, timeout=timeout, work_dir=out_dir,
+        psi=plan.psi, executor=executor,
+    )  # fmt: skip
     if store is not None:
         save_alignment_checkpoint(store, local)
     return local

@@ -8,9 +8,11 @@ inversion per output for negative entries).
 ``decrypt``: CRT decryption of many ciphertexts.
 
 The two parties alternate (one computes while the other waits), so each may spread a batch
-over the machine's cores with ``workers > 0``: a
-:class:`~vfl.executor.LocalProcessExecutor` of spawned processes that receive only
-public ciphertexts and small integers -- and, for decryption, the owner's own private key.
+over the machine's cores with ``workers > 0`` (a
+:class:`~vfl.executor.LocalProcessExecutor` of its own) or over the party's configured
+executor (``executor=``: a shared local pool or its Ray cluster, not closed here). Workers
+receive only public ciphertexts and small integers -- and, for decryption, the owner's own
+private key, in chunks of at most ``chunk_size`` ciphertexts per task.
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ import numpy as np
 from vfl.crypto.batched import combine
 from vfl.crypto.encoding import IntArray
 from vfl.crypto.paillier import EncryptedVector, PrivateKey
-from vfl.crypto.parallel import split
-from vfl.executor import ClosesOnExit, LocalProcessExecutor
+from vfl.executor import (
+    DEFAULT_TASK_CHUNK,
+    ClosesOnExit,
+    Executor,
+    LocalProcessExecutor,
+    task_chunks,
+)
 
 _MIN_PARALLEL_DECRYPTIONS = 16
 
@@ -34,13 +41,22 @@ def decrypt_many(private_key: PrivateKey, ciphertexts: list[int]) -> list[int]:
 
 
 class Kernels(ClosesOnExit):
-    """Batched ``M·[[X]]`` and decryption, inline (``workers=0``) or on local processes."""
+    """Batched ``M·[[X]]`` and decryption: inline (``workers=0``), on ``workers`` local
+    processes of its own, or on the party's ``executor`` (which the caller closes)."""
 
-    def __init__(self, workers: int = 0) -> None:
+    def __init__(
+        self,
+        workers: int = 0,
+        *,
+        executor: Executor | None = None,
+        chunk_size: int = DEFAULT_TASK_CHUNK,
+    ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        self.workers = workers
-        self._executor = LocalProcessExecutor(workers) if workers else None
+        self._owned = LocalProcessExecutor(workers) if workers and executor is None else None
+        self._executor = executor or self._owned
+        self.workers = self._executor.workers if self._executor is not None else 0
+        self.chunk_size = chunk_size
 
     def dot(self, vec: EncryptedVector, mat: IntArray) -> EncryptedVector:
         """``[[M·X]]`` given ``vec = [[X]]`` (d x g) and integer ``mat`` (m x d).
@@ -61,12 +77,13 @@ class Kernels(ClosesOnExit):
         """Residues of ``ciphertexts``, in order."""
         if self._executor is None or len(ciphertexts) < _MIN_PARALLEL_DECRYPTIONS:
             return decrypt_many(private_key, ciphertexts)
-        chunks = [ciphertexts[r.start : r.stop] for r in split(len(ciphertexts), self.workers)]
+        ranges = task_chunks(len(ciphertexts), self._executor, self.chunk_size)
+        chunks = [ciphertexts[r.start : r.stop] for r in ranges]
         done = self._executor.map(partial(decrypt_many, private_key), chunks)
         return [x for part in done for x in part]
 
     def close(self) -> None:
-        """Stops the worker processes."""
-        if self._executor is not None:
-            self._executor.close()
-            self._executor = None
+        """Stops the worker processes it started (not a party's executor)."""
+        if self._owned is not None:
+            self._owned.close()
+        self._owned = self._executor = None

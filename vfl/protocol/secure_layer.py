@@ -54,6 +54,7 @@ from vfl.crypto.encoding import IntArray, dequantise, quantise
 from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool, RPowNSource, randomness_source
 from vfl.errors import ProtocolError
+from vfl.executor import InlineExecutor, PartyExecutor
 from vfl.protocol.agreement import (
     LayerSettings,
     agreed_parameters,
@@ -113,11 +114,16 @@ class _Side:
         allowed: bool,
         party: str,
         floor: SecurityFloor,
+        executor: PartyExecutor | None,
     ) -> None:
         check_mode_allowed(settings.mode, allowed, party=party)
         check_floor(settings, floor, party=party)
         self.settings, self.scales, self.party = settings, settings.scales, party
-        self.kernels = Kernels(settings.workers)
+        self._executor = executor
+        if executor is None:
+            self.kernels = Kernels(settings.workers)
+        else:
+            self.kernels = Kernels(executor=executor.executor, chunk_size=executor.chunk_size)
         self._pools: list[RandomnessPool] = []
         self.own: LayerCipher = self._cipher(keys)
         self.peer: LayerCipher | None = None
@@ -125,12 +131,15 @@ class _Side:
     def _source(self, public_key: PublicKey, owner: PrivateKey | None = None) -> RPowNSource:
         """Obfuscators: OWNER_CRT for own fresh encryptions, ``rerandomise`` for the peer's."""
         mode = Randomness.OWNER_CRT if owner is not None else self.settings.rerandomise
+        placed = self._executor or PartyExecutor(InlineExecutor())
         source = randomness_source(
             public_key,
             mode,
             pool_size=POOL_SIZE if self.settings.precompute else 0,
             workers=1,
             private_key=owner,
+            executor=None if self._executor is None else placed.executor,
+            chunk_size=placed.chunk_size,
         )
         if isinstance(source, RandomnessPool):
             self._pools.append(source)
@@ -210,11 +219,14 @@ class ActiveShare(_Side):
         party: str = "E",
         rotation: IntArray | None = None,
         floor: SecurityFloor = SecurityFloor(),
+        executor: PartyExecutor | None = None,
     ) -> None:
         """``rotation``: E's secret ``Q`` of a fresh job (:func:`initial_rotation`); ``u``
         is then replaced by ``U0`` at setup. Without it ``u`` is the share to use (a loaded
         shard, or a placeholder that a resumed run overwrites from its checkpoint)."""
-        super().__init__(settings, keys, allowed=allow_plaintext, party=party, floor=floor)
+        super().__init__(
+            settings, keys, allowed=allow_plaintext, party=party, floor=floor, executor=executor
+        )
         self.u = np.asarray(u, dtype=object)
         self.rotation = rotation
         self.sgd = ShareSgd(settings.sgd)
@@ -306,11 +318,14 @@ class PassiveShare(_Side):
         noise_seed: int | None = None,
         factor: IntArray | None = None,
         floor: SecurityFloor = SecurityFloor(),
+        executor: PartyExecutor | None = None,
     ) -> None:
         """``noise_seed``: P's own secret seed of its embedding noise (fresh if None).
         ``factor``: P's secret ``G`` of a fresh job (:func:`initial_factor`); ``v`` is then
         replaced by ``V0`` at setup, and no forward is served before."""
-        super().__init__(settings, keys, allowed=allow_plaintext, party=party, floor=floor)
+        super().__init__(
+            settings, keys, allowed=allow_plaintext, party=party, floor=floor, executor=executor
+        )
         self.v = np.asarray(v, dtype=object)
         self.factor = factor
         self.sgd = ShareSgd(settings.sgd)

@@ -22,6 +22,7 @@ from vfl.data.splits import RecSplit, build_split
 from vfl.data.tables import ActiveData, PassiveData
 from vfl.errors import DataError
 from vfl.evaluation.report import write_report
+from vfl.executor import PartyExecutor
 from vfl.kinds import BottomInputs, load_kind
 from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.options import SecurityFloor
@@ -268,8 +269,11 @@ def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
     )
 
 
-def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
-    """E's side of the encrypted split: E's key pair and its rotation of the initial ``W_B``."""
+def secure_model(
+    prep: Prepared, endpoint: Endpoint, executor: PartyExecutor | None = None
+) -> SecureSplitRecommender:
+    """E's side of the encrypted split: E's key pair and its rotation of the initial ``W_B``;
+    its Paillier batches on ``executor`` (default: the job's local pools)."""
     cfg, t = prep.job.model, prep.job.train
     settings = layer_settings(t, privacy=prep.job.privacy)
     rng = np.random.default_rng(prep.job.job.seed)
@@ -282,6 +286,7 @@ def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
         allow_plaintext=prep.allow_plaintext[0],
         party=prep.names[0],
         floor=prep.floors[0],
+        executor=executor,
     )
     return SecureSplitRecommender(
         prep.active,
@@ -293,8 +298,11 @@ def secure_model(prep: Prepared, endpoint: Endpoint) -> SecureSplitRecommender:
     )
 
 
-def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
-    """P's side of the encrypted split: its bottom model, key pair and factor of ``W_B(0)``."""
+def secure_server(
+    prep: Prepared, endpoint: Endpoint, executor: PartyExecutor | None = None
+) -> PassiveSecureServer:
+    """P's side of the encrypted split: its bottom model, key pair and factor of ``W_B(0)``;
+    its Paillier batches on ``executor`` (default: the job's local pools)."""
     plain = passive_server(prep, endpoint)
     cfg, t = prep.job.model, prep.job.train
     settings = layer_settings(t, privacy=prep.job.privacy)
@@ -309,6 +317,7 @@ def secure_server(prep: Prepared, endpoint: Endpoint) -> PassiveSecureServer:
         noise_seed=prep.job.job.seed + 2,  # in-process reference run: P's seeds from the job's
         party=prep.names[1],
         floor=prep.floors[1],
+        executor=executor,
     )
     return PassiveSecureServer(
         endpoint=endpoint,
