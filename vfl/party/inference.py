@@ -97,8 +97,13 @@ def load_head(shard: Shard, data: ActiveData, plan: JobPlan) -> ActiveHead:
         items=TableTensors.from_table(data.items),
         kind=data.kind,
     )
-    head = ActiveHead(inputs, plan.model, n_users=len(local))
-    head.load_state_dict(shard.state_dict("head.pt"))
+    state = shard.state_dict("head.pt")
+    # a head trained with partners holds one "unknown user" vector a_k per partner; the
+    # shard's users are all known to the partner, so a_k is kept but never used here
+    absent = state.get("partners.absent")
+    n_partners = 0 if absent is None else int(absent.shape[0])
+    head = ActiveHead(inputs, plan.model, n_users=len(local), n_partners=n_partners)
+    head.load_state_dict(state)
     head.eval()
     return head
 
