@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import tiny_parties
 from tests.partner_helpers import run_partners, tiny_plan
-from vfl.party.partners import UserScope
+from vfl.party.partners import UserScope, UserUniverse, partner_groups
 from vfl.protocol.options import Mode
+from vfl.training.loop import group_rows
 
 # main @ 4dbb45a, train_active(active, plan, channel, alignment, ...), both modes alike
 FROZEN = {
@@ -55,3 +57,36 @@ def test_with_e_only_users_the_model_changes_and_scores_them(tmp_path: Path) -> 
     got = run.metrics["split_encrypted"]
     assert run.metrics["users"] == 40 and run.metrics["aligned_users"] == 30
     assert got["loss_curve"] != pytest.approx(FROZEN["loss_curve"], abs=1e-3)
+    # ... and reported per group: P's 30 users and E's 10 others, every test user in one group
+    groups = got["groups"]
+    assert set(groups) == {"known_to_all", "e_only"}
+    assert (
+        groups["known_to_all"]["test_users"] + groups["e_only"]["test_users"]
+        == (run.metrics["test_users"])
+    )
+    assert 0 < groups["e_only"]["test_users"] <= 10
+    assert 0 < groups["known_to_all"]["test_users"] <= 30
+    for g in groups.values():
+        assert 0.0 <= g["hr@5"] <= 1.0 and 0.0 <= g["auc"] <= 1.0
+
+
+def test_users_are_grouped_by_how_many_partners_know_them() -> None:
+    # Prepare: five users of E; partner a knows 0, 1, 2; partner b knows 1, 3
+    users = UserUniverse(
+        ids=np.array(["u0", "u1", "u2", "u3", "u4"]),
+        rows=np.arange(5),
+        positions=(np.array([0, 1, 2, -1, -1]), np.array([-1, 0, -1, 1, -1])),
+    )
+    # Execute
+    groups = partner_groups(users)
+    # Assert: u1 by both, u0/u2/u3 by one, u4 by none
+    assert np.flatnonzero(groups["known_to_all"]).tolist() == [1]
+    assert np.flatnonzero(groups["known_to_some"]).tolist() == [0, 2, 3]
+    assert np.flatnonzero(groups["e_only"]).tolist() == [4]
+    # and the test list's rows of each group (users 4, 1, 4, 0: rows 0 and 2 are E-only)
+    rows = group_rows(groups, np.array([4, 1, 4, 0]))
+    assert {g: r.tolist() for g, r in rows.items()} == {
+        "known_to_all": [1],
+        "known_to_some": [3],
+        "e_only": [0, 2],
+    }

@@ -76,6 +76,23 @@ def test_report_without_phases_writes_no_phase_plot(tmp_path: Path) -> None:
     assert "phases.png" not in md
 
 
+def test_report_has_a_row_per_user_group_of_the_federated_model(tmp_path: Path) -> None:
+    # Prepare: the encrypted run scored P's users and E's users P does not know
+    row = _row(0.8, 0.7)
+    metrics = {"hr@10": 0.5, "ndcg@10": 0.3, "auc": 0.81, "logloss": 0.2}
+    row["groups"] = {
+        "known_to_all": {**metrics, "test_users": 90},
+        "e_only": {**metrics, "hr@10": 0.41, "test_users": 12},
+    }
+    results = {"models": {"e_alone": _row(0.7, 0.6), "split_encrypted": row}}
+    # Execute
+    md = write_report(results, tmp_path).read_text()
+    # Assert: one line per group, with its users and metrics
+    assert "| split_encrypted | known to every partner | 90 | 0.5000 | 0.3000 | 0.8100 |" in md
+    assert "| split_encrypted | known to no partner (E-only path) | 12 | 0.4100 |" in md
+    assert md.count("| e_alone | known") == 0
+
+
 def test_report_shows_stopping_validation_curves_and_quality_beside_standard_models(
     tmp_path: Path,
 ) -> None:

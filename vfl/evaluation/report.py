@@ -145,6 +145,35 @@ def _cold_start_lines(models: dict[str, Any], k: int) -> list[str]:
     return lines
 
 
+_GROUP_TITLES = {
+    "known_to_all": "known to every partner",
+    "known_to_some": "known to some partners",
+    "e_only": "known to no partner (E-only path)",
+}
+
+
+def _group_lines(models: dict[str, Any], k: int) -> list[str]:
+    """Table of the test metrics per group of E's users (which partners know them)."""
+    rows = {name: r["groups"] for name, r in models.items() if r.get("groups")}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Test users by which partners know them (E trains and scores all of its users; a "
+        "user a partner does not know gets that partner's learned stand-in vector):",
+        "",
+        f"| model | group | test users | HR@{k} | NDCG@{k} | AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, groups in rows.items():
+        for g, m in groups.items():
+            lines.append(
+                f"| {name} | {_GROUP_TITLES.get(g, g)} | {m['test_users']} | "
+                f"{m[f'hr@{k}']:.4f} | {m[f'ndcg@{k}']:.4f} | {m['auc']:.4f} |"
+            )
+    return lines
+
+
 def _phase_lines(phases: list[dict[str, Any]]) -> list[str]:
     """Table of wall time and bytes per phase of the federated run."""
     lines = ["", "| phase | seconds | bytes sent by E | bytes received by E |", "|---|---|---|---|"]
@@ -225,6 +254,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
             + _same_model_note(results),
         ]
     lines += _cold_start_lines(models, k)
+    lines += _group_lines(models, k)
     if all("valid_ndcg_curve" in r for r in models.values()):
         plot_validation(models, k, out_dir / "validation_curves.png")
         lines += training_lines(models, k)

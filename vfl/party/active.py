@@ -30,7 +30,7 @@ from vfl.party.common import (
     party_executor,
 )
 from vfl.party.exporting import ShardExporter, shard_blobs
-from vfl.party.partners import Partner, UserScope, UserUniverse
+from vfl.party.partners import Partner, UserScope, UserUniverse, partner_groups
 from vfl.party.resume import (
     Position,
     align_or_resume,
@@ -223,7 +223,9 @@ def train_active(
     try:
         for p in peers:
             p.peer.setup()
-        result = _fit(model, split, plan, (epochs, progress, meter), store, start, secret.sample)
+        result = _fit(
+            model, split, plan, (epochs, progress, meter), store, start, secret.sample, users
+        )
         metrics = {
             "job": plan.job.name,
             "aligned_users": int(np.count_nonzero(np.any(np.stack(users.positions) >= 0, 0))),
@@ -274,10 +276,12 @@ def _fit(
     store: CheckpointStore | None,
     start: Checkpoint | None,
     sample_seed: int,
+    users: UserUniverse,
 ) -> FitResult:
     """The training loop (``run``: epochs, progress, meter), from ``start`` if given,
     checkpointing into ``store`` if given. The user order comes from the job seed; the
-    negatives and the defence's noise from ``sample_seed``, E's own secret."""
+    negatives and the defence's noise from ``sample_seed``, E's own secret. Test metrics are
+    also reported per group of ``users`` (:func:`~vfl.party.partners.partner_groups`)."""
     epochs, progress, meter = run
     t = plan.train
     batcher = UserBatcher(
@@ -297,6 +301,7 @@ def _fit(
         progress=progress,
         start=None if start is None else restore_active(start, model),
         on_step=None if store is None else lambda s: save_active_step(store, model, s),
+        groups=partner_groups(users),
     )
 
 

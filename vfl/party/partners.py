@@ -76,3 +76,21 @@ class UserUniverse:
         return Alignment(
             ids=self.ids, active_rows=self.rows, passive_rows=np.full(len(self), -1, np.int64)
         )
+
+
+KNOWN_TO_ALL, KNOWN_TO_SOME, E_ONLY = "known_to_all", "known_to_some", "e_only"
+
+
+def partner_groups(users: UserUniverse) -> dict[str, np.ndarray]:
+    """E's users by how many partners know them (a bool per user of ``users`` each):
+    ``known_to_all``, ``known_to_some`` (only with two or more partners) and ``e_only`` (no
+    partner: scored through the ``a_k`` path). Groups that hold no user are left out."""
+    known = np.stack(users.positions) >= 0 if users.positions else np.zeros((0, len(users)), bool)
+    count = known.sum(axis=0)
+    n = len(users.positions)
+    groups = {
+        KNOWN_TO_ALL: count == n,
+        KNOWN_TO_SOME: (count > 0) & (count < n),
+        E_ONLY: count == 0,
+    }
+    return {g: mask for g, mask in groups.items() if mask.any()}

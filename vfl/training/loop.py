@@ -12,7 +12,7 @@ the selected epoch.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -39,6 +39,8 @@ class EpochRecord:
     test: RankingMetrics
     seconds: float
     test_cold: RankingMetrics | None = None  # the cold-start users of the test list
+    # per user group of the test list (E's users by which partners know them), non-empty ones
+    test_groups: dict[str, RankingMetrics] = field(default_factory=dict)
 
 
 class StopReason(Enum):
@@ -102,6 +104,7 @@ class FitResult:
     history: list[EpochRecord] = field(default_factory=list)
     train_seconds: float = 0.0
     cold_max_train_positives: int = 0
+    group_test_users: dict[str, int] = field(default_factory=dict)  # test users per group
     stopped: StopReason = StopReason.MAX_EPOCHS
 
     @property
@@ -132,6 +135,22 @@ def _test_metrics(
     """Metrics of all test users and of the cold-start group (None when it is empty)."""
     cold_metrics = evaluate_candidates(probs[cold.rows], k) if cold.size else None
     return evaluate_candidates(probs, k), cold_metrics
+
+
+def group_rows(groups: Mapping[str, np.ndarray], test_users: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of the test list per user group (``groups[g]``: a bool per user), non-empty only.
+
+    Raises:
+        ValueError: a group's mask does not cover every user of the test list.
+    """
+    rows: dict[str, np.ndarray] = {}
+    for name, mask in groups.items():
+        if len(test_users) and int(test_users.max()) >= len(mask):
+            raise ValueError(f"group '{name}' has {len(mask)} users, the test list more")
+        at = np.flatnonzero(np.asarray(mask, bool)[test_users])
+        if at.size:
+            rows[name] = at
+    return rows
 
 
 ProgressFn = Callable[[str, EpochRecord], None]
@@ -186,6 +205,7 @@ def _record(d: dict[str, Any]) -> EpochRecord:
         test=RankingMetrics(**d["test"]),
         seconds=d["seconds"],
         test_cold=None if cold is None else RankingMetrics(**cold),
+        test_groups={g: RankingMetrics(**m) for g, m in d.get("test_groups", {}).items()},
     )
 
 
@@ -205,6 +225,7 @@ def fit(
     progress: ProgressFn | None = None,
     start: LoopState | None = None,
     on_step: StepFn | None = None,
+    groups: Mapping[str, np.ndarray] | None = None,
 ) -> FitResult:
     """Train ``model`` until ``stop`` says so, evaluating validation and test after each epoch.
 
@@ -213,10 +234,13 @@ def fit(
     comes from the batcher's public ``order_seed``, the job seed).
     With ``start`` (from a checkpoint) training continues exactly where that state stood,
     drawing the same user order and negatives as an uninterrupted run of the same ``seed``.
+    ``groups`` (a bool per user for each named group) adds each group's test metrics.
     """
     rng = np.random.default_rng(seed)
     cold = cold_start_group(split.train_users, split.test.users, split.n_users, cold_quantile)
     result = FitResult(name=model.name, cold_max_train_positives=cold.max_train_positives)
+    at_group = group_rows(groups or {}, split.test.users)
+    result.group_test_users = {g: len(r) for g, r in at_group.items()}
     state = start or LoopState(epoch_rng=dict(rng.bit_generator.state))
     result.history = list(state.history)
     began = time.perf_counter()
@@ -224,8 +248,11 @@ def fit(
         t0 = time.perf_counter()
         loss = _train_epoch(model, batcher, rng, state, on_step)
         valid = evaluate(model, split.valid, step=state.step, k=k)
-        test, test_cold = _test_metrics(score(model, split.test, step=state.step), cold, k)
-        record = EpochRecord(state.epoch, loss, valid, test, time.perf_counter() - t0, test_cold)
+        probs = score(model, split.test, step=state.step)
+        test, test_cold = _test_metrics(probs, cold, k)
+        per_group = {g: evaluate_candidates(probs[r], k) for g, r in at_group.items()}
+        seconds = time.perf_counter() - t0
+        record = EpochRecord(state.epoch, loss, valid, test, seconds, test_cold, per_group)
         result.history.append(record)
         state.history.append(record)
         state.epoch, state.position = state.epoch + 1, 0

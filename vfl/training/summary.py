@@ -23,9 +23,20 @@ def summarise(result: FitResult) -> dict[str, Any]:
             }
         }
     )
+    groups = (
+        {
+            "groups": {
+                g: {**m.as_dict(), "test_users": result.group_test_users.get(g, 0)}
+                for g, m in best.test_groups.items()
+            }
+        }
+        if best.test_groups
+        else {}
+    )
     return {
         **best.test.as_dict(),
         **cold,
+        **groups,
         "valid": best.valid.as_dict(),
         "best_epoch": best.epoch,
         "epochs_trained": len(result.history),
