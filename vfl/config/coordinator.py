@@ -6,6 +6,7 @@ Example::
     bind = "127.0.0.1:50051"
     job = "synthetic-pilot"
     parties = ["shop", "payments"]   # certificate common names allowed in this job
+    active = "shop"                  # E; required with three or more parties (see below)
     ca = "certs/ca.pem"
     cert = "certs/coordinator.pem"
     key = "certs/coordinator.key"
@@ -15,6 +16,11 @@ Example::
 
 Paths are relative to the config file's directory and are absolute in the loaded model. The
 coordinator holds no data: only the job name, the party identities and its own TLS files.
+
+``active`` names E, the party that every passive party works with. The relay then keeps the
+passive parties apart: each sees and reaches only E and itself (its join, heartbeat and
+status replies name no other partner, and a frame to another partner is refused as one to a
+name outside the job). It is required with three or more parties and optional with two.
 
 ``state`` is the small JSON file in which the coordinator records which parties finished the
 job (:mod:`vfl.transport.board_state`), so a coordinator restarted with the same command
@@ -58,6 +64,7 @@ class CoordinatorSection(BaseModel):
     bind: BindAddress = "127.0.0.1:50051"
     job: str = Field(min_length=1)
     parties: tuple[str, ...] = Field(min_length=2)
+    active: str | None = None
     ca: ConfigPath
     cert: ConfigPath
     key: ConfigPath
@@ -86,6 +93,18 @@ class CoordinatorSection(BaseModel):
         if repeated:
             raise rule_error(
                 f"party '{repeated[0]}' is listed twice", "list each party once", "parties"
+            )
+        if self.active is not None and self.active not in self.parties:
+            raise rule_error(
+                f"active party '{self.active}' is not in parties {list(self.parties)}",
+                "set active to E's name as listed in parties",
+                "active",
+            )
+        if self.active is None and len(self.parties) > 2:
+            raise rule_error(
+                f"{len(self.parties)} parties and no active party",
+                f'name E, which every passive party works with, e.g. active = "{self.parties[0]}"',
+                "active",
             )
         return self
 

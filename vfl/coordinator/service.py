@@ -78,6 +78,7 @@ def run_coordinator(
             capture=capture,
             state_file=section.state,
             plan_fingerprint="" if plan is None else plan.fingerprint(),
+            active=section.active,
         )
         signalled: list[int] = []
         stack.enter_context(_stop_on_signals(stop, signalled))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -208,13 +209,13 @@ class JobBoard:
         else:
             self.save_error = None
 
-    def status(self) -> dict[str, PartyStatus]:
-        """Every party's age and latest report."""
+    def status(self, only: Collection[str] | None = None) -> dict[str, PartyStatus]:
+        """Every party's age and latest report (of the parties in ``only``, if given)."""
         now = time.monotonic()
         with self._lock:
             seen = dict(self._seen)
         out: dict[str, PartyStatus] = {}
-        for name in sorted(self._parties):
+        for name in sorted(self._parties if only is None else self._parties & set(only)):
             if name not in seen:
                 out[name] = PartyStatus(age_s=None)
                 continue
@@ -223,16 +224,18 @@ class JobBoard:
             out[name] = PartyStatus(now - at, hb.phase, hb.state, hb.progress, error)
         return out
 
-    def encode_status(self) -> bytes:
-        """The heartbeat reply: each party's :meth:`PartyStatus.reply_entry` (no progress)."""
-        parties = {name: s.reply_entry() for name, s in self.status().items()}
+    def encode_status(self, only: Collection[str] | None = None) -> bytes:
+        """The heartbeat reply: each party's :meth:`PartyStatus.reply_entry` (no progress),
+        of the parties in ``only`` if given (those the asking party may see)."""
+        parties = {name: s.reply_entry() for name, s in self.status(only).items()}
         return json.dumps({"job": self.job, "parties": parties}).encode()
 
-    def encode_view(self, caller: str) -> bytes:
+    def encode_view(self, caller: str, only: Collection[str] | None = None) -> bytes:
         """The ``vfl status`` reply for ``caller``: the heartbeat reply plus ``progress``, in
-        full for ``caller``'s own entry, only :data:`PEER_VISIBLE` for the others'."""
+        full for ``caller``'s own entry, only :data:`PEER_VISIBLE` for the others' (of the
+        parties in ``only`` if given)."""
         parties: dict[str, dict[str, Any]] = {}
-        for name, s in self.status().items():
+        for name, s in self.status(only).items():
             shown = {k: v for k, v in s.progress.items() if name == caller or k in PEER_VISIBLE}
             parties[name] = {**s.reply_entry(), "progress": shown}
         return json.dumps({"job": self.job, "parties": parties}).encode()

@@ -21,6 +21,13 @@ the framing of :mod:`vfl.transport.framing`):
 
 Every RPC names the job; a frame or request for any job but the one served is refused.
 
+With ``active`` (E, the party every passive party works with) the relay keeps the passive
+parties apart: a passive party's join, heartbeat and status replies name only E and itself,
+and a frame it sends to, or a poll it makes for, any party but E is refused exactly as one
+for a name outside the job, so a partner learns nothing of another partner from the relay,
+not even that it exists. E sees every party. Without ``active`` (two parties) every party
+sees the other.
+
 The relay reads headers only; bodies are never decoded. What the coordinator learns is exactly
 :meth:`RelayServer.stats`: bytes per (sender, recipient) pair, plus timing. Mailboxes live in
 memory: frames not yet received are lost if the coordinator restarts, and the parties resume
@@ -199,8 +206,10 @@ class RelayServer:
         capture: BinaryIO | None = None,
         state_file: Path | None = None,
         plan_fingerprint: str = "",
+        active: str | None = None,
     ) -> None:
         """``capture``, if given, receives a copy of every relayed frame (for audits/tests).
+        ``active``, if given, is the one party the others may reach (see the module docstring).
 
         ``state_file``, if given, keeps the board's finished parties across restarts for this
         job and ``plan_fingerprint`` (see :class:`~vfl.transport.board.JobBoard`).
@@ -210,6 +219,9 @@ class RelayServer:
         """
         if mailbox_limit_bytes <= 0 or max_poll_s <= 0:
             raise ValueError("mailbox_limit_bytes and max_poll_s must be positive")
+        if active is not None and active not in allowed_parties:
+            raise ValueError(f"active party '{active}' is not one of {sorted(allowed_parties)}")
+        self._active = active
         self._bind = bind
         self.job_id, self._plan = job_id, plan
         self.board = JobBoard(
@@ -269,6 +281,20 @@ class RelayServer:
             self._server.stop(grace_s).wait()
             self._server = None
 
+    def visible(self, caller: str) -> frozenset[str]:
+        """The parties ``caller`` may reach and see: all for E (or without ``active``),
+        E and itself for a passive party."""
+        if self._active is None or caller == self._active:
+            return self._allowed
+        return frozenset({self._active, caller})
+
+    def _unreachable(self, context: Any, caller: str, name: str, role: str) -> None:
+        """Abort as for a name outside the job, whether or not ``name`` is another partner."""
+        if name not in self.visible(caller):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{role} '{name}' is not a party of this job"
+            )
+
     def stats(self) -> dict[tuple[str, str], int]:
         """Frame bytes relayed per (sender, recipient): all the relay learns besides timing."""
         return self._boxes.byte_counts()
@@ -318,11 +344,7 @@ class RelayServer:
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"party '{caller}' sent a frame claiming to be from '{header.sender}'",
             )
-        if header.recipient not in self._allowed:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"recipient '{header.recipient}' is not a party of this job",
-            )
+        self._unreachable(context, caller, header.recipient, "recipient")
         if not self._boxes.put(header, frame):
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -337,6 +359,7 @@ class RelayServer:
         except FrameError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self._check_job(req.job, context)
+        self._unreachable(context, caller, req.sender, "sender")
         wait = min(req.wait_s, self._max_poll_s)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -361,7 +384,7 @@ class RelayServer:
         if fields.get("job"):
             self._check_job(fields["job"], context)
         self.board.join(caller)
-        reply = {"job": self.job_id, "parties": sorted(self._allowed), "plan": self._plan}
+        reply = {"job": self.job_id, "parties": sorted(self.visible(caller)), "plan": self._plan}
         return json.dumps(reply).encode()
 
     def _heartbeat(self, request: bytes, context: Any) -> bytes:
@@ -372,8 +395,9 @@ class RelayServer:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self._check_job(beat.job, context)
         self.board.beat(caller, beat)
-        return self.board.encode_status()
+        return self.board.encode_status(self.visible(caller))
 
     def _status(self, request: bytes, context: Any) -> bytes:
         """The board as JSON ``{job, parties}``; the caller's own entry is left untouched."""
-        return self.board.encode_view(self._caller(context))
+        caller = self._caller(context)
+        return self.board.encode_view(caller, self.visible(caller))
