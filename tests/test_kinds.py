@@ -39,8 +39,8 @@ def _with_party_line(data: Path, name: str, old: str, new: str) -> Path:
 
 
 def test_the_two_kinds_are_the_files_of_parties() -> None:
-    assert kind_names() == ("ecommerce", "payments")
-    assert [load_kind(n).name for n in kind_names()] == ["ecommerce", "payments"]
+    assert kind_names() == ("ecommerce", "logistics", "payments")
+    assert [load_kind(n).name for n in kind_names()] == ["ecommerce", "logistics", "payments"]
 
 
 def test_generated_configs_name_their_kind_and_declare_its_schema(data: Path) -> None:

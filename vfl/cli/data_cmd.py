@@ -33,6 +33,12 @@ def synth(
     overlap: float = typer.Option(0.8, "--overlap", help="Fraction of the union held by both."),
     seed: int = typer.Option(7, "--seed", help="Random seed (output is deterministic in it)."),
     fmt: FileFormat = typer.Option(FileFormat.CSV, "--format", help="File format."),
+    parties: int = typer.Option(
+        2, "--parties", help="2, or 3 to add a logistics partner (l_users, l_party.toml)."
+    ),
+    third_share: float = typer.Option(
+        0.5, "--third-share", help="With --parties 3: the share of the union the third knows."
+    ),
 ) -> None:
     """Generate synthetic e-commerce (E) + payment (P) data with a known ground truth."""
     from vfl.data.synthetic_writer import generate_synthetic
@@ -40,7 +46,17 @@ def synth(
     _check_range("--users", users, 4, None)
     _check_range("--items", items, 30, None)
     _check_range("--overlap", overlap, 0.001, 1.0)
-    s = generate_synthetic(out, users=users, items=items, overlap=overlap, seed=seed, fmt=fmt)
+    _check_range("--parties", parties, 2, 3)
+    _check_range("--third-share", third_share, 0.001, 1.0)
+    s = generate_synthetic(
+        out,
+        users=users,
+        items=items,
+        overlap=overlap,
+        seed=seed,
+        fmt=fmt,
+        third_party=third_share if parties == 3 else None,
+    )
     typer.echo(
         f"synthetic: {s.n_union} customers, {s.n_shared} shared "
         f"({s.n_shared / s.n_union:.0%}); E {s.n_e_users} users, P {s.n_p_users} users; "

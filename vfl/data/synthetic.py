@@ -24,7 +24,13 @@ Generative model (all coefficients live in :class:`Coefficients` and are written
    ``instalment_rate`` and card type driven by ``pi_u``; ``txn_per_month`` from ``alpha_u``;
    account age; ``spend_share_<cat>`` for categories 4..7 from ``3 txn + 20`` multinomial draws;
    region (pure noise).
-6. **Ids**. A fraction ``overlap`` of the union is held by both parties, the rest is split evenly
+6. **L features** (an optional third organisation, a logistics partner; ``--parties 3``):
+   ``parcel_share_<cat>`` for categories 2..5 from ``2 deliveries + 20`` multinomial draws;
+   ``deliveries_per_month`` from ``alpha_u``; ``express_rate`` and ``avg_parcel_value`` driven
+   by ``pi_u`` (more weakly than P's); returns rate, account age, delivery slot (noise) and
+   locker use. L knows a random ``third_overlap`` share of the union, drawn from its own
+   random stream so that E's and P's files are those of the two-party data of the same seed.
+7. **Ids**. A fraction ``overlap`` of the union is held by both parties, the rest is split evenly
    into E-only and P-only customers. E writes ``user00042@example.com``; P writes the same customer
    as ``"  USER00042@EXAMPLE.COM "`` -- both configs say ``strip = true, case = "lower"``.
 
@@ -41,6 +47,7 @@ import pandas as pd
 CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books", "grocery", "toys")
 E_CATEGORIES = (0, 1, 2, 3)  # category shares E can observe (browsing)
 P_CATEGORIES = (4, 5, 6, 7)  # category shares P can observe (offline card spend)
+L_CATEGORIES = (2, 3, 4, 5)  # category shares L can observe (what its parcels hold)
 BASE_LOG_PRICE = (5.0, 3.8, 4.3, 3.2, 4.0, 2.8, 2.4, 3.4)  # per category, log of currency units
 START_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
 WINDOW_SECONDS = 182 * 24 * 3600
@@ -236,6 +243,34 @@ def p_user_features(
     ]
     table["region"] = rng.choice(["north", "south", "east", "west", "central"], n)
     return pd.DataFrame(table)
+
+
+def l_user_features(
+    rng: np.random.Generator, lat: Latents, users: np.ndarray, coef: Coefficients
+) -> pd.DataFrame:
+    """L's delivery table for union rows ``users`` (without the id column)."""
+    act, pi, n = lat.activity[users], lat.price_affinity[users], len(users)
+    noise = rng.standard_normal((n, 3))
+    deliveries = rng.poisson(np.exp(1.2 + 0.5 * act))
+    shares = _shares(rng, lat.theta[users], 2 * deliveries + 20, coef.share_mix)
+    express = 1 / (1 + np.exp(-(-1.2 + 0.7 * pi + 0.5 * noise[:, 0])))
+    table = {
+        "deliveries_per_month": deliveries,
+        "express_rate": np.round(express, 4),
+        "avg_parcel_value": np.round(np.exp(3.0 + 0.5 * pi + 0.35 * noise[:, 1]), 2),
+        "returns_rate": np.round(rng.beta(2.0, 12.0, n), 4),
+        "account_age_days": rng.integers(30, 3650, n),
+    }
+    for c in L_CATEGORIES:
+        table[f"parcel_share_{CATEGORIES[c]}"] = np.round(shares[:, c], 4)
+    table["delivery_slot"] = rng.choice(["morning", "afternoon", "evening"], n)
+    table["locker_user"] = np.where(act + noise[:, 2] > 0.5, "yes", "no")
+    return pd.DataFrame(table)
+
+
+def l_user_id(u: int, width: int) -> str:
+    """L's raw id of union user ``u``: E's id in upper case with a trailing space."""
+    return f"{e_user_id(u, width).upper()} "
 
 
 def assign_groups(rng: np.random.Generator, n: int, overlap: float) -> dict[str, np.ndarray]:

@@ -12,11 +12,21 @@ import numpy as np
 import pandas as pd
 
 from vfl.data import synthetic as model
-from vfl.data.party_files import FileFormat, two_party_files, write_party_dir
+from vfl.data.party_files import (
+    EntityFile,
+    FileFormat,
+    PartyFiles,
+    data_file_name,
+    two_party_files,
+    write_party_config,
+    write_party_dir,
+    write_table,
+)
 from vfl.data.synthetic import (
     BASE_LOG_PRICE,
     CATEGORIES,
     E_CATEGORIES,
+    L_CATEGORIES,
     P_CATEGORIES,
     Catalogue,
     Coefficients,
@@ -26,6 +36,8 @@ from vfl.data.synthetic import (
     e_user_features,
     e_user_id,
     id_width,
+    l_user_features,
+    l_user_id,
     make_catalogue,
     oracle_ranking,
     p_user_features,
@@ -120,6 +132,45 @@ def build_tables(
     return tables, oracle
 
 
+THIRD_PARTY = "logistics"  # the third organisation's name and kind (parties/logistics.py)
+
+
+def write_third_party(
+    out_dir: Path,
+    lat: Latents,
+    coef: Coefficients,
+    *,
+    seed: int,
+    share: float,
+    fmt: FileFormat,
+) -> tuple[np.ndarray, dict[str, Path]]:
+    """L's table of a random ``share`` of the union and ``l_party.toml``; L's union rows.
+
+    L's draws come from a stream of its own (``[seed, 3]``), so E's and P's files are those
+    of the two-party data of the same seed.
+    """
+    rng = np.random.default_rng([seed, 3])
+    n = len(lat.activity)
+    rows = rng.permutation(rng.choice(n, round(share * n), replace=False))
+    table = l_user_features(rng, lat, rows, coef)
+    table.insert(0, "user_id", [l_user_id(u, id_width(n)) for u in rows])
+    schema = load_kind(THIRD_PARTY).users
+    spec = EntityFile(
+        data_file_name("l_users", fmt), schema.id_column, schema.numeric, schema.categorical
+    )
+    party = PartyFiles(name=THIRD_PARTY, role="passive", users=spec, kind=THIRD_PARTY)
+    paths = {
+        "l_users": write_table(
+            table,
+            out_dir / spec.path,
+            fmt,
+            features=[spec.id_column, *schema.numeric, *schema.categorical],
+        ),
+        "l_party": write_party_config(out_dir / "l_party.toml", party),
+    }
+    return np.sort(rows), paths
+
+
 def generate_synthetic(
     out_dir: Path,
     *,
@@ -129,16 +180,21 @@ def generate_synthetic(
     seed: int = 7,
     fmt: FileFormat = FileFormat.CSV,
     coef: Coefficients | None = None,
+    third_party: float | None = None,
 ) -> SyntheticSummary:
     """Generate the dataset into ``out_dir`` (created) and return counts, oracle and paths.
 
     ``users`` is the size of the union of both parties' customers, ``0 < overlap <= 1``.
+    ``third_party``: also write a logistics partner knowing that share of the union
+    (``l_users``, ``l_party.toml``; :func:`write_third_party`).
 
     Raises:
-        ValueError: if a size or the overlap is out of range.
+        ValueError: if a size, the overlap or the third party's share is out of range.
     """
     if users < 4 or items < 30 or not 0.0 < overlap <= 1.0:
         raise ValueError("need users >= 4, items >= 30 and 0 < overlap <= 1")
+    if third_party is not None and not 0.0 < third_party <= 1.0:
+        raise ValueError("the third party's share of the users must be in (0, 1]")
     coef, rng = coef or Coefficients(), np.random.default_rng(seed)
     lat, cat = sample_latents(rng, users, coef), make_catalogue(rng, items, coef)
     groups = assign_groups(rng, users, overlap)
@@ -159,6 +215,17 @@ def generate_synthetic(
     )
     truth = {"seed": seed, "overlap": overlap, "oracle": asdict(oracle)}
     truth |= _ground_truth(lat, cat, groups, coef)
+    if third_party is not None:
+        l_rows, l_paths = write_third_party(
+            Path(out_dir), lat, coef, seed=seed, share=third_party, fmt=fmt
+        )
+        paths |= l_paths
+        truth["third_party"] = {
+            "name": THIRD_PARTY,
+            "share": third_party,
+            "l_categories": list(L_CATEGORIES),
+            "users": l_rows.tolist(),
+        }
     paths["ground_truth"] = Path(out_dir) / "ground_truth.json"
     atomic_write_json(paths["ground_truth"], truth, indent=None)
     return SyntheticSummary(
