@@ -44,14 +44,19 @@ from vfl.party.resume import (
 from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
-from vfl.protocol.secure_layer import ActiveShare, check_floor, generate_keys, initial_rotation
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.storage import atomic_write_json
 from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
 from vfl.training.loop import FitResult, LoopState, ProgressFn, StopRule, fit
 from vfl.training.recommenders import ActiveInputs
-from vfl.training.secure import FederatedRecommender, PartnerPeer, layer_settings
+from vfl.training.secure import (
+    FederatedRecommender,
+    LayerParty,
+    PartnerPeer,
+    active_share,
+    layer_settings,
+)
 from vfl.training.summary import summarise
 
 
@@ -387,19 +392,12 @@ def _passive_peer(
     The rotation comes from ``seed``, drawn from E's own secret, not the job seed P knows
     too. A resumed run makes no initial shares: ``U`` is restored from its checkpoint.
     """
-    m, settings = plan.model, layer_settings(plan.train, privacy=plan.privacy)
-    floor = permission[2]
-    check_floor(settings, floor, party=permission[1])  # before E's key pair exists
-    rng = np.random.default_rng(seed)
-    rotation = initial_rotation(m.passive_out, settings.scales, rng) if fresh else None
-    share = ActiveShare(
-        u=np.zeros((m.passive_out, m.interactive_out), dtype=object),  # U0 made at setup
-        rotation=rotation,
-        settings=settings,
-        keys=generate_keys(settings),
-        allow_plaintext=permission[0],
-        party=permission[1],
-        floor=floor,
+    allow_plaintext, party, floor = permission
+    share = active_share(
+        plan.model,
+        layer_settings(plan.train, privacy=plan.privacy),
+        LayerParty(party, allow_plaintext, floor),
+        rotation_seed=seed if fresh else None,
         executor=executor,
     )
     return SecurePassivePeer(SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout), share)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vfl.checkpoint import Checkpoint, CheckpointStore
@@ -38,11 +37,10 @@ from vfl.party.resume import (
 from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
-from vfl.protocol.secure_layer import PassiveShare, check_floor, generate_keys, initial_factor
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.storage import atomic_write_json
 from vfl.training.inputs import TableTensors
-from vfl.training.secure import layer_settings
+from vfl.training.secure import LayerParty, layer_settings, passive_share
 
 
 def run_passive(
@@ -142,19 +140,12 @@ def serve_passive(
     with TORCH_INIT_LOCK:
         torch.manual_seed(seed % 2**32)
         bottom = load_kind(data.kind).bottom(BottomInputs(features), m)
-    settings = layer_settings(t, privacy=plan.privacy)
-    check_floor(settings, floor, party=party)  # before P's key pair exists
-    d, h = m.passive_out, m.interactive_out
-    factor = initial_factor(d, h, settings.scales, np.random.default_rng(seed + 1))
-    share = PassiveShare(
-        v=np.zeros((d, h), dtype=object),  # V0 made at setup, or restored from ``start``
-        factor=factor if start is None else None,
-        settings=settings,
-        keys=generate_keys(settings),
-        allow_plaintext=allow_plaintext,
-        party=party,
+    share = passive_share(
+        m,
+        layer_settings(t, privacy=plan.privacy),
+        LayerParty(party, allow_plaintext, floor),
+        factor_seed=seed + 1 if start is None else None,
         noise_seed=seed + 2,  # P's own secret stream, like its bottom model and V
-        floor=floor,
         executor=executor,
     )
     server = PassiveSecureServer(

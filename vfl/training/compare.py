@@ -28,12 +28,7 @@ from vfl.protocol.endpoint import Endpoint
 from vfl.protocol.options import SecurityFloor
 from vfl.protocol.plain_split import PassivePeer, PassivePlainServer
 from vfl.protocol.secure_layer import (
-    ActiveShare,
-    PassiveShare,
     check_floor,
-    generate_keys,
-    initial_factor,
-    initial_rotation,
 )
 from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.storage import atomic_write_json, ensure_dir
@@ -47,7 +42,13 @@ from vfl.training.recommenders import (
     SplitRecommender,
     joined_users,
 )
-from vfl.training.secure import SecureSplitRecommender, layer_settings
+from vfl.training.secure import (
+    LayerParty,
+    SecureSplitRecommender,
+    active_share,
+    layer_settings,
+    passive_share,
+)
 from vfl.training.summary import seed_noise, summarise
 from vfl.transport.channel import InMemoryChannel
 
@@ -275,17 +276,11 @@ def secure_model(
     """E's side of the encrypted split: E's key pair and its rotation of the initial ``W_B``;
     its Paillier batches on ``executor`` (default: the job's local pools)."""
     cfg, t = prep.job.model, prep.job.train
-    settings = layer_settings(t, privacy=prep.job.privacy)
-    rng = np.random.default_rng(prep.job.job.seed)
-    d, h = cfg.passive_out, cfg.interactive_out
-    share = ActiveShare(
-        u=np.zeros((d, h), dtype=object),  # U0 comes from the setup exchange
-        rotation=initial_rotation(d, settings.scales, rng),
-        settings=settings,
-        keys=generate_keys(settings),
-        allow_plaintext=prep.allow_plaintext[0],
-        party=prep.names[0],
-        floor=prep.floors[0],
+    share = active_share(
+        cfg,
+        layer_settings(t, privacy=prep.job.privacy),
+        LayerParty(prep.names[0], prep.allow_plaintext[0], prep.floors[0]),
+        rotation_seed=prep.job.job.seed,  # in-process reference run: E's seeds from the job's
         executor=executor,
     )
     return SecureSplitRecommender(
@@ -304,19 +299,12 @@ def secure_server(
     """P's side of the encrypted split: its bottom model, key pair and factor of ``W_B(0)``;
     its Paillier batches on ``executor`` (default: the job's local pools)."""
     plain = passive_server(prep, endpoint)
-    cfg, t = prep.job.model, prep.job.train
-    settings = layer_settings(t, privacy=prep.job.privacy)
-    rng = np.random.default_rng(prep.job.job.seed + 1)
-    d, h = cfg.passive_out, cfg.interactive_out
-    share = PassiveShare(
-        v=np.zeros((d, h), dtype=object),  # V0 comes from the setup exchange
-        factor=initial_factor(d, h, settings.scales, rng),
-        settings=settings,
-        keys=generate_keys(settings),
-        allow_plaintext=prep.allow_plaintext[1],
+    share = passive_share(
+        prep.job.model,
+        layer_settings(prep.job.train, privacy=prep.job.privacy),
+        LayerParty(prep.names[1], prep.allow_plaintext[1], prep.floors[1]),
+        factor_seed=prep.job.job.seed + 1,
         noise_seed=prep.job.job.seed + 2,  # in-process reference run: P's seeds from the job's
-        party=prep.names[1],
-        floor=prep.floors[1],
         executor=executor,
     )
     return PassiveSecureServer(

@@ -11,15 +11,24 @@ user sends k nothing. E scores the users k does not know with ``a_k``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from vfl.config.job import ModelConfig, PrivacyConfig, TrainConfig
+from vfl.executor import PartyExecutor
 from vfl.models.head import PartnerTerms
-from vfl.protocol.options import Mode
-from vfl.protocol.secure_layer import LayerSettings
+from vfl.protocol.options import Mode, SecurityFloor
+from vfl.protocol.secure_layer import (
+    ActiveShare,
+    LayerSettings,
+    PassiveShare,
+    check_floor,
+    generate_keys,
+    initial_factor,
+    initial_rotation,
+)
 from vfl.protocol.secure_split import SecurePassivePeer
 from vfl.protocol.share_optim import ShareSgdConfig
 from vfl.training.defences import CutGradientDefence, NoDefence
@@ -52,6 +61,91 @@ def layer_settings(
         embedding_noise=privacy.embedding_noise,
         precompute=train.precompute_randomness,
         workers=train.crypto_workers,
+    )
+
+
+@dataclass(frozen=True)
+class LayerParty:
+    """Who holds a share, and what that party's own config allows: its name, its
+    ``allow_plaintext`` and its security floor (checked before its key pair exists)."""
+
+    name: str
+    allow_plaintext: bool = False
+    floor: SecurityFloor = field(default_factory=SecurityFloor)
+
+
+def active_share(
+    model: ModelConfig,
+    settings: LayerSettings,
+    holder: LayerParty,
+    *,
+    rotation_seed: int | None,
+    executor: PartyExecutor | None = None,
+) -> ActiveShare:
+    """E's share of one partner's ``W_B``, with E's key pair for that partner.
+
+    ``rotation_seed`` draws E's secret rotation ``Q`` of a fresh job's ``W_B(0) = Q·G``; it
+    must come from E's own secret (the party processes) -- only an in-process reference run,
+    which holds both parties, may use the job seed. ``None``: no initial shares (a resumed
+    run, whose ``U`` is restored from its checkpoint).
+
+    Raises:
+        SecurityFloorError: ``settings`` are below ``holder``'s floor.
+    """
+    check_floor(settings, holder.floor, party=holder.name)  # before E's key pair exists
+    d, h = model.passive_out, model.interactive_out
+    rotation = (
+        None
+        if rotation_seed is None
+        else initial_rotation(d, settings.scales, np.random.default_rng(rotation_seed))
+    )
+    return ActiveShare(
+        u=np.zeros((d, h), dtype=object),  # U0 comes from the setup exchange
+        rotation=rotation,
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=holder.allow_plaintext,
+        party=holder.name,
+        floor=holder.floor,
+        executor=executor,
+    )
+
+
+def passive_share(
+    model: ModelConfig,
+    settings: LayerSettings,
+    holder: LayerParty,
+    *,
+    factor_seed: int | None,
+    noise_seed: int,
+    executor: PartyExecutor | None = None,
+) -> PassiveShare:
+    """P's share of its ``W_B``, with P's key pair.
+
+    ``factor_seed`` draws P's secret factor ``G`` of a fresh job's ``W_B(0) = Q·G`` (None: a
+    resumed run, ``V`` restored from its checkpoint); ``noise_seed`` seeds P's embedding
+    noise. Both come from P's own secret in the party processes.
+
+    Raises:
+        SecurityFloorError: ``settings`` are below ``holder``'s floor.
+    """
+    check_floor(settings, holder.floor, party=holder.name)  # before P's key pair exists
+    d, h = model.passive_out, model.interactive_out
+    factor = (
+        None
+        if factor_seed is None
+        else initial_factor(d, h, settings.scales, np.random.default_rng(factor_seed))
+    )
+    return PassiveShare(
+        v=np.zeros((d, h), dtype=object),  # V0 comes from the setup exchange
+        factor=factor,
+        settings=settings,
+        keys=generate_keys(settings),
+        allow_plaintext=holder.allow_plaintext,
+        party=holder.name,
+        noise_seed=noise_seed,
+        floor=holder.floor,
+        executor=executor,
     )
 
 
