@@ -12,7 +12,11 @@ from vfl.config.party import PartyConfig
 from vfl.config.plan import JobPlan, load_plan_file
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.errors import ParameterMismatch
-from vfl.party.handshake import handshake, schema_fingerprint
+from vfl.party.handshake import agreed_fields, handshake, schema_fingerprint
+from vfl.party.resume import agree_position
+from vfl.phases import Phase
+from vfl.protocol.messages import Hello, ResumeAt
+from vfl.protocol.recorder import RecordingChannel
 from vfl.transport.channel import InMemoryChannel
 
 
@@ -26,10 +30,10 @@ def configs(tmp_path_factory: pytest.TempPathFactory) -> tuple[PartyConfig, Part
 
 def _both(
     e: tuple[PartyConfig, JobPlan], p: tuple[PartyConfig, JobPlan], p_pin: str | None = None
-) -> dict[str, BaseException | dict[str, object]]:
+) -> dict[str, BaseException | Hello]:
     """Run both sides of the handshake as threads; collect each side's result or error."""
     e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
-    out: dict[str, BaseException | dict[str, object]] = {}
+    out: dict[str, BaseException | Hello] = {}
 
     def side(k: str, ch: InMemoryChannel, cfg: PartyConfig, plan: JobPlan, pin: str | None) -> None:
         try:
@@ -45,8 +49,8 @@ def test_equal_parameters_agree(configs: tuple[PartyConfig, PartyConfig, Path]) 
     e_cfg, p_cfg, job = configs
     plan = load_plan_file(job)
     out = _both((e_cfg, plan), (p_cfg, plan), p_pin=schema_fingerprint(e_cfg))
-    assert isinstance(out["e"], dict) and out["e"]["party"] == "payments"
-    assert isinstance(out["p"], dict) and out["p"]["party"] == "shop"
+    assert isinstance(out["e"], Hello) and out["e"].party == "payments"
+    assert isinstance(out["p"], Hello) and out["p"].party == "shop"
 
 
 def test_key_size_mismatch_names_the_field_on_both_sides(
@@ -74,4 +78,30 @@ def test_same_role_and_pinned_schema_are_checked(
     assert isinstance(out["e"], ParameterMismatch) and "party.role" in str(out["e"])
     out = _both((e_cfg, plan), (p_cfg, plan), p_pin="0" * 64)
     assert isinstance(out["p"], ParameterMismatch) and "schema of shop" in str(out["p"])
-    assert isinstance(out["e"], dict)  # E pinned nothing
+    assert isinstance(out["e"], Hello)  # E pinned nothing
+
+
+def test_the_recorder_sees_the_hello_and_the_resume_position_typed(
+    configs: tuple[PartyConfig, PartyConfig, Path],
+) -> None:
+    # Prepare: P's side recorded, as the protocol's messages are
+    e_cfg, p_cfg, job = configs
+    plan = load_plan_file(job)
+    e_ch, p_end = InMemoryChannel.pair("shop", "payments")
+    p_ch = RecordingChannel(p_end)
+    mine = {"e": (Phase.TRAIN, 12), "p": (Phase.TRAIN, 13)}
+    agreed: dict[str, object] = {}
+
+    def side(k: str, ch: InMemoryChannel | RecordingChannel, cfg: PartyConfig) -> None:
+        handshake(ch, cfg, plan, timeout=5)
+        agreed[k] = agree_position(ch, mine[k], me=cfg.party.name, timeout=5)
+
+    # Execute
+    run_concurrently(side, [("e", e_ch, e_cfg), ("p", p_ch, p_cfg)], timeout=10)
+    # Assert: P received exactly E's hello and E's position, as typed messages
+    assert p_ch.undecodable == []
+    hello, at = p_ch.received
+    assert isinstance(hello, Hello) and hello.party == "shop" and hello.role == "active"
+    assert set(hello.agreed) == set(agreed_fields(p_cfg, plan))
+    assert at == ResumeAt(phase="train", step=12)
+    assert agreed == {"e": (Phase.TRAIN, 12), "p": (Phase.TRAIN, 12)}

@@ -27,7 +27,9 @@ from vfl.config.party import LOCAL_ID_KEYS, PartyConfig, Role
 from vfl.config.plan import JobPlan
 from vfl.errors import ParameterMismatch, ProtocolError, field_differences
 from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.messages import Hello
 from vfl.protocol.secure_layer import SecureScales
+from vfl.protocol.serde import Envelope, decode, encode
 
 
 def agreed_fields(cfg: PartyConfig, plan: JobPlan) -> dict[str, Any]:
@@ -60,34 +62,35 @@ def handshake(
     *,
     timeout: float,
     peer_schema: str | None = None,
-) -> dict[str, Any]:
-    """Exchange and compare agreed parameters with the peer; return the peer's hello.
+) -> Hello:
+    """Exchange and compare agreed parameters with the peer (typed :class:`Hello` messages
+    through the protocol's serde); return the peer's hello.
 
     Raises:
         ParameterMismatch: a field differs (each named, with both values), the roles clash,
             or the peer's schema differs from the pinned ``peer_schema``.
-        ProtocolError: the peer's hello is not the JSON this function sends.
+        ProtocolError: the peer's message is not a hello.
     """
     mine = agreed_fields(cfg, plan)
-    hello = {
-        "party": cfg.party.name,
-        "role": cfg.role.value,
-        "fingerprint": _digest(mine),
-        "agreed": mine,
-        "schema_sha256": schema_fingerprint(cfg),
-    }
-    channel.send(json.dumps(hello).encode())
+    hello = Hello(
+        party=cfg.party.name,
+        role=cfg.role.value,
+        fingerprint=_digest(mine),
+        agreed=mine,
+        schema_sha256=schema_fingerprint(cfg),
+    )
+    channel.send(encode(Envelope(job_id=plan.job.name, seq=0, message=hello)))
     theirs = _parse_hello(channel.recv(timeout), channel.peer)
-    problems = _differences(cfg.party.name, mine, channel.peer, theirs["agreed"])
-    if theirs["role"] == cfg.role.value:
+    problems = _differences(cfg.party.name, mine, channel.peer, theirs.agreed)
+    if theirs.role == cfg.role.value:
         problems.append(
             f"party.role: {cfg.party.name} has '{cfg.role.value}', {channel.peer} has "
-            f"'{theirs['role']}' (one party must be active, the other passive)"
+            f"'{theirs.role}' (one party must be active, the other passive)"
         )
-    if peer_schema is not None and theirs["schema_sha256"] != peer_schema:
+    if peer_schema is not None and theirs.schema_sha256 != peer_schema:
         problems.append(
             f"schema of {channel.peer}: pinned network.peer_schema_sha256 is "
-            f"{peer_schema[:16]}..., {channel.peer} has {str(theirs['schema_sha256'])[:16]}..."
+            f"{peer_schema[:16]}..., {channel.peer} has {str(theirs.schema_sha256)[:16]}..."
         )
     if problems:
         raise ParameterMismatch(
@@ -101,20 +104,20 @@ def _digest(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _parse_hello(data: bytes, peer: str) -> dict[str, Any]:
+def _parse_hello(data: bytes, peer: str) -> Hello:
     try:
-        hello = json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"handshake message from '{peer}' is not JSON: {exc}") from exc
+        hello = decode(data).message
+    except ProtocolError as exc:
+        raise ProtocolError(f"handshake message from '{peer}' is not a hello: {exc}") from exc
     ok = (
-        isinstance(hello, dict)
-        and isinstance(hello.get("agreed"), dict)
-        and hello.get("role") in {r.value for r in Role}
-        and isinstance(hello.get("fingerprint"), str)
+        isinstance(hello, Hello)
+        and isinstance(hello.agreed, dict)
+        and hello.role in {r.value for r in Role}
+        and isinstance(hello.fingerprint, str)
     )
     if not ok:
         raise ProtocolError(f"handshake message from '{peer}' lacks its agreed parameters")
-    return dict(hello)
+    return hello
 
 
 def _differences(me: str, mine: dict[str, Any], peer: str, theirs: dict[str, Any]) -> list[str]:

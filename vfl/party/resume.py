@@ -37,6 +37,8 @@ from vfl.executor import PartyExecutor
 from vfl.party.common import LocalAlignment, PhaseFn, align_with_peer
 from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.messages import ResumeAt
+from vfl.protocol.serde import Envelope, decode, encode
 from vfl.protocol.share_optim import ShareSgd
 from vfl.psi.protocol import ByteLink
 
@@ -71,16 +73,20 @@ def agree_position(
         CheckpointError: the positions cannot be reconciled (names both).
         ProtocolError: the peer's message is not a position.
     """
-    channel.send(json.dumps(None if mine is None else [mine[0].value, mine[1]]).encode())
+    at = ResumeAt(phase="", step=-1) if mine is None else ResumeAt(mine[0].value, mine[1])
+    # the sealed session binds the job; the control message's own envelope names none
+    channel.send(encode(Envelope(job_id="", seq=0, message=at)))
     theirs = _parse_position(channel.recv(timeout), channel.peer)
     return agree_resume(mine, theirs, me=me, peer=channel.peer)
 
 
 def _parse_position(data: bytes, peer: str) -> Position | None:
     try:
-        value = json.loads(data.decode())
-        return None if value is None else (Phase(value[0]), int(value[1]))
-    except (UnicodeDecodeError, ValueError, TypeError, IndexError, KeyError) as exc:
+        at = decode(data).message
+        if not isinstance(at, ResumeAt):
+            raise ProtocolError(f"a {type(at).__name__}, not a resume position")
+        return None if at.phase == "" else (Phase(at.phase), int(at.step))
+    except (ProtocolError, ValueError, TypeError) as exc:
         raise ProtocolError(f"resume position from '{peer}' is malformed: {exc}") from exc
 
 

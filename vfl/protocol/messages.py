@@ -14,12 +14,21 @@ once, then per step ``SecureForwardIns``/``SecureForwardRes`` and
 ciphertexts, or the integers themselves in plaintext mode (same messages, no encryption).
 
 Every message carries the step number; the envelope adds a sequence number (see ``serde``).
+
+Control messages, sent once per session before or after the protocol proper, travel through
+the same serde, so the message recorder sees them like any other:
+
+4. ``Hello``: each party's agreed parameters, their digest, its role and its schema digest
+   (:mod:`vfl.party.handshake`).
+5. ``ResumeAt``: the latest phase and step each party checkpointed, or none
+   (:mod:`vfl.party.resume`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +48,8 @@ class MessageType(Enum):
     SECURE_BACKWARD_INS = "secure_backward_ins"
     SECURE_BACKWARD_RES = "secure_backward_res"
     SECURE_FORWARD_INS = "secure_forward_ins"
+    HELLO = "hello"
+    RESUME_AT = "resume_at"
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,27 @@ class SecureBackwardRes:
     enc_ge: bytes
 
 
+@dataclass(frozen=True)
+class Hello:
+    """Either way, once a session: what the sender agreed to (``agreed``: every field under
+    its dotted name), its digest, the sender's role and the digest of its data schema."""
+
+    party: str
+    role: str
+    fingerprint: str
+    agreed: dict[str, Any]
+    schema_sha256: str
+
+
+@dataclass(frozen=True)
+class ResumeAt:
+    """Either way, after the handshake: the sender's latest checkpoint (``phase`` "" and
+    ``step`` -1: none, a fresh start)."""
+
+    phase: str
+    step: int
+
+
 Message = (
     ForwardIns
     | ForwardRes
@@ -159,6 +191,8 @@ Message = (
     | SecureBackwardIns
     | SecureBackwardRes
     | SecureForwardIns
+    | Hello
+    | ResumeAt
 )
 
 MESSAGE_TYPES: dict[MessageType, type] = {
@@ -174,5 +208,7 @@ MESSAGE_TYPES: dict[MessageType, type] = {
     MessageType.SECURE_BACKWARD_INS: SecureBackwardIns,
     MessageType.SECURE_BACKWARD_RES: SecureBackwardRes,
     MessageType.SECURE_FORWARD_INS: SecureForwardIns,
+    MessageType.HELLO: Hello,
+    MessageType.RESUME_AT: ResumeAt,
 }
 TYPE_OF: dict[type, MessageType] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}
