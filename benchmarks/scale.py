@@ -143,6 +143,8 @@ def _train_child(users: int, kind: str, cpus: int, bits: int, out: Connection) -
         batcher = UserBatcher(prep.split, users_per_step=train.users_per_step,
                               negatives_per_positive=train.negatives_per_positive)  # fmt: skip
         rng, losses = np.random.default_rng(prep.job.job.seed), []
+        e_counts = _snapshot(model.peer.share.counts())
+        p_counts = _snapshot(server.share.counts())
         before, start = _tree(), time.perf_counter()
         for step, batch in enumerate(batcher.epoch(rng)):
             losses.append(model.train_step(step, batch))
@@ -157,7 +159,30 @@ def _train_child(users: int, kind: str, cpus: int, bits: int, out: Connection) -
         "cpu_ms_per_user": round(1e3 * cpu / len(prep.alignment), 3),
         "mean_loss": round(float(np.mean(losses)), 6), "peak_rss": _rss(tree),
         "items": prep.split.n_items, "train_positives": len(prep.split.train_items),
+        "op_counts": {"E": _since(e_counts, model.peer.share.counts()),
+                      "P": _since(p_counts, server.share.counts())},
     })  # fmt: skip
+
+
+def _snapshot(counts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """JSON-ready copy of a party's Paillier op counts (per key)."""
+    return {key: c.as_dict() for key, c in counts.items()}
+
+
+def _since(before: dict[str, dict[str, Any]], now: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Op counts of the epoch: ``now`` minus the snapshot ``before`` (setup's own ops)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, counts in _snapshot(now).items():
+        old = before.get(key, {})
+        out[key] = {
+            name: (
+                {b: n - old.get(name, {}).get(b, 0) for b, n in value.items()}
+                if isinstance(value, dict)
+                else value - old.get(name, 0)
+            )
+            for name, value in counts.items()
+        }
+    return out
 
 
 def _in_child(target: Any, *args: Any) -> dict[str, Any]:
