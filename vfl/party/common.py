@@ -50,8 +50,9 @@ class SteppedEndpoint(Endpoint):
 
     def send(self, message: Message) -> None:
         """Set the channel's ``step`` to ``message.step``, then send as usual."""
-        if hasattr(self.channel, "step"):
-            self.channel.step = message.step
+        step = getattr(message, "step", None)  # control messages (Hello, ...) carry none
+        if hasattr(self.channel, "step") and step is not None:
+            self.channel.step = step
         super().send(message)
 
 

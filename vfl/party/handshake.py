@@ -109,9 +109,10 @@ def _parse_hello(data: bytes, peer: str) -> Hello:
         hello = decode(data).message
     except ProtocolError as exc:
         raise ProtocolError(f"handshake message from '{peer}' is not a hello: {exc}") from exc
+    if not isinstance(hello, Hello):
+        raise ProtocolError(f"handshake message from '{peer}' is a {type(hello).__name__}")
     ok = (
-        isinstance(hello, Hello)
-        and isinstance(hello.agreed, dict)
+        isinstance(hello.agreed, dict)
         and hello.role in {r.value for r in Role}
         and isinstance(hello.fingerprint, str)
     )
