@@ -74,7 +74,7 @@ def test_an_unknown_kind_is_refused_at_load_naming_the_key_and_the_kinds(data: P
         load_party_config(path)
     message = str(err.value)
     assert err.value.key == "party.kind" and str(path) in message
-    assert "no kind 'logistic'" in message and "ecommerce, payments" in message
+    assert "no kind 'logistic'" in message and "ecommerce, logistics, payments" in message
     assert "parties/logistic.py" in message
 
 

@@ -40,6 +40,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 LOOPBACK = "127.0.0.1"
+LOCAL_START_ATTEMPTS = 3  # starts of a local cluster whose raylet misses Ray's 30 s to register
+
+
+class _StartupTimeout(Exception):
+    """A local Ray node that never registered (reported as ExecutorUnavailable)."""
 
 
 def _call(fn: Callable[..., R], *args: Any) -> R:
@@ -89,7 +94,23 @@ class RayExecutor(ClosesOnExit):
         address = self.spec.address
         try:
             if address == "local":
-                _workers_import_this_vfl()
+                self._start_local()
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError, _StartupTimeout) as exc:
+            raise ExecutorUnavailable(
+                f"party '{self.owner}': cannot reach the Ray cluster at [executor] address = "
+                f"'{address}' ({exc}). Fix: start it (ray start --head --node-ip-address "
+                '127.0.0.1 --disable-usage-stats) or set address = "local"'
+            ) from exc
+
+    def _start_local(self) -> None:
+        """Start a cluster of this machine on loopback. Ray gives its raylet a fixed 30 s to
+        register, which a loaded machine can miss: such a start is stopped and tried again,
+        up to :data:`LOCAL_START_ATTEMPTS` times."""
+        _workers_import_this_vfl()
+        for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+            try:
                 ray.init(
                     address="local",
                     num_cpus=self.spec.num_cpus or os.cpu_count() or 1,
@@ -98,14 +119,15 @@ class RayExecutor(ClosesOnExit):
                     log_to_driver=False,
                     configure_logging=False,
                 )
-            else:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ExecutorUnavailable(
-                f"party '{self.owner}': cannot reach the Ray cluster at [executor] address = "
-                f"'{address}' ({exc}). Fix: start it (ray start --head --node-ip-address "
-                '127.0.0.1 --disable-usage-stats) or set address = "local"'
-            ) from exc
+                return
+            except Exception as exc:  # Ray raises a bare Exception for this one case
+                if "timed out during startup" not in str(exc):
+                    raise
+                ray.shutdown()
+                if attempt == LOCAL_START_ATTEMPTS:
+                    raise _StartupTimeout(
+                        f"the local Ray node did not register in {attempt} starts: {exc}"
+                    ) from exc
 
     @property
     def workers(self) -> int:
