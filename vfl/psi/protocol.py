@@ -40,7 +40,7 @@ SecretFlow ship the same ECDH-PSI family on Curve25519.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,7 @@ from vfl.errors import DataError, ProtocolError
 from vfl.executor import Executor, LocalProcessExecutor
 from vfl.psi import store
 from vfl.psi.frames import POINT_BYTES, VERSION, Frame, FrameKind, Hello, Inbound
+from vfl.psi.idcolumn import IdColumn, normalise_column
 from vfl.psi.idkind import check_id_kinds, id_kind
 from vfl.psi.resume import BlindingState, remove_states
 
@@ -65,7 +66,7 @@ also ``hash_resumed`` and ``reblind_resumed`` (points taken from the checkpoint,
 ``hash`` and ``reblind``), ``state_discarded`` and ``state_unsaved`` (see :mod:`vfl.psi.resume`)."""
 
 DEFAULT_CHUNK_SIZE = 4096
-_EXAMPLES = 3
+_SEARCH_BATCH = 1 << 20  # own points looked up in the peer's set per numpy call
 _DOUBLE = np.dtype(f"S{POINT_BYTES}")
 
 
@@ -114,7 +115,7 @@ class PsiOptions:
 
 def run_psi(
     channel: ByteLink,
-    ids: Sequence[str],
+    ids: Iterable[str],
     *,
     job_id: str,
     role: Role,
@@ -124,12 +125,14 @@ def run_psi(
 ) -> PsiResult:
     """Run steps 0-5 with the peer on ``channel`` and return the aligned intersection.
 
-    ``rule`` must be the one this party states (``[ids]``); ``party`` names this side in
-    error messages. With ``options.work_dir`` the result is stored there, and reused when
-    both sides' inputs are unchanged (see :mod:`vfl.psi.store`); until it is stored, the
-    blinding work is checkpointed there, for a restart with the same input to resume it
-    (:mod:`vfl.psi.resume`); a PSI that fails other than by a disconnect or timeout (empty
-    intersection, bad or inconsistent peer input) deletes that checkpoint, scalar first.
+    ``ids`` is read once, in order (a list, or a generator streaming a user file): row ``k``
+    of the result refers to the ``k``-th id. ``rule`` must be the one this party states
+    (``[ids]``); ``party`` names this side in error messages. With ``options.work_dir``
+    the result is stored there, and reused when both sides' inputs are unchanged (see
+    :mod:`vfl.psi.store`); until it is stored, the blinding work is checkpointed there, for
+    a restart with the same input to resume it (:mod:`vfl.psi.resume`); a PSI that fails
+    other than by a disconnect or timeout (empty intersection, bad or inconsistent peer
+    input) deletes that checkpoint, scalar first.
 
     Raises:
         DataError: own ids empty or duplicated after normalisation, or an empty intersection.
@@ -142,7 +145,7 @@ def run_psi(
     session = _Session(channel, role, options)
     name = party or f"{role.value} party"
     try:
-        normalised = normalise_ids(ids, rule.normalise, party=name)
+        normalised = normalise_column(ids, rule.normalise, party=name)
     except DataError:
         session.abort()  # so the peer stops at once instead of timing out
         raise
@@ -218,70 +221,30 @@ def _blinding_state(
     )  # fmt: skip
 
 
-def normalise_ids(ids: Sequence[str], normalise: Callable[[str], str], *, party: str) -> list[str]:
-    """Return ``[normalise(i) for i in ids]``, refusing empty results and duplicates.
-
-    Raises:
-        DataError: naming ``party``, how many ids are empty or duplicated, and examples.
-    """
-    normalised = [normalise(raw) for raw in ids]
-    empty = [i for i, value in enumerate(normalised) if not value]
-    if empty:
-        raise DataError(
-            f"ids of party '{party}'",
-            None,
-            f"{len(empty)} of {len(ids)} ids are empty after normalisation "
-            f"(rows {empty[:_EXAMPLES]})",
-            "fill in or remove the rows with empty ids",
-        )
-    if _any_duplicate(normalised):
-        counts: dict[str, int] = {}
-        for value in normalised:
-            counts[value] = counts.get(value, 0) + 1
-        dupes = [(value, n) for value, n in counts.items() if n > 1]
-        examples = ", ".join(f"'{value}' x{n}" for value, n in dupes[:_EXAMPLES])
-        raise DataError(
-            f"ids of party '{party}'",
-            None,
-            f"{len(dupes)} ids occur more than once after normalisation, "
-            f"{sum(n for _, n in dupes) - len(dupes)} extra rows (e.g. {examples})",
-            "deduplicate the user file, or check the [ids] normalisation rule",
-        )
-    return normalised
-
-
-def _any_duplicate(values: list[str]) -> bool:
-    """Whether two entries of ``values`` are equal, in 8 bytes an id (sorted string hashes,
-    where a set of 10M ids takes about 0.5 GiB); ids are compared exactly only where hashes
-    collide, so a hash collision is never taken for a duplicate."""
-    hashes = np.sort(np.fromiter(map(hash, values), dtype=np.int64, count=len(values)))
-    colliding = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
-    if not colliding:
-        return False
-    candidates = [v for v in values if hash(v) in colliding]
-    return len(set(candidates)) != len(candidates)
-
-
 def _intersect(
-    session: _Session, normalised: list[str], n_peer: int, executor: Executor, party: str,
+    session: _Session, normalised: IdColumn, n_peer: int, executor: Executor, party: str,
     state: BlindingState,
 ) -> PsiResult:  # fmt: skip
-    """Steps 1-5 with ``state``'s scalar and order (fresh, or resumed from a checkpoint)."""
-    n = len(normalised)
-    singles = state.own_singles(executor, normalised, window=2 * executor.workers)
-    reblinds: deque[Future[bytes]] = deque()
+    """Steps 1-5 with ``state``'s scalar and order (fresh, or resumed from a checkpoint).
+
+    Memory: each side's points once (32 bytes an id each, in preallocated arrays), at most
+    ``2·workers`` chunks in flight each way, never a Python object per id.
+    """
+    n, window = len(normalised), 2 * executor.workers
+    singles = state.own_singles(executor, normalised, window=window)
+    peer = _Reblinded(state, executor, n_peer, window=window, progress=session.progress)
     session.stream(
-        FrameKind.SINGLE, session.counted("hash", singles, n), n, n_peer,
-        lambda blob: reblinds.append(state.reblind(executor, blob, n_peer)),
+        FrameKind.SINGLE, session.counted("hash", singles, n), n, n_peer, peer.submit
     )  # fmt: skip
-    peer, own = _Points(n_peer), _Points(n)
-    doubles = session.collected(reblinds, n_peer, peer.add)
-    session.stream(FrameKind.DOUBLE, doubles, n_peer, n, own.add)
-    peer_sorted = peer.values
+    own = _Points(n)
+    session.stream(FrameKind.DOUBLE, peer.returned(), n_peer, n, own.add)
+    peer_sorted = peer.points.release()
     peer_sorted.sort()  # in place: the peer's set is held once
     if peer_sorted.size > 1 and bool(np.any(peer_sorted[1:] == peer_sorted[:-1])):
         raise ProtocolError("PSI peer sent the same point twice (duplicate ids)")
-    return _align(normalised, state.order, own.values, peer_sorted, party)
+    hit = _members(own.values, peer_sorted)
+    del peer_sorted  # the only reference: freed before the intersection is gathered
+    return _align(normalised, state.order, own, hit, n_peer, party)
 
 
 class _Points:
@@ -297,45 +260,121 @@ class _Points:
         self.values[self.filled : self.filled + k] = np.frombuffer(blob, dtype=_DOUBLE)
         self.filled += k
 
+    def release(self) -> npt.NDArray[np.bytes_]:
+        """The array, handed over: this object keeps no reference, so the caller's is the
+        last one and dropping it frees the memory."""
+        values, self.values = self.values, np.empty(0, dtype=_DOUBLE)
+        return values
+
+
+class _Reblinded:
+    """Step 3: the peer's singly-blinded chunks re-blinded on the executor, at most
+    ``window`` chunks in flight; each result lands, in the order received, in one
+    preallocated array, which also feeds the stream back (a chunk at a time)."""
+
+    def __init__(
+        self, state: BlindingState, executor: Executor, total: int, *, window: int,
+        progress: ProgressFn,
+    ) -> None:  # fmt: skip
+        self._state, self._executor, self._window = state, executor, window
+        self._progress, self.points = progress, _Points(total)
+        self._pending: deque[Future[bytes]] = deque()
+        self._ends: list[int] = [0]  # point offset after each finished chunk
+
+    def submit(self, blob: bytes) -> None:
+        """Queue one received chunk; wait for the oldest while more than ``window`` are queued.
+
+        Raises:
+            ProtocolError: a peer chunk held an invalid curve point.
+        """
+        total = self.points.values.size
+        self._pending.append(self._state.reblind(self._executor, blob, total))
+        while len(self._pending) > self._window:
+            self._keep_oldest()
+
+    def returned(self) -> Iterator[bytes]:
+        """The re-blinded chunks, in the order received, each as soon as it is done.
+
+        Raises:
+            ProtocolError: a peer chunk held an invalid curve point.
+        """
+        for index in range(len(self._ends) - 1 + len(self._pending)):
+            while len(self._ends) <= index + 1:
+                self._keep_oldest()
+            yield self.points.values[self._ends[index] : self._ends[index + 1]].tobytes()
+
+    def _keep_oldest(self) -> None:
+        """Wait for the oldest queued chunk and copy its points into the array."""
+        index = len(self._ends) - 1
+        try:
+            blob = self._pending.popleft().result()
+        except ValueError as exc:
+            raise ProtocolError(
+                f"peer sent an invalid curve point in chunk {index}: {exc}"
+            ) from None
+        self.points.add(blob)
+        self._ends.append(self.points.filled)
+        self._progress("reblind", self.points.filled, self.points.values.size)
+
+
+def _members(
+    own: npt.NDArray[np.bytes_], peer_sorted: npt.NDArray[np.bytes_]
+) -> npt.NDArray[np.bool_]:
+    """``hit[k]``: whether ``own[k]`` occurs in ``peer_sorted`` (binary search, in batches of
+    :data:`_SEARCH_BATCH`, so the temporaries are bounded, not 40 bytes an id)."""
+    hit = np.zeros(own.size, dtype=bool)
+    if peer_sorted.size == 0:
+        return hit
+    for start in range(0, own.size, _SEARCH_BATCH):
+        part = own[start : start + _SEARCH_BATCH]
+        pos = np.searchsorted(peer_sorted, part)
+        pos[pos == peer_sorted.size] = 0
+        hit[start : start + part.size] = peer_sorted[pos] == part
+    return hit
+
 
 def _align(
-    normalised: list[str],
+    normalised: IdColumn,
     order: npt.NDArray[np.int64],
-    own: npt.NDArray[np.bytes_],
-    peer_sorted: npt.NDArray[np.bytes_],
+    own_points: _Points,
+    hit: npt.NDArray[np.bool_],
+    n_remote: int,
     party: str,
 ) -> PsiResult:
     """Steps 4 and 5: keep own ids whose double value the peer holds, sorted by that value.
+
+    ``own_points`` is released (its array freed once the intersection is taken from it).
 
     Raises:
         DataError: if the intersection is empty.
         ProtocolError: if the peer returned one double value for two of this side's ids.
     """
-    hit = np.zeros(own.size, dtype=bool)
-    if peer_sorted.size:
-        pos = np.searchsorted(peer_sorted, own)
-        pos[pos == peer_sorted.size] = 0
-        hit = peer_sorted[pos] == own
     if not hit.any():
         raise DataError(
             f"PSI of party '{party}'",
             None,
-            f"no common ids between {len(normalised)} local and {peer_sorted.size} remote ids",
+            f"no common ids between {len(normalised)} local and {n_remote} remote ids",
             "check that both parties use the same id column and state the same [ids] "
             "normalisation rule (strip, case, unicode)",
         )
+    own = own_points.release()
     common = own[hit]
+    del own
     by_value = np.argsort(common, kind="stable")
     common, rows = common[by_value], order[hit][by_value]
+    del by_value
     if common.size > 1 and bool(np.any(common[1:] == common[:-1])):
         raise ProtocolError("PSI peer returned the same double value for two different ids")
+    ids: list[str] = []
+    for start in range(0, rows.size, _SEARCH_BATCH):
+        ids.extend(normalised.take(rows[start : start + _SEARCH_BATCH]))
     return PsiResult(
-        ids=[normalised[row] for row in rows.tolist()],
+        ids=ids,
         rows=rows,
         n_local=len(normalised),
-        n_remote=int(peer_sorted.size),
+        n_remote=n_remote,
         n_common=int(rows.size),
-        alignment_digest=store.alignment_digest(common.tobytes()),
+        alignment_digest=store.alignment_digest(np.ascontiguousarray(common)),
     )
 
 
@@ -365,29 +404,6 @@ class _Session:
         for blob in blobs:
             done += len(blob) // POINT_BYTES
             self.progress(stage, done, total)
-            yield blob
-
-    def collected(
-        self, futures: deque[Future[bytes]], total: int, keep: Callable[[bytes], None]
-    ) -> Iterator[bytes]:
-        """Step 3: yield the re-blinded peer chunks in order as they finish, handing each to
-        ``keep`` (each future is dropped once read, so no chunk is held twice).
-
-        Raises:
-            ProtocolError: a peer chunk held an invalid curve point.
-        """
-        done, index = 0, 0
-        while futures:
-            try:
-                blob = futures.popleft().result()
-            except ValueError as exc:
-                raise ProtocolError(
-                    f"peer sent an invalid curve point in chunk {index}: {exc}"
-                ) from None
-            index += 1
-            keep(blob)
-            done += len(blob) // POINT_BYTES
-            self.progress("reblind", done, total)
             yield blob
 
     def stream(

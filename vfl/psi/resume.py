@@ -55,6 +55,7 @@ from vfl.config.job import PsiCurve
 from vfl.executor import Executor, ordered_map
 from vfl.psi import curve as groups
 from vfl.psi.frames import POINT_BYTES
+from vfl.psi.idcolumn import IdColumn
 from vfl.storage import atomic_write_bytes, ensure_dir, remove_stale_temporaries, storage_error
 
 STATE_DIR = "psi-state"
@@ -217,9 +218,11 @@ class BlindingState:
         """
         size, n = self.chunk_size, len(normalised)
         count = -(-n // size)
+        take = normalised.take if isinstance(normalised, IdColumn) else None
 
         def args(i: int) -> tuple[PsiCurve, str, list[str], bytes]:
-            ids = [normalised[j] for j in self.order[i * size : (i + 1) * size].tolist()]
+            rows = self.order[i * size : (i + 1) * size]
+            ids = take(rows) if take else [normalised[j] for j in rows.tolist()]
             return self.curve, self.job_id, ids, self.scalar
 
         saved = self._saved_own(count)
