@@ -23,7 +23,7 @@ import numpy.typing as npt
 from vfl.errors import DataError
 
 _EXAMPLES = 3
-_BATCH = 65536
+_BATCH = 4096  # ids decoded or encoded per pass of a loop
 
 
 class IdColumn(Sequence[str]):
@@ -105,25 +105,25 @@ class _Builder:
 
 
 def normalise_column(
-    ids: Iterable[str], normalise: Callable[[str], str], *, party: str
+    ids: Iterable[str], normalise: Callable[[str], str], *, party: str, batch: int = _BATCH
 ) -> IdColumn:
     """The column of ``[normalise(i) for i in ids]``, refusing empty results and duplicates.
 
-    ``ids`` is read once, a batch at a time.
+    ``ids`` is read once, ``batch`` at a time (the only ids held as Python strings).
 
     Raises:
         DataError: naming ``party``, how many ids are empty or duplicated, and examples.
     """
     builder, hashes, empty, n_empty, n = _Builder(), [], [], 0, 0
     source = iter(ids)
-    while raw := list(islice(source, _BATCH)):
-        batch = [normalise(value) for value in raw]
-        blank = [n + i for i, value in enumerate(batch) if not value]
+    while raw := list(islice(source, batch)):
+        done = [normalise(value) for value in raw]
+        blank = [n + i for i, value in enumerate(done) if not value]
         n_empty += len(blank)
         empty.extend(blank[: _EXAMPLES - len(empty)])
-        hashes.append(np.fromiter(map(hash, batch), dtype=np.int64, count=len(batch)))
-        builder.extend(batch)
-        n += len(batch)
+        hashes.append(np.fromiter(map(hash, done), dtype=np.int64, count=len(done)))
+        builder.extend(done)
+        n += len(done)
     if n_empty:
         raise DataError(
             f"ids of party '{party}'",

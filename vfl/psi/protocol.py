@@ -66,7 +66,7 @@ also ``hash_resumed`` and ``reblind_resumed`` (points taken from the checkpoint,
 ``hash`` and ``reblind``), ``state_discarded`` and ``state_unsaved`` (see :mod:`vfl.psi.resume`)."""
 
 DEFAULT_CHUNK_SIZE = 4096
-_SEARCH_BATCH = 1 << 20  # own points looked up in the peer's set per numpy call
+_BATCH_CHUNKS = 16  # ids normalised, looked up and gathered per call: 16 chunks
 _DOUBLE = np.dtype(f"S{POINT_BYTES}")
 
 
@@ -145,7 +145,9 @@ def run_psi(
     session = _Session(channel, role, options)
     name = party or f"{role.value} party"
     try:
-        normalised = normalise_column(ids, rule.normalise, party=name)
+        normalised = normalise_column(
+            ids, rule.normalise, party=name, batch=options.chunk_size * _BATCH_CHUNKS
+        )
     except DataError:
         session.abort()  # so the peer stops at once instead of timing out
         raise
@@ -242,9 +244,10 @@ def _intersect(
     peer_sorted.sort()  # in place: the peer's set is held once
     if peer_sorted.size > 1 and bool(np.any(peer_sorted[1:] == peer_sorted[:-1])):
         raise ProtocolError("PSI peer sent the same point twice (duplicate ids)")
-    hit = _members(own.values, peer_sorted)
+    batch = _BATCH_CHUNKS * state.chunk_size
+    hit = _members(own.values, peer_sorted, batch)
     del peer_sorted  # the only reference: freed before the intersection is gathered
-    return _align(normalised, state.order, own, hit, n_peer, party)
+    return _align(normalised, state.order, own, hit, n_peer, party, batch)
 
 
 class _Points:
@@ -318,15 +321,15 @@ class _Reblinded:
 
 
 def _members(
-    own: npt.NDArray[np.bytes_], peer_sorted: npt.NDArray[np.bytes_]
+    own: npt.NDArray[np.bytes_], peer_sorted: npt.NDArray[np.bytes_], batch: int
 ) -> npt.NDArray[np.bool_]:
-    """``hit[k]``: whether ``own[k]`` occurs in ``peer_sorted`` (binary search, in batches of
-    :data:`_SEARCH_BATCH`, so the temporaries are bounded, not 40 bytes an id)."""
+    """``hit[k]``: whether ``own[k]`` occurs in ``peer_sorted`` (binary search, ``batch`` own
+    points at a time, so the temporaries are 40 bytes a batch entry, not an id)."""
     hit = np.zeros(own.size, dtype=bool)
     if peer_sorted.size == 0:
         return hit
-    for start in range(0, own.size, _SEARCH_BATCH):
-        part = own[start : start + _SEARCH_BATCH]
+    for start in range(0, own.size, batch):
+        part = own[start : start + batch]
         pos = np.searchsorted(peer_sorted, part)
         pos[pos == peer_sorted.size] = 0
         hit[start : start + part.size] = peer_sorted[pos] == part
@@ -340,10 +343,12 @@ def _align(
     hit: npt.NDArray[np.bool_],
     n_remote: int,
     party: str,
+    batch: int,
 ) -> PsiResult:
     """Steps 4 and 5: keep own ids whose double value the peer holds, sorted by that value.
 
-    ``own_points`` is released (its array freed once the intersection is taken from it).
+    ``own_points`` is released (its array freed once the intersection is taken from it); the
+    aligned ids are decoded ``batch`` at a time.
 
     Raises:
         DataError: if the intersection is empty.
@@ -366,8 +371,8 @@ def _align(
     if common.size > 1 and bool(np.any(common[1:] == common[:-1])):
         raise ProtocolError("PSI peer returned the same double value for two different ids")
     ids: list[str] = []
-    for start in range(0, rows.size, _SEARCH_BATCH):
-        ids.extend(normalised.take(rows[start : start + _SEARCH_BATCH]))
+    for start in range(0, rows.size, batch):
+        ids.extend(normalised.take(rows[start : start + batch]))
     return PsiResult(
         ids=ids,
         rows=rows,
