@@ -114,7 +114,9 @@ def normalise_column(
     Raises:
         DataError: naming ``party``, how many ids are empty or duplicated, and examples.
     """
-    builder, hashes, empty, n_empty, n = _Builder(), [], [], 0, 0
+    builder, n_empty, n = _Builder(), 0, 0
+    hashes: list[npt.NDArray[np.int64]] = []
+    empty: list[int] = []  # the first few empty rows, as examples
     source = iter(ids)
     while raw := list(islice(source, batch)):
         done = [normalise(value) for value in raw]

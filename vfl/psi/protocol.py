@@ -27,6 +27,12 @@ Both parties run the same code; the roles differ only in who sends first in each
 Messages strictly alternate (active, passive, active, ...), so the exchange also runs over a
 request/response relay; a side whose chunks are exhausted answers with an empty final frame.
 
+Memory per party: the normalised ids in a compact column (:mod:`vfl.psi.idcolumn`, their
+UTF-8 bytes plus 8 an id), the order (8 bytes an id), each side's points once (32 + 32),
+and what a batch of 16 chunks needs; ids are read from any iterable, a batch at a time, and
+at most ``2·workers`` chunks are in flight each way. No Python object is kept per id until
+the aligned output (``PsiResult.ids``) is built, after the peer's points are freed.
+
 With a work directory, steps 1-3 are checkpointed (:mod:`vfl.psi.resume`): a PSI killed
 half-way and run again on the same input reuses that run's ``x`` and order, and recomputes
 only the chunks not yet saved; this is the one case where ``x`` is not fresh per run.
@@ -39,9 +45,7 @@ SecretFlow ship the same ECDH-PSI family on Curve25519.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -57,6 +61,7 @@ from vfl.psi import store
 from vfl.psi.frames import POINT_BYTES, VERSION, Frame, FrameKind, Hello, Inbound
 from vfl.psi.idcolumn import IdColumn, normalise_column
 from vfl.psi.idkind import check_id_kinds, id_kind
+from vfl.psi.points import PointArray, Reblinder, members
 from vfl.psi.resume import BlindingState, remove_states
 
 ProgressFn = Callable[[str, int, int], None]
@@ -67,7 +72,6 @@ also ``hash_resumed`` and ``reblind_resumed`` (points taken from the checkpoint,
 
 DEFAULT_CHUNK_SIZE = 4096
 _BATCH_CHUNKS = 16  # ids normalised, looked up and gathered per call: 16 chunks
-_DOUBLE = np.dtype(f"S{POINT_BYTES}")
 
 
 class ByteLink(Protocol):
@@ -234,112 +238,26 @@ def _intersect(
     """
     n, window = len(normalised), 2 * executor.workers
     singles = state.own_singles(executor, normalised, window=window)
-    peer = _Reblinded(state, executor, n_peer, window=window, progress=session.progress)
+    peer = Reblinder(state, executor, n_peer, window=window, progress=session.progress)
     session.stream(
         FrameKind.SINGLE, session.counted("hash", singles, n), n, n_peer, peer.submit
     )  # fmt: skip
-    own = _Points(n)
+    own = PointArray(n)
     session.stream(FrameKind.DOUBLE, peer.returned(), n_peer, n, own.add)
     peer_sorted = peer.points.release()
     peer_sorted.sort()  # in place: the peer's set is held once
     if peer_sorted.size > 1 and bool(np.any(peer_sorted[1:] == peer_sorted[:-1])):
         raise ProtocolError("PSI peer sent the same point twice (duplicate ids)")
     batch = _BATCH_CHUNKS * state.chunk_size
-    hit = _members(own.values, peer_sorted, batch)
+    hit = members(own.values, peer_sorted, batch)
     del peer_sorted  # the only reference: freed before the intersection is gathered
     return _align(normalised, state.order, own, hit, n_peer, party, batch)
-
-
-class _Points:
-    """``n`` 32-byte points in one preallocated array, filled chunk by chunk (32 bytes an id,
-    where a list of chunks joined at the end would hold every point twice)."""
-
-    def __init__(self, n: int) -> None:
-        self.values, self.filled = np.empty(n, dtype=_DOUBLE), 0
-
-    def add(self, blob: bytes) -> None:
-        """Append a chunk of concatenated points (the frames were checked for their count)."""
-        k = len(blob) // POINT_BYTES
-        self.values[self.filled : self.filled + k] = np.frombuffer(blob, dtype=_DOUBLE)
-        self.filled += k
-
-    def release(self) -> npt.NDArray[np.bytes_]:
-        """The array, handed over: this object keeps no reference, so the caller's is the
-        last one and dropping it frees the memory."""
-        values, self.values = self.values, np.empty(0, dtype=_DOUBLE)
-        return values
-
-
-class _Reblinded:
-    """Step 3: the peer's singly-blinded chunks re-blinded on the executor, at most
-    ``window`` chunks in flight; each result lands, in the order received, in one
-    preallocated array, which also feeds the stream back (a chunk at a time)."""
-
-    def __init__(
-        self, state: BlindingState, executor: Executor, total: int, *, window: int,
-        progress: ProgressFn,
-    ) -> None:  # fmt: skip
-        self._state, self._executor, self._window = state, executor, window
-        self._progress, self.points = progress, _Points(total)
-        self._pending: deque[Future[bytes]] = deque()
-        self._ends: list[int] = [0]  # point offset after each finished chunk
-
-    def submit(self, blob: bytes) -> None:
-        """Queue one received chunk; wait for the oldest while more than ``window`` are queued.
-
-        Raises:
-            ProtocolError: a peer chunk held an invalid curve point.
-        """
-        total = self.points.values.size
-        self._pending.append(self._state.reblind(self._executor, blob, total))
-        while len(self._pending) > self._window:
-            self._keep_oldest()
-
-    def returned(self) -> Iterator[bytes]:
-        """The re-blinded chunks, in the order received, each as soon as it is done.
-
-        Raises:
-            ProtocolError: a peer chunk held an invalid curve point.
-        """
-        for index in range(len(self._ends) - 1 + len(self._pending)):
-            while len(self._ends) <= index + 1:
-                self._keep_oldest()
-            yield self.points.values[self._ends[index] : self._ends[index + 1]].tobytes()
-
-    def _keep_oldest(self) -> None:
-        """Wait for the oldest queued chunk and copy its points into the array."""
-        index = len(self._ends) - 1
-        try:
-            blob = self._pending.popleft().result()
-        except ValueError as exc:
-            raise ProtocolError(
-                f"peer sent an invalid curve point in chunk {index}: {exc}"
-            ) from None
-        self.points.add(blob)
-        self._ends.append(self.points.filled)
-        self._progress("reblind", self.points.filled, self.points.values.size)
-
-
-def _members(
-    own: npt.NDArray[np.bytes_], peer_sorted: npt.NDArray[np.bytes_], batch: int
-) -> npt.NDArray[np.bool_]:
-    """``hit[k]``: whether ``own[k]`` occurs in ``peer_sorted`` (binary search, ``batch`` own
-    points at a time, so the temporaries are 40 bytes a batch entry, not an id)."""
-    hit = np.zeros(own.size, dtype=bool)
-    if peer_sorted.size == 0:
-        return hit
-    for start in range(0, own.size, batch):
-        part = own[start : start + batch]
-        pos = np.searchsorted(peer_sorted, part)
-        pos[pos == peer_sorted.size] = 0
-        hit[start : start + part.size] = peer_sorted[pos] == part
-    return hit
 
 
 def _align(
     normalised: IdColumn,
     order: npt.NDArray[np.int64],
-    own_points: _Points,
+    own_points: PointArray,
     hit: npt.NDArray[np.bool_],
     n_remote: int,
     party: str,

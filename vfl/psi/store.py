@@ -71,7 +71,8 @@ def input_digest(
 def alignment_digest(sorted_doubles: bytes | npt.NDArray[np.bytes_]) -> str:
     """Hex SHA-256 of the concatenated, sorted doubly-blinded values of the intersection
     (``bytes``, or a C-contiguous array of them, hashed without a copy)."""
-    return hashlib.sha256(sorted_doubles).hexdigest()
+    data = sorted_doubles if isinstance(sorted_doubles, bytes) else sorted_doubles.data
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_alignment(directory: Path, expected_input: str) -> StoredAlignment | None:
