@@ -28,6 +28,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -64,6 +65,12 @@ def _ids(role: Role, n: int, overlap: float) -> list[str]:
     """E holds ``user-0 .. user-(n-1)``; P the ``n`` ids starting ``overlap·n`` before E's end."""
     start = 0 if role is Role.ACTIVE else n - int(n * overlap)
     return [f"user-{i:09d}" for i in range(start, start + n)]
+
+
+def _id_stream(role: Role, n: int, overlap: float) -> Iterator[str]:
+    """The ids of :func:`_ids`, generated one at a time (as a party reading its user file)."""
+    start = 0 if role is Role.ACTIVE else n - int(n * overlap)
+    return (f"user-{i:09d}" for i in range(start, start + n))
 
 
 def _warm(seconds: float) -> tuple[int, float]:

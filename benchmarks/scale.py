@@ -1,7 +1,8 @@
 """Cost from 1k to 10M users: encrypted epochs and PSI on the local pool and on Ray; JSON out.
 
 Usage: ``python benchmarks/scale.py [--sizes 1000,10000] [--psi-sizes 1000000]
-[--executors local,ray] [--cpus 2] [--bits 2048] [--profile-psi] [--out FILE]``
+[--executors local,ray] [--cpus 2] [--bits 2048] [--psi-ids stream|list] [--profile-psi]
+[--out FILE]``; ``--sizes ""`` skips training.
 
 1. **PSI profile** (``--profile-psi``): CPU microseconds per id of each step of one party's
    work, on 20,000 ids in this process -- hashing to the curve (SHA-512 + Elligator 2),
@@ -17,7 +18,9 @@ Usage: ``python benchmarks/scale.py [--sizes 1000,10000] [--psi-sizes 1000000]
    and peak RSS (``VmHWM``) of the process and of its largest descendant.
 3. **PSI** for each size in ``--psi-sizes``: E and P as two spawned processes over a pipe,
    ``n`` ids each, half shared, each with its own executor (its own local pool or its own Ray
-   cluster of ``--cpus`` CPUs), with a work directory. Wall, CPU seconds per party
+   cluster of ``--cpus`` CPUs), with a work directory; the ids reach :func:`run_psi` as a
+   generator (``--psi-ids stream``, default: as a party streaming its user file) or as a
+   prebuilt list of strings (``list``). Wall, CPU seconds per party
    (process + descendants) and peak RSS per party process.
 4. **Fits and projection**: least squares of epoch CPU seconds on users (with R²) and of PSI
    CPU seconds per party on ids; projected hours per epoch and PSI minutes for 10M and 100M
@@ -48,7 +51,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from psi import PipeLink, _ids
+from psi import PipeLink, _id_stream, _ids
 
 from vfl.config.party import IdRule, Role
 from vfl.executor import ExecutorKind, ExecutorSpec, open_party_executor
@@ -214,7 +217,11 @@ def _psi_party(
     with tempfile.TemporaryDirectory() as work, open_party_executor(spec, owner=name) as ex:
         for warm in [ex.executor.submit(time.sleep, 0.2) for _ in range(2 * ex.executor.workers)]:
             warm.result()  # workers started before the barrier
-        ids = _ids(role, args["n"], 0.5)
+        ids = (
+            _ids(role, args["n"], 0.5)
+            if args["ids"] == "list"
+            else _id_stream(role, args["n"], 0.5)
+        )
         options = PsiOptions(curve=PsiCurve.X25519, chunk_size=DEFAULT_CHUNK_SIZE,
                              timeout=1800.0, executor=ex.executor, work_dir=Path(work))  # fmt: skip
         barrier.wait()
@@ -226,13 +233,17 @@ def _psi_party(
               "digest": result.alignment_digest, "peak_rss": _rss(tree)})  # fmt: skip
 
 
-def run_psi_pair(n: int, kind: str, cpus: int) -> dict[str, Any]:
-    """Both parties as processes, ``n`` ids each, 50% overlap: wall, CPU, RSS per party."""
+def run_psi_pair(n: int, kind: str, cpus: int, ids: str = "stream") -> dict[str, Any]:
+    """Both parties as processes, ``n`` ids each, 50% overlap: wall, CPU, RSS per party.
+
+    ``ids``: ``stream`` hands :func:`run_psi` a generator (a party reading its user file),
+    ``list`` a list of ``n`` strings built first (which the party process then also holds,
+    about 72 bytes an id)."""
     ctx = multiprocessing.get_context("spawn")
     link_e, link_p = ctx.Pipe(duplex=True)
     results_in, results_out = ctx.Pipe(duplex=False)
     barrier = ctx.Barrier(3)
-    args = {"n": n, "kind": kind, "cpus": cpus}
+    args = {"n": n, "kind": kind, "cpus": cpus, "ids": ids}
     procs = [ctx.Process(target=_psi_party, args=(role, link, barrier, results_out, args))
              for role, link in ((Role.ACTIVE, link_e), (Role.PASSIVE, link_p))]  # fmt: skip
     for proc in procs:
@@ -250,7 +261,7 @@ def run_psi_pair(n: int, kind: str, cpus: int) -> dict[str, Any]:
     if reports["E"]["digest"] != reports["P"]["digest"]:
         raise RuntimeError("the two parties disagree on the aligned intersection")
     return {
-        "ids_per_party": n, "executor": kind, "wall_s": round(wall, 2),
+        "ids_per_party": n, "executor": kind, "ids_input": ids, "wall_s": round(wall, 2),
         "n_common": reports["E"]["n_common"],
         "cpu_s_per_party": {k: round(r["cpu_s"], 2) for k, r in sorted(reports.items())},
         "cpu_us_per_id_per_party": round(
@@ -330,6 +341,8 @@ def main() -> None:
     ap.add_argument("--executors", default="local,ray")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="workers per executor")
     ap.add_argument("--bits", type=int, default=2048)
+    ap.add_argument("--psi-ids", choices=("stream", "list"), default="stream",
+                    help="hand PSI a generator of ids (stream) or a prebuilt list")  # fmt: skip
     ap.add_argument("--profile-psi", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
@@ -340,7 +353,9 @@ def main() -> None:
         report["psi_profile"] = profile_psi(max(args.psi_sizes, default=1_000_000))
     report["training"] = [_in_child(_train_child, n, k, args.cpus, args.bits)
                           for n in args.sizes for k in kinds]  # fmt: skip
-    report["psi"] = [run_psi_pair(n, k, args.cpus) for n in args.psi_sizes for k in kinds]
+    report["psi"] = [
+        run_psi_pair(n, k, args.cpus, args.psi_ids) for n in args.psi_sizes for k in kinds
+    ]
     report.update(summary(report, kinds))
     report["load_avg_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)

@@ -122,7 +122,7 @@ def align_with_peer(
         )
         result: PsiResult = run_psi(
             channel,
-            [str(i) for i in users.ids],
+            (str(i) for i in users.ids),  # streamed: PSI holds them compactly
             job_id=job_id,
             role=cfg.role,
             rule=cfg.ids,

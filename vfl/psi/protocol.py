@@ -27,6 +27,12 @@ Both parties run the same code; the roles differ only in who sends first in each
 Messages strictly alternate (active, passive, active, ...), so the exchange also runs over a
 request/response relay; a side whose chunks are exhausted answers with an empty final frame.
 
+Memory per party: the normalised ids in a compact column (:mod:`vfl.psi.idcolumn`, their
+UTF-8 bytes plus 8 an id), the order (8 bytes an id), each side's points once (32 + 32),
+and what a batch of 16 chunks needs; ids are read from any iterable, a batch at a time, and
+at most ``2·workers`` chunks are in flight each way. No Python object is kept per id until
+the aligned output (``PsiResult.ids``) is built, after the peer's points are freed.
+
 With a work directory, steps 1-3 are checkpointed (:mod:`vfl.psi.resume`): a PSI killed
 half-way and run again on the same input reuses that run's ``x`` and order, and recomputes
 only the chunks not yet saved; this is the one case where ``x`` is not fresh per run.
@@ -39,9 +45,7 @@ SecretFlow ship the same ECDH-PSI family on Curve25519.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -55,7 +59,9 @@ from vfl.errors import DataError, ProtocolError
 from vfl.executor import Executor, LocalProcessExecutor
 from vfl.psi import store
 from vfl.psi.frames import POINT_BYTES, VERSION, Frame, FrameKind, Hello, Inbound
+from vfl.psi.idcolumn import IdColumn, normalise_column
 from vfl.psi.idkind import check_id_kinds, id_kind
+from vfl.psi.points import PointArray, Reblinder, members
 from vfl.psi.resume import BlindingState, remove_states
 
 ProgressFn = Callable[[str, int, int], None]
@@ -65,8 +71,7 @@ also ``hash_resumed`` and ``reblind_resumed`` (points taken from the checkpoint,
 ``hash`` and ``reblind``), ``state_discarded`` and ``state_unsaved`` (see :mod:`vfl.psi.resume`)."""
 
 DEFAULT_CHUNK_SIZE = 4096
-_EXAMPLES = 3
-_DOUBLE = np.dtype(f"S{POINT_BYTES}")
+_BATCH_CHUNKS = 16  # ids normalised, looked up and gathered per call: 16 chunks
 
 
 class ByteLink(Protocol):
@@ -114,7 +119,7 @@ class PsiOptions:
 
 def run_psi(
     channel: ByteLink,
-    ids: Sequence[str],
+    ids: Iterable[str],
     *,
     job_id: str,
     role: Role,
@@ -124,12 +129,14 @@ def run_psi(
 ) -> PsiResult:
     """Run steps 0-5 with the peer on ``channel`` and return the aligned intersection.
 
-    ``rule`` must be the one this party states (``[ids]``); ``party`` names this side in
-    error messages. With ``options.work_dir`` the result is stored there, and reused when
-    both sides' inputs are unchanged (see :mod:`vfl.psi.store`); until it is stored, the
-    blinding work is checkpointed there, for a restart with the same input to resume it
-    (:mod:`vfl.psi.resume`); a PSI that fails other than by a disconnect or timeout (empty
-    intersection, bad or inconsistent peer input) deletes that checkpoint, scalar first.
+    ``ids`` is read once, in order (a list, or a generator streaming a user file): row ``k``
+    of the result refers to the ``k``-th id. ``rule`` must be the one this party states
+    (``[ids]``); ``party`` names this side in error messages. With ``options.work_dir``
+    the result is stored there, and reused when both sides' inputs are unchanged (see
+    :mod:`vfl.psi.store`); until it is stored, the blinding work is checkpointed there, for
+    a restart with the same input to resume it (:mod:`vfl.psi.resume`); a PSI that fails
+    other than by a disconnect or timeout (empty intersection, bad or inconsistent peer
+    input) deletes that checkpoint, scalar first.
 
     Raises:
         DataError: own ids empty or duplicated after normalisation, or an empty intersection.
@@ -142,7 +149,9 @@ def run_psi(
     session = _Session(channel, role, options)
     name = party or f"{role.value} party"
     try:
-        normalised = normalise_ids(ids, rule.normalise, party=name)
+        normalised = normalise_column(
+            ids, rule.normalise, party=name, batch=options.chunk_size * _BATCH_CHUNKS
+        )
     except DataError:
         session.abort()  # so the peer stops at once instead of timing out
         raise
@@ -218,124 +227,77 @@ def _blinding_state(
     )  # fmt: skip
 
 
-def normalise_ids(ids: Sequence[str], normalise: Callable[[str], str], *, party: str) -> list[str]:
-    """Return ``[normalise(i) for i in ids]``, refusing empty results and duplicates.
-
-    Raises:
-        DataError: naming ``party``, how many ids are empty or duplicated, and examples.
-    """
-    normalised = [normalise(raw) for raw in ids]
-    empty = [i for i, value in enumerate(normalised) if not value]
-    if empty:
-        raise DataError(
-            f"ids of party '{party}'",
-            None,
-            f"{len(empty)} of {len(ids)} ids are empty after normalisation "
-            f"(rows {empty[:_EXAMPLES]})",
-            "fill in or remove the rows with empty ids",
-        )
-    if _any_duplicate(normalised):
-        counts: dict[str, int] = {}
-        for value in normalised:
-            counts[value] = counts.get(value, 0) + 1
-        dupes = [(value, n) for value, n in counts.items() if n > 1]
-        examples = ", ".join(f"'{value}' x{n}" for value, n in dupes[:_EXAMPLES])
-        raise DataError(
-            f"ids of party '{party}'",
-            None,
-            f"{len(dupes)} ids occur more than once after normalisation, "
-            f"{sum(n for _, n in dupes) - len(dupes)} extra rows (e.g. {examples})",
-            "deduplicate the user file, or check the [ids] normalisation rule",
-        )
-    return normalised
-
-
-def _any_duplicate(values: list[str]) -> bool:
-    """Whether two entries of ``values`` are equal, in 8 bytes an id (sorted string hashes,
-    where a set of 10M ids takes about 0.5 GiB); ids are compared exactly only where hashes
-    collide, so a hash collision is never taken for a duplicate."""
-    hashes = np.sort(np.fromiter(map(hash, values), dtype=np.int64, count=len(values)))
-    colliding = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
-    if not colliding:
-        return False
-    candidates = [v for v in values if hash(v) in colliding]
-    return len(set(candidates)) != len(candidates)
-
-
 def _intersect(
-    session: _Session, normalised: list[str], n_peer: int, executor: Executor, party: str,
+    session: _Session, normalised: IdColumn, n_peer: int, executor: Executor, party: str,
     state: BlindingState,
 ) -> PsiResult:  # fmt: skip
-    """Steps 1-5 with ``state``'s scalar and order (fresh, or resumed from a checkpoint)."""
-    n = len(normalised)
-    singles = state.own_singles(executor, normalised, window=2 * executor.workers)
-    reblinds: deque[Future[bytes]] = deque()
+    """Steps 1-5 with ``state``'s scalar and order (fresh, or resumed from a checkpoint).
+
+    Memory: each side's points once (32 bytes an id each, in preallocated arrays), at most
+    ``2·workers`` chunks in flight each way, never a Python object per id.
+    """
+    n, window = len(normalised), 2 * executor.workers
+    singles = state.own_singles(executor, normalised, window=window)
+    peer = Reblinder(state, executor, n_peer, window=window, progress=session.progress)
     session.stream(
-        FrameKind.SINGLE, session.counted("hash", singles, n), n, n_peer,
-        lambda blob: reblinds.append(state.reblind(executor, blob, n_peer)),
+        FrameKind.SINGLE, session.counted("hash", singles, n), n, n_peer, peer.submit
     )  # fmt: skip
-    peer, own = _Points(n_peer), _Points(n)
-    doubles = session.collected(reblinds, n_peer, peer.add)
-    session.stream(FrameKind.DOUBLE, doubles, n_peer, n, own.add)
-    peer_sorted = peer.values
+    own = PointArray(n)
+    session.stream(FrameKind.DOUBLE, peer.returned(), n_peer, n, own.add)
+    peer_sorted = peer.points.release()
     peer_sorted.sort()  # in place: the peer's set is held once
     if peer_sorted.size > 1 and bool(np.any(peer_sorted[1:] == peer_sorted[:-1])):
         raise ProtocolError("PSI peer sent the same point twice (duplicate ids)")
-    return _align(normalised, state.order, own.values, peer_sorted, party)
-
-
-class _Points:
-    """``n`` 32-byte points in one preallocated array, filled chunk by chunk (32 bytes an id,
-    where a list of chunks joined at the end would hold every point twice)."""
-
-    def __init__(self, n: int) -> None:
-        self.values, self.filled = np.empty(n, dtype=_DOUBLE), 0
-
-    def add(self, blob: bytes) -> None:
-        """Append a chunk of concatenated points (the frames were checked for their count)."""
-        k = len(blob) // POINT_BYTES
-        self.values[self.filled : self.filled + k] = np.frombuffer(blob, dtype=_DOUBLE)
-        self.filled += k
+    batch = _BATCH_CHUNKS * state.chunk_size
+    hit = members(own.values, peer_sorted, batch)
+    del peer_sorted  # the only reference: freed before the intersection is gathered
+    return _align(normalised, state.order, own, hit, n_peer, party, batch)
 
 
 def _align(
-    normalised: list[str],
+    normalised: IdColumn,
     order: npt.NDArray[np.int64],
-    own: npt.NDArray[np.bytes_],
-    peer_sorted: npt.NDArray[np.bytes_],
+    own_points: PointArray,
+    hit: npt.NDArray[np.bool_],
+    n_remote: int,
     party: str,
+    batch: int,
 ) -> PsiResult:
     """Steps 4 and 5: keep own ids whose double value the peer holds, sorted by that value.
+
+    ``own_points`` is released (its array freed once the intersection is taken from it); the
+    aligned ids are decoded ``batch`` at a time.
 
     Raises:
         DataError: if the intersection is empty.
         ProtocolError: if the peer returned one double value for two of this side's ids.
     """
-    hit = np.zeros(own.size, dtype=bool)
-    if peer_sorted.size:
-        pos = np.searchsorted(peer_sorted, own)
-        pos[pos == peer_sorted.size] = 0
-        hit = peer_sorted[pos] == own
     if not hit.any():
         raise DataError(
             f"PSI of party '{party}'",
             None,
-            f"no common ids between {len(normalised)} local and {peer_sorted.size} remote ids",
+            f"no common ids between {len(normalised)} local and {n_remote} remote ids",
             "check that both parties use the same id column and state the same [ids] "
             "normalisation rule (strip, case, unicode)",
         )
+    own = own_points.release()
     common = own[hit]
+    del own
     by_value = np.argsort(common, kind="stable")
     common, rows = common[by_value], order[hit][by_value]
+    del by_value
     if common.size > 1 and bool(np.any(common[1:] == common[:-1])):
         raise ProtocolError("PSI peer returned the same double value for two different ids")
+    ids: list[str] = []
+    for start in range(0, rows.size, batch):
+        ids.extend(normalised.take(rows[start : start + batch]))
     return PsiResult(
-        ids=[normalised[row] for row in rows.tolist()],
+        ids=ids,
         rows=rows,
         n_local=len(normalised),
-        n_remote=int(peer_sorted.size),
+        n_remote=n_remote,
         n_common=int(rows.size),
-        alignment_digest=store.alignment_digest(common.tobytes()),
+        alignment_digest=store.alignment_digest(np.ascontiguousarray(common)),
     )
 
 
@@ -365,29 +327,6 @@ class _Session:
         for blob in blobs:
             done += len(blob) // POINT_BYTES
             self.progress(stage, done, total)
-            yield blob
-
-    def collected(
-        self, futures: deque[Future[bytes]], total: int, keep: Callable[[bytes], None]
-    ) -> Iterator[bytes]:
-        """Step 3: yield the re-blinded peer chunks in order as they finish, handing each to
-        ``keep`` (each future is dropped once read, so no chunk is held twice).
-
-        Raises:
-            ProtocolError: a peer chunk held an invalid curve point.
-        """
-        done, index = 0, 0
-        while futures:
-            try:
-                blob = futures.popleft().result()
-            except ValueError as exc:
-                raise ProtocolError(
-                    f"peer sent an invalid curve point in chunk {index}: {exc}"
-                ) from None
-            index += 1
-            keep(blob)
-            done += len(blob) // POINT_BYTES
-            self.progress("reblind", done, total)
             yield blob
 
     def stream(

@@ -44,8 +44,9 @@ import json
 import os
 import shutil
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ from vfl.config.job import PsiCurve
 from vfl.executor import Executor, ordered_map
 from vfl.psi import curve as groups
 from vfl.psi.frames import POINT_BYTES
+from vfl.psi.idcolumn import IdColumn
 from vfl.storage import atomic_write_bytes, ensure_dir, remove_stale_temporaries, storage_error
 
 STATE_DIR = "psi-state"
@@ -63,6 +65,7 @@ _NAME_CHARS = 16
 _SUM = hashlib.sha256().digest_size
 _SCALAR_BYTES = 32
 _FORMAT = 1
+_QUEUED_WRITES = 8  # checkpoint writes waiting for the disk, at most (a chunk each)
 
 Report = Callable[[str, int, int], None]
 """``progress(stage, done, total)``, as :data:`vfl.psi.protocol.ProgressFn`."""
@@ -72,7 +75,7 @@ def random_order(n: int) -> npt.NDArray[np.int64]:
     """A uniformly random permutation of ``range(n)``: argsort of 64-bit keys from the OS
     CSPRNG (a tie, probability below ``n^2 / 2^65``, only fixes the order of two rows)."""
     keys = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
-    return np.argsort(keys, kind="stable").astype(np.int64)
+    return np.argsort(keys, kind="stable").astype(np.int64, copy=False)
 
 
 def remove_states(work_dir: Path, *, keep: str | None = None) -> None:
@@ -154,9 +157,10 @@ class BlindingState:
         self.directory, self.scalar, self.order, self.resumed = directory, scalar, order, resumed
         self.curve, self.job_id, self.chunk_size = curve, job_id, chunk_size
         self._progress = progress
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _count_failure may run inside _save
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="psi-state") if directory else None
-        self._writes: list[Future[Path]] = []
+        self._written = self._failed = 0  # writes queued, and failed (not one Future each)
+        self._queued: deque[Future[Path]] = deque()
         self.own_resumed = self.reblind_resumed = self.discarded = 0
 
     @classmethod
@@ -217,9 +221,11 @@ class BlindingState:
         """
         size, n = self.chunk_size, len(normalised)
         count = -(-n // size)
+        take = normalised.take if isinstance(normalised, IdColumn) else None
 
         def args(i: int) -> tuple[PsiCurve, str, list[str], bytes]:
-            ids = [normalised[j] for j in self.order[i * size : (i + 1) * size].tolist()]
+            rows = self.order[i * size : (i + 1) * size]
+            ids = take(rows) if take else [normalised[j] for j in rows.tolist()]
             return self.curve, self.job_id, ids, self.scalar
 
         saved = self._saved_own(count)
@@ -266,9 +272,8 @@ class BlindingState:
             writer, self._writer = self._writer, None
         if writer is not None:
             writer.shutdown(wait=True, cancel_futures=drop_pending)
-        failed = sum(1 for w in self._writes if not w.cancelled() and w.exception() is not None)
-        if failed:
-            self._progress("state_unsaved", failed, len(self._writes))
+        if self._failed:
+            self._progress("state_unsaved", self._failed, self._written)
 
     def clear(self) -> None:
         """Drop queued writes, then delete the directory, the scalar first (after success)."""
@@ -318,15 +323,28 @@ class BlindingState:
         if not future.cancelled() and future.exception() is None:
             self._save(f"reblind-{key.hex()}", key + future.result())
 
+    def _count_failure(self, write: Future[Path]) -> None:
+        """Done-callback of a write: count it if it failed (not if it was cancelled)."""
+        if not write.cancelled() and write.exception() is not None:
+            with self._lock:
+                self._failed += 1
+
     def _save(self, name: str, body: bytes) -> None:
-        """Queue an atomic 0600 write of ``SHA-256(body) || body`` to ``name``."""
+        """Queue an atomic 0600 write of ``SHA-256(body) || body`` to ``name``; with more than
+        :data:`_QUEUED_WRITES` queued, wait for the oldest, so a slow disk holds back the
+        blinding instead of letting queued chunks pile up in memory."""
         with self._lock:
             if self._writer is None or self.directory is None:
                 return
             write = self._writer.submit(
                 atomic_write_bytes, self.directory / name, _seal(body), private=True
             )
-            self._writes.append(write)
+            self._written += 1
+            write.add_done_callback(self._count_failure)
+            self._queued.append(write)
+            oldest = self._queued.popleft() if len(self._queued) > _QUEUED_WRITES else None
+        if oldest is not None:
+            wait([oldest])  # a failure is counted by close(), as for every write
 
 
 def _load_secret(path: Path, header: bytes, n: int) -> tuple[bytes, npt.NDArray[np.int64]] | None:

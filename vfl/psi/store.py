@@ -26,16 +26,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
 
 from vfl.config.job import PsiCurve
 from vfl.config.party import IdRule
-from vfl.storage import atomic_write_text
+from vfl.storage import atomic_path
 
 ALIGNMENT_FILE = "alignment.json"
 _FORMAT = 1
+_WRITE_BATCH = 65536
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,11 @@ def input_digest(
     return h.hexdigest()
 
 
-def alignment_digest(sorted_doubles: bytes) -> str:
-    """Hex SHA-256 of the concatenated, sorted doubly-blinded values of the intersection."""
-    return hashlib.sha256(sorted_doubles).hexdigest()
+def alignment_digest(sorted_doubles: bytes | npt.NDArray[np.bytes_]) -> str:
+    """Hex SHA-256 of the concatenated, sorted doubly-blinded values of the intersection
+    (``bytes``, or a C-contiguous array of them, hashed without a copy)."""
+    data = sorted_doubles if isinstance(sorted_doubles, bytes) else sorted_doubles.data
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_alignment(directory: Path, expected_input: str) -> StoredAlignment | None:
@@ -103,19 +107,36 @@ def load_alignment(directory: Path, expected_input: str) -> StoredAlignment | No
 def save_alignment(directory: Path, stored: StoredAlignment) -> Path:
     """Write ``stored`` to ``directory/alignment.json`` atomically and return the path.
 
+    The JSON is written a batch of ids at a time, so writing costs memory for one batch,
+    not a second copy of the intersection (as one ``json.dumps`` of it would).
+
     Raises:
-        OSError: if the directory cannot be created or written.
+        StorageError: if the directory cannot be created or written (an ``OSError``).
     """
     path = directory / ALIGNMENT_FILE
-    payload = {
+    head = {
         "format": _FORMAT,
         "input_digest": stored.input_digest,
         "alignment_digest": stored.alignment_digest,
         "n_local": stored.n_local,
         "n_remote": stored.n_remote,
         "n_common": len(stored.ids),
-        "ids": stored.ids,
-        "rows": stored.rows.tolist(),
     }
     # the ids are a secret of both parties: 0600 in a 0700 directory, whatever the umask
-    return atomic_write_text(path, json.dumps(payload), private=True)
+    with atomic_path(path, private=True) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write(json.dumps(head)[:-1] + ', "ids": ')
+        _write_list(out, stored.ids)
+        out.write(', "rows": ')
+        _write_list(out, stored.rows)
+        out.write("}")
+    return path
+
+
+def _write_list(out: TextIO, values: Sequence[str] | npt.NDArray[np.int64]) -> None:
+    """Write ``values`` as one JSON array, :data:`_WRITE_BATCH` elements at a time."""
+    out.write("[")
+    for start in range(0, len(values), _WRITE_BATCH):
+        batch = values[start : start + _WRITE_BATCH]
+        items = batch.tolist() if isinstance(batch, np.ndarray) else list(batch)
+        out.write(("" if start == 0 else ", ") + json.dumps(items)[1:-1])
+    out.write("]")
