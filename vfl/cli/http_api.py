@@ -101,18 +101,14 @@ def build_app(service: EService, token: str) -> FastAPI:
 
     @app.post("/score", dependencies=[Depends(authorised)])
     def score(body: ScoreRequest) -> dict[str, Any]:
-        model, out = service.model, []
-        for pair in body.pairs:
-            pos, item = model.user(pair.user), model.item(pair.item)
-            scored = model.score(pos, np.array([item], np.int64))
-            out.append(
-                {
-                    "user": pair.user,
-                    "item": pair.item,
-                    "score": round(float(scored.scores[0]), 6),
-                    "path": scored.path.value,
-                }
-            )
+        model = service.model
+        users = np.array([model.user(p.user) for p in body.pairs], np.int64)
+        items = np.array([model.item(p.item) for p in body.pairs], np.int64)
+        scores, paths = model.score_pairs(users, items)
+        out = [
+            {"user": p.user, "item": p.item, "score": round(float(s), 6), "path": path.value}
+            for p, s, path in zip(body.pairs, scores.tolist(), paths, strict=True)
+        ]
         return {"pairs": out, "cache_age_s": service.cache_age_s()}
 
     @app.post("/refresh", dependencies=[Depends(authorised)])

@@ -75,17 +75,13 @@ def answer_offline(
                 "top_k": _rows(model, scored),
                 "cache_age_s": round(cache.age_s(), 3),
             }
-        out = []
-        for u, i in pairs:
-            scored = model.score(model.user(u), np.array([model.item(i)], np.int64))
-            out.append(
-                {
-                    "user": u,
-                    "item": i,
-                    "score": round(float(scored.scores[0]), 6),
-                    "path": scored.path.value,
-                }
-            )
+        users = np.array([model.user(u) for u, _ in pairs], np.int64)
+        items = np.array([model.item(i) for _, i in pairs], np.int64)
+        scores, paths = model.score_pairs(users, items)
+        out = [
+            {"user": u, "item": i, "score": round(float(s), 6), "path": path.value}
+            for (u, i), s, path in zip(pairs, scores.tolist(), paths, strict=True)
+        ]
     except NotFound as exc:
         raise DataError("request", None, str(exc), "check the id against E's data") from exc
     return {"pairs": out, "cache_age_s": round(cache.age_s(), 3)}

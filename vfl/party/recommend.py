@@ -133,13 +133,32 @@ class Recommender:
         n = len(items)
         if path is Path.VFL and self.z_b is not None:
             z = self.z_b[int(self.partner_pos[pos])].expand(n, -1)
-        elif self.head.partners is not None:
-            z = self.head.partners.absent[0].expand(n, -1)
         else:
-            raise NotFound("this model has no E-only path (trained without a_k): refresh first")
+            z = self._absent().expand(n, -1)
         rows = torch.full((n,), pos, dtype=torch.int64)
         logits = self.head.logits(rows, torch.as_tensor(items, dtype=torch.int64), z)
         return Scored(items, torch.sigmoid(logits).numpy().astype(np.float64), path)
+
+    @torch.no_grad()
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, list[Path]]:
+        """Probabilities of (universe position, item) rows in one pass, and each row's path."""
+        paths = [self.path(int(u)) for u in users.tolist()]
+        z = self._absent().expand(len(users), -1).clone()
+        vfl = [j for j, p in enumerate(paths) if p is Path.VFL]
+        if vfl and self.z_b is not None:
+            z[vfl] = self.z_b[torch.as_tensor(self.partner_pos[users[vfl]])]
+        logits = self.head.logits(torch.as_tensor(users), torch.as_tensor(items), z)
+        return torch.sigmoid(logits).numpy().astype(np.float64), paths
+
+    def _absent(self) -> torch.Tensor:
+        """``a_k`` of the one partner (h,).
+
+        Raises:
+            NotFound: the head was trained without it (no E-only path).
+        """
+        if self.head.partners is None:
+            raise NotFound("this model has no E-only path (trained without a_k)")
+        return self.head.partners.absent[0]
 
     def recommend(self, pos: int, k: int, *, exclude_seen: bool = True) -> Scored:
         """The ``k`` best items (ties: lower index first), without those the user has."""

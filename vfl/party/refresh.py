@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from vfl.config.plan import JobPlan
-from vfl.errors import ChannelTimeout, ParameterMismatch, ProtocolError, ShardError, TransportError
+from vfl.errors import (
+    ChannelTimeout,
+    ParameterMismatch,
+    PeerLost,
+    ProtocolError,
+    ShardError,
+    TransportError,
+)
 from vfl.party.common import SteppedEndpoint
 from vfl.party.export import Shard
 from vfl.party.inference import check_plan, exchange_summaries
@@ -82,10 +89,58 @@ def refresh(run: PartyRun, shard: Shard, *, chunk: int, emit: Callable[[str], No
     Raises:
         ShardError, ParameterMismatch, TransportError, ChannelTimeout, PeerLost.
     """
-    timeout = run.cfg.network.timeout_s if run.cfg.network is not None else 60.0
-    result = run_session(run, refresh_session(run, shard, chunk=chunk, timeout=timeout), emit=emit)
+    net = run.cfg.network
+    timeout, heartbeat, lost = (
+        (net.timeout_s, net.heartbeat_s, net.lost_after_s) if net is not None else (60.0, 1.0, 5.0)
+    )
+    result = run_session(
+        run,
+        refresh_session(run, shard, chunk=chunk, timeout=timeout),
+        emit=emit,
+        wait_for_peer=present(lost_after_s=lost, grace_s=lost + 2 * heartbeat),
+        # P's serve loop answers within a few heartbeats; a P killed a moment ago still
+        # looks alive, so the session's opening gives up after this, not after minutes
+        session_timeout=max(10.0, 3 * lost + 4 * heartbeat),
+    )
     z_b: np.ndarray = result["z_b"]
     return z_b
+
+
+def present(*, lost_after_s: float, grace_s: float) -> Callable[[GrpcChannel], None]:
+    """E's check before a refresh session: P's ``vfl serve`` is joined and alive.
+
+    The sealed session's opening waits for a silent peer (a restart); a refresh instead
+    fails within ``grace_s`` when P is absent or silent.
+
+    Raises:
+        PeerLost: P has not joined, or its last heartbeat is older than ``lost_after_s``.
+    """
+
+    def check(channel: GrpcChannel) -> None:
+        deadline = time.monotonic() + grace_s
+        while True:
+            status = channel.peer_status()
+            if (
+                status is not None
+                and status.state is PartyState.RUNNING
+                and status.age_s is not None
+                and status.age_s < lost_after_s
+            ):
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        heard = (
+            "it has not joined the job"
+            if status is None or status.age_s is None
+            else f"no heartbeat for {status.age_s:.0f} s (state {status.state.value})"
+        )
+        raise PeerLost(
+            f"{channel.name}: party '{channel.peer}' is not answering refreshes: {heard}. "
+            f"Fix: start `vfl serve --config P_PARTY.toml --model DIR` at '{channel.peer}'"
+        )
+
+    return check
 
 
 def waiter(

@@ -50,11 +50,14 @@ def run_session(
     *,
     emit: Callable[[str], None],
     wait_for_peer: PeerWait | None = None,
+    session_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Steps 1-3 of the module docstring around ``body(channel, plan)``.
 
     ``wait_for_peer``: called once joined (heartbeats running), before the sealed session is
     opened; P's long-running ``vfl serve`` waits there until E starts a refresh.
+    ``session_timeout``: how long opening the sealed session may wait for the peer (default
+    three message timeouts, long enough for a restarted peer).
 
     Raises:
         ConfigError, ParameterMismatch, ShardError, TransportError, ChannelTimeout, PeerLost.
@@ -69,7 +72,7 @@ def run_session(
         emit(f"{run.cfg.party.name} joined job {reply.job} for inference, peer {net.peer}")
         if wait_for_peer is not None:
             wait_for_peer(grpc_channel)
-        channel = _session(run, net, CountingChannel(grpc_channel))
+        channel = _session(run, net, CountingChannel(grpc_channel), timeout=session_timeout)
         channel.phase = Phase.HANDSHAKE
         publish.phase(Phase.HANDSHAKE)
         handshake(channel, run.cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
