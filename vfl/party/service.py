@@ -98,6 +98,7 @@ class EService:
         if self.cache is not None:
             self.model.use(self.cache.z_b)
         self.refreshes = {"ok": 0, "failed": 0}
+        self.last_refresh_s: float | None = None
         self.last_error = ""
         self._refreshing = threading.Lock()
         self._stop = threading.Event()
@@ -137,6 +138,7 @@ class EService:
         self.model.use(z_b)
         self.refreshes["ok"] += 1
         seconds = time.monotonic() - started
+        self.last_refresh_s = round(seconds, 3)
         self.emit(f"refreshed z_B of {len(z_b)} users in {seconds:.1f} s")
         return {"refreshed": True, "users": len(z_b), "seconds": round(seconds, 3)}
 
@@ -169,7 +171,9 @@ class EService:
             "status": "ok",
             "cache_age_s": None if age is None else round(age, 3),
             "cached_users": 0 if self.cache is None else len(self.cache.z_b),
+            "items": len(self.model.item_ids),
             "refreshing": self._refreshing.locked(),
+            "last_refresh_s": self.last_refresh_s,
             "refreshes": dict(self.refreshes),
             "last_refresh_error": self.last_error,
         }
