@@ -78,20 +78,19 @@ def _configs(root: Path) -> tuple[dict[str, Path], str, Path, str]:
     from vfl.transport.sealing import write_box_keys
 
     data, certs = root / "data", root / "certs"
-    generate_dev_pki(certs, parties=["shop", "payments"], services=["shop"])
-    for name in ("shop", "payments"):
-        write_box_keys(certs, name)
     files = {"e": data / "e_party.toml", "p": data / "p_party.toml"}
-    layout = NetworkLayout(
-        certs, ("shop", "payments"), port=_free_port(), job_file=data / "job.toml"
-    )
-    written = write_network_configs(layout, {"shop": files["e"], "payments": files["p"]})
+    e, p = (tomllib.loads(files[k].read_text())["party"]["name"] for k in ("e", "p"))
+    generate_dev_pki(certs, parties=[e, p], services=[e])
+    for name in (e, p):
+        write_box_keys(certs, name)
+    layout = NetworkLayout(certs, (e, p), port=_free_port(), job_file=data / "job.toml")
+    written = write_network_configs(layout, {e: files["e"], p: files["p"]})
     token, port = secrets.token_urlsafe(32), _free_port()
     (root / "token").write_text(token + "\n")
     files["e"].write_text(
         files["e"].read_text()
-        + f'\n[serving]\nlisten = "127.0.0.1:{port}"\ntls_cert = "{certs / "shop-https.pem"}"\n'
-        f'tls_key = "{certs / "shop-https.key"}"\ntoken_file = "{root / "token"}"\n'
+        + f'\n[serving]\nlisten = "127.0.0.1:{port}"\ntls_cert = "{certs / f"{e}-https.pem"}"\n'
+        f'tls_key = "{certs / f"{e}-https.key"}"\ntoken_file = "{root / "token"}"\n'
     )
     return (
         {**files, "coordinator": written["coordinator"]},
@@ -267,6 +266,7 @@ def main() -> None:
     for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         (base / dataset).mkdir()
         out[dataset] = serve_dataset(dataset, base / dataset, args)
+        print(json.dumps({dataset: out[dataset]}), file=sys.stderr, flush=True)
     if not args.skip_refresh:
         out["refresh"] = refresh_cost(args.refresh_users, args.refresh_bits)
     out["load_average_end"] = os.getloadavg()[0]
