@@ -86,6 +86,8 @@ class Recommender:
     def __init__(self, shard: Shard, cfg: PartyConfig, data: ActiveData, plan: JobPlan) -> None:
         self.cfg, self.data = cfg, data
         self.head = universe_head(shard, data, plan)
+        with torch.no_grad():
+            self.v_all = self.head.item_vectors()  # fixed at serving time: computed once
         users = user_universe(shard, data)
         self.partner_pos = users.positions[0]  # universe position -> P-aligned position
         self.user_pos = {str(u): k for k, u in enumerate(users.ids.tolist())}
@@ -130,13 +132,14 @@ class Recommender:
     def score(self, pos: int, items: np.ndarray) -> Scored:
         """Probabilities of ``items`` for the user at universe position ``pos``."""
         path = self.path(pos)
-        n = len(items)
+        if len(items) == 0:
+            return Scored(np.asarray(items, np.int64), np.empty(0), path)
         if path is Path.VFL and self.z_b is not None:
-            z = self.z_b[int(self.partner_pos[pos])].expand(n, -1)
+            z = self.z_b[int(self.partner_pos[pos])]
         else:
-            z = self._absent().expand(n, -1)
-        rows = torch.full((n,), pos, dtype=torch.int64)
-        logits = self.head.logits(rows, torch.as_tensor(items, dtype=torch.int64), z)
+            z = self._absent()
+        rows = torch.as_tensor(items, dtype=torch.int64)
+        logits = self.head.user_logits(pos, rows, z, self.v_all)
         return Scored(items, torch.sigmoid(logits).numpy().astype(np.float64), path)
 
     @torch.no_grad()
