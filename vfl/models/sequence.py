@@ -59,7 +59,8 @@ class HistoryAttention(nn.Module):
         weights = torch.softmax(scores, dim=1)
         if not bool(keep.any()):
             weights = torch.zeros_like(weights)
-        return weights @ self.value(keys)
+        summary: torch.Tensor = weights @ self.value(keys)
+        return summary
 
 
 class UserSequences(nn.Module):
