@@ -23,7 +23,8 @@ from vfl.data.tables import ActiveData, PassiveData
 from vfl.errors import ShardError
 from vfl.models.bottom import PassiveBottom
 from vfl.party.export import MANIFEST, load_pair, load_shard
-from vfl.party.inference import candidate_items, load_head
+from vfl.party.inference import candidate_items
+from vfl.party.recommend import universe_head, user_universe
 from vfl.training.inputs import TableTensors
 
 
@@ -39,7 +40,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pilot]:
 
 
 def _infer(run: Pilot, *args: str) -> dict[str, object]:
-    """One inference session: a fresh coordinator, ``vfl serve`` at P, ``vfl infer`` at E."""
+    """A fresh coordinator, ``vfl serve`` at P (long-running: stopped by SIGTERM here) and
+    ``vfl infer`` at E (a refresh when E has no z_B cache yet, then local scoring)."""
     answer = run.root / "answer.json"
     run.start_coordinator()
     run.start("ps", "serve", "--config", str(run.files["p"]), "--model", str(run.root / "p/model"))
@@ -57,7 +59,8 @@ def _infer(run: Pilot, *args: str) -> dict[str, object]:
     )
     try:
         assert run.wait_exit("es", 120) == 0, run.log("es")
-        assert run.wait_exit("ps", 60) == 0, run.log("ps")
+        run.procs["ps"].send_signal(signal.SIGTERM)
+        assert run.wait_exit("ps", 60) == 128 + signal.SIGTERM, run.log("ps")
     finally:
         run.procs["coordinator"].send_signal(signal.SIGTERM)
         run.wait_exit("coordinator", 20)
@@ -73,7 +76,7 @@ def _in_process_scores(run: Pilot, user_id: str) -> tuple[np.ndarray, np.ndarray
     e_data = load_party_data(load_party_config(run.files["e"]))
     p_data = load_party_data(load_party_config(run.files["p"]))
     assert isinstance(e_data, ActiveData) and isinstance(p_data, PassiveData)
-    head = load_head(e, e_data, plan)
+    head = universe_head(e, e_data, plan)
     (u, w_bits), (v, _) = e.share(), p.share()
     w_b = torch.tensor(((u + v).astype(float) / 2.0**w_bits).astype(np.float32))
     p_rows = TableTensors.from_table(p_data.users, p.alignment().rows)
@@ -81,10 +84,11 @@ def _in_process_scores(run: Pilot, user_id: str) -> tuple[np.ndarray, np.ndarray
     bottom = PassiveBottom(p_rows.n_numeric, p_rows.cardinalities, m.passive_hidden, m.passive_out)
     bottom.load_state_dict(p.state_dict("bottom.pt"))
     bottom.eval()
-    pos = e.alignment().ids.tolist().index(user_id)
+    at = e.alignment().ids.tolist().index(user_id)  # P's aligned position
+    pos = user_universe(e, e_data).ids.tolist().index(user_id)  # the head's user position
     items = candidate_items(e_data, user_id, include_seen=False)
     with torch.no_grad():
-        idx = torch.tensor([pos])
+        idx = torch.tensor([at])
         z = bottom(p_rows.numeric[idx], p_rows.categorical[idx]) @ w_b
         rows = torch.full((len(items),), pos, dtype=torch.int64)
         logits = head.logits(rows, torch.as_tensor(items), z.expand(len(items), -1))

@@ -38,25 +38,23 @@ def infer(
     include_seen: bool = typer.Option(False, help="Also rank items the user already has."),
     pairs: Path = typer.Option(None, help="CSV of (user_id, item_id) pairs to score."),
     out: Path = typer.Option(None, help="Write the JSON answer here (default: stdout)."),
+    refresh: bool = typer.Option(False, help="Refresh the z_B cache from P even if one exists."),
 ) -> None:
-    """Score pairs or recommend top-K items for a user, with P serving its shard (vfl serve)."""
+    """Score pairs or recommend top-K items for a user, from the cached z_B (refreshed from P,
+    which runs `vfl serve`, when there is no cache yet or with --refresh)."""
     from vfl.config.party import load_party_config
     from vfl.party.export import load_shard
-    from vfl.party.inference import InferenceRequest
+    from vfl.party.infer_local import answer_offline
     from vfl.party.runner import PartyRun
-    from vfl.party.serving import active_session, run_session
     from vfl.storage import atomic_write_json
 
     if (user is None) == (pairs is None):
         raise DataError("command line", None, "give exactly one of --user or --pairs", "add one")
     cfg = load_party_config(config)
     shard = load_shard(model, "active")
-    request = InferenceRequest(
-        user=user, k=top_k, include_seen=include_seen, pairs=[] if pairs is None else _pairs(pairs)
-    )
     run = PartyRun(cfg=cfg, config_file=config, out=model)
-    timeout = cfg.network.timeout_s if cfg.network is not None else 60.0
-    answer = run_session(run, active_session(run, shard, request, timeout), emit=console.print)
+    request = (user, top_k, include_seen, [] if pairs is None else _pairs(pairs))
+    answer = answer_offline(run, shard, request, refresh=refresh, emit=console.print)
     if out is not None:
         atomic_write_json(out, answer)
         console.print(f"wrote {out}")
@@ -65,18 +63,69 @@ def infer(
 
 
 def serve(
-    config: Path = typer.Option(..., help="P's party config (with a [network] section)."),
-    model: Path = typer.Option(..., help="P's exported shard (the run's DIR/model)."),
+    config: Path = typer.Option(..., help="E's or P's party config (with a [network] section)."),
+    model: Path = typer.Option(..., help="This party's exported shard (the run's DIR/model)."),
 ) -> None:
-    """Serve one inference session of E from P's shard; P contributes only ciphertexts."""
-    from vfl.config.party import load_party_config
+    """Long-running: at E the HTTPS recommendation API ([serving] section), at P the answers
+    to E's z_B refreshes (P contributes only ciphertexts and never sees a request)."""
+    from vfl.cli.signals import stop_on_signals
+    from vfl.config.party import Role, load_party_config
+    from vfl.errors import ConfigError, Interrupted
     from vfl.party.export import load_shard
     from vfl.party.runner import PartyRun
-    from vfl.party.serving import passive_session, run_session
 
     cfg = load_party_config(config)
-    shard = load_shard(model, "passive")
     run = PartyRun(cfg=cfg, config_file=config, out=model)
-    timeout = cfg.network.timeout_s if cfg.network is not None else 60.0
-    run_session(run, passive_session(run, shard, timeout), emit=console.print)
-    console.print("done: served one inference session")
+    if cfg.role is Role.PASSIVE:
+        import threading
+
+        from vfl.party.refresh import serve_refreshes
+
+        shard = load_shard(model, "passive")
+        stop = threading.Event()
+        console.print(f"{cfg.party.name}: answering z_B refreshes until stopped")
+        try:
+            with stop_on_signals("vfl serve"):
+                served = serve_refreshes(run, shard, emit=console.print, stop=stop)
+        except Interrupted:
+            stop.set()
+            raise
+        console.print(f"done: served {served} refreshes")
+        return
+    if cfg.serving is None:
+        raise ConfigError(
+            str(config),
+            "serving",
+            "missing: E's service needs its listen address, TLS files and client token",
+            "add [serving] with listen, tls_cert, tls_key and token_file (docs/inference.md)",
+        )
+    from vfl.cli.http_api import run_api
+    from vfl.party.service import EService
+
+    shard = load_shard(model, "active")
+    token = _token(cfg.serving.token_file)
+    service = EService(run, shard, cfg.serving, console.print)
+    service.start_background()
+    try:
+        run_api(service, token, emit=console.print)
+    finally:
+        service.stop()
+
+
+def _token(path: Path) -> str:
+    """The callers' bearer token: the file's one line.
+
+    Raises:
+        ConfigError: the file is empty or too short to be a secret.
+    """
+    from vfl.errors import ConfigError
+
+    token = path.read_text(encoding="utf-8").strip()
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ConfigError(
+            str(path),
+            "serving.token_file",
+            "the token must be one line of at least 16 characters without spaces",
+            "write one, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE`",
+        )
+    return token

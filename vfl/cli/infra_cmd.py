@@ -50,7 +50,8 @@ def certs(
             f"'{unknown[0]}' is not one of --parties {parties}",
             "list that party in --parties, or pass the right config",
         )
-    pki = generate_dev_pki(out, parties=names, coordinator_host=host)
+    # each party also gets <name>-https.pem/.key for `vfl serve`'s API (only E serves one)
+    pki = generate_dev_pki(out, parties=names, coordinator_host=host, services=names)
     sealing = {name: write_box_keys(out, name) for name in names}
     layout = NetworkLayout(out, (names[0], names[1]), host=host, port=port, job_file=job)
     written = write_network_configs(layout, configs)

@@ -67,6 +67,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     model_validator,
@@ -479,6 +480,20 @@ class ExecutorSection(BaseModel):
         )
 
 
+class ServingSection(BaseModel):
+    """``[serving]`` (E only): ``vfl serve``'s HTTPS API and its ``z_B`` refresh schedule."""
+
+    model_config = _FROZEN
+
+    listen: BindAddress = "127.0.0.1:8443"
+    tls_cert: ConfigPath  # the service's server certificate (PEM; SAN = the host callers dial)
+    tls_key: ConfigPath  # its private key (PEM)
+    token_file: ConfigPath  # the bearer token callers send (``Authorization: Bearer ...``)
+    refresh_interval_s: NonNegativeFloat = 0.0  # 0: refresh at start and on POST /refresh only
+    refresh_at_start: bool = True  # refresh once when the service starts (else: cached z_B)
+    users_per_refresh_step: PositiveInt = 512  # users per encrypted forward of a refresh
+
+
 class PartyConfig(BaseModel):
     """A whole party config file."""
 
@@ -491,6 +506,7 @@ class PartyConfig(BaseModel):
     interactions: InteractionSchema | None = None
     network: NetworkSection | None = None
     executor: ExecutorSection | None = None
+    serving: ServingSection | None = None
 
     @property
     def role(self) -> Role:
@@ -500,6 +516,12 @@ class PartyConfig(BaseModel):
     @model_validator(mode="after")
     def _sections_match_role(self) -> PartyConfig:
         """Active needs [items] and [interactions]; passive must not have them."""
+        if self.party.role is Role.PASSIVE and self.serving is not None:
+            raise rule_error(
+                "section not allowed for role 'passive'",
+                "remove the [serving] section: P's `vfl serve` answers refreshes only",
+                "serving",
+            )
         for section in ("items", "interactions"):
             present = getattr(self, section) is not None
             if self.party.role is Role.ACTIVE and not present:

@@ -48,6 +48,20 @@ class HistoryAttention(nn.Module):
         weights = torch.where(keep.any(dim=1, keepdim=True), weights, torch.zeros_like(weights))
         return torch.einsum("rn,rnd->rd", weights, self.value(keys))
 
+    def one_history(
+        self, history: torch.Tensor, keep: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`forward` for r rows that share one history (N, dim) and mask (N,): the
+        same ``s`` (r, dim), with the keys and values computed once (serving one user)."""
+        keys = history + self.position
+        scores = (self.query(target) @ keys.T) * self.scale
+        scores = scores.masked_fill(~keep, -1e9)
+        weights = torch.softmax(scores, dim=1)
+        if not bool(keep.any()):
+            weights = torch.zeros_like(weights)
+        summary: torch.Tensor = weights @ self.value(keys)
+        return summary
+
 
 class UserSequences(nn.Module):
     """Each user's training positives in time order, and the history of a row from them.

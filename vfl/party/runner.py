@@ -260,10 +260,13 @@ def _box_keys(run: PartyRun, net: NetworkSection) -> tuple[bytes, bytes]:
     )
 
 
-def _session(run: PartyRun, net: NetworkSection, counter: CountingChannel) -> SealedChannel:
+def _session(
+    run: PartyRun, net: NetworkSection, counter: CountingChannel, *, timeout: float | None = None
+) -> SealedChannel:
     """A fresh session to the peer, sealed with this party's key and the peer's pinned key.
 
-    The session window is three message timeouts: long enough for a restarted peer.
+    The session window is ``timeout``, by default three message timeouts: long enough for a
+    restarted peer.
     """
     private_key, peer_public_key = _box_keys(run, net)
     return open_session(
@@ -272,7 +275,7 @@ def _session(run: PartyRun, net: NetworkSection, counter: CountingChannel) -> Se
         peer_public_key=peer_public_key,
         job_id=counter.inner.job_id,
         me=run.cfg.party.name,
-        timeout=3 * net.timeout_s,
+        timeout=3 * net.timeout_s if timeout is None else timeout,
     )
 
 

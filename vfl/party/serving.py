@@ -5,7 +5,7 @@
    session is dropped, never applied) and run the plan handshake -- exactly as
    :mod:`vfl.party.runner` does for training.
 2. Phase ``inference``: the steps of :mod:`vfl.party.inference` (shard check, setup with fresh
-   keys, encrypted forward, scoring at E).
+   keys, encrypted forwards of every aligned user: a refresh, :mod:`vfl.party.refresh`).
 3. Report ``done`` (nothing else: C never sees a score) or ``failed`` (the error's class name),
    through the party's :class:`~vfl.party.publishing.Publisher`.
 """
@@ -21,37 +21,43 @@ import torch
 
 from vfl.config.plan import JobPlan
 from vfl.data.loading import load_party_data
-from vfl.data.tables import ActiveData, PassiveData
+from vfl.data.tables import PassiveData
 from vfl.errors import ShardError
 from vfl.kinds import BottomInputs, load_kind
 from vfl.party.accounting import CountingChannel
 from vfl.party.common import SteppedEndpoint
 from vfl.party.export import Shard
 from vfl.party.handshake import handshake
-from vfl.party.inference import (
-    InferenceRequest,
-    check_plan,
-    exchange_summaries,
-    load_head,
-    request_rows,
-    score_rows,
-    top_k,
-)
+from vfl.party.inference import check_plan, exchange_summaries
 from vfl.party.publishing import Publisher
 from vfl.party.runner import PartyRun, _dial, _network, _plan, _session
 from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.options import SecurityFloor
-from vfl.protocol.secure_layer import ActiveShare, LayerSettings, PassiveShare, generate_keys
-from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
+from vfl.protocol.secure_layer import LayerSettings, PassiveShare, generate_keys
+from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.training.inputs import TableTensors
 from vfl.training.secure import layer_settings
+from vfl.transport.grpc_channel import GrpcChannel
 
 SessionBody = Callable[[ByteChannel, JobPlan], dict[str, Any]]
+PeerWait = Callable[[GrpcChannel], None]
 
 
-def run_session(run: PartyRun, body: SessionBody, *, emit: Callable[[str], None]) -> dict[str, Any]:
+def run_session(
+    run: PartyRun,
+    body: SessionBody,
+    *,
+    emit: Callable[[str], None],
+    wait_for_peer: PeerWait | None = None,
+    session_timeout: float | None = None,
+) -> dict[str, Any]:
     """Steps 1-3 of the module docstring around ``body(channel, plan)``.
+
+    ``wait_for_peer``: called once joined (heartbeats running), before the sealed session is
+    opened; P's long-running ``vfl serve`` waits there until E starts a refresh.
+    ``session_timeout``: how long opening the sealed session may wait for the peer (default
+    three message timeouts, long enough for a restarted peer).
 
     Raises:
         ConfigError, ParameterMismatch, ShardError, TransportError, ChannelTimeout, PeerLost.
@@ -64,7 +70,9 @@ def run_session(run: PartyRun, body: SessionBody, *, emit: Callable[[str], None]
         plan = _plan(run, reply.plan)
         grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
         emit(f"{run.cfg.party.name} joined job {reply.job} for inference, peer {net.peer}")
-        channel = _session(run, net, CountingChannel(grpc_channel))
+        if wait_for_peer is not None:
+            wait_for_peer(grpc_channel)
+        channel = _session(run, net, CountingChannel(grpc_channel), timeout=session_timeout)
         channel.phase = Phase.HANDSHAKE
         publish.phase(Phase.HANDSHAKE)
         handshake(channel, run.cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
@@ -103,65 +111,6 @@ def _settings(shard: Shard, plan: JobPlan, w_bits: int) -> LayerSettings:
             f"2^{settings.scales.w_bits}. Fix: export again with this version"
         )
     return settings
-
-
-def active_session(
-    run: PartyRun, shard: Shard, request: InferenceRequest, timeout: float
-) -> SessionBody:
-    """E's body: check shards, set up fresh keys, ask P for ``[[b·W_B]]_E``, score at E."""
-
-    def body(channel: ByteChannel, plan: JobPlan) -> dict[str, Any]:
-        check_plan(shard, plan)
-        exchange_summaries(channel, shard, active=True, peer=channel.peer, timeout=timeout)
-        data = load_party_data(run.cfg)
-        if not isinstance(data, ActiveData):
-            raise TypeError("vfl infer needs E's (active) party config")
-        local = shard.alignment()
-        rows = request_rows(request, run.cfg, data, local)
-        head = load_head(shard, data, plan)
-        u, w_bits = shard.share()
-        settings = _settings(shard, plan, w_bits)
-        share = ActiveShare(
-            u=u,
-            settings=settings,
-            keys=generate_keys(settings),  # fresh for this session: no key is stored
-            allow_plaintext=run.cfg.party.allow_plaintext,
-            party=run.cfg.party.name,
-            floor=run.cfg.party.floor(str(run.config_file)),
-        )
-        endpoint = SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout)
-        peer = SecurePassivePeer(endpoint, share)
-        users = rows.unique_users()
-        try:
-            peer.setup()
-            z_b = peer.forward(0, users, train=False)
-        finally:
-            peer.shutdown(step=1)
-            share.close()
-        scores = score_rows(head, rows, users, z_b)
-        return _answer(request, data, local, rows, scores)
-
-    return body
-
-
-def _answer(
-    request: InferenceRequest, data: ActiveData, local: Any, rows: Any, scores: np.ndarray
-) -> dict[str, Any]:
-    """The JSON-ready answer: the ranked items, or one score per requested pair."""
-    item_ids = data.items.ids
-    if request.user is not None:
-        best = top_k(scores, rows.items, request.k)
-        by_item = dict(zip(rows.items.tolist(), scores.tolist(), strict=True))
-        return {
-            "user": request.user,
-            "top_k": [{"item": str(item_ids[i]), "score": round(by_item[i], 6)} for i in best],
-        }
-    return {
-        "pairs": [
-            {"user": u, "item": i, "score": round(float(s), 6)}
-            for (u, i), s in zip(request.pairs, scores.tolist(), strict=True)
-        ]
-    }
 
 
 def passive_session(run: PartyRun, shard: Shard, timeout: float) -> SessionBody:

@@ -116,6 +116,29 @@ class ActiveHead(nn.Module):
         logit: torch.Tensor = self.top(self.interactive(self.bottom.combine(u, v), z_b))
         return logit
 
+    def item_vectors(self) -> torch.Tensor:
+        """The item tower's output for every catalogue item (n_items x dim)."""
+        every_item = torch.arange(self.n_items)
+        v_all: torch.Tensor = self.bottom.item_tower(*self.inputs.items.gather(every_item))
+        return v_all
+
+    def user_logits(
+        self, user: int, items: torch.Tensor, z_b: torch.Tensor, v_all: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`logits` of one user's rows over ``items`` when scoring (the whole history),
+        given ``z_b`` (h) and :meth:`item_vectors`: the user's vector and history once."""
+        one = torch.tensor([user])
+        v = nn.functional.embedding(items, v_all)
+        u = self.bottom.user_tower(*self.inputs.users.gather(one)).expand(len(items), -1)
+        if self.attention is not None:
+            at = self.sequences.positions(one, items[:1], train=False)
+            hist = self.sequences.history(one, at)[0]
+            padded = torch.cat([v_all, torch.zeros_like(v_all[:1])])
+            u = u + self.attention.one_history(padded[hist], hist != self.n_items, v)
+        z = z_b.expand(len(items), -1)
+        logit: torch.Tensor = self.top(self.interactive(self.bottom.combine(u, v), z))
+        return logit
+
 
 def _adam(params: list[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=train.learning_rate, weight_decay=train.weight_decay)

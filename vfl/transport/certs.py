@@ -63,8 +63,12 @@ def generate_dev_pki(
     parties: Sequence[str],
     coordinator_host: str = "127.0.0.1",
     days: int = 365,
+    services: Sequence[str] = (),
 ) -> DevPki:
     """Write a fresh CA, coordinator and per-party certificates into ``out_dir``.
+
+    ``services``: parties that also get an HTTPS server certificate for ``vfl serve``'s API,
+    ``<party>-https.pem`` / ``.key``, valid for ``coordinator_host`` and localhost.
 
     Raises:
         VflError: a party name is empty, reserved, duplicated or not a safe file name.
@@ -80,6 +84,8 @@ def generate_dev_pki(
     server_sans = _server_sans(coordinator_host)
     coordinator = _write_leaf(out, "coordinator", issuer, server_sans, server=True)
     issued = {p: _write_leaf(out, p, issuer, [x509.DNSName(p)], server=False) for p in parties}
+    for name in services:
+        _write_leaf(out, f"{name}-https", issuer, server_sans, server=True)
     return DevPki(out_dir=out, ca=ca_path, coordinator=coordinator, parties=issued)
 
 
