@@ -221,6 +221,7 @@ def test_certs_cli_writes_pki_keys_and_ready_configs(tmp_path: Path) -> None:
     names = {"ca.pem", "coordinator.pem", "coordinator.key", "coordinator.toml"}
     for party in ("shop", "payments"):
         names |= {f"{party}.{ext}" for ext in ("pem", "key", "box", "box.pub", "network.toml")}
+        names |= {f"{party}-https.pem", f"{party}-https.key"}  # the service's TLS (vfl serve)
     assert {f.name for f in pki.iterdir()} == names
     assert len((pki / "shop.box.pub").read_bytes()) == 32
     assert (pki / "payments.box").stat().st_mode & 0o777 == 0o600
