@@ -11,20 +11,10 @@ with a tanh output, so every entry of ``b`` lies in ``(-1, 1)``.
 
 from __future__ import annotations
 
-from vfl.config.job import ModelConfig
+from parties.payments import bottom  # the same bottom model: an MLP with a tanh output
 from vfl.config.party import Role
 from vfl.data.loading import standardise
-from vfl.kinds import BottomInputs, PartyKind, TableSchema
-from vfl.models.bottom import PassiveBottom
-
-
-def bottom(inputs: BottomInputs, model: ModelConfig) -> PassiveBottom:
-    """``b = tanh(MLP([numeric, embeddings]))`` of width ``model.passive_out``."""
-    users = inputs.users
-    return PassiveBottom(
-        users.n_numeric, users.cardinalities, model.passive_hidden, model.passive_out
-    )
-
+from vfl.kinds import PartyKind, TableSchema
 
 KIND = PartyKind(
     name="logistics",
