@@ -9,7 +9,13 @@ import grpc
 from vfl.errors import ChannelTimeout, TransportError
 from vfl.transport.dialling import AlreadyJoined
 
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# CANCELLED: a coordinator that stops (SIGTERM, restart) cancels the calls in flight; the
+# sender retries until its deadline (frames carry sequence numbers, so a resend is harmless)
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+}
 _TLS_HINTS = ("handshake", "ssl", "tls", "certificate", "tsi_")
 
 
