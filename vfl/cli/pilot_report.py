@@ -16,10 +16,13 @@ ORDER = ("e_alone", "split_plaintext", "split_encrypted", "centralised")
 
 
 def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict[str, Any]:
-    """E alone and centralised, in one process, on the federated run's aligned users in its
-    order: the split's candidate lists are keyed by user id and seed, and the same positions
-    with the same seed give the same batches. Without the protocol's plaintext mode in this
-    build, the in-process plaintext split stands in for VFL plaintext (marked ``in_process``).
+    """E alone and centralised, in one process, on the federated run's users in its order:
+    all of E's users by id (those P does not know too, as the federated run trains them
+    through ``a_k``; the centralised model sees zeros and ``p_known = 0`` for them). The
+    split's candidate lists are keyed by user id and seed, and the same positions with the
+    same seed give the same batches. Without the protocol's plaintext mode in this build,
+    the in-process plaintext split (on the shared users) stands in for VFL plaintext
+    (marked ``in_process``).
     """
     import torch
 
@@ -27,14 +30,14 @@ def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict
     from vfl.training.summary import summarise
 
     torch.set_num_threads(1)  # small models: more threads only spin on a shared machine
-    order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids  # training order
-    prep = prepare(job, order=order)
+    prep = prepare(job, every_user=True)
     rows = {
         name: summarise(run_single(prep, name, epochs=epochs))
         for name in ("e_alone", "centralised")
     }
     if not plaintext:
-        result, traffic = run_split(prep, epochs=epochs)
+        order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids  # training order
+        result, traffic = run_split(prepare(job, order=order), epochs=epochs)
         rows["split_plaintext"] = {**summarise(result), **traffic, "in_process": True}
     return rows
 

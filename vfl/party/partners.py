@@ -19,6 +19,7 @@ import numpy as np
 from vfl.data.alignment import Alignment
 from vfl.party.common import LocalAlignment, in_id_order
 from vfl.protocol.endpoint import ByteChannel
+from vfl.training.loop import E_ONLY, KNOWN_TO_ALL, KNOWN_TO_SOME
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,6 @@ class UserUniverse:
         )
 
 
-KNOWN_TO_ALL, KNOWN_TO_SOME, E_ONLY = "known_to_all", "known_to_some", "e_only"
 
 
 def partner_groups(users: UserUniverse) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from vfl.config.job import JobConfig, load_job_config, load_job_parties
 from vfl.data.alignment import Alignment, align_locally
 from vfl.data.loading import load_party_data
 from vfl.data.splits import RecSplit, build_split
-from vfl.data.tables import ActiveData, PassiveData
+from vfl.data.tables import ActiveData, FeatureTable, PassiveData
 from vfl.errors import DataError
 from vfl.evaluation.report import write_report
 from vfl.executor import PartyExecutor
@@ -34,7 +34,7 @@ from vfl.protocol.secure_split import PassiveSecureServer, SecurePassivePeer
 from vfl.storage import atomic_write_json, ensure_dir
 from vfl.training.defences import label_defence
 from vfl.training.inputs import TableTensors, UserBatcher
-from vfl.training.loop import FitResult, ProgressFn, StopRule, fit
+from vfl.training.loop import E_ONLY, KNOWN_TO_ALL, FitResult, ProgressFn, StopRule, fit
 from vfl.training.recommenders import (
     ActiveInputs,
     HeadRecommender,
@@ -64,6 +64,8 @@ class Prepared:
     split: RecSplit
     active: ActiveInputs
     passive_users: TableTensors  # P's features in aligned order (P's side only)
+    # every_user: E's whole user table, ``known[u]`` whether P knows user u (else all True)
+    known: np.ndarray | None = None
     passive_kind: str = "payments"  # P's kind of organisation (vfl.kinds): its bottom model
     allow_plaintext: tuple[bool, bool] = (False, False)  # (E's config, P's config)
     # each party's own security floor, from its own config: (E's, P's)
@@ -72,7 +74,11 @@ class Prepared:
 
 
 def prepare(
-    job_file: str | Path, order: np.ndarray | None = None, *, seed: int | None = None
+    job_file: str | Path,
+    order: np.ndarray | None = None,
+    *,
+    seed: int | None = None,
+    every_user: bool = False,
 ) -> Prepared:
     """Load both parties, align them, and build the evaluation split.
 
@@ -80,6 +86,10 @@ def prepare(
     order of the aligned users, so the baselines see the same positions and hence the same
     batches as that run; it must hold exactly the common users. ``seed`` replaces the job's
     ``[job] seed`` (candidates, batches, initial weights), for measuring run-to-run noise.
+    ``every_user``: train and score all of E's users, as a federated run with every user in
+    (:attr:`~vfl.party.partners.UserScope.ALL`): users in E's id order (position u = E's
+    u-th user by id, the federated run's order), P's features zero with a ``p_known = 0``
+    column for the users P does not know (the centralised model's counterpart of ``a_k``).
 
     Raises:
         DataError: ``order`` is not the intersection of the two parties' users.
@@ -99,6 +109,9 @@ def prepare(
     )
     if order is not None:
         alignment = reorder(alignment, order)
+    known = None
+    if every_user:
+        alignment, known = _every_user(alignment, e_data.users.ids)
     split = build_split(
         e_data.interactions,
         alignment,
@@ -116,7 +129,8 @@ def prepare(
             sequences=(split.train_users, split.train_items),
             kind=e_data.kind,
         ),
-        passive_users=TableTensors.from_table(p_data.users, alignment.passive_rows),
+        passive_users=_passive_tensors(p_data.users, alignment.passive_rows, known),
+        known=known,
         passive_kind=p_data.kind,
         allow_plaintext=(active_cfg.party.allow_plaintext, passive_cfg.party.allow_plaintext),
         floors=(
@@ -124,6 +138,34 @@ def prepare(
             passive_cfg.party.floor(str(job.parties.passive)),
         ),
         names=(active_cfg.party.name, passive_cfg.party.name),
+    )
+
+
+def _every_user(shared: Alignment, e_ids: np.ndarray) -> tuple[Alignment, np.ndarray]:
+    """All of E's users in id order, P's row of each (-1: P does not know the user)."""
+    ids = np.asarray(e_ids).astype(str)
+    by_id = np.argsort(ids, kind="stable")
+    p_row = dict(zip(shared.ids.astype(str).tolist(), shared.passive_rows.tolist(), strict=True))
+    passive = np.array([p_row.get(u, -1) for u in ids[by_id].tolist()], np.int64)
+    everyone = Alignment(ids=ids[by_id], active_rows=by_id.astype(np.int64), passive_rows=passive)
+    return everyone, passive >= 0
+
+
+def _passive_tensors(
+    table: FeatureTable, rows: np.ndarray, known: np.ndarray | None
+) -> TableTensors:
+    """P's features in ``rows`` order; with ``known``, zero (and code 0) for unknown users
+    and a last numeric column ``p_known`` (1 for the users P knows)."""
+    if known is None:
+        return TableTensors.from_table(table, rows)
+    t = TableTensors.from_table(table, np.where(known, rows, 0))
+    mask = torch.as_tensor(known)
+    flag = mask.to(torch.float32)[:, None]
+    return TableTensors(
+        numeric=torch.cat([t.numeric * flag, flag], dim=1),
+        categorical=t.categorical * mask.to(torch.int64)[:, None],
+        n_numeric=t.n_numeric + 1,
+        cardinalities=t.cardinalities,
     )
 
 
@@ -151,6 +193,13 @@ def reorder(alignment: Alignment, order: np.ndarray) -> Alignment:
     )
 
 
+def groups(prep: Prepared) -> dict[str, np.ndarray] | None:
+    """With users P does not know: the test groups of a federated run (known / E-only)."""
+    if prep.known is None or prep.known.all():
+        return None
+    return {KNOWN_TO_ALL: prep.known, E_ONLY: ~prep.known}
+
+
 def _fit(
     prep: Prepared, model: Recommender, progress: ProgressFn | None, epochs: int | None
 ) -> FitResult:
@@ -170,6 +219,7 @@ def _fit(
         k=prep.job.eval.k,
         cold_quantile=prep.job.eval.cold_start_quantile,
         progress=progress,
+        groups=groups(prep),
     )
 
 
@@ -199,7 +249,13 @@ def run_split(
     """Train the split network with P serving from its own thread over an in-memory channel.
 
     ``secure`` selects the encrypted protocol (secret-shared ``W_B``, Paillier).
+
+    Raises:
+        ValueError: ``prep`` holds users P does not know (``every_user``): the in-process
+            split asks P about every user; the party processes train those through ``a_k``.
     """
+    if prep.known is not None and not prep.known.all():
+        raise ValueError("the in-process split needs every user known to P (every_user=False)")
     torch.manual_seed(prep.job.job.seed)
     e_end, p_end = InMemoryChannel.pair("active", "passive")
     job_id = prep.job.job.name

@@ -137,6 +137,10 @@ def _test_metrics(
     return evaluate_candidates(probs, k), cold_metrics
 
 
+# E's users by how many partners know them (vfl.party.partners.partner_groups)
+KNOWN_TO_ALL, KNOWN_TO_SOME, E_ONLY = "known_to_all", "known_to_some", "e_only"
+
+
 def group_rows(groups: Mapping[str, np.ndarray], test_users: np.ndarray) -> dict[str, np.ndarray]:
     """Rows of the test list per user group (``groups[g]``: a bool per user), non-empty only.
 
