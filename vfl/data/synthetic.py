@@ -11,7 +11,7 @@ Generative model (all coefficients live in :class:`Coefficients` and are written
    standardised over the catalogue to ``q_i``; popularity ``rho_i ~ N(0, 1)``; brand tier from the
    within-category price residual; rating ``~ 3.6 + 0.35 rho_i`` plus noise.
 3. **Utility** ``s(u, i) = a log theta_u[k_i] - b (q_i - pi_u)^2 / 2 + c rho_i``.
-   User ``u`` buys ``n_u = clip(round(n_mid * exp(n_slope * alpha_u)), 4, 20)`` distinct items,
+   User ``u`` buys ``n_u = clip(round(n_mid * exp(n_slope * alpha_u)), n_min, 20)`` distinct items,
    sampled without replacement with probability proportional to ``softmax(s(u, .) / T)``
    (Gumbel-top-k). It also clicks ``~ Poisson(click_ratio * n_u)`` further items without buying
    (label 0), sampled the same way at temperature ``click_T``. Timestamps are uniform over the
@@ -65,8 +65,9 @@ class Coefficients:
     T: float = 1.0
     click_T: float = 2.0
     click_ratio: float = 0.6
-    n_mid: float = 9.0
-    n_slope: float = 0.45
+    n_mid: float = 3.0  # sparse histories: the median customer buys 3 items (1 to train on)
+    n_slope: float = 0.6
+    n_min: int = 3
     price_sd_within: float = 0.5
     share_mix: float = 0.1
     leak: float = 0.2
@@ -156,7 +157,9 @@ def sample_interactions(
     Columns: ``user`` (union row), ``item`` (catalogue row), ``timestamp``, ``purchased``; rows
     sorted by user then time. Times are i.i.d. uniform, so purchase order is random.
     """
-    n_buy = np.clip(np.round(coef.n_mid * np.exp(coef.n_slope * lat.activity[users])), 4, 20)
+    n_buy = np.clip(
+        np.round(coef.n_mid * np.exp(coef.n_slope * lat.activity[users])), coef.n_min, 20
+    )
     n_buy = np.minimum(n_buy.astype(int), len(cat.category))
     n_click = np.minimum(rng.poisson(coef.click_ratio * n_buy), len(cat.category) - n_buy)
     user_col, item_col, label_col = [], [], []
