@@ -185,3 +185,15 @@ def test_cli_synth_writes_files_and_rejects_bad_overlap(tmp_path: Path) -> None:
     assert "80 customers" in ok.output and (tmp_path / "job.toml").is_file()
     bad = runner.invoke(data_app, ["synth", "--out", str(tmp_path), "--overlap", "1.5"])
     assert bad.exit_code != 0 and "--overlap" in str(bad.exception)
+
+
+def test_sparse_histories_hold_a_median_of_three_purchases(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Execute: the same customers, sparse and default histories
+    bought = {}
+    for name, coef in (("sparse", Coefficients.sparse()), ("default", Coefficients())):
+        generate_synthetic(tmp_path / name, users=600, items=200, coef=coef)
+        log = pd.read_csv(tmp_path / name / "interactions.csv")
+        bought[name] = log[log["purchased"] == 1].groupby("user_id").size()
+    # Check: at least 3 each (a validation and a test item), a median of 3, fewer than default
+    assert bought["sparse"].min() == 3 and bought["sparse"].median() == 3
+    assert bought["default"].min() == 4 and bought["default"].median() >= 8

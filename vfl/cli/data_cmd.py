@@ -39,8 +39,12 @@ def synth(
     third_share: float = typer.Option(
         0.5, "--third-share", help="With --parties 3: the share of the union the third knows."
     ),
+    sparse: bool = typer.Option(
+        False, "--sparse", help="Sparse histories: a median of 3 purchases a customer, not 9."
+    ),
 ) -> None:
     """Generate synthetic e-commerce (E) + payment (P) data with a known ground truth."""
+    from vfl.data.synthetic import Coefficients
     from vfl.data.synthetic_writer import generate_synthetic
 
     _check_range("--users", users, 4, None)
@@ -56,6 +60,7 @@ def synth(
         seed=seed,
         fmt=fmt,
         third_party=third_share if parties == 3 else None,
+        coef=Coefficients.sparse() if sparse else None,
     )
     typer.echo(
         f"synthetic: {s.n_union} customers, {s.n_shared} shared "

@@ -65,12 +65,19 @@ class Coefficients:
     T: float = 1.0
     click_T: float = 2.0
     click_ratio: float = 0.6
-    n_mid: float = 3.0  # sparse histories: the median customer buys 3 items (1 to train on)
-    n_slope: float = 0.6
-    n_min: int = 3
+    n_mid: float = 9.0
+    n_slope: float = 0.45
+    n_min: int = 4
     price_sd_within: float = 0.5
     share_mix: float = 0.1
     leak: float = 0.2
+
+
+    @classmethod
+    def sparse(cls) -> Coefficients:
+        """Sparse purchase histories, as at most shops: a median of 3 purchases a customer
+        (one to train on), where E's history reveals little and P's features matter most."""
+        return cls(n_mid=3.0, n_slope=0.6, n_min=3)
 
 
 @dataclass(frozen=True)
