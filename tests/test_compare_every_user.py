@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vfl.config.job import load_job_config, load_job_parties
 from vfl.data.loading import load_party_data
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.data.tables import ActiveData
-from vfl.config.job import load_job_config, load_job_parties
 from vfl.party.common import LocalAlignment
 from vfl.party.partners import UserScope, UserUniverse
 from vfl.training.compare import prepare, run_single, run_split
@@ -55,7 +55,9 @@ def test_every_user_holds_e_users_in_the_federated_order_and_p_only_for_known(jo
     assert p.numeric[every.known, -1].eq(1.0).all()
     by_id = {u: k for k, u in enumerate(shared.alignment.ids.tolist())}
     rows = [by_id[u] for u in every.alignment.ids[every.known].tolist()]
-    assert np.array_equal(p.numeric[every.known, :-1].numpy(), shared.passive_users.numeric[rows].numpy())
+    assert np.array_equal(
+        p.numeric[every.known, :-1].numpy(), shared.passive_users.numeric[rows].numpy()
+    )
 
 
 def test_baselines_on_every_user_report_the_e_only_group(job: Path) -> None:
@@ -66,7 +68,9 @@ def test_baselines_on_every_user_report_the_e_only_group(job: Path) -> None:
     groups = rows["groups"]
     assert set(groups) == {KNOWN_TO_ALL, E_ONLY}
     assert groups[E_ONLY]["test_users"] > 0
-    assert groups[KNOWN_TO_ALL]["test_users"] + groups[E_ONLY]["test_users"] == len(every.split.test.users)
+    assert groups[KNOWN_TO_ALL]["test_users"] + groups[E_ONLY]["test_users"] == len(
+        every.split.test.users
+    )
 
 
 def test_the_in_process_split_refuses_users_p_does_not_know(job: Path) -> None:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from vfl.cli.data_cmd import data_app
 from vfl.data.party_files import FileFormat, read_table
-from vfl.data.synthetic import Coefficients, CATEGORIES, E_CATEGORIES, P_CATEGORIES
+from vfl.data.synthetic import CATEGORIES, E_CATEGORIES, P_CATEGORIES, Coefficients
 from vfl.data.synthetic_writer import JOB_SETTINGS, generate_synthetic
 
 N_USERS, N_ITEMS, OVERLAP = 600, 120, 0.7

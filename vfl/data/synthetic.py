@@ -72,7 +72,6 @@ class Coefficients:
     share_mix: float = 0.1
     leak: float = 0.2
 
-
     @classmethod
     def sparse(cls) -> Coefficients:
         """Sparse purchase histories, as at most shops: a median of 3 purchases a customer

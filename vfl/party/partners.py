@@ -79,8 +79,6 @@ class UserUniverse:
         )
 
 
-
-
 def partner_groups(users: UserUniverse) -> dict[str, np.ndarray]:
     """E's users by how many partners know them (a bool per user of ``users`` each):
     ``known_to_all``, ``known_to_some`` (only with two or more partners) and ``e_only`` (no
