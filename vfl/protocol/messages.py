@@ -101,10 +101,12 @@ class ErrorRes:
 
 @dataclass(frozen=True)
 class SetupIns:
-    """E -> P: E's Paillier public key (empty in plaintext mode), the agreed parameters and,
-    for a fresh job, ``[[Qᵀ]]_E`` (E's rotation of the initial ``W_B``)."""
+    """E -> P: the cipher suite of E's key (``"none"`` in plaintext mode), E's public key
+    (empty in plaintext mode), the agreed parameters and, for a fresh job, ``[[Qᵀ]]_E``
+    (E's rotation of the initial ``W_B``)."""
 
     step: int
+    cipher: str  # a name of vfl.protocol.suites.SUITES: how to read public_key
     public_key: bytes
     params: str  # JSON of the parameters both parties must agree on
     enc_init: bytes = b""  # empty when resuming or serving: the shares exist already
@@ -112,10 +114,11 @@ class SetupIns:
 
 @dataclass(frozen=True)
 class SetupRes:
-    """P -> E (secure mode): P's Paillier public key, its view of the agreed parameters and
-    E's masked initial share."""
+    """P -> E: the cipher suite of P's key, P's public key, its view of the agreed parameters
+    and E's masked initial share."""
 
     step: int
+    cipher: str
     public_key: bytes
     params: str
     enc_init: bytes = b""  # [[W_B(0)ᵀ - Mᵀ]]_E, E's initial share, when E sent [[Qᵀ]]_E
