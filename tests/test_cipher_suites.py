@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 from types import MappingProxyType
+from typing import ClassVar
 
 import pytest
 
@@ -31,7 +32,7 @@ class _CountingSuite(PaillierSuite):
     """Paillier under another name, counting what its factory builds."""
 
     name = "paillier-counted"
-    built: list[str] = []
+    built: ClassVar[list[str]] = []
 
     def generate_keys(self, key_bits: int) -> KeyPair:
         """Counted key generation."""

@@ -25,8 +25,8 @@ class LayerSettings:
     distribution, from its own primes). ``embedding_noise``: the multiplier of P's embedding
     protection (:mod:`vfl.protocol.embedding_noise`; 0 = none), agreed by both parties.
     ``cipher``: the scheme's name in :data:`~vfl.protocol.suites.SUITES` (unused, and agreed
-    as ``"none"``, in plaintext mode). ``precompute``: draw both from background pools while the party waits for the other.
-    ``workers``: processes for batched products.
+    as ``"none"``, in plaintext mode). ``precompute``: draw both from background pools while
+    the party waits for the other. ``workers``: processes for batched products.
     """
 
     mode: Mode = Mode.ENCRYPTED

@@ -22,6 +22,10 @@ the same serde, so the message recorder sees them like any other:
    (:mod:`vfl.party.handshake`).
 5. ``ResumeAt``: the latest phase and step each party checkpointed, or none
    (:mod:`vfl.party.resume`).
+6. ``ExportSummary`` (either way) and ``ExportConfirmation`` (E -> P): the shard digests of
+   an export and the pair E confirms (:mod:`vfl.party.export`).
+7. ``InferenceSummary``: the shard each party serves in an inference session and the partner
+   it was exported with (:mod:`vfl.party.inference`); P refuses a shard with ``ErrorRes``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class MessageType(Enum):
     SECURE_FORWARD_INS = "secure_forward_ins"
     HELLO = "hello"
     RESUME_AT = "resume_at"
+    EXPORT_SUMMARY = "export_summary"
+    EXPORT_CONFIRMATION = "export_confirmation"
+    INFERENCE_SUMMARY = "inference_summary"
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,38 @@ class ResumeAt:
     step: int
 
 
+@dataclass(frozen=True)
+class ExportSummary:
+    """Either way, at step 2 of an export: the job and plan fingerprint the sender exported
+    for, its name and its shard digest."""
+
+    job: str
+    plan: str
+    party: str
+    shard: str
+
+
+@dataclass(frozen=True)
+class ExportConfirmation:
+    """E -> P, step 4 of an export: both manifests name the pair (``exported``: E's shard
+    digest, ``partner``: P's)."""
+
+    exported: str
+    partner: str
+
+
+@dataclass(frozen=True)
+class InferenceSummary:
+    """Either way, step 1 of an inference session: the sender's shard (job, plan fingerprint,
+    party, digest) and the digest of the partner shard it was exported with."""
+
+    job: str
+    plan: str
+    party: str
+    shard: str
+    partner: str
+
+
 Message = (
     ForwardIns
     | ForwardRes
@@ -196,6 +235,9 @@ Message = (
     | SecureForwardIns
     | Hello
     | ResumeAt
+    | ExportSummary
+    | ExportConfirmation
+    | InferenceSummary
 )
 
 MESSAGE_TYPES: dict[MessageType, type] = {
@@ -213,5 +255,8 @@ MESSAGE_TYPES: dict[MessageType, type] = {
     MessageType.SECURE_FORWARD_INS: SecureForwardIns,
     MessageType.HELLO: Hello,
     MessageType.RESUME_AT: ResumeAt,
+    MessageType.EXPORT_SUMMARY: ExportSummary,
+    MessageType.EXPORT_CONFIRMATION: ExportConfirmation,
+    MessageType.INFERENCE_SUMMARY: InferenceSummary,
 }
 TYPE_OF: dict[type, MessageType] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}

@@ -7,7 +7,8 @@ Messages of :mod:`vfl.protocol.messages`, payloads of :mod:`vfl.protocol.secure_
    fixed-point scales, masks, packing, layer shapes, W_B optimiser, embedding noise) field by
    field, reads ``pk_E`` with the suite ``cipher`` names (:mod:`vfl.protocol.suites`) and
    answers ``SetupRes(cipher, pk_P, params, [[W_B(0)ᵀ - Mᵀ]]_E)``; any mismatch stops both
-   sides, naming each field. ``[[Qᵀ]]`` is empty when the shares exist already (resumed run, loaded shard).
+   sides, naming each field. ``[[Qᵀ]]`` is empty when the shares exist already (resumed run,
+   loaded shard).
 1. E -> P ``SecureForwardIns(users, train, [[U]]_E)``;
    P -> E ``SecureForwardRes([[b·W_B]]_E, [[Vᵀ]]_P)``.
 2. E -> P ``SecureBackwardIns([[δ]]_E, [[δ·W_Bᵀ]]_P)``; P steps its bottom model and its
