@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar
@@ -17,15 +16,16 @@ from typing import ClassVar
 import pytest
 
 from tests.helpers import tiny_training_inputs
-from tests.secure_helpers import build_pair, settings
+from tests.secure_helpers import build_pair, refused_setup, settings
 from vfl.config.plan import load_plan_file
 from vfl.crypto.paillier import KeyPair
-from vfl.errors import ConfigError, ParameterMismatch, ProtocolError
+from vfl.errors import ConfigError, ParameterMismatch
 from vfl.protocol import suites
+from vfl.protocol.ciphers import LayerCipher
 from vfl.protocol.messages import SecureForwardRes, SetupIns, SetupRes
 from vfl.protocol.options import Mode
 from vfl.protocol.secure_layer import LayerSettings, generate_keys
-from vfl.protocol.suites import PaillierSuite, UnknownCipherSuite, cipher_suite
+from vfl.protocol.suites import CipherParts, PaillierSuite, UnknownCipherSuite, cipher_suite
 
 
 class _CountingSuite(PaillierSuite):
@@ -39,10 +39,10 @@ class _CountingSuite(PaillierSuite):
         self.built.append("keys")
         return super().generate_keys(key_bits)
 
-    def cipher(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def cipher(self, parts: CipherParts) -> LayerCipher:
         """Counted cipher construction."""
         self.built.append("cipher")
-        return super().cipher(*args, **kwargs)
+        return super().cipher(parts)
 
 
 @pytest.fixture
@@ -97,21 +97,11 @@ def test_parties_on_different_suites_are_refused_at_setup_naming_the_field(
         p_settings=settings(cipher=counted.name),
         timeout=5,
     )
-    errors: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            pair.server.serve()
-        except ParameterMismatch as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    # Execute / Assert: E is told the field and both values; P stops as well
-    with pytest.raises(ProtocolError, match=r"cipher: P has 'paillier-counted', E has 'paillier'"):
-        pair.model.peer.setup()
-    thread.join(timeout=5)
-    assert not thread.is_alive() and errors and "cipher" in str(errors[0])
+    # Execute
+    at_e, at_p = refused_setup(pair)
+    # Assert: E is told the field and both values; P stops as well
+    assert "cipher: P has 'paillier-counted', E has 'paillier'" in str(at_e)
+    assert at_p and "cipher: P has 'paillier-counted', E has 'paillier'" in str(at_p[0])
     (setup_ins,) = pair.p_rec.of_type(SetupIns)
     assert setup_ins.cipher == "paillier"  # the recorder sees the scheme's name
     assert not pair.e_rec.of_type(SetupRes) and not pair.e_rec.of_type(SecureForwardRes)

@@ -68,7 +68,7 @@ from vfl.protocol.initial_shares import initial_factor, initial_rotation, masked
 from vfl.protocol.kernels import Kernels
 from vfl.protocol.options import Mode, Randomness, SecurityFloor
 from vfl.protocol.share_optim import ShareSgd
-from vfl.protocol.suites import CipherSuite, cipher_suite
+from vfl.protocol.suites import CipherParts, CipherSuite, cipher_suite
 
 __all__ = [
     "ActiveShare",
@@ -161,11 +161,13 @@ class _Side:
                 f"{self.settings.key_bits}"
             )
         return self.suite.cipher(
-            keys.public_key,
-            self.scales,
-            private_key=keys.private_key,
-            randomness=self._source(keys.public_key, keys.private_key),
-            kernels=self.kernels,
+            CipherParts(
+                keys.public_key,
+                self.scales,
+                self.kernels,
+                private_key=keys.private_key,
+                randomness=self._source(keys.public_key, keys.private_key),
+            )
         )
 
     def set_peer(self, key: bytes, *, scheme: str, peer: str = "the peer") -> None:
@@ -192,13 +194,8 @@ class _Side:
             raise ProtocolError(
                 f"peer key has {public.n_bits} bits, agreed {self.settings.key_bits}"
             )
-        self.peer = self.suite.cipher(
-            public,
-            self.scales,
-            private_key=None,
-            randomness=self._source(public),
-            kernels=self.kernels,
-        )
+        parts = CipherParts(public, self.scales, self.kernels, randomness=self._source(public))
+        self.peer = self.suite.cipher(parts)
 
     def _peer(self) -> LayerCipher:
         if self.peer is None:

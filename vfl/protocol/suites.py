@@ -7,7 +7,7 @@ The secure layer (:mod:`vfl.protocol.secure_layer`) never names a scheme in its 
 1. generates a key pair of ``key_bits`` bits (:meth:`CipherSuite.generate_keys`);
 2. reads the other party's public key from its wire bytes (:meth:`CipherSuite.public_key`);
 3. builds the :class:`~vfl.protocol.ciphers.LayerCipher` under a public key, with the private
-   key for its owner (:meth:`CipherSuite.cipher`).
+   key for its owner (:meth:`CipherSuite.cipher`, from :class:`CipherParts`).
 
 The scheme's name is one of the agreed parameters and travels in the setup messages, so two
 parties running different schemes stop at setup, naming the field and both values.
@@ -24,6 +24,7 @@ ciphertexts by integers, which is all the layer uses).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
@@ -36,6 +37,7 @@ from vfl.protocol.kernels import Kernels
 __all__ = [
     "DEFAULT_CIPHER",
     "SUITES",
+    "CipherParts",
     "CipherSuite",
     "PaillierSuite",
     "UnknownCipherSuite",
@@ -44,6 +46,19 @@ __all__ = [
 ]
 
 DEFAULT_CIPHER = "paillier"
+
+
+@dataclass(frozen=True)
+class CipherParts:
+    """What a cipher under one key is built from: the key (the private half only for its
+    owner), the layer's scales, the batched kernels and the source of fresh randomness
+    (``None``: drawn inline)."""
+
+    public_key: PublicKey
+    scales: SecureScales
+    kernels: Kernels
+    private_key: PrivateKey | None = None
+    randomness: RPowNSource | None = None
 
 
 class CipherSuite(Protocol):
@@ -55,15 +70,7 @@ class CipherSuite(Protocol):
 
     def public_key(self, data: bytes) -> PublicKey: ...
 
-    def cipher(
-        self,
-        public_key: PublicKey,
-        scales: SecureScales,
-        *,
-        private_key: PrivateKey | None,
-        randomness: RPowNSource | None,
-        kernels: Kernels,
-    ) -> LayerCipher: ...
+    def cipher(self, parts: CipherParts) -> LayerCipher: ...
 
 
 class PaillierSuite:
@@ -87,18 +94,14 @@ class PaillierSuite:
         """
         return PublicKey.from_bytes(data)
 
-    def cipher(
-        self,
-        public_key: PublicKey,
-        scales: SecureScales,
-        *,
-        private_key: PrivateKey | None,
-        randomness: RPowNSource | None,
-        kernels: Kernels,
-    ) -> LayerCipher:
-        """Packed Paillier under ``public_key`` (decrypting only with ``private_key``)."""
+    def cipher(self, parts: CipherParts) -> LayerCipher:
+        """Packed Paillier under ``parts.public_key`` (decrypting only with its private key)."""
         return PaillierCipher(
-            public_key, scales, private_key=private_key, randomness=randomness, kernels=kernels
+            parts.public_key,
+            parts.scales,
+            private_key=parts.private_key,
+            randomness=parts.randomness,
+            kernels=parts.kernels,
         )
 
 
