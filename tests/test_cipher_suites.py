@@ -19,13 +19,13 @@ from tests.helpers import tiny_training_inputs
 from tests.secure_helpers import build_pair, refused_setup, settings
 from vfl.config.plan import load_plan_file
 from vfl.crypto.paillier import KeyPair
-from vfl.errors import ConfigError, ParameterMismatch
+from vfl.errors import ConfigError, ParameterMismatch, UnknownCipherSuite
 from vfl.protocol import suites
 from vfl.protocol.ciphers import LayerCipher
 from vfl.protocol.messages import SecureForwardRes, SetupIns, SetupRes
 from vfl.protocol.options import Mode
 from vfl.protocol.secure_layer import LayerSettings, generate_keys
-from vfl.protocol.suites import CipherParts, PaillierSuite, UnknownCipherSuite, cipher_suite
+from vfl.protocol.suites import CipherParts, PaillierSuite, cipher_suite
 
 
 class _CountingSuite(PaillierSuite):

@@ -47,9 +47,9 @@ from pydantic import (
 
 from vfl.config.party import PartyConfig, Role, load_party_config
 from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
-from vfl.errors import ConfigError
+from vfl.errors import ConfigError, UnknownCipherSuite
 from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
-from vfl.protocol.suites import DEFAULT_CIPHER, UnknownCipherSuite, cipher_suite, known_suites
+from vfl.protocol.suites import DEFAULT_CIPHER, cipher_suite, known_suites
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 

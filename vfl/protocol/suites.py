@@ -30,6 +30,7 @@ from typing import Protocol
 
 from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RPowNSource
+from vfl.errors import UnknownCipherSuite
 from vfl.protocol.ciphers import LayerCipher, PaillierCipher
 from vfl.protocol.fixed_point import SecureScales
 from vfl.protocol.kernels import Kernels
@@ -106,10 +107,6 @@ class PaillierSuite:
 
 
 SUITES: Mapping[str, Callable[[], CipherSuite]] = MappingProxyType({DEFAULT_CIPHER: PaillierSuite})
-
-
-class UnknownCipherSuite(ValueError):
-    """A scheme name that no suite of :data:`SUITES` has; the message lists the known ones."""
 
 
 def cipher_suite(name: str) -> CipherSuite:
