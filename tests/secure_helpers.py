@@ -13,6 +13,7 @@ import torch
 
 from vfl.config.job import ModelConfig, TrainConfig
 from vfl.crypto.paillier import KeyPair
+from vfl.errors import ParameterMismatch, ProtocolError
 from vfl.executor import PartyExecutor
 from vfl.models.bottom import PassiveBottom
 from vfl.protocol.endpoint import Endpoint
@@ -162,6 +163,30 @@ def build_pair(
     w0 = initial_weight(q, g, e_settings.scales)  # = (U0 + V0) / S once set up
     ref = {"head": copy.deepcopy(model.head), "bottom": copy.deepcopy(bottom), "w0": w0}
     return Pair(model, server, e_rec, p_rec, p, split, ref)
+
+
+def refused_setup(pair: Pair) -> tuple[ProtocolError, list[ParameterMismatch]]:
+    """E's setup while P serves in a thread, for a pair whose setup P must refuse: the
+    error E raised (P's reason, as E was told it) and what P raised; P has stopped."""
+    errors: list[ParameterMismatch] = []
+
+    def serve() -> None:
+        try:
+            pair.server.serve()
+        except ParameterMismatch as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        pair.model.peer.setup()
+    except ProtocolError as exc:
+        at_e = exc
+    else:
+        raise AssertionError("E's setup was not refused")
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "P still serves after refusing the setup"
+    return at_e, errors
 
 
 def reference_run(pair: Pair, batches: list[Batch], sgd: ShareSgdConfig) -> dict[str, Any]:

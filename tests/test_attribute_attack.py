@@ -73,7 +73,7 @@ def _decrypted_zb(b: np.ndarray, noise: float) -> np.ndarray:
     q, g = initial_rotation(D, s.scales, rng), initial_factor(D, D, s.scales, rng)
     e = ActiveShare(u=zeros, rotation=q, settings=s, keys=None, allow_plaintext=True)
     p = PassiveShare(v=zeros, factor=g, settings=s, keys=None, allow_plaintext=True, noise_seed=9)
-    e.set_peer(b""), p.set_peer(b"")
+    e.set_peer(b"", scheme=s.scheme), p.set_peer(b"", scheme=s.scheme)
     e.accept_init(p.init_reply(e.init_payload()))  # the setup exchange
     payload, _ = p.forward_payload(b, e.u_payload(), train=False, step=3, users=np.arange(N))
     return e.decode_zb(payload, N)

@@ -8,17 +8,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
 
 from tests.helpers import tiny_training_inputs
-from tests.secure_helpers import build_pair, settings
+from tests.secure_helpers import build_pair, refused_setup, settings
 from vfl.config.job import PrivacyConfig
 from vfl.config.plan import JobPlan
-from vfl.errors import ParameterMismatch, ProtocolError
 from vfl.protocol.embedding_noise import EmbeddingNoise
 from vfl.protocol.options import Mode
 from vfl.protocol.share_optim import ShareSgdConfig
@@ -117,20 +114,9 @@ def test_a_different_noise_setting_stops_both_sides_naming_the_field() -> None:
         p_settings=settings(embedding_noise=0.0),
         timeout=5,
     )
-    errors: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            pair.server.serve()
-        except ParameterMismatch as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    with pytest.raises(ProtocolError, match=r"embedding_noise: P has 0.0, E has 0.5"):
-        pair.model.peer.setup()
-    thread.join(timeout=5)
-    assert not thread.is_alive() and "embedding_noise" in str(errors[0])
+    at_e, at_p = refused_setup(pair)
+    assert "embedding_noise: P has 0.0, E has 0.5" in str(at_e)
+    assert "embedding_noise" in str(at_p[0])
 
 
 def test_the_noise_is_part_of_the_job_plan_fingerprint() -> None:

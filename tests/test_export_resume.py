@@ -19,7 +19,7 @@ from vfl.config.job import load_job_config
 from vfl.config.plan import JobPlan
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.errors import ChannelTimeout, ShardError
-from vfl.party.export import ShardIdentity, load_pair
+from vfl.party.export import Shard, ShardIdentity, load_pair
 from vfl.party.exporting import (
     EXPORTED,
     ShardExporter,
@@ -29,7 +29,11 @@ from vfl.party.exporting import (
     shard_blobs,
     shard_files,
 )
+from vfl.party.inference import exchange_summaries
 from vfl.phases import Phase
+from vfl.protocol.messages import ErrorRes, ExportConfirmation, ExportSummary, InferenceSummary
+from vfl.protocol.recorder import RecordingChannel
+from vfl.protocol.serde import encode_control
 from vfl.transport.channel import InMemoryChannel
 
 FILES = {
@@ -70,12 +74,13 @@ def _side(root: Path, role: str, plan: JobPlan) -> tuple[CheckpointStore, ShardI
 
 
 def _exporters(
-    root: Path, plan: JobPlan, *, lose_confirmation: bool = False
+    root: Path, plan: JobPlan, *, lose_confirmation: bool = False, record_p: bool = False
 ) -> tuple[ShardExporter, ShardExporter]:
-    e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
+    e_ch, p_end = InMemoryChannel.pair("shop", "payments")
     e_store, e_id = _side(root, "active", plan)
     p_store, p_id = _side(root, "passive", plan)
     e_channel = DropConfirmation(e_ch) if lose_confirmation else e_ch
+    p_ch = RecordingChannel(p_end) if record_p else p_end
     return (
         ShardExporter(e_channel, root / "active" / "model", e_id, plan, 2.0, e_store),
         ShardExporter(p_ch, root / "passive" / "model", p_id, plan, 2.0, p_store),
@@ -190,12 +195,12 @@ def test_a_confirmation_naming_another_pair_is_refused(tmp_path: Path, plan: Job
     # Prepare: a peer whose confirmation names a partner digest that is not P's shard
     e, p = _exporters(tmp_path, plan)
     assert p.store is not None
-    summary = f'{{"job": "{plan.job.name}", "plan": "{plan.fingerprint()}", "party": "shop"'
+    summary = ExportSummary(job=plan.job.name, plan=plan.fingerprint(), party="shop", shard="aa")
 
     def confirm_another_pair() -> None:
-        e.channel.send((summary + ', "shard": "aa"}').encode())
+        e.channel.send(encode_control(summary))
         e.channel.recv(2.0)  # P's summary
-        e.channel.send(b'{"exported": "aa", "partner": "not-p"}')
+        e.channel.send(encode_control(ExportConfirmation(exported="aa", partner="not-p")))
 
     thread = threading.Thread(target=confirm_another_pair)
     thread.start()
@@ -204,3 +209,60 @@ def test_a_confirmation_naming_another_pair_is_refused(tmp_path: Path, plan: Job
         p.exchange(shard_files(p.store.load(Phase.EXPORT, 0)))
     thread.join(timeout=5)
     assert not is_exported(p.store)
+
+
+def test_the_recorder_sees_the_export_and_inference_summaries_typed(
+    tmp_path: Path, plan: JobPlan
+) -> None:
+    # Prepare: P's side recorded, as the protocol's messages are
+    e, p = _exporters(tmp_path, plan, record_p=True)
+    assert isinstance(p.channel, RecordingChannel)
+    # Execute: the export, then the shard check of an inference session over the two shards
+    assert _export(e, p) == []
+    active, passive = load_pair(e.out, p.out)
+    e_ch, p_end = InMemoryChannel.pair("shop", "payments")
+    p_ch = RecordingChannel(p_end)
+    run_concurrently(
+        lambda ch, shard, act: exchange_summaries(ch, shard, active=act, peer=ch.peer, timeout=5),
+        [(e_ch, active, True), (p_ch, passive, False)],
+        timeout=10,
+    )
+    # Assert: P received exactly E's summary and E's confirmation, then E's shard summary
+    assert p.channel.undecodable == [] and p_ch.undecodable == []
+    summary, confirmation = p.channel.received
+    assert summary == ExportSummary(
+        job=plan.job.name, plan=plan.fingerprint(), party="shop", shard=active.digest
+    )
+    assert confirmation == ExportConfirmation(exported=active.digest, partner=passive.digest)
+    assert p_ch.received == [active.summary()]
+    assert isinstance(p_ch.received[0], InferenceSummary)
+    assert p_ch.received[0].partner == passive.digest
+
+
+def test_p_refuses_a_shard_that_is_not_its_partner_with_a_typed_error(
+    tmp_path: Path, plan: JobPlan
+) -> None:
+    # Prepare: two exports of two jobs; E serves the first one's shard, P the second's
+    other = plan.model_copy(update={"job": plan.job.model_copy(update={"name": "other-job"})})
+    for run, of in (("one", plan), ("two", other)):
+        e, p = _exporters(tmp_path / run, of)
+        assert _export(e, p) == []
+    active, _ = load_pair(tmp_path / "one/active/model", tmp_path / "one/passive/model")
+    _, passive = load_pair(tmp_path / "two/active/model", tmp_path / "two/passive/model")
+    e_end, p_ch = InMemoryChannel.pair("shop", "payments")
+    e_ch = RecordingChannel(e_end)
+    errors: dict[str, BaseException] = {}
+
+    def side(k: str, ch: InMemoryChannel | RecordingChannel, shard: Shard, act: bool) -> None:
+        try:
+            exchange_summaries(ch, shard, active=act, peer=ch.peer, timeout=5)
+        except ShardError as exc:
+            errors[k] = exc
+
+    # Execute
+    run_concurrently(side, [("e", e_ch, active, True), ("p", p_ch, passive, False)], timeout=10)
+    # Assert: both stop; E is told why, through a typed ErrorRes
+    assert "serves a shard of job 'synthetic" in str(errors["p"])
+    assert "payments refused this shard" in str(errors["e"])
+    (refusal,) = e_ch.received
+    assert isinstance(refusal, ErrorRes) and refusal.reason == str(errors["p"])

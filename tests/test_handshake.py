@@ -69,6 +69,21 @@ def test_key_size_mismatch_names_the_field_on_both_sides(
         assert "plan.train.key_bits" in message and "2048" in message and "1024" in message
 
 
+def test_cipher_suite_mismatch_names_the_field_on_both_sides(
+    configs: tuple[PartyConfig, PartyConfig, Path],
+) -> None:
+    # Prepare: P runs a vfl whose plan names another cipher suite
+    e_cfg, p_cfg, job = configs
+    plan = load_plan_file(job)
+    other = plan.model_copy(update={"train": plan.train.model_copy(update={"cipher": "ou"})})
+    assert agreed_fields(e_cfg, plan)["plan.train.cipher"] == "paillier"
+    # Execute
+    out = _both((e_cfg, plan), (p_cfg, other))
+    # Assert: both stop, naming the field and both values
+    assert str(out["e"]).count("plan.train.cipher: shop has 'paillier', payments has 'ou'") == 1
+    assert "plan.train.cipher: payments has 'ou', shop has 'paillier'" in str(out["p"])
+
+
 def test_same_role_and_pinned_schema_are_checked(
     configs: tuple[PartyConfig, PartyConfig, Path],
 ) -> None:

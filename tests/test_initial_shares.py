@@ -46,8 +46,8 @@ def _pair(seed: int, mode: Mode = Mode.ENCRYPTED) -> tuple[ActiveShare, PassiveS
         allow_plaintext=plain,
         floor=TEST_FLOOR,
     )
-    e.set_peer(p.own.key_bytes())
-    p.set_peer(e.own.key_bytes())
+    e.set_peer(p.own.key_bytes(), scheme=s.scheme)
+    p.set_peer(e.own.key_bytes(), scheme=s.scheme)
     return e, p
 
 

@@ -53,6 +53,7 @@ STEPS = 5
 
 # (message, field) -> what the receiving party finds there
 E_RECEIVES = {
+    (SetupRes, "cipher"): "cipher suite of P's key",
     (SetupRes, "public_key"): "P's public key",
     (SetupRes, "params"): "agreed parameters",
     (SetupRes, "enc_init"): "opens: masked initial share U0 = W_B(0) - M",
@@ -61,6 +62,7 @@ E_RECEIVES = {
     (SecureBackwardRes, "enc_ge"): "opens: masked gradient share",
 }
 P_RECEIVES = {
+    (SetupIns, "cipher"): "cipher suite of E's key",
     (SetupIns, "public_key"): "E's public key",
     (SetupIns, "params"): "agreed parameters",
     (SetupIns, "enc_init"): "sealed under E's key",
@@ -125,6 +127,8 @@ def test_every_field_each_party_receives_is_one_of_the_table(run) -> None:
     assert setup_ins.public_key == keys("E").public_key.to_bytes()
     for params in (setup_res.params, setup_ins.params):
         assert set(json.loads(params)) == set(pair.model.peer.share.params())
+        assert json.loads(params)["cipher"] == "paillier"
+    assert setup_res.cipher == setup_ins.cipher == "paillier"
 
 
 def test_what_e_receives(run) -> None:
@@ -281,8 +285,8 @@ def test_same_inputs_give_unlinkable_ciphertexts_with_the_same_plaintext() -> No
     v = uniform_mask((d, h), SCALES.w_bits - 2) - u
     e = ActiveShare(u=u, settings=s, keys=keys("E"), floor=TEST_FLOOR)
     p = PassiveShare(v=v, settings=s, keys=keys("P"), floor=TEST_FLOOR)
-    e.set_peer(p.own.key_bytes())
-    p.set_peer(e.own.key_bytes())
+    e.set_peer(p.own.key_bytes(), scheme=s.scheme)
+    p.set_peer(e.own.key_bytes(), scheme=s.scheme)
     b, delta = rng.uniform(-1, 1, (4, d)), rng.normal(0, 1e-2, (4, h))
     # Execute: the same forward and the same backward twice
     enc_u = e.u_payload()

@@ -9,14 +9,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from tests.helpers import tiny_training_inputs
-from tests.secure_helpers import CFG, build_pair, reference_run, settings
-from vfl.errors import ParameterMismatch, PlaintextRefused, ProtocolError
+from tests.secure_helpers import CFG, build_pair, reference_run, refused_setup, settings
+from vfl.errors import PlaintextRefused, ProtocolError
 from vfl.protocol.fixed_point import SecureScales
 from vfl.protocol.messages import BackwardIns, SecureForwardIns, SecureForwardRes
 from vfl.protocol.options import Mode, Randomness
@@ -85,21 +83,9 @@ def test_plaintext_mode_is_refused_unless_both_parties_allow_it() -> None:
         allow=(True, False),
         timeout=5,
     )
-    errors: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            pair.server.serve()
-        except ParameterMismatch as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    with pytest.raises(ProtocolError, match=r"party 'P' refuses the plaintext protocol"):
-        pair.model.peer.setup()
-    thread.join(timeout=5)
-    assert not thread.is_alive() and isinstance(errors[0], PlaintextRefused)
-    assert "allow_plaintext" in str(errors[0])
+    at_e, at_p = refused_setup(pair)
+    assert "party 'P' refuses the plaintext protocol" in str(at_e)
+    assert isinstance(at_p[0], PlaintextRefused) and "allow_plaintext" in str(at_p[0])
 
 
 def test_plaintext_mode_is_never_the_default() -> None:
@@ -118,21 +104,11 @@ def test_mismatched_parameters_stop_both_sides_naming_the_field() -> None:
         p_settings=settings(scales=SecureScales(sigma=30)),
         timeout=5,
     )
-    errors: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            pair.server.serve()
-        except ParameterMismatch as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    # Execute / Assert: E is told which field differs, with both values; P stops as well
-    with pytest.raises(ProtocolError, match=r"sigma: P has 30, E has 40"):
-        pair.model.peer.setup()
-    thread.join(timeout=5)
-    assert not thread.is_alive() and errors and "sigma" in str(errors[0])
+    # Execute
+    at_e, at_p = refused_setup(pair)
+    # Assert: E is told which field differs, with both values; P stops as well
+    assert "sigma: P has 30, E has 40" in str(at_e)
+    assert at_p and "sigma" in str(at_p[0])
     assert not pair.e_rec.of_type(SecureForwardRes)  # no ciphertext of P's was ever sent
 
 

@@ -47,6 +47,12 @@ class ParameterMismatch(ProtocolError):
     """
 
 
+class UnknownCipherSuite(VflError, ValueError):
+    """A cipher-suite name that no suite of :data:`vfl.protocol.suites.SUITES` has; the
+    message lists the known ones (a job plan reports it as ``ConfigError`` on ``train.cipher``).
+    """
+
+
 class ChannelTimeout(VflError, TimeoutError):
     """The other party did not answer within the timeout."""
 

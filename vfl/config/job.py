@@ -47,8 +47,9 @@ from pydantic import (
 
 from vfl.config.party import PartyConfig, Role, load_party_config
 from vfl.config.toml_io import ConfigPath, load_toml_model, rule_error
-from vfl.errors import ConfigError
+from vfl.errors import ConfigError, UnknownCipherSuite
 from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
+from vfl.protocol.suites import DEFAULT_CIPHER, cipher_suite, known_suites
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -108,6 +109,9 @@ class TrainConfig(BaseModel):
     wb_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # momentum kept as shares too
     wb_weight_decay: NonNegativeFloat = 0.0
     key_bits: Annotated[int, Field(ge=256, multiple_of=2)] = 2048  # Paillier modulus, even
+    # The interactive layer's cipher suite, by name (vfl/protocol/suites.py): "paillier"
+    # (phe + gmpy2) is the one scheme today. Agreed at the handshake and again at setup.
+    cipher: str = DEFAULT_CIPHER
     # "plaintext" (same messages, no encryption, no masks) is for development and for
     # measuring the cost of privacy; both party configs must set [party] allow_plaintext.
     protocol: Mode = Mode.ENCRYPTED
@@ -118,6 +122,19 @@ class TrainConfig(BaseModel):
     randomness: Randomness = Randomness.FULL
     precompute_randomness: bool = True  # r^n computed ahead by background processes
     crypto_workers: NonNegativeInt = 0  # processes per party for batched Paillier work
+
+    @field_validator("cipher")
+    @classmethod
+    def _known_cipher(cls, value: str) -> str:
+        """A scheme of :data:`~vfl.protocol.suites.SUITES`."""
+        try:
+            cipher_suite(value)
+        except UnknownCipherSuite as exc:
+            raise rule_error(
+                f"unknown cipher suite {value!r} (known: {known_suites()})",
+                f'use cipher = "{DEFAULT_CIPHER}" (the default), or one of the known suites',
+            ) from exc
+        return value
 
     @field_validator("randomness")
     @classmethod

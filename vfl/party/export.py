@@ -15,11 +15,14 @@ Steps of an export (after training, sealed, phase ``export``):
 
 1. Each party writes its parameter files atomically; its **shard digest** is the SHA-256 of
    the canonical JSON ``{file: sha256(file)}``.
-2. E sends ``{job, plan, party, shard}``; P checks job and plan and answers with its own.
+2. E sends its ``ExportSummary`` (job, plan, party, shard); P checks job and plan and answers
+   with its own (typed control messages through the protocol's serde, so the message
+   recorder sees them).
 3. Each writes ``manifest.json``: job, plan fingerprint, role, party, peer, the file digests,
    its own shard digest and the **peer's shard digest**, so each shard names its partner.
    P writes it *before* it answers, so E never holds a digest P has not recorded.
-4. E, its manifest written, confirms the pair of digests; P checks it names both shards.
+4. E, its manifest written, confirms the pair of digests (``ExportConfirmation``); P checks
+   it names both shards.
 
 The file bytes come from each party's ``export`` checkpoint, so an export interrupted at any
 step is redone by both parties with byte-identical files (:mod:`vfl.party.exporting`).
@@ -40,9 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vfl.errors import ShardError
+from vfl.errors import ProtocolError, ShardError
 from vfl.party.common import LocalAlignment
 from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.messages import ExportConfirmation, ExportSummary, InferenceSummary
+from vfl.protocol.serde import decode_control, encode_control
 from vfl.storage import atomic_write_bytes, atomic_write_json, ensure_dir
 
 FORMAT = 1
@@ -103,9 +108,11 @@ def write_shard_files(out_dir: Path, files: dict[str, bytes]) -> dict[str, str]:
 
 
 def send_summary(channel: ByteChannel, identity: ShardIdentity, digest: str) -> None:
-    """Step 2: this party's ``{job, plan, party, shard}`` to the peer."""
-    summary = {"job": identity.job, "plan": identity.plan, "party": identity.party}
-    channel.send(json.dumps({**summary, "shard": digest}).encode())
+    """Step 2: this party's :class:`ExportSummary` (job, plan, party, shard) to the peer."""
+    summary = ExportSummary(
+        job=identity.job, plan=identity.plan, party=identity.party, shard=digest
+    )
+    channel.send(encode_control(summary, job_id=identity.job))
 
 
 def receive_summary(channel: ByteChannel, identity: ShardIdentity, *, timeout: float) -> str:
@@ -116,12 +123,12 @@ def receive_summary(channel: ByteChannel, identity: ShardIdentity, *, timeout: f
         ChannelTimeout, ProtocolError: from the channel.
     """
     try:
-        theirs = json.loads(channel.recv(timeout))
-        job, plan, shard = str(theirs["job"]), str(theirs["plan"]), str(theirs["shard"])
-    except (ValueError, KeyError, TypeError) as exc:
+        theirs = decode_control(channel.recv(timeout), ExportSummary)
+    except ProtocolError as exc:
         raise ShardError(
-            f"{identity.party}: malformed export summary from {identity.peer}"
+            f"{identity.party}: malformed export summary from {identity.peer}: {exc}"
         ) from exc
+    job, plan, shard = str(theirs.job), str(theirs.plan), str(theirs.shard)
     if (job, plan) != (identity.job, identity.plan):
         raise ShardError(
             f"{identity.party}: {identity.peer} exported job {job!r} plan {plan[:16]}, this party "
@@ -150,7 +157,7 @@ def write_manifest(
 
 def send_confirmation(channel: ByteChannel, mine: str, theirs: str) -> None:
     """Step 4 at E: both manifests are written; E confirms the pair ``(E's, P's digest)``."""
-    channel.send(json.dumps({"exported": mine, "partner": theirs}).encode())
+    channel.send(encode_control(ExportConfirmation(exported=mine, partner=theirs)))
 
 
 def await_confirmation(
@@ -163,12 +170,12 @@ def await_confirmation(
         ChannelTimeout, ProtocolError: from the channel.
     """
     try:
-        got = json.loads(channel.recv(timeout))
-        pair = (str(got["exported"]), str(got["partner"]))
-    except (ValueError, KeyError, TypeError) as exc:
+        got = decode_control(channel.recv(timeout), ExportConfirmation)
+    except ProtocolError as exc:
         raise ShardError(
-            f"{identity.party}: malformed export confirmation from {identity.peer}"
+            f"{identity.party}: malformed export confirmation from {identity.peer}: {exc}"
         ) from exc
+    pair = (str(got.exported), str(got.partner))
     if pair != (theirs, mine):
         raise ShardError(
             f"{identity.party}: {identity.peer} confirmed shards {pair[0][:16]} + {pair[1][:16]}, "
@@ -210,16 +217,16 @@ class Shard:
         table = json.loads((self.path / "alignment.json").read_text())
         return LocalAlignment(ids=np.array(table["ids"]), rows=np.asarray(table["rows"], np.int64))
 
-    def summary(self) -> dict[str, str]:
+    def summary(self) -> InferenceSummary:
         """What a party tells its peer at the start of an inference session."""
         m = self.manifest
-        return {
-            "job": str(m["job"]),
-            "plan": str(m["plan_fingerprint"]),
-            "party": str(m["party"]),
-            "shard": self.digest,
-            "partner": self.partner,
-        }
+        return InferenceSummary(
+            job=str(m["job"]),
+            plan=str(m["plan_fingerprint"]),
+            party=str(m["party"]),
+            shard=self.digest,
+            partner=self.partner,
+        )
 
 
 def load_shard(path: Path, role: str) -> Shard:
@@ -259,23 +266,23 @@ def load_shard(path: Path, role: str) -> Shard:
     return Shard(path=path, manifest=manifest)
 
 
-def check_partner(mine: Shard, theirs: dict[str, str], *, where: str) -> None:
+def check_partner(mine: Shard, theirs: InferenceSummary, *, where: str) -> None:
     """Refuse to use ``mine`` unless ``theirs`` is the partner shard it was exported with.
 
     Raises:
         ShardError: another job or plan, or a shard that is not the named partner.
     """
     m = mine.summary()
-    if (theirs.get("job"), theirs.get("plan")) != (m["job"], m["plan"]):
+    if (theirs.job, theirs.plan) != (m.job, m.plan):
         raise ShardError(
-            f"{mine.path / MANIFEST}: {where} serves a shard of job {theirs.get('job')!r}, this "
-            f"one is of job {m['job']!r} (plan {m['plan'][:16]}). Fix: load the two shards "
+            f"{mine.path / MANIFEST}: {where} serves a shard of job {theirs.job!r}, this "
+            f"one is of job {m.job!r} (plan {m.plan[:16]}). Fix: load the two shards "
             "exported by the same training run"
         )
-    if theirs.get("shard") != m["partner"] or theirs.get("partner") != m["shard"]:
+    if theirs.shard != m.partner or theirs.partner != m.shard:
         raise ShardError(
-            f"{mine.path / MANIFEST}: {where}'s shard {str(theirs.get('shard'))[:16]} is not the "
-            f"partner this shard was exported with ({m['partner'][:16]}). A shard works only "
+            f"{mine.path / MANIFEST}: {where}'s shard {str(theirs.shard)[:16]} is not the "
+            f"partner this shard was exported with ({m.partner[:16]}). A shard works only "
             "with its own partner. Fix: load the two shards exported by the same training run"
         )
 

@@ -4,7 +4,8 @@ Each side builds the same dictionary of agreed parameters from the job plan C ha
 its own config, and sends it with its SHA-256 fingerprint through the sealed channel (so the
 coordinator cannot forge agreement):
 
-1. ``plan.*``: every plan field (seed, model shapes, key size, learning rates, ...) and
+1. ``plan.*``: every plan field (seed, model shapes, key size, the cipher suite
+   ``plan.train.cipher``, learning rates, ...) and
    ``plan.fingerprint``, the SHA-256 of the canonical plan JSON;
 2. ``precision.*``: the fixed-point scales and mask parameters of the secure layer;
 3. ``ids.*``: the id normalisation rule (both sides must normalise alike for PSI);

@@ -4,9 +4,11 @@
 Steps of one inference session (after join, heartbeats, seal and the plan handshake); a
 refresh (:mod:`vfl.party.refresh`) runs them for every aligned user at once:
 
-1. **Shard check.** E sends its shard summary (job, plan, own and partner digests); P refuses
-   unless it is the partner of the shard P serves, then answers with its own, which E checks
-   the same way (:func:`vfl.party.export.check_partner`). A shard never runs alone.
+1. **Shard check.** E sends its ``InferenceSummary`` (job, plan, own and partner digests); P
+   refuses (``ErrorRes``, with the reason) unless it is the partner of the shard P serves,
+   then answers with its own, which E checks the same way
+   (:func:`vfl.party.export.check_partner`). A shard never runs alone. Both are typed
+   control messages through the protocol's serde, so the message recorder sees them.
 2. **Setup.** Fresh Paillier key pairs on both sides, exchanged as in training (no key is
    stored in a shard); E sends ``[[U]]_E``.
 3. **Forward.** E asks for every aligned position, in fixed chunks (``train = False``);
@@ -17,15 +19,15 @@ refresh (:mod:`vfl.party.refresh`) runs them for every aligned user at once:
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from vfl.config.plan import JobPlan
 from vfl.data.tables import ActiveData
-from vfl.errors import ShardError
+from vfl.errors import ProtocolError, ShardError
 from vfl.party.export import MANIFEST, Shard, check_partner
 from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.messages import ErrorRes, InferenceSummary
+from vfl.protocol.serde import decode, encode_control
 
 
 def exchange_summaries(
@@ -36,9 +38,9 @@ def exchange_summaries(
     Raises:
         ShardError: the peer's shard is not this shard's partner (or the peer refused ours).
     """
-    mine = json.dumps(shard.summary()).encode()
+    mine = shard.summary()
     if active:
-        channel.send(mine)
+        channel.send(encode_control(mine, job_id=mine.job))
         theirs = _summary(channel.recv(timeout), shard, peer)
         check_partner(shard, theirs, where=f"party {peer}")
         return
@@ -46,19 +48,27 @@ def exchange_summaries(
     try:
         check_partner(shard, theirs, where=f"party {peer}")
     except ShardError as exc:
-        channel.send(json.dumps({"refused": str(exc)}).encode())
+        channel.send(encode_control(ErrorRes(step=0, reason=str(exc)), job_id=mine.job))
         raise
-    channel.send(mine)
+    channel.send(encode_control(mine, job_id=mine.job))
 
 
-def _summary(data: bytes, shard: Shard, peer: str) -> dict[str, str]:
+def _summary(data: bytes, shard: Shard, peer: str) -> InferenceSummary:
+    """The peer's :class:`InferenceSummary`, or its refusal of ours as a :class:`ShardError`."""
     try:
-        table = json.loads(data)
-    except ValueError as exc:
-        raise ShardError(f"{shard.path / MANIFEST}: malformed shard summary from {peer}") from exc
-    if "refused" in table:
-        raise ShardError(f"party {peer} refused this shard: {table['refused']}")
-    return {str(k): str(v) for k, v in table.items()}
+        message = decode(data).message
+    except ProtocolError as exc:
+        raise ShardError(
+            f"{shard.path / MANIFEST}: malformed shard summary from {peer}: {exc}"
+        ) from exc
+    if isinstance(message, ErrorRes):
+        raise ShardError(f"party {peer} refused this shard: {message.reason}")
+    if not isinstance(message, InferenceSummary):
+        raise ShardError(
+            f"{shard.path / MANIFEST}: {peer} sent a {type(message).__name__}, not its shard "
+            "summary"
+        )
+    return message
 
 
 def check_plan(shard: Shard, plan: JobPlan) -> None:

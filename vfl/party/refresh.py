@@ -9,7 +9,8 @@ Steps of one refresh session (inside :func:`vfl.party.serving.run_session`: join
 a fresh sealed session, plan handshake):
 
 1. Shard check both ways (:func:`vfl.party.inference.exchange_summaries`).
-2. Setup with fresh Paillier key pairs on both sides (none is stored); E sends ``[[U]]_E``.
+2. Setup with fresh key pairs of the plan's cipher suite on both sides (none is stored); E
+   sends ``[[U]]_E``.
 3. For chunk ``s`` of the aligned positions ``0..n-1`` (``chunk`` users each), a forward at
    step ``s`` (``train = False``): P answers ``[[b·U + b·V]]_E``, E decrypts ``z_B``.
 4. Shutdown at step ``n_chunks``. E writes the cache (:mod:`vfl.party.zb_cache`).

@@ -9,6 +9,7 @@ from vfl.protocol.embedding_noise import EmbeddingNoise
 from vfl.protocol.fixed_point import SecureScales
 from vfl.protocol.options import Mode, Randomness, check_rerandomise_source
 from vfl.protocol.share_optim import ShareSgdConfig
+from vfl.protocol.suites import DEFAULT_CIPHER, cipher_suite
 
 __all__ = ["LayerSettings", "agreed_parameters", "check_agreement", "check_mode_allowed"]
 
@@ -23,14 +24,16 @@ class LayerSettings:
     A party's fresh encryptions under its own key always use ``OWNER_CRT`` (FULL's exact
     distribution, from its own primes). ``embedding_noise``: the multiplier of P's embedding
     protection (:mod:`vfl.protocol.embedding_noise`; 0 = none), agreed by both parties.
-    ``precompute``: draw both from background pools while the party waits for the other.
-    ``workers``: processes for batched products.
+    ``cipher``: the scheme's name in :data:`~vfl.protocol.suites.SUITES` (unused, and agreed
+    as ``"none"``, in plaintext mode). ``precompute``: draw both from background pools while
+    the party waits for the other. ``workers``: processes for batched products.
     """
 
     mode: Mode = Mode.ENCRYPTED
     scales: SecureScales = field(default_factory=SecureScales)
     sgd: ShareSgdConfig = field(default_factory=lambda: ShareSgdConfig(lr=1.0))
     key_bits: int = 2048
+    cipher: str = DEFAULT_CIPHER
     rerandomise: Randomness = Randomness.FULL
     embedding_noise: float = 0.0
     precompute: bool = True
@@ -39,12 +42,19 @@ class LayerSettings:
     def __post_init__(self) -> None:
         check_rerandomise_source(self.rerandomise)
         EmbeddingNoise(self.embedding_noise, 0)  # raises for a negative or infinite multiplier
+        cipher_suite(self.cipher)  # raises UnknownCipherSuite, naming the known schemes
+
+    @property
+    def scheme(self) -> str:
+        """The cipher suite both parties must run: its name, ``"none"`` in plaintext mode."""
+        return self.cipher if self.mode is Mode.ENCRYPTED else "none"
 
     def agreed(self, shape: tuple[int, ...]) -> dict[str, int | float | str]:
         """What both parties must have identical before any payload is exchanged."""
         return {
             "mode": self.mode.value,
             "key_bits": self.key_bits if self.mode is Mode.ENCRYPTED else 0,
+            "cipher": self.scheme,
             "d": int(shape[0]),
             "h": int(shape[1]),
             "embedding_noise": float(self.embedding_noise),

@@ -22,6 +22,10 @@ the same serde, so the message recorder sees them like any other:
    (:mod:`vfl.party.handshake`).
 5. ``ResumeAt``: the latest phase and step each party checkpointed, or none
    (:mod:`vfl.party.resume`).
+6. ``ExportSummary`` (either way) and ``ExportConfirmation`` (E -> P): the shard digests of
+   an export and the pair E confirms (:mod:`vfl.party.export`).
+7. ``InferenceSummary``: the shard each party serves in an inference session and the partner
+   it was exported with (:mod:`vfl.party.inference`); P refuses a shard with ``ErrorRes``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class MessageType(Enum):
     SECURE_FORWARD_INS = "secure_forward_ins"
     HELLO = "hello"
     RESUME_AT = "resume_at"
+    EXPORT_SUMMARY = "export_summary"
+    EXPORT_CONFIRMATION = "export_confirmation"
+    INFERENCE_SUMMARY = "inference_summary"
 
 
 @dataclass(frozen=True)
@@ -101,10 +108,12 @@ class ErrorRes:
 
 @dataclass(frozen=True)
 class SetupIns:
-    """E -> P: E's Paillier public key (empty in plaintext mode), the agreed parameters and,
-    for a fresh job, ``[[Qᵀ]]_E`` (E's rotation of the initial ``W_B``)."""
+    """E -> P: the cipher suite of E's key (``"none"`` in plaintext mode), E's public key
+    (empty in plaintext mode), the agreed parameters and, for a fresh job, ``[[Qᵀ]]_E``
+    (E's rotation of the initial ``W_B``)."""
 
     step: int
+    cipher: str  # a name of vfl.protocol.suites.SUITES: how to read public_key
     public_key: bytes
     params: str  # JSON of the parameters both parties must agree on
     enc_init: bytes = b""  # empty when resuming or serving: the shares exist already
@@ -112,10 +121,11 @@ class SetupIns:
 
 @dataclass(frozen=True)
 class SetupRes:
-    """P -> E (secure mode): P's Paillier public key, its view of the agreed parameters and
-    E's masked initial share."""
+    """P -> E: the cipher suite of P's key, P's public key, its view of the agreed parameters
+    and E's masked initial share."""
 
     step: int
+    cipher: str
     public_key: bytes
     params: str
     enc_init: bytes = b""  # [[W_B(0)ᵀ - Mᵀ]]_E, E's initial share, when E sent [[Qᵀ]]_E
@@ -178,6 +188,38 @@ class ResumeAt:
     step: int
 
 
+@dataclass(frozen=True)
+class ExportSummary:
+    """Either way, at step 2 of an export: the job and plan fingerprint the sender exported
+    for, its name and its shard digest."""
+
+    job: str
+    plan: str
+    party: str
+    shard: str
+
+
+@dataclass(frozen=True)
+class ExportConfirmation:
+    """E -> P, step 4 of an export: both manifests name the pair (``exported``: E's shard
+    digest, ``partner``: P's)."""
+
+    exported: str
+    partner: str
+
+
+@dataclass(frozen=True)
+class InferenceSummary:
+    """Either way, step 1 of an inference session: the sender's shard (job, plan fingerprint,
+    party, digest) and the digest of the partner shard it was exported with."""
+
+    job: str
+    plan: str
+    party: str
+    shard: str
+    partner: str
+
+
 Message = (
     ForwardIns
     | ForwardRes
@@ -193,6 +235,9 @@ Message = (
     | SecureForwardIns
     | Hello
     | ResumeAt
+    | ExportSummary
+    | ExportConfirmation
+    | InferenceSummary
 )
 
 MESSAGE_TYPES: dict[MessageType, type] = {
@@ -210,5 +255,8 @@ MESSAGE_TYPES: dict[MessageType, type] = {
     MessageType.SECURE_FORWARD_INS: SecureForwardIns,
     MessageType.HELLO: Hello,
     MessageType.RESUME_AT: ResumeAt,
+    MessageType.EXPORT_SUMMARY: ExportSummary,
+    MessageType.EXPORT_CONFIRMATION: ExportConfirmation,
+    MessageType.INFERENCE_SUMMARY: InferenceSummary,
 }
 TYPE_OF: dict[type, MessageType] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}

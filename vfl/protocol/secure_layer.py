@@ -53,7 +53,7 @@ from numpy.typing import NDArray
 from vfl.crypto.encoding import IntArray, dequantise, quantise
 from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool, RPowNSource, randomness_source
-from vfl.errors import ProtocolError
+from vfl.errors import ParameterMismatch, ProtocolError, field_differences
 from vfl.executor import InlineExecutor, PartyExecutor
 from vfl.protocol.agreement import (
     LayerSettings,
@@ -61,13 +61,14 @@ from vfl.protocol.agreement import (
     check_agreement,
     check_mode_allowed,
 )
-from vfl.protocol.ciphers import LayerCipher, OpCounts, PaillierCipher, PlainCipher, Sealed
+from vfl.protocol.ciphers import LayerCipher, OpCounts, PlainCipher, Sealed
 from vfl.protocol.embedding_noise import EmbeddingNoise
 from vfl.protocol.fixed_point import SecureScales, int_matmul, uniform_mask
 from vfl.protocol.initial_shares import initial_factor, initial_rotation, masked_initial_share
 from vfl.protocol.kernels import Kernels
 from vfl.protocol.options import Mode, Randomness, SecurityFloor
 from vfl.protocol.share_optim import ShareSgd
+from vfl.protocol.suites import CipherParts, CipherSuite, cipher_suite
 
 __all__ = [
     "ActiveShare",
@@ -87,8 +88,11 @@ POOL_SIZE = 256  # r^n values kept in stock per key and party
 
 
 def generate_keys(settings: LayerSettings) -> KeyPair | None:
-    """A fresh key pair of ``settings.key_bits`` bits, or None in plaintext mode."""
-    return None if settings.mode is Mode.PLAINTEXT else KeyPair.generate(settings.key_bits)
+    """A fresh key pair of ``settings.key_bits`` bits from the suite ``settings.cipher``
+    names, or None in plaintext mode."""
+    if settings.mode is Mode.PLAINTEXT:
+        return None
+    return cipher_suite(settings.cipher).generate_keys(settings.key_bits)
 
 
 def check_floor(settings: LayerSettings, floor: SecurityFloor, *, party: str) -> None:
@@ -125,6 +129,7 @@ class _Side:
         else:
             self.kernels = Kernels(executor=executor.executor, chunk_size=executor.chunk_size)
         self._pools: list[RandomnessPool] = []
+        self.suite: CipherSuite = cipher_suite(settings.cipher)
         self.own: LayerCipher = self._cipher(keys)
         self.peer: LayerCipher | None = None
 
@@ -155,30 +160,42 @@ class _Side:
                 f"party '{self.party}': key of {keys.public_key.n_bits} bits, settings say "
                 f"{self.settings.key_bits}"
             )
-        return PaillierCipher(
-            keys.public_key,
-            self.scales,
-            private_key=keys.private_key,
-            randomness=self._source(keys.public_key, keys.private_key),
-            kernels=self.kernels,
+        return self.suite.cipher(
+            CipherParts(
+                keys.public_key,
+                self.scales,
+                self.kernels,
+                private_key=keys.private_key,
+                randomness=self._source(keys.public_key, keys.private_key),
+            )
         )
 
-    def set_peer(self, key: bytes) -> None:
-        """The cipher under the other party's public key."""
+    def set_peer(self, key: bytes, *, scheme: str, peer: str = "the peer") -> None:
+        """The cipher under the other party's public key, which ``peer`` says is a key of
+        the suite ``scheme`` (``"none"`` in plaintext mode).
+
+        Raises:
+            ParameterMismatch: ``scheme`` is not this party's (names the field and both).
+            ProtocolError: the key is malformed or not of the agreed size.
+        """
+        diff = field_differences(
+            {"cipher": self.settings.scheme}, {"cipher": scheme}, me=self.party, peer=peer
+        )
+        if diff:
+            raise ParameterMismatch(f"setup refused: {diff[0]}. Fix: give both parties one plan")
         if self.settings.mode is Mode.PLAINTEXT:
             self.peer = PlainCipher()
             return
         try:
-            public = PublicKey.from_bytes(key)
+            public = self.suite.public_key(key)
         except ValueError as exc:
             raise ProtocolError(f"the other party's public key is invalid: {exc}") from exc
         if public.n_bits != self.settings.key_bits:
             raise ProtocolError(
                 f"peer key has {public.n_bits} bits, agreed {self.settings.key_bits}"
             )
-        self.peer = PaillierCipher(
-            public, self.scales, randomness=self._source(public), kernels=self.kernels
-        )
+        parts = CipherParts(public, self.scales, self.kernels, randomness=self._source(public))
+        self.peer = self.suite.cipher(parts)
 
     def _peer(self) -> LayerCipher:
         if self.peer is None:

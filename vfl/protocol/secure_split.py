@@ -2,11 +2,13 @@
 
 Messages of :mod:`vfl.protocol.messages`, payloads of :mod:`vfl.protocol.secure_layer`:
 
-0. E -> P ``SetupIns(pk_E, params, [[Qᵀ]]_E)``; P checks that its own config allows the
-   requested mode, compares the agreed parameters (mode, key size, fixed-point scales, masks,
-   packing, layer shapes, W_B optimiser, embedding noise) field by field and answers
-   ``SetupRes(pk_P, params, [[W_B(0)ᵀ - Mᵀ]]_E)``; any mismatch stops both sides, naming each
-   field. ``[[Qᵀ]]`` is empty when the shares exist already (resumed run, loaded shard).
+0. E -> P ``SetupIns(cipher, pk_E, params, [[Qᵀ]]_E)``; P checks that its own config allows
+   the requested mode, compares the agreed parameters (mode, cipher suite, key size,
+   fixed-point scales, masks, packing, layer shapes, W_B optimiser, embedding noise) field by
+   field, reads ``pk_E`` with the suite ``cipher`` names (:mod:`vfl.protocol.suites`) and
+   answers ``SetupRes(cipher, pk_P, params, [[W_B(0)ᵀ - Mᵀ]]_E)``; any mismatch stops both
+   sides, naming each field. ``[[Qᵀ]]`` is empty when the shares exist already (resumed run,
+   loaded shard).
 1. E -> P ``SecureForwardIns(users, train, [[U]]_E)``;
    P -> E ``SecureForwardRes([[b·W_B]]_E, [[Vᵀ]]_P)``.
 2. E -> P ``SecureBackwardIns([[δ]]_E, [[δ·W_Bᵀ]]_P)``; P steps its bottom model and its
@@ -94,9 +96,10 @@ class PassiveSecureServer(PassivePlainServer):
         check_mode_allowed(mode, self.share.settings.mode is mode, party=self.share.party)
         mine = self.share.params()
         check_agreement(mine, theirs, me="P", peer="E")
-        self.share.set_peer(msg.public_key)
+        self.share.set_peer(msg.public_key, scheme=msg.cipher, peer="E")
         return SetupRes(
             step=msg.step,
+            cipher=self.share.settings.scheme,
             public_key=self.share.own.key_bytes(),
             params=json.dumps(mine),
             enc_init=self.share.init_reply(msg.enc_init),
@@ -116,6 +119,7 @@ class SecurePassivePeer:
         self.endpoint.send(
             SetupIns(
                 step=-1,
+                cipher=self.share.settings.scheme,
                 public_key=self.share.own.key_bytes(),
                 params=json.dumps(mine),
                 enc_init=self.share.init_payload(),
@@ -123,7 +127,7 @@ class SecurePassivePeer:
         )
         res = self.endpoint.recv(SetupRes)
         check_agreement(mine, json.loads(res.params), me="E", peer="P")
-        self.share.set_peer(res.public_key)
+        self.share.set_peer(res.public_key, scheme=res.cipher, peer="P")
         self.share.accept_init(res.enc_init)
 
     def forward(self, step: int, users: np.ndarray, *, train: bool) -> np.ndarray:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from vfl.protocol.messages import MESSAGE_TYPES, TYPE_OF, Message, MessageType
 _ALLOWED_DTYPES = {"<f4", "<f8", "<i8", "|b1"}
 _BYTES = "bytes"  # opaque byte fields (e.g. serialised ciphertexts) travel as raw buffers
 _LEN = struct.Struct("<I")
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,21 @@ def _read_array(data: bytes, offset: int, spec: dict[str, Any]) -> tuple[np.ndar
         raise ProtocolError(f"array '{spec['name']}' is truncated")
     arr = np.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=offset)
     return arr.reshape(shape).copy(), offset + size
+
+
+def encode_control(message: Message, *, job_id: str = "") -> bytes:
+    """A control message (sent once, outside the protocol's numbered steps) in an envelope
+    of its own: sequence 0; the sealed session already binds job, phase and order."""
+    return encode(Envelope(job_id=job_id, seq=0, message=message))
+
+
+def decode_control(data: bytes, cls: type[M]) -> M:
+    """The message of ``data``, which must be a ``cls``.
+
+    Raises:
+        ProtocolError: malformed, or a message of another type (named).
+    """
+    message = decode(data).message
+    if not isinstance(message, cls):
+        raise ProtocolError(f"a {type(message).__name__}, not a {cls.__name__}")
+    return message

@@ -57,6 +57,7 @@ def layer_settings(
             weight_decay=train.wb_weight_decay,
         ),
         key_bits=key_bits or train.key_bits,
+        cipher=train.cipher,
         rerandomise=train.randomness,
         embedding_noise=privacy.embedding_noise,
         precompute=train.precompute_randomness,
