@@ -69,7 +69,7 @@ def _side(root: Path, role: str, plan: JobPlan) -> tuple[CheckpointStore, ShardI
     """A party's store holding its ``export`` 0 checkpoint (trained, not yet exported)."""
     party, peer = ("shop", "payments") if role == "active" else ("payments", "shop")
     store = CheckpointStore(root / role, job_id=plan.job.name, party=party)
-    store.save(Phase.EXPORT, 0, blobs=shard_blobs(FILES[role]), meta={"steps_done": 3})
+    store.save(Phase.EXPORT, 0, blobs=shard_blobs(FILES[role], peer), meta={"steps_done": 3})
     return store, ShardIdentity(plan.job.name, plan.fingerprint(), party, role, peer)
 
 
@@ -94,7 +94,7 @@ def _export(e: ShardExporter, p: ShardExporter) -> list[BaseException]:
     def side(x: ShardExporter) -> None:
         try:
             assert x.store is not None
-            x.exchange(shard_files(x.store.load(Phase.EXPORT, 0)))
+            x.exchange(shard_files(x.store.load(Phase.EXPORT, 0), x.identity.peer))
         except Exception as exc:  # collected for the test's assertions
             errors.append(exc)
 
@@ -206,7 +206,7 @@ def test_a_confirmation_naming_another_pair_is_refused(tmp_path: Path, plan: Job
     thread.start()
     # Execute / Assert
     with pytest.raises(ShardError, match="confirmed shards aa"):
-        p.exchange(shard_files(p.store.load(Phase.EXPORT, 0)))
+        p.exchange(shard_files(p.store.load(Phase.EXPORT, 0), p.identity.peer))
     thread.join(timeout=5)
     assert not is_exported(p.store)
 

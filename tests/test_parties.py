@@ -12,6 +12,7 @@ from vfl.config.job import load_job_config, load_job_parties
 from vfl.config.plan import JobPlan
 from vfl.data.synthetic_writer import generate_synthetic
 from vfl.party.active import run_active
+from vfl.party.partners import PartnerLink
 from vfl.party.passive import run_passive
 from vfl.transport.channel import InMemoryChannel
 
@@ -39,7 +40,8 @@ def test_psi_then_encrypted_training_end_to_end(tmp_path: Path) -> None:
     thread = threading.Thread(target=passive, daemon=True)
     thread.start()
     # Execute
-    metrics = run_active(e_cfg, job, e_ch, tmp_path / "e", epochs=3, timeout=30)
+    links = [PartnerLink(e_ch, tmp_path / "e")]
+    metrics = run_active(e_cfg, job, links, tmp_path / "e", epochs=3, timeout=30)
     thread.join(timeout=60)
     # Assert
     assert not errors and not thread.is_alive()

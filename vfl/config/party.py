@@ -405,8 +405,24 @@ class InteractionSchema(_DataFile):
         return self
 
 
+class PartnerSection(BaseModel):
+    """One ``[[network.partners]]`` entry of E: a passive party, its pinned sealing public key
+    and (optionally) the SHA-256 of its data schema, checked at the handshake."""
+
+    model_config = _FROZEN
+
+    name: str  # its certificate CN, as listed in the coordinator's parties
+    box_public: ConfigPath  # its pinned sealing public key (<name>.box.pub of 'vfl certs')
+    schema_sha256: str | None = None
+
+
 class NetworkSection(BaseModel):
-    """``[network]``: where the coordinator is and this party's mutual-TLS files."""
+    """``[network]``: where the coordinator is and this party's mutual-TLS files.
+
+    The peer is named either by ``peer`` and ``peer_box_public`` (two parties; P always), or,
+    for E with one or more passive parties, by one ``[[network.partners]]`` entry each; E then
+    keeps each partner's alignment and shard under ``<out>/partners/<name>/``.
+    """
 
     model_config = _FROZEN
 
@@ -423,12 +439,49 @@ class NetworkSection(BaseModel):
     lost_after_s: PositiveFloat = 5.0  # peer silent this long while awaited = peer lost
     # optional: the SHA-256 of the peer's data schema, checked at the handshake
     peer_schema_sha256: str | None = None
+    partners: tuple[PartnerSection, ...] = ()  # E only: its passive parties, in place of peer
 
     @model_validator(mode="after")
     def _tls_files_fit(self) -> NetworkSection:
         """CA, certificate and key parse, match, are valid now, and the CA issued the cert."""
         check_tls_files(self.ca, self.cert, self.key)
         return self
+
+    @model_validator(mode="after")
+    def _one_form_of_peers(self) -> NetworkSection:
+        """Either ``peer`` (and its keys) or ``[[network.partners]]``, each name once."""
+        single = [k for k in ("peer", "peer_box_public", "peer_schema_sha256") if getattr(self, k)]
+        if self.partners and single:
+            raise rule_error(
+                f"both '{single[0]}' and [[network.partners]] are set",
+                "name the peers one way: remove peer, peer_box_public and peer_schema_sha256, "
+                "or the [[network.partners]] entries",
+                single[0],
+            )
+        repeated = [n for n, c in Counter(p.name for p in self.partners).items() if c > 1]
+        if repeated:
+            raise rule_error(
+                f"partner '{repeated[0]}' is listed twice",
+                "list each passive party once in [[network.partners]]",
+                "partners",
+            )
+        return self
+
+    @property
+    def several(self) -> bool:
+        """Whether the peers are listed as ``[[network.partners]]`` (E's per-partner layout)."""
+        return bool(self.partners)
+
+    def peers(self) -> tuple[PartnerSection, ...]:
+        """Every peer of this party: the ``partners``, or the one ``peer`` (none if unset)."""
+        if self.partners:
+            return self.partners
+        if self.peer is None or self.peer_box_public is None:
+            return ()
+        one = PartnerSection.model_construct(
+            name=self.peer, box_public=self.peer_box_public, schema_sha256=self.peer_schema_sha256
+        )
+        return (one,)
 
 
 def read_network_pems(net: NetworkSection) -> tuple[bytes, bytes, bytes]:
@@ -516,6 +569,13 @@ class PartyConfig(BaseModel):
     @model_validator(mode="after")
     def _sections_match_role(self) -> PartyConfig:
         """Active needs [items] and [interactions]; passive must not have them."""
+        if self.party.role is Role.PASSIVE and self.network and self.network.partners:
+            raise rule_error(
+                "[[network.partners]] is for the active party only",
+                "a passive party works with E alone: name it with network.peer and "
+                "network.peer_box_public",
+                "network.partners",
+            )
         if self.party.role is Role.PASSIVE and self.serving is not None:
             raise rule_error(
                 "section not allowed for role 'passive'",

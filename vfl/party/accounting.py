@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,11 +53,30 @@ class CountingChannel:
         return getattr(self.inner, name)
 
 
+class Counted(Protocol):
+    """Anything that counts the bytes it sent and received."""
+
+    def totals(self) -> tuple[int, int]:
+        """(bytes sent, bytes received) so far."""
+
+
+@dataclass(frozen=True)
+class CountedTogether:
+    """The byte totals of several counting channels (E's links to its partners), summed."""
+
+    channels: tuple[CountingChannel, ...]
+
+    def totals(self) -> tuple[int, int]:
+        """(bytes sent, bytes received) so far over every channel."""
+        each = [c.totals() for c in self.channels]
+        return sum(s for s, _ in each), sum(r for _, r in each)
+
+
 @dataclass
 class PhaseMeter:
     """Closes a ``{phase, seconds, bytes_sent, bytes_received}`` record at each phase change."""
 
-    channel: CountingChannel | None = None
+    channel: Counted | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     _current: str | None = None
     _t0: float = 0.0

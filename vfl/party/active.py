@@ -30,7 +30,7 @@ from vfl.party.common import (
     party_executor,
 )
 from vfl.party.exporting import ShardExporter, shard_blobs
-from vfl.party.partners import Partner, UserScope, UserUniverse, partner_groups
+from vfl.party.partners import Partner, PartnerLink, UserScope, UserUniverse, partner_groups
 from vfl.party.resume import (
     Position,
     align_or_resume,
@@ -63,7 +63,7 @@ from vfl.training.summary import summarise
 def run_active(
     cfg: PartyConfig,
     plan: JobPlan,
-    channel: ByteChannel,
+    links: Sequence[PartnerLink],
     out_dir: Path,
     *,
     epochs: int | None = None,
@@ -72,16 +72,17 @@ def run_active(
     phase: PhaseFn = no_phase,
     local_seed: int | None = None,
     meter: PhaseMeter | None = None,
-    export: ShardExporter | None = None,
     store: CheckpointStore | None = None,
     resume_at: Position | None = None,
 ) -> dict[str, Any]:
-    """PSI, encrypted split training and evaluation at E; writes ``metrics.json``.
+    """PSI with each partner of ``links`` in turn, encrypted split training with all of them
+    and evaluation at E; writes ``metrics.json``.
 
     ``meter`` records the cost of each phase (written into ``metrics.json`` as ``phases``);
-    ``export`` writes and exchanges the trained shard once P has stopped serving. With a
-    ``store``, every phase and step is checkpointed, and a run resumes from the agreed
-    position ``resume_at`` (:mod:`vfl.party.resume`).
+    each link's ``export`` writes and exchanges E's shard for that partner once the partners
+    have stopped serving. With a ``store``, every step of training is checkpointed (each
+    link's own store holds its alignment), and a run resumes training from the position
+    ``resume_at`` all partners agreed (:mod:`vfl.party.resume`).
     """
     meter = meter if meter is not None else PhaseMeter()
     data = load_party_data(cfg)
@@ -89,32 +90,38 @@ def run_active(
         raise TypeError("run_active needs an active party config")
     with party_executor(cfg) as executor:
         meter.enter(Phase.PSI)  # PSI and persisting its alignment (vfl.psi.store)
-        local = align_or_resume(
-            channel,
-            cfg,
-            data.users,
-            plan,
-            out_dir,
-            timeout=timeout,
-            phase=phase,
-            store=store,
-            resume_at=resume_at,
-            executor=executor,
-        )
+        aligned = [
+            align_or_resume(
+                link.channel,
+                cfg,
+                data.users,
+                plan,
+                link.work_dir,
+                timeout=timeout,
+                phase=phase,
+                store=link.store,
+                resume_at=link.resume_at,
+                executor=executor,
+            )
+            for link in links
+        ]
         meter.enter(Phase.ALIGNMENT)
-        local = in_id_order(local)
+        partners = [
+            Partner(name=link.name, channel=link.channel, alignment=in_id_order(local))
+            for link, local in zip(links, aligned, strict=True)
+        ]
         phase(Phase.TRAIN)
         metrics = train_active(
             data,
             plan,
-            [Partner(name=channel.peer, channel=channel, alignment=local)],
+            partners,
             out_dir,
             epochs=epochs,
             timeout=timeout,
             progress=progress,
             local_seed=local_seed,
             meter=meter,
-            export=None if export is None else _exporting(export, phase, meter),
+            exports=[_exporting(k.export, phase, meter) for k in links if k.export is not None],
             allow_plaintext=cfg.party.allow_plaintext,
             party=cfg.party.name,
             floor=cfg.party.floor(),
@@ -124,10 +131,13 @@ def run_active(
         )
     meter.close()
     metrics["phases"] = meter.records
+    n_known = metrics["aligned_users"] if len(partners) > 1 else len(aligned[0])
     metrics["psi"] = {
-        **psi_statistics(meter.records, len(data.users), len(local)),
-        "reused": local.reused,
+        **psi_statistics(meter.records, len(data.users), n_known),
+        "reused": all(local.reused for local in aligned),
     }
+    if len(partners) > 1:
+        metrics["psi"]["partners"] = {p.name: len(p.alignment) for p in partners}
     atomic_write_json(out_dir / "metrics.json", metrics, private=True)  # E's own results
     return metrics
 
@@ -172,7 +182,7 @@ def train_active(
     progress: ProgressFn | None = None,
     local_seed: int | None = None,
     meter: PhaseMeter | None = None,
-    export: ShardExporter | None = None,
+    exports: Sequence[ShardExporter] = (),
     allow_plaintext: bool = False,
     party: str = "E",
     floor: SecurityFloor = SecurityFloor(),
@@ -189,6 +199,7 @@ def train_active(
     ``floor`` is E's own security floor, checked before E's key pairs are generated.
     ``executor``: where E's Paillier batches run (default: the plan's local pools).
     ``start``: a ``train`` checkpoint to continue from; ``store``: where to save each step.
+    ``exports``: E's shard for each partner, exchanged with it once every partner stopped.
 
     Raises:
         ValueError: no partner, or two partners of one name.
@@ -240,7 +251,7 @@ def train_active(
             "key_bits": plan.train.key_bits,
             "split_encrypted": summarise(result),
         }
-        files = {} if export is None else export.active_files(model)
+        files = {x.identity.peer: x.active_files(model) for x in exports}
         if store is not None:
             save_active_final(store, model, metrics, files)
         for p in peers:  # only once all is saved: P stops serving when it reads this
@@ -248,8 +259,8 @@ def train_active(
     finally:
         for p in peers:
             p.peer.share.close()
-    if export is not None:
-        export.exchange(files)
+    for x in exports:
+        x.exchange(files[x.identity.peer])
     write_metrics(out_dir, metrics)
     return metrics
 
@@ -359,16 +370,17 @@ def save_active_final(
     store: CheckpointStore,
     model: FederatedRecommender,
     metrics: dict[str, Any],
-    files: dict[str, bytes],
+    files: dict[str, dict[str, bytes]],
 ) -> None:
     """``eval`` 0 (the metrics) and ``export`` 0 (E's trained head and each ``U_k``, and the
-    bytes of its shard files, :mod:`vfl.party.exporting`)."""
+    bytes of its shard files for each partner, :mod:`vfl.party.exporting`)."""
+    shards = {k: v for peer, f in files.items() for k, v in shard_blobs(f, peer).items()}
     store.save(Phase.EVAL, 0, meta={"metrics": metrics})
     store.save(
         Phase.EXPORT,
         0,
         arrays={_share_key(p.name): p.peer.share.u for p in model.partners},
-        blobs={"head": torch_blob(model.head.state_dict()), **shard_blobs(files)},
+        blobs={"head": torch_blob(model.head.state_dict()), **shards},
     )
 
 

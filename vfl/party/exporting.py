@@ -3,7 +3,8 @@
 
 Checkpoints of the export (``<work dir>/checkpoints``):
 
-* ``export`` 0 -- the trained state *and the shard's file bytes* (blobs ``shard/<file>``),
+* ``export`` 0 -- the trained state *and the shard's file bytes* (blobs
+  ``shard/<peer>/<file>``: E holds one shard per partner, P one for E),
   saved before E sends ``Shutdown`` (E) or once it is read (P). Every later step of the export
   writes these bytes, so a redone export produces byte-identical files and digests.
 * ``export`` 1 (:data:`EXPORTED`) -- the shard and its manifest are written and the pair of
@@ -54,22 +55,23 @@ EXPORTED = 1  # step of the ``export`` checkpoint that marks a finished, confirm
 _BLOB = "shard/"
 
 
-def shard_blobs(files: dict[str, bytes]) -> dict[str, bytes]:
-    """A shard's files as checkpoint blobs (``shard/<file>``)."""
-    return {_BLOB + name: data for name, data in files.items()}
+def shard_blobs(files: dict[str, bytes], peer: str) -> dict[str, bytes]:
+    """The files of the shard shared with ``peer`` as checkpoint blobs (``shard/<peer>/``)."""
+    return {f"{_BLOB}{peer}/{name}": data for name, data in files.items()}
 
 
-def shard_files(ckpt: Checkpoint) -> dict[str, bytes]:
-    """The shard's files saved in an ``export`` 0 checkpoint.
+def shard_files(ckpt: Checkpoint, peer: str) -> dict[str, bytes]:
+    """The files of the shard shared with ``peer`` saved in an ``export`` 0 checkpoint.
 
     Raises:
-        CheckpointError: the checkpoint holds no shard files (written by an older vfl).
+        CheckpointError: the checkpoint holds no such shard (written by an older vfl).
     """
-    files = {k[len(_BLOB) :]: v for k, v in ckpt.blobs.items() if k.startswith(_BLOB)}
+    prefix = f"{_BLOB}{peer}/"
+    files = {k[len(prefix) :]: v for k, v in ckpt.blobs.items() if k.startswith(prefix)}
     if not files:
         raise CheckpointError(
-            f"export checkpoint of {ckpt.party} holds no shard files (an older format). Fix: "
-            "restart both parties with fresh work directories"
+            f"export checkpoint of {ckpt.party} holds no shard shared with '{peer}' (an older "
+            "format, or another partner). Fix: restart the parties with fresh work directories"
         )
     return files
 
@@ -108,7 +110,7 @@ class ShardExporter:
 
     def active_files(self, model: FederatedRecommender) -> dict[str, bytes]:
         """E's shard: its head (towers, ``W_E``, bias, top model) and its share ``U``."""
-        share = model.partners[0].peer.share
+        share = next(p for p in model.partners if p.name == self.identity.peer).peer.share
         return {
             **self._common(),
             "head.pt": torch_bytes(model.head),
@@ -159,21 +161,28 @@ class ShardExporter:
             mark_exported(self.store, mine, theirs)
 
 
-def restore_shard(store: CheckpointStore, out: Path, identity: ShardIdentity) -> bool:
+def restore_shard(
+    store: CheckpointStore,
+    out: Path,
+    identity: ShardIdentity,
+    *,
+    marks: CheckpointStore | None = None,
+) -> bool:
     """A finished party's shard, re-written from its checkpoints if missing or changed.
 
-    Returns True if files were written.
+    ``marks`` holds the ``export`` 1 mark of this shard (E with several partners keeps one
+    per partner); by default ``store``. Returns True if files were written.
 
     Raises:
         CheckpointError: the ``export`` checkpoints are missing or unreadable.
     """
-    marker = store.load(Phase.EXPORT, EXPORTED).meta
+    marker = (marks or store).load(Phase.EXPORT, EXPORTED).meta
     try:
         if load_shard(out, identity.role).digest == marker["shard"]:
             return False
     except ShardError:
         pass  # missing or changed: written again below
-    sums = write_shard_files(out, shard_files(store.load(Phase.EXPORT, 0)))
+    sums = write_shard_files(out, shard_files(store.load(Phase.EXPORT, 0), identity.peer))
     write_manifest(out, identity, sums, str(marker["partner"]))
     return True
 
@@ -187,7 +196,7 @@ def confirm_from_manifest(store: CheckpointStore, out: Path, identity: ShardIden
     Raises:
         ShardError: no valid manifest of this export (the peer cannot have finished with it).
     """
-    files = shard_files(store.load(Phase.EXPORT, 0))
+    files = shard_files(store.load(Phase.EXPORT, 0), identity.peer)
     sums = write_shard_files(out, files)
     try:
         shard = load_shard(out, identity.role)
@@ -204,9 +213,11 @@ def confirm_from_manifest(store: CheckpointStore, out: Path, identity: ShardIden
     mark_exported(store, shard.digest, shard.partner)
 
 
-def shard_identity(cfg: PartyConfig, plan: JobPlan) -> ShardIdentity:
-    """Whose shard party ``cfg`` exports for ``plan``."""
-    peer = cfg.network.peer if cfg.network is not None else None
+def shard_identity(cfg: PartyConfig, plan: JobPlan, peer: str | None = None) -> ShardIdentity:
+    """Whose shard party ``cfg`` exports for ``plan``, shared with ``peer`` (by default the
+    ``[network] peer``)."""
+    if peer is None:
+        peer = cfg.network.peer if cfg.network is not None else None
     return ShardIdentity(
         job=plan.job.name,
         plan=plan.fingerprint(),
@@ -225,5 +236,7 @@ def shard_exporter(
     timeout: float,
     store: CheckpointStore | None = None,
 ) -> ShardExporter:
-    """The exporter of party ``cfg`` for a run of ``plan``; the shard goes to ``out``."""
-    return ShardExporter(channel, out, shard_identity(cfg, plan), plan, timeout, store)
+    """The exporter of party ``cfg`` for a run of ``plan`` with the peer of ``channel``;
+    the shard goes to ``out``."""
+    identity = shard_identity(cfg, plan, channel.peer)
+    return ShardExporter(channel, out, identity, plan, timeout, store)

@@ -13,11 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 
+from vfl.checkpoint import CheckpointStore
 from vfl.data.alignment import Alignment
 from vfl.party.common import LocalAlignment, in_id_order
+from vfl.party.exporting import ShardExporter
+from vfl.party.resume import Position
 from vfl.protocol.endpoint import ByteChannel
 from vfl.training.loop import E_ONLY, KNOWN_TO_ALL, KNOWN_TO_SOME
 
@@ -31,6 +35,25 @@ class Partner:
     name: str
     channel: ByteChannel
     alignment: LocalAlignment
+
+
+@dataclass(frozen=True)
+class PartnerLink:
+    """E's link to one partner before PSI: the channel, the directory of their PSI store,
+    ``alignment.json`` and shard (``model/``), and, in a party process, the store of their
+    alignment checkpoint and export marks, the position both agreed to resume from and the
+    exporter of E's shard for this partner."""
+
+    channel: ByteChannel
+    work_dir: Path
+    store: CheckpointStore | None = None
+    resume_at: Position | None = None
+    export: ShardExporter | None = None
+
+    @property
+    def name(self) -> str:
+        """The partner's name (the channel's peer)."""
+        return self.channel.peer
 
 
 class UserScope(Enum):

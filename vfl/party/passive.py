@@ -182,7 +182,8 @@ def _serve(
     server.serve()
     files = {} if export is None else export.passive_files(server)
     if store is not None:
-        save_passive_step(store, server, Phase.EXPORT, 0, shard_blobs(files))
+        blobs = {} if export is None else shard_blobs(files, export.identity.peer)
+        save_passive_step(store, server, Phase.EXPORT, 0, blobs)
     return files
 
 

@@ -19,19 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from vfl.checkpoint import CheckpointStore
-from vfl.config.party import NetworkSection, PartyConfig, Role, read_network_pems
+from vfl.config.party import NetworkSection, PartnerSection, PartyConfig, Role, read_network_pems
 from vfl.config.plan import JobPlan, load_plan_file
 from vfl.errors import (
     ChannelTimeout,
+    CheckpointError,
     ConfigError,
     ParameterMismatch,
     PeerLost,
     ProtocolError,
     field_differences,
 )
-from vfl.party.accounting import CountingChannel, PhaseMeter
+from vfl.party.accounting import CountedTogether, CountingChannel, PhaseMeter
 from vfl.party.active import run_active, write_metrics
 from vfl.party.exporting import (
+    ShardExporter,
     confirm_from_manifest,
     is_exported,
     restore_shard,
@@ -40,6 +42,7 @@ from vfl.party.exporting import (
     shard_identity,
 )
 from vfl.party.handshake import handshake
+from vfl.party.partners import PartnerLink
 from vfl.party.passive import finished_summary, run_passive
 from vfl.party.publishing import Publisher
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
@@ -91,7 +94,9 @@ def run_party(
         grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
         emit(
             f"{run.cfg.party.name} ({run.cfg.role.value}) joined job {reply.job} at "
-            f"{net.coordinator}, plan {plan.fingerprint()[:16]}, peer {net.peer}"
+            f"{net.coordinator}, plan {plan.fingerprint()[:16]}, "
+            + ("peer " if len(net.peers()) == 1 else "partners ")
+            + ", ".join(p.name for p in net.peers())
         )
         result = _run_sealed(run, net, publish, plan, emit, progress)
     except BaseException as exc:
@@ -110,6 +115,85 @@ def run_party(
     return result
 
 
+@dataclass
+class _Peer:
+    """One peer of this party (P: E; E: each partner) and what this party keeps for it: the
+    directory of their PSI store, alignment and shard (``model/``), and the store of their
+    alignment checkpoint and export marks (E with ``[[network.partners]]``:
+    ``<out>/partners/<name>/``; otherwise the party's own work directory and store)."""
+
+    spec: PartnerSection
+    work_dir: Path
+    store: CheckpointStore
+    counter: CountingChannel
+    channel: SealedChannel | None = None
+    agreed: Position | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def sealed(self) -> SealedChannel:
+        """The sealed channel (open once the handshake began)."""
+        if self.channel is None:
+            raise RuntimeError(f"no session with '{self.name}' yet")
+        return self.channel
+
+    def exporter(self, cfg: PartyConfig, plan: JobPlan, timeout: float) -> ShardExporter:
+        """This party's exporter of the shard shared with this peer."""
+        return shard_exporter(
+            self.sealed(), self.work_dir / "model", cfg, plan, timeout=timeout, store=self.store
+        )
+
+
+@dataclass
+class _Session:
+    """A party's run after joining: configuration, plan, the coordinator link and reports,
+    its own checkpoint store, the phase meter, its peers and where lines go."""
+
+    run: PartyRun
+    net: NetworkSection
+    publish: Publisher
+    plan: JobPlan
+    store: CheckpointStore
+    meter: PhaseMeter
+    peers: list[_Peer]
+    emit: Callable[[str], None]
+    progress: ProgressFn | None
+
+    @property
+    def name(self) -> str:
+        return self.run.cfg.party.name
+
+    def live(self) -> list[_Peer]:
+        """The peers with a session (E skips a partner that finished and left)."""
+        return [p for p in self.peers if p.channel is not None]
+
+    def phase(self, name: Phase) -> None:
+        """Enter phase ``name`` on every sealed link and tell the coordinator."""
+        for p in self.live():
+            p.sealed().phase = name
+        self.publish.phase(name)
+        self.emit(f"{self.name}: phase {name}")
+
+
+def _peers(run: PartyRun, net: NetworkSection, store: CheckpointStore, plan: JobPlan,
+           grpc_channel: GrpcChannel) -> list[_Peer]:  # fmt: skip
+    """This party's peers, each over its own link of the one coordinator connection."""
+    if not net.several:
+        spec = net.peers()[0]
+        return [_Peer(spec, run.out, store, CountingChannel(grpc_channel))]
+    return [
+        _Peer(
+            spec,
+            run.out / "partners" / spec.name,
+            party_store(run.cfg, plan, run.out / "partners" / spec.name),
+            CountingChannel(grpc_channel.link(spec.name)),
+        )
+        for spec in net.peers()
+    ]
+
+
 def _run_sealed(
     run: PartyRun,
     net: NetworkSection,
@@ -118,75 +202,109 @@ def _run_sealed(
     emit: Callable[[str], None],
     progress: ProgressFn | None,
 ) -> dict[str, Any]:
-    """Steps 3-4: session, handshake, resume position, PSI, training over the sealed channel."""
+    """Steps 3-4: per peer, session, handshake and resume position; then PSI and training."""
     cfg, name = run.cfg, run.cfg.party.name
     store = party_store(cfg, plan, run.out)
-    mine = latest_position(store)
-    finished = is_exported(store)
+    peers = _peers(run, net, store, plan, publish.channel)
+    meter = PhaseMeter(CountedTogether(tuple(p.counter for p in peers)))
+    s = _Session(run, net, publish, plan, store, meter, peers, emit, progress)
+    finished = all(is_exported(p.store) for p in peers)
     if finished and cfg.role is Role.PASSIVE:
         emit(f"{name}: the job already finished here (checkpoint {store.directory})")
-        return _finished(run, plan, store, emit)
-    grpc_channel = publish.channel
-    counter = CountingChannel(grpc_channel)  # bytes on the wire, per phase (E's metrics)
-    meter = PhaseMeter(counter)
-    try:
-        meter.enter(Phase.HANDSHAKE)
-        channel = _session(run, net, counter)
-        channel.phase = Phase.HANDSHAKE
-        publish.phase(Phase.HANDSHAKE)
-        handshake(channel, cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
-        agreed = agree_position(channel, mine, me=name, timeout=net.timeout_s)
-    except (PeerLost, ChannelTimeout):
-        if finished:  # E restarted after the end and P is gone: P had its confirmation
-            return _finished(run, plan, store, emit)
-        if cfg.role is Role.PASSIVE and _peer_finished(grpc_channel) and mine == _EXPORTING:
-            emit(f"{name}: {net.peer} finished the job; finishing the export on the manifest")
-            confirm_from_manifest(store, run.out / "model", shard_identity(cfg, plan))
-            return _finished(run, plan, store, emit)
-        raise
-    emit(
-        f"{name}: handshake with {net.peer} agreed on plan and parameters; "
-        + (f"resuming from {show(agreed)}" if agreed or mine else "starting")
-    )
+        return _finished(s)
+    meter.enter(Phase.HANDSHAKE)
+    publish.phase(Phase.HANDSHAKE)
+    for peer in peers:
+        mine = _position(store, peer.store)
+        try:
+            peer.channel = _session(run, net, peer.counter, peer.spec)
+            peer.channel.phase = Phase.HANDSHAKE
+            schema = peer.spec.schema_sha256
+            handshake(peer.channel, cfg, plan, timeout=net.timeout_s, peer_schema=schema)
+            peer.agreed = agree_position(peer.channel, mine, me=name, timeout=net.timeout_s)
+        except (PeerLost, ChannelTimeout):
+            peer.channel = None
+            if is_exported(peer.store):  # E restarted after the end: this peer had its confirmation
+                continue
+            if cfg.role is Role.PASSIVE and _peer_finished(publish.channel) and mine == _EXPORTING:
+                emit(f"{name}: {peer.name} finished the job; finishing the export on the manifest")
+                identity = shard_identity(cfg, plan)
+                confirm_from_manifest(store, run.out / "model", identity)
+                return _finished(s)
+            raise
+        emit(
+            f"{name}: handshake with {peer.name} agreed on plan and parameters; "
+            + (f"resuming from {show(peer.agreed)}" if peer.agreed or mine else "starting")
+        )
+        peer.store.discard_after(peer.agreed)
+    if not s.live():
+        return _finished(s)
+    agreed = _joint_position(s)
     store.discard_after(agreed)
-    if agreed is not None and agreed[0] is Phase.EXPORT:  # both trained: export again
-        return _export_again(run, net, publish, plan, channel, store, emit)
-    return _run_phases(run, net, publish, plan, channel, store, agreed, emit, progress, meter)
+    if agreed is not None and agreed[0] is Phase.EXPORT:  # all trained: export again
+        return _export_again(s)
+    return _run_phases(s, agreed)
 
 
-def _finished(
-    run: PartyRun, plan: JobPlan, store: CheckpointStore, emit: Callable[[str], None]
-) -> dict[str, Any]:
-    """A party whose export is confirmed: its shard (re-written if it went missing or
+def _position(store: CheckpointStore, own: CheckpointStore) -> Position | None:
+    """This party's newest position with one peer: in its own store or the peer's."""
+    found = [latest_position(store)] + ([] if own is store else [latest_position(own)])
+    return max((p for p in found if p is not None), key=_order, default=None)
+
+
+def _order(position: Position) -> tuple[int, int]:
+    return position[0].order, position[1]
+
+
+def _joint_position(s: _Session) -> Position | None:
+    """Where training resumes with every live peer: before training each peer keeps its own
+    position (its alignment, or PSI again); from training on they must all agree.
+
+    Raises:
+        CheckpointError: some partners are past PSI and others at another step (names them).
+    """
+    agreed = {p.name: p.agreed for p in s.live()}
+    # within the export each shard is redone from E's ``export`` 0, whatever its own mark
+    at = {k: (v if v is None or v[0] is not Phase.EXPORT else (Phase.EXPORT, 0))
+          for k, v in agreed.items()}  # fmt: skip
+    trained = {k: v for k, v in at.items() if v is not None and v[0].order >= Phase.TRAIN.order}
+    if trained and (len(trained) < len(at) or len(set(trained.values())) > 1):
+        where = ", ".join(f"{k} at {show(v)}" for k, v in at.items())
+        raise CheckpointError(
+            f"{s.name}: cannot resume: the partners agreed on different positions ({where}). "
+            "Fix: restore the missing checkpoints, or restart every party with fresh work "
+            "directories"
+        )
+    if trained:
+        return next(iter(trained.values()))
+    return min(at.values(), key=lambda v: (-1, -1) if v is None else _order(v))
+
+
+def _finished(s: _Session) -> dict[str, Any]:
+    """A party whose exports are confirmed: its shards (re-written if they went missing or
     changed), E's metrics rewritten; returns E's metrics or P's summary."""
-    out = run.out / "model"
-    if restore_shard(store, out, shard_identity(run.cfg, plan)):
-        emit(f"{run.cfg.party.name}: re-wrote its shard in {out} from the export checkpoints")
-    if run.cfg.role is Role.PASSIVE:
-        return dict(finished_summary(store))
-    metrics: dict[str, Any] = store.load(Phase.EVAL, 0).meta["metrics"]
-    write_metrics(run.out, metrics)
+    cfg = s.run.cfg
+    for peer in s.peers:
+        out = peer.work_dir / "model"
+        identity = shard_identity(cfg, s.plan, peer.name)
+        if restore_shard(s.store, out, identity, marks=peer.store):
+            s.emit(f"{s.name}: re-wrote its shard in {out} from the export checkpoints")
+    if cfg.role is Role.PASSIVE:
+        return dict(finished_summary(s.store))
+    metrics: dict[str, Any] = s.store.load(Phase.EVAL, 0).meta["metrics"]
+    write_metrics(s.run.out, metrics)
     return metrics
 
 
-def _export_again(
-    run: PartyRun,
-    net: NetworkSection,
-    publish: Publisher,
-    plan: JobPlan,
-    channel: SealedChannel,
-    store: CheckpointStore,
-    emit: Callable[[str], None],
-) -> dict[str, Any]:
-    """Both parties hold their ``export`` 0 checkpoint: redo the export from its bytes."""
-    exporter = shard_exporter(
-        channel, run.out / "model", run.cfg, plan, timeout=net.timeout_s, store=store
-    )
-    channel.phase = Phase.EXPORT
-    publish.phase(Phase.EXPORT)
-    emit(f"{run.cfg.party.name}: phase export")
-    exporter.exchange(shard_files(store.load(Phase.EXPORT, 0)))
-    return _finished(run, plan, store, emit)
+def _export_again(s: _Session) -> dict[str, Any]:
+    """Every live peer and this party hold their ``export`` 0 checkpoint: redo each export
+    from its bytes."""
+    s.phase(Phase.EXPORT)
+    saved = s.store.load(Phase.EXPORT, 0)
+    for peer in s.live():
+        exporter = peer.exporter(s.run.cfg, s.plan, s.net.timeout_s)
+        exporter.exchange(shard_files(saved, peer.name))
+    return _finished(s)
 
 
 def _peer_finished(grpc_channel: GrpcChannel) -> bool:
@@ -195,84 +313,68 @@ def _peer_finished(grpc_channel: GrpcChannel) -> bool:
     return status is not None and status.state is PartyState.DONE
 
 
-def _run_phases(
-    run: PartyRun,
-    net: NetworkSection,
-    publish: Publisher,
-    plan: JobPlan,
-    channel: SealedChannel,
-    store: CheckpointStore,
-    agreed: Position | None,
-    emit: Callable[[str], None],
-    progress: ProgressFn | None,
-    meter: PhaseMeter,
-) -> dict[str, Any]:
+def _run_phases(s: _Session, agreed: Position | None) -> dict[str, Any]:
     """Step 4 from the agreed position: PSI unless aligned, then training (E) or serving (P)."""
-    cfg = run.cfg
-    export_to = shard_exporter(
-        channel, run.out / "model", cfg, plan, timeout=net.timeout_s, store=store
-    )
-
-    def phase(name: Phase) -> None:
-        channel.phase = name
-        publish.phase(name)
-        emit(f"{cfg.party.name}: phase {name}")
-
+    run, cfg, timeout = s.run, s.run.cfg, s.net.timeout_s
     if cfg.role is Role.PASSIVE:
+        peer = s.peers[0]
         return dict(
             run_passive(
                 cfg,
-                plan,
-                channel,
+                s.plan,
+                peer.sealed(),
                 run.out,
-                timeout=net.timeout_s,
-                phase=phase,
+                timeout=timeout,
+                phase=s.phase,
                 local_seed=run.local_seed,
-                export=export_to,
-                store=store,
+                export=peer.exporter(cfg, s.plan, timeout),
+                store=s.store,
                 resume_at=agreed,
             )
         )
+    links = [
+        PartnerLink(
+            p.sealed(), p.work_dir, p.store, p.agreed, export=p.exporter(cfg, s.plan, timeout)
+        )
+        for p in s.peers
+    ]
     return run_active(
         cfg,
-        plan,
-        channel,
+        s.plan,
+        links,
         run.out,
         epochs=run.epochs,
-        timeout=net.timeout_s,
-        progress=_publishing(publish, progress),
-        phase=phase,
+        timeout=timeout,
+        progress=_publishing(s.publish, s.progress),
+        phase=s.phase,
         local_seed=run.local_seed,
-        meter=meter,
-        export=export_to,
-        store=store,
+        meter=s.meter,
+        store=s.store,
         resume_at=agreed,
     )
 
 
-def _box_keys(run: PartyRun, net: NetworkSection) -> tuple[bytes, bytes]:
-    """This party's sealing key and the peer's pinned public key, read from ``[network]``."""
-    if net.box_key is None or net.peer_box_public is None:  # checked by _network
-        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
-    return (
-        read_key(net.box_key, "network.box_key"),
-        read_key(net.peer_box_public, "network.peer_box_public"),
-    )
-
-
 def _session(
-    run: PartyRun, net: NetworkSection, counter: CountingChannel, *, timeout: float | None = None
+    run: PartyRun,
+    net: NetworkSection,
+    counter: CountingChannel,
+    peer: PartnerSection,
+    *,
+    timeout: float | None = None,
 ) -> SealedChannel:
-    """A fresh session to the peer, sealed with this party's key and the peer's pinned key.
+    """A fresh session to ``peer`` over ``counter`` (its link), sealed with this party's key
+    and the peer's pinned key.
 
     The session window is ``timeout``, by default three message timeouts: long enough for a
     restarted peer.
     """
-    private_key, peer_public_key = _box_keys(run, net)
+    if net.box_key is None:  # checked by _network
+        raise ConfigError(str(run.config_file), "network.box_key", "missing", "see 'vfl certs'")
+    where = "network.peer_box_public" if not net.several else f"network.partners '{peer.name}'"
     return open_session(
         counter,
-        private_key=private_key,
-        peer_public_key=peer_public_key,
+        private_key=read_key(net.box_key, "network.box_key"),
+        peer_public_key=read_key(peer.box_public, where),
         job_id=counter.inner.job_id,
         me=run.cfg.party.name,
         timeout=3 * net.timeout_s if timeout is None else timeout,
@@ -294,15 +396,16 @@ def _network(run: PartyRun) -> NetworkSection:
     """The ``[network]`` section, complete enough to join a job and seal to the peer."""
     net = run.cfg.network
     where = str(run.config_file)
-    if net is None or net.peer is None:
+    if net is None or (net.peer is None and not net.partners):
         raise ConfigError(
             where,
             "network" if net is None else "network.peer",
             "missing: the party needs the coordinator address, "
             "its certificates and the other party's name",
-            "add [network] with coordinator, ca, cert, key and peer (written by 'vfl certs')",
+            "add [network] with coordinator, ca, cert, key and peer, or E's "
+            "[[network.partners]] (written by 'vfl certs')",
         )
-    if net.box_key is None or net.peer_box_public is None:
+    if net.box_key is None or not net.peers():
         raise ConfigError(
             where,
             "network.box_key" if net.box_key is None else "network.peer_box_public",
@@ -320,7 +423,7 @@ def _dial(
     return GrpcChannel(
         net.coordinator,
         me=cfg.party.name,
-        peer=str(net.peer),
+        peer=net.peers()[0].name,
         ca_pem=ca,
         cert_pem=cert,
         key_pem=key_pem,

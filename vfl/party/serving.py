@@ -72,7 +72,8 @@ def run_session(
         emit(f"{run.cfg.party.name} joined job {reply.job} for inference, peer {net.peer}")
         if wait_for_peer is not None:
             wait_for_peer(grpc_channel)
-        channel = _session(run, net, CountingChannel(grpc_channel), timeout=session_timeout)
+        link = CountingChannel(grpc_channel)
+        channel = _session(run, net, link, net.peers()[0], timeout=session_timeout)
         channel.phase = Phase.HANDSHAKE
         publish.phase(Phase.HANDSHAKE)
         handshake(channel, run.cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)

@@ -19,6 +19,7 @@ once it has been silent for ``lost_after_s`` (or reported a failure, or finished
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import threading
@@ -117,6 +118,7 @@ class GrpcChannel:
         self._session = secrets.token_hex(8)
         self._seq = 0
         self._last_seen: dict[str, int] = {}  # peer session -> last delivered seq
+        self._parties: tuple[str, ...] = ()  # the job's parties, from join
 
     def send(self, data: bytes) -> None:
         """Deliver ``data`` to the relay for the peer within ``timeout_s``.
@@ -184,15 +186,35 @@ class GrpcChannel:
             reply = JoinReply(str(fields["job"]), tuple(fields["parties"]), fields["plan"])
         except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise TransportError(f"{self.name}: malformed join reply from the coordinator") from exc
-        if self.peer not in reply.parties:
-            raise TransportError(
-                f"{self.name}: the coordinator's job '{reply.job}' has parties "
-                f"{', '.join(reply.parties)}, not the configured peer '{self.peer}'. Fix: set "
-                "network.peer to the other party's certificate name"
-            )
+        self._parties = reply.parties
         self.job_id = reply.job
+        self._check_party(self.peer)
         self._joined_at = time.monotonic()
         return reply
+
+    def link(self, peer: str) -> GrpcChannel:
+        """The link to ``peer`` over this same connection (after :meth:`join`): its own frame
+        session and sequence numbers and its own traffic count; the connection, the
+        coordinator's admission of this process and the heartbeat thread are shared, and
+        ``recv`` on it reports ``peer`` lost by name. Close only the channel it came from.
+
+        Raises:
+            TransportError: ``peer`` is not a party of the job.
+        """
+        self._check_party(peer)
+        other = copy.copy(self)
+        other.peer, other.traffic = peer, TrafficCounter()
+        other._session, other._seq, other._last_seen = secrets.token_hex(8), 0, {}
+        return other
+
+    def _check_party(self, peer: str) -> None:
+        if peer not in self._parties:
+            raise TransportError(
+                f"{self.name}: the coordinator's job '{self.job_id}' has parties "
+                f"{', '.join(self._parties)}, not the configured peer '{peer}'. Fix: set "
+                "network.peer (or the name of a [[network.partners]] entry) to that party's "
+                "certificate name"
+            )
 
     def _dial(self, payload: bytes) -> bytes:
         """The join RPC, retried until ``connect_timeout_s`` (see :meth:`join`)."""
@@ -237,7 +259,7 @@ class GrpcChannel:
     def peer_status(self) -> PartyStatus | None:
         """The peer's status from the latest heartbeat reply, with its age brought up to now."""
         with self._beat.lock:
-            status, at = self._beat.peer, self._beat.peer_at
+            status, at = self._beat.statuses.get(self.peer), self._beat.peer_at
         if status is None or status.age_s is None:
             return status
         age = status.age_s + time.monotonic() - at
@@ -271,7 +293,7 @@ class GrpcChannel:
         except (grpc.RpcError, ProtocolError):
             return
         with self._beat.lock:
-            self._beat.peer, self._beat.peer_at = statuses.get(self.peer), time.monotonic()
+            self._beat.statuses, self._beat.peer_at = statuses, time.monotonic()
             self._beat.contact_at = self._beat.peer_at
 
     def _check_peer(self, deadline: float) -> bytes:
@@ -402,6 +424,6 @@ class _BeatState:
         self.phase: str = Phase.JOINED  # "" once a party publishes no phase
         self.state = PartyState.RUNNING
         self.progress: dict[str, Any] = {}
-        self.peer: PartyStatus | None = None
+        self.statuses: dict[str, PartyStatus] = {}  # every party's, from the last reply
         self.peer_at = 0.0
         self.contact_at = time.monotonic()
