@@ -22,64 +22,21 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vfl.cli.pilot_cmd import Dataset, pilot_train
 from vfl.config.job import TrainConfig
 from vfl.config.party import load_party_config
-from vfl.config.plan import JobPlan, load_plan_file
+from vfl.config.plan import load_plan_file
 from vfl.data.loading import load_party_data
 from vfl.data.synthetic_writer import generate_synthetic
-from vfl.data.tables import ActiveData, PassiveData
-from vfl.party.active import train_active
-from vfl.party.common import LocalAlignment
-from vfl.party.partners import Partner, UserScope
-from vfl.party.passive import serve_passive
+from vfl.data.tables import ActiveData
+from vfl.party.in_process import train_with_partners
 from vfl.protocol.options import Mode
-from vfl.transport.channel import InMemoryChannel
 
 PARTNER_SETS = (("payments",), ("logistics",), ("payments", "logistics"))
-
-
-def _side(ids: np.ndarray, common: np.ndarray) -> LocalAlignment:
-    where = {str(u): r for r, u in enumerate(ids.tolist())}
-    return LocalAlignment(ids=common, rows=np.array([where[str(u)] for u in common], np.int64))
-
-
-def run_with(
-    active: ActiveData, passives: dict[str, PassiveData], plan: JobPlan, out: Path
-) -> dict[str, Any]:
-    """E's metrics with every partner of ``passives``, each served from its own thread."""
-    links, threads, errors = [], [], []
-    for name, data in passives.items():
-        common = np.intersect1d(active.users.ids.astype(str), data.users.ids.astype(str))
-        e_end, p_end = InMemoryChannel.pair("shop", name)
-
-        def serve(d: PassiveData = data, ch: Any = p_end, c: Any = common, n: str = name) -> None:
-            try:
-                serve_passive(
-                    d, plan, ch, _side(d.users.ids, c), timeout=600, allow_plaintext=True, party=n
-                )
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads.append(threading.Thread(target=serve, daemon=True, name=name))
-        links.append(Partner(name=name, channel=e_end, alignment=_side(active.users.ids, common)))
-    for t in threads:
-        t.start()
-    metrics = train_active(
-        active, plan, links, out, scope=UserScope.ALL, timeout=600, allow_plaintext=True
-    )
-    for t in threads:
-        t.join(timeout=60)
-    if errors:
-        raise errors[0]
-    return metrics
 
 
 def _row(metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -132,7 +89,7 @@ def main() -> None:
         for names in PARTNER_SETS:
             chosen = {n: partners[n] for n in names}
             t0 = time.perf_counter()
-            metrics = run_with(active, chosen, plan, Path(tmp) / "+".join(names))  # type: ignore[arg-type]
+            metrics = train_with_partners(active, chosen, plan, Path(tmp) / "+".join(names))  # type: ignore[arg-type]
             runs["+".join(names)] = _row(metrics, time.perf_counter() - t0)
             print(f"{'+'.join(names)}: {json.dumps(runs['+'.join(names)])}", file=sys.stderr)
     full = runs["payments+logistics"]

@@ -100,7 +100,7 @@ def test_a_new_pilot_drops_the_last_pilots_checkpoints_only(tmp_path: Path) -> N
     state.parent.mkdir()
     state.write_text('{"format": 1}')
     # Execute
-    _drop_checkpoints(tmp_path, state)
+    _drop_checkpoints(tmp_path, coordinator_state=state)
     # Assert: no party would resume the old run, nor the coordinator show it as done; the
     # alignment (reusable by PSI) stays
     assert not state.exists()

@@ -6,7 +6,10 @@ Used by ``vfl certs`` and ``vfl pilot``. Everything is written next to the certi
   its TLS files and, given a job file, ``plan`` (what it hands out at join);
 * ``<party>.network.toml``: a ``[network]`` section for that party -- coordinator address, CA,
   its certificate and key, its sealing key, and the **pinned** sealing public key of its peer;
-  when both party configs are known, the peer's schema fingerprint is pinned too.
+  when both party configs are known, the peer's schema fingerprint is pinned too. With more
+  than one passive party, E's section lists them as ``[[network.partners]]`` (each with its
+  pinned key and schema) and each passive party's names E alone: no partner's file mentions
+  another partner.
 
 Given the party config files themselves, their ``[network]`` section is replaced in place.
 """
@@ -27,10 +30,11 @@ from vfl.party.handshake import schema_fingerprint
 
 @dataclass(frozen=True)
 class NetworkLayout:
-    """Where the coordinator listens and which parties (in pairs) take part."""
+    """Where the coordinator listens and which parties take part: E first, then its passive
+    parties (one for the two-party layout)."""
 
     certs: Path
-    parties: tuple[str, str]
+    parties: tuple[str, ...]
     host: str = "127.0.0.1"
     port: int = 50051
     job_file: Path | None = None
@@ -52,13 +56,14 @@ def write_network_configs(
     configs = {k: v.resolve() for k, v in (party_configs or {}).items()}
     schemas = {name: schema_fingerprint(load_party_config(f)) for name, f in configs.items()}
     written = {"coordinator": _write_coordinator(layout, certs)}
-    a, b = layout.parties
-    for me, peer in ((a, b), (b, a)):
+    active, *partners = layout.parties
+    if not partners:
+        raise ValueError("a network layout needs E and at least one passive party")
+    peers = {active: partners, **{k: [active] for k in partners}}
+    for me, mine in peers.items():
         target = configs.get(me)
         base = target.parent if target is not None else certs
-        section = _network_section(layout, certs, base, me, peer)
-        if peer in schemas:
-            section["peer_schema_sha256"] = schemas[peer]
+        section = _network_section(layout, certs, base, me, mine, schemas)
         snippet = certs / f"{me}.network.toml"
         snippet.write_text(dumps_toml({"network": _absolute(section, base)}))
         written[me] = snippet
@@ -75,6 +80,7 @@ def _write_coordinator(layout: NetworkLayout, certs: Path) -> Path:
         "bind": f"{layout.host}:{layout.port}",
         "job": "vfl-job",
         "parties": list(layout.parties),
+        **({"active": layout.parties[0]} if len(layout.parties) > 2 else {}),
         "ca": "ca.pem",
         "cert": "coordinator.pem",
         "key": "coordinator.key",
@@ -88,24 +94,47 @@ def _write_coordinator(layout: NetworkLayout, certs: Path) -> Path:
 
 
 def _network_section(
-    layout: NetworkLayout, certs: Path, base: Path, me: str, peer: str
+    layout: NetworkLayout,
+    certs: Path,
+    base: Path,
+    me: str,
+    peers: list[str],
+    schemas: dict[str, str],
 ) -> dict[str, Any]:
+    """``me``'s ``[network]``: ``peer`` for one peer, ``[[network.partners]]`` for several."""
+
     def rel(name: str) -> str:
         return os.path.relpath(certs / name, base)
 
-    return {
+    section: dict[str, Any] = {
         "coordinator": f"{layout.host}:{layout.port}",
         "ca": rel("ca.pem"),
         "cert": rel(f"{me}.pem"),
         "key": rel(f"{me}.key"),
-        "peer": peer,
         "timeout_s": layout.timeout_s,
         "box_key": rel(f"{me}.box"),
-        "peer_box_public": rel(f"{peer}.box.pub"),
     }
+    if len(peers) == 1:
+        section |= {"peer": peers[0], "peer_box_public": rel(f"{peers[0]}.box.pub")}
+        if peers[0] in schemas:
+            section["peer_schema_sha256"] = schemas[peers[0]]
+        return section
+    section["partners"] = [
+        {"name": k, "box_public": rel(f"{k}.box.pub")}
+        | ({"schema_sha256": schemas[k]} if k in schemas else {})
+        for k in peers
+    ]
+    return section
 
 
 def _absolute(section: dict[str, Any], base: Path) -> dict[str, Any]:
     """The snippet copy uses absolute paths, so it works pasted into any config."""
-    keys = ("ca", "cert", "key", "box_key", "peer_box_public")
-    return {k: str((base / v).resolve()) if k in keys else v for k, v in section.items()}
+    keys = ("ca", "cert", "key", "box_key", "peer_box_public", "box_public")
+
+    def fix(table: dict[str, Any]) -> dict[str, Any]:
+        return {k: str((base / v).resolve()) if k in keys else v for k, v in table.items()}
+
+    out = fix(section)
+    if "partners" in out:
+        out["partners"] = [fix(p) for p in out["partners"]]
+    return out

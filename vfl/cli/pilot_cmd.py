@@ -11,6 +11,13 @@
 4. **E alone** and **centralised** (the upper bound) in one process, on the users and in the
    aligned order of the federated run, hence the same split, batches and seed.
 5. Merge everything into ``metrics.json`` (also ``pilot.json``) and ``report.md`` with plots.
+
+With ``--parties 3`` the embedded data gains a logistics partner L (``parties/logistics``)
+knowing :data:`THIRD_PARTY_SHARE` of the customers: each federated run is then four processes
+(coordinator, E, P, L), E reports every group of its users (known to both partners, to one,
+to none), and the gain of each partner's features is the in-process plaintext run with both
+partners minus the run without that one (:func:`vfl.cli.pilot_report.partner_gains`). The
+centralised model and the privacy audit are two-party replays and are left out.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ PILOT_TIME_BUDGET_S = 600.0
 # |b_i| < 1): the smallest level of benchmarks/privacy_zb.py that at least halves E's
 # attribute-inference excess while keeping half of P's HR@10 gain (docs/security.md).
 PILOT_EMBEDDING_NOISE = 0.25
+# ``--parties 3``: the share of the customers (the union) the logistics partner knows
+THIRD_PARTY_SHARE = 0.5
+# each party's short name (its log, work directory and config file prefix) by position
+PARTY_KEYS = ("e", "p", "l")
 
 
 def _free_port() -> int:
@@ -68,11 +79,12 @@ def plaintext_mode_available() -> bool:
     return "allow_plaintext" in PartySection.model_fields and "protocol" in TrainConfig.model_fields
 
 
-def _prepare_data(dataset: Dataset, data: Path, users: int) -> None:
+def _prepare_data(dataset: Dataset, data: Path, users: int, parties: int = 2) -> None:
     if dataset is Dataset.SYNTHETIC:
         from vfl.data.synthetic_writer import generate_synthetic
 
-        generate_synthetic(data, users=users)
+        third = THIRD_PARTY_SHARE if parties == 3 else None
+        generate_synthetic(data, users=users, third_party=third)
     else:
         from vfl.data.movielens import convert_movielens
 
@@ -107,8 +119,11 @@ def _party_copy(src: Path, dst: Path, *, allow_plaintext: bool, key_bits: int) -
     return dst
 
 
-def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> dict[str, RunFiles]:
-    """Dev PKI and sealing keys, then per run a job file, party configs and coordinator.toml.
+def write_run_configs(
+    out: Path, train: dict[str, Any], *, plaintext: bool, parties: int = 2
+) -> dict[str, RunFiles]:
+    """Dev PKI and sealing keys, then per run a job file, party configs and coordinator.toml
+    for E and its ``parties - 1`` passive parties.
 
     The plaintext run's party configs are copies with ``allow_plaintext = true``; the
     encrypted run's configs (``e_party.toml``, ``p_party.toml``) never allow it. Both keep
@@ -122,7 +137,8 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     from vfl.transport.sealing import write_box_keys
 
     data, certs = out / "data", out / "certs"
-    names = [load_party_config(data / f).party.name for f in ("e_party.toml", "p_party.toml")]
+    keys = PARTY_KEYS[:parties]
+    names = [load_party_config(data / f"{k}_party.toml").party.name for k in keys]
     generate_dev_pki(certs, parties=names)
     for name in names:
         write_box_keys(certs, name)
@@ -132,21 +148,22 @@ def write_run_configs(out: Path, train: dict[str, Any], *, plaintext: bool) -> d
     runs["encrypted"] = ("pilot", "", train)
     files: dict[str, RunFiles] = {}
     for mode, (name, suffix, settings) in runs.items():
-        e, p = (
-            _party_copy(
+        configs = {
+            k: _party_copy(
                 data / f"{k}_party.toml",
                 data / f"{k}_party{suffix}.toml",
                 allow_plaintext=bool(suffix),
                 key_bits=int(train["key_bits"]),
             )
-            for k in ("e", "p")
-        )
+            for k in keys
+        }
+        e, p = configs["e"].name, configs["p"].name
         job = data / f"job{suffix}.toml"
-        job.write_text(dumps_toml(_job_table(data, settings, name=name, e=e.name, p=p.name)))
-        layout = NetworkLayout(certs, (names[0], names[1]), port=_free_port(), job_file=job)
-        written = write_network_configs(layout, {names[0]: e, names[1]: p})
+        job.write_text(dumps_toml(_job_table(data, settings, name=name, e=e, p=p)))
+        layout = NetworkLayout(certs, tuple(names), port=_free_port(), job_file=job)
+        written = write_network_configs(layout, dict(zip(names, configs.values(), strict=True)))
         coordinator = written["coordinator"].rename(certs / f"coordinator{suffix}.toml")
-        files[mode] = RunFiles(coordinator=coordinator, e=e, p=p, job=job)
+        files[mode] = RunFiles(coordinator=coordinator, job=job, parties=configs)
     return files
 
 
@@ -174,7 +191,13 @@ def pilot_train(
 def pilot(
     dataset: Dataset = typer.Option(Dataset.SYNTHETIC, help="The pilot's data."),
     out: Path = typer.Option(Path("runs/pilot"), help="Pilot directory (created)."),
-    users: int = typer.Option(1000, min=50, help="Synthetic customers (union of both parties)."),
+    users: int = typer.Option(1000, min=50, help="Synthetic customers (union of the parties)."),
+    parties: int = typer.Option(
+        2,
+        min=2,
+        max=3,
+        help="Organisations: 2 (E and P) or 3 (also a logistics partner L; synthetic data).",
+    ),
     epochs: int = typer.Option(
         PILOT_MAX_EPOCHS, min=1, help="Most epochs of every model (early stopping ends sooner)."
     ),
@@ -191,13 +214,22 @@ def pilot(
     baselines: bool = typer.Option(True, help="Also train E alone and centralised."),
     timeout: float = typer.Option(7200, help="Seconds before a federated run is abandoned."),
 ) -> None:
-    """Run the pilot: E alone, VFL plaintext, VFL encrypted (3 processes each), centralised.
+    """Run the pilot: E alone, VFL plaintext, VFL encrypted (a process per party and the
+    coordinator's), centralised; with --parties 3 also each partner's gain.
 
     SIGINT or SIGTERM stops the processes it started (their checkpoints kept), says how to
     resume and exits with 128 + the signal number.
     """
     from vfl.cli.signals import stop_on_signals
+    from vfl.errors import ConfigError
 
+    if parties == 3 and dataset is not Dataset.SYNTHETIC:
+        raise ConfigError(
+            "command line",
+            "--parties",
+            f"3 parties need the embedded synthetic data; {dataset.value} has two organisations",
+            "use --dataset synthetic with --parties 3, or --parties 2",
+        )
     train = pilot_train(
         dataset,
         epochs=epochs,
@@ -207,7 +239,7 @@ def pilot(
         users_per_step=users_per_step,
     )
     with stop_on_signals("pilot"):
-        _pilot(dataset, out, users, train, baselines=baselines, timeout=timeout)
+        _pilot(dataset, out, users, train, baselines=baselines, timeout=timeout, parties=parties)
 
 
 def _pilot(
@@ -218,36 +250,53 @@ def _pilot(
     *,
     baselines: bool,
     timeout: float,
+    parties: int = 2,
 ) -> None:
     """The body of :func:`pilot`, with the ``[train]`` table of its job files."""
-    from vfl.cli.pilot_report import baseline_rows, merge, privacy_audit, write_outputs
+    from vfl.cli.pilot_report import (
+        baseline_rows,
+        merge,
+        partner_gains,
+        privacy_audit,
+        write_outputs,
+    )
     from vfl.cli.pilot_runs import run_federated
 
     t_start = time.perf_counter()
     n_epochs = int(train["epochs"])
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"preparing {dataset.value} data and certificates in {out} ...")
-    _prepare_data(dataset, out / "data", users)
+    _prepare_data(dataset, out / "data", users, parties)
     plaintext = plaintext_mode_available()
-    files = write_run_configs(out, train, plaintext=plaintext)
+    files = write_run_configs(out, train, plaintext=plaintext, parties=parties)
     # each party's own secret seed, the same in both runs (see the module docstring)
-    seeds = {"e": secrets.randbelow(2**31), "p": secrets.randbelow(2**31)}
+    seeds = {k: secrets.randbelow(2**31) for k in PARTY_KEYS[:parties]}
+    who = ", ".join(k.upper() for k in seeds)
     runs: dict[str, FederatedRun] = {}
     for mode, where in (("plaintext", out / "plaintext"), ("encrypted", out)):
         if mode in files:
-            console.print(f"VFL {mode}: starting coordinator, E and P (logs in {where}) ...")
+            console.print(f"VFL {mode}: starting coordinator, {who} (logs in {where}) ...")
             runs[mode] = run_federated(
                 where, files[mode], seeds=seeds, label=mode, console=console, timeout=timeout
             )
             console.print(f"VFL {mode} finished in {runs[mode].seconds:.0f} s")
     base: dict[str, Any] = {}
-    if baselines:
+    job = files["encrypted"].job
+    if baselines and parties == 2:
         console.print("training E alone and centralised on the same users, order and split ...")
-        base = baseline_rows(files["encrypted"].job, out, epochs=n_epochs, plaintext=plaintext)
-    results = merge(runs, base, dataset=dataset.value, out=out, job=files["encrypted"].job)
-    console.print("auditing what each party could infer (the job replayed in-process) ...")
-    trained = len(results["models"]["split_encrypted"].get("loss_curve", [])) or n_epochs
-    results["privacy"] = privacy_audit(files["encrypted"].job, out, epochs=trained)
+        base = baseline_rows(job, out, epochs=n_epochs, plaintext=plaintext)
+    elif baselines:
+        console.print("training E alone on the same users, order and split ...")
+        base = baseline_rows(job, out, epochs=n_epochs, plaintext=True, centralised=False)
+        base["e_alone"].pop("groups", None)  # grouped by P alone there: not the run's groups
+    results = merge(runs, base, dataset=dataset.value, out=out, job=job)
+    if parties == 2:
+        console.print("auditing what each party could infer (the job replayed in-process) ...")
+        trained = len(results["models"]["split_encrypted"].get("loss_curve", [])) or n_epochs
+        results["privacy"] = privacy_audit(job, out, epochs=trained)
+    else:
+        console.print("measuring each partner's gain (in-process plaintext, with and without) ...")
+        results["partners"] = partner_gains(files["plaintext" if plaintext else "encrypted"], seeds)
     results["pilot_seconds"] = round(time.perf_counter() - t_start, 1)
     report = write_outputs(results, out)
     console.print(f"wrote {out / 'metrics.json'} and {report} in {results['pilot_seconds']:.0f} s")

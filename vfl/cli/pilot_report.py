@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from vfl.cli.pilot_runs import FederatedRun
+from vfl.cli.pilot_runs import FederatedRun, RunFiles
 from vfl.config.job import load_job_config
 from vfl.evaluation.report import write_report
 from vfl.party.common import in_id_order, load_alignment
@@ -15,14 +16,17 @@ from vfl.storage import atomic_write_json
 ORDER = ("e_alone", "split_plaintext", "split_encrypted", "centralised")
 
 
-def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict[str, Any]:
+def baseline_rows(
+    job: Path, out: Path, *, epochs: int, plaintext: bool, centralised: bool = True
+) -> dict[str, Any]:
     """E alone and centralised, in one process, on the federated run's users in its order:
     all of E's users by id (those P does not know too, as the federated run trains them
     through ``a_k``; the centralised model sees zeros and ``p_known = 0`` for them). The
     split's candidate lists are keyed by user id and seed, and the same positions with the
     same seed give the same batches. Without the protocol's plaintext mode in this build,
     the in-process plaintext split (on the shared users) stands in for VFL plaintext
-    (marked ``in_process``).
+    (marked ``in_process``). ``centralised=False`` (several partners: the centralised
+    model is a two-party replay) trains E alone only.
     """
     import torch
 
@@ -34,12 +38,74 @@ def baseline_rows(job: Path, out: Path, *, epochs: int, plaintext: bool) -> dict
     rows = {
         name: summarise(run_single(prep, name, epochs=epochs))
         for name in ("e_alone", "centralised")
+        if centralised or name == "e_alone"
     }
     if not plaintext:
         order = in_id_order(load_alignment(out / "e" / "alignment.json")).ids  # training order
         result, traffic = run_split(prepare(job, order=order), epochs=epochs)
         rows["split_plaintext"] = {**summarise(result), **traffic, "in_process": True}
     return rows
+
+
+_KEEP = ("hr@10", "ndcg@10", "auc")
+
+
+def partner_gains(files: RunFiles, seeds: dict[str, int]) -> dict[str, Any]:
+    """Each partner's gain: E's test metrics over all of its users trained with every
+    partner, minus those trained without that partner.
+
+    The runs are in one process in plaintext mode (the same model as encrypted up to the
+    fixed-point error; :mod:`vfl.party.in_process`), on the run's data and job with the
+    pilot's local seeds; each partner's alignment is its intersection with E.
+    """
+    import torch
+
+    from vfl.config.job import TrainConfig
+    from vfl.config.party import load_party_config
+    from vfl.config.plan import load_plan_file
+    from vfl.data.loading import load_party_data
+    from vfl.data.tables import ActiveData, PassiveData
+    from vfl.party.in_process import train_with_partners
+
+    torch.set_num_threads(1)
+    base = load_plan_file(files.job)
+    train = TrainConfig(**{**base.train.model_dump(), "protocol": "plaintext"})
+    plan = base.model_copy(update={"train": train})
+    cfgs = {k: load_party_config(f) for k, f in files.parties.items()}
+    active = load_party_data(cfgs.pop("e"))
+    passives = {c.party.name: load_party_data(c) for c in cfgs.values()}
+    if not isinstance(active, ActiveData) or not all(
+        isinstance(d, PassiveData) for d in passives.values()
+    ):
+        raise TypeError("the pilot's first party must be active, the others passive")
+    local = {"e": seeds["e"], **{c.party.name: seeds[k] for k, c in cfgs.items()}}
+    names = list(passives)
+    sets = [names] + [[n for n in names if n != k] for k in names]
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="vfl-gains-") as tmp:
+        for chosen in sets:
+            key = "+".join(chosen)
+            chosen_data = {n: passives[n] for n in chosen}
+            m = train_with_partners(
+                active,
+                chosen_data,
+                plan,
+                Path(tmp) / key,
+                local_seeds=local,  # type: ignore[arg-type]
+            )
+            row = m["split_encrypted"]
+            runs[key] = {
+                **{k: round(float(row[k]), 4) for k in _KEEP},
+                "best_epoch": row["best_epoch"],
+                "epochs_trained": row["epochs_trained"],
+                "aligned_users": {k: v["aligned_users"] for k, v in m["partners"].items()},
+            }
+    full = runs["+".join(names)]
+    gain = {
+        k: {m: round(full[m] - runs["+".join(n for n in names if n != k)][m], 4) for m in _KEEP}
+        for k in names
+    }
+    return {"mode": "plaintext, in one process", "runs": runs, "gain": gain}
 
 
 def privacy_audit(job: Path, out: Path, *, epochs: int) -> dict[str, Any]:
@@ -69,7 +135,7 @@ def _row(run: FederatedRun) -> dict[str, Any]:
         "federated_seconds": round(run.seconds, 1),
         "bytes_sent_by_e": sum(int(p["bytes_sent"]) for p in phases),
         "bytes_received_by_e": sum(int(p["bytes_received"]) for p in phases),
-        "processes": 3,
+        "processes": run.processes,
     }
 
 

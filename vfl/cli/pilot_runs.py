@@ -1,8 +1,10 @@
-"""The pilot's federated runs: three OS processes per run, their progress echoed as bars.
+"""The pilot's federated runs: one OS process per party and the coordinator's, their progress
+echoed as bars.
 
-Each run is a coordinator, E and P started as ``python -m vfl ...`` processes with their own
-logs; the pilot follows E's and P's logs and draws progress bars for PSI, each epoch's
-(encrypted) batches, and prints phase and epoch lines as they come.
+Each run is a coordinator, E and its passive parties (P; with ``--parties 3`` also L) started
+as ``python -m vfl ...`` processes with their own logs; the pilot follows the parties' logs
+and draws progress bars for PSI, each epoch's (encrypted) batches, and prints phase and epoch
+lines as they come.
 """
 
 from __future__ import annotations
@@ -38,12 +40,23 @@ _ECHO = ("phase", "handshake", "epoch", "done:", "joined")
 
 @dataclass(frozen=True)
 class RunFiles:
-    """The configs of one federated run."""
+    """The configs of one federated run: the coordinator's, the job's and each party's, keyed
+    by the party's short name (``e``, then its passive parties ``p``, ``l``: also the names
+    of their logs and work directories)."""
 
     coordinator: Path
-    e: Path
-    p: Path
     job: Path
+    parties: dict[str, Path]
+
+    @property
+    def e(self) -> Path:
+        """E's config."""
+        return self.parties["e"]
+
+    @property
+    def processes(self) -> int:
+        """The run's OS processes: the coordinator and one per party."""
+        return 1 + len(self.parties)
 
 
 @dataclass
@@ -53,6 +66,7 @@ class FederatedRun:
     seconds: float
     coordinator_log: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    processes: int = 3  # the coordinator's and one per party
 
     def coordinator_saw(self) -> list[str]:
         """The coordinator's byte counts per direction (all it learns besides timing)."""
@@ -98,7 +112,8 @@ def run_federated(
     console: Console,
     timeout: float,
 ) -> FederatedRun:
-    """Start coordinator, P and E; follow them to the end; return E's metrics.
+    """Start the coordinator, the passive parties and E; follow them to the end; return E's
+    metrics.
 
     ``seeds`` are the parties' ``--local-seed`` (their own secret initial weights): the pilot
     passes the same ones to its plaintext and encrypted runs so both train the same model.
@@ -107,19 +122,19 @@ def run_federated(
         VflError: a process failed (with its log's tail) or the run exceeded ``timeout``.
     """
     out.mkdir(parents=True, exist_ok=True)
-    _drop_checkpoints(out, load_coordinator_config(files.coordinator).coordinator.state)
-    logs = {k: out / f"{k}.log" for k in ("coordinator", "e", "p")}
+    order = [k for k in files.parties if k != "e"] + ["e"]  # passive parties first
+    _drop_checkpoints(out, order, load_coordinator_config(files.coordinator).coordinator.state)
+    logs = {k: out / f"{k}.log" for k in ("coordinator", *order)}
     t0 = time.perf_counter()
     coord = _start(["coordinator", "--config", str(files.coordinator)], logs["coordinator"])
     parties: dict[str, subprocess.Popen[bytes]] = {}
     commands = {"coordinator": ["coordinator", "--config", str(files.coordinator)]}
-    for k in ("p", "e"):
-        config = str(files.p if k == "p" else files.e)
-        commands[k] = ["party", "--config", config, "--out", str(out / k)]
+    for k in order:
+        commands[k] = ["party", "--config", str(files.parties[k]), "--out", str(out / k)]
         commands[k] += ["--local-seed", str(seeds[k])]
     try:
         _wait_listening(logs["coordinator"], coord, 30)
-        for k in ("p", "e"):
+        for k in order:
             parties[k] = _start(commands[k], logs[k])
         _follow(parties, logs, label, console, timeout)
     except Interrupted as stop:
@@ -129,7 +144,7 @@ def run_federated(
         _stop_all([*parties.values(), coord])
     metrics = json.loads((out / "e" / "metrics.json").read_text())
     coord_log = logs["coordinator"].read_text(errors="replace")
-    return FederatedRun(time.perf_counter() - t0, coord_log, metrics)
+    return FederatedRun(time.perf_counter() - t0, coord_log, metrics, files.processes)
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
@@ -150,19 +165,25 @@ def _stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> No
 
 
 def _resume_text(stop: Interrupted, label: str, out: Path, commands: dict[str, list[str]]) -> str:
-    """What an interrupted run kept and the three commands that resume it."""
+    """What an interrupted run kept and the commands that resume it."""
     shown = {k: "vfl " + " ".join(args) for k, args in commands.items()}
+    parties = [k for k in commands if k != "coordinator"]
+    names = ", ".join(k.upper() for k in parties)
+    kept = " and ".join(str(out / k / "checkpoints") for k in parties)
+    then = " and ".join(f"`{shown[k]}`" for k in parties)
     return (
-        f"{stop} during the VFL {label} run; its coordinator, E and P were stopped, their "
-        f"checkpoints kept in {out / 'e' / 'checkpoints'} and {out / 'p' / 'checkpoints'}. "
-        f"Fix: to resume that run, start `{shown['coordinator']}`, then `{shown['e']}` and "
-        f"`{shown['p']}` (logs in {out}); `vfl pilot` again starts a fresh pilot"
+        f"{stop} during the VFL {label} run; its coordinator and parties {names} were stopped, "
+        f"their checkpoints kept in {kept}. Fix: to resume that run, start "
+        f"`{shown['coordinator']}`, then {then} (logs in {out}); `vfl pilot` again starts a "
+        "fresh pilot"
     )
 
 
-def _drop_checkpoints(out: Path, coordinator_state: Path | None = None) -> None:
-    """Remove both parties' checkpoints left by an earlier pilot in ``out``, and the
-    coordinator's state file ``coordinator_state`` (which parties finished).
+def _drop_checkpoints(
+    out: Path, parties: list[str] | None = None, coordinator_state: Path | None = None
+) -> None:
+    """Remove the parties' checkpoints (by default E's and P's) left by an earlier pilot in
+    ``out``, and the coordinator's state file ``coordinator_state`` (which parties finished).
 
     A pilot is a fresh experiment on freshly written data, certificates and seeds; a party
     that found the last pilot's finished checkpoints would resume them (SPEC §8) and report
@@ -170,8 +191,10 @@ def _drop_checkpoints(out: Path, coordinator_state: Path | None = None) -> None:
     state could show a party as done before it joins. Resuming a killed ``vfl party`` or
     ``vfl coordinator`` is unaffected.
     """
-    for party in ("e", "p"):
+    for party in parties or ["e", "p"]:
         shutil.rmtree(out / party / "checkpoints", ignore_errors=True)
+        for partner in (out / party / "partners").glob("*/checkpoints"):
+            shutil.rmtree(partner, ignore_errors=True)
     if coordinator_state is not None:
         coordinator_state.unlink(missing_ok=True)
 
@@ -183,7 +206,7 @@ def _follow(
     console: Console,
     timeout: float,
 ) -> None:
-    """Wait for both parties, drawing bars; the first failure stops the pilot with its log."""
+    """Wait for every party, drawing bars; the first failure stops the pilot with its log."""
     deadline = time.monotonic() + timeout
     bars = _Bars(label, console)
     with bars.progress:
@@ -217,7 +240,7 @@ class _Bars:
             console=console,
         )
         self.tasks: dict[str, TaskID] = {}
-        self.shown = {"e": 0, "p": 0}
+        self.shown: dict[str, int] = {}
 
     def _bar(self, name: str, done: int, total: int) -> None:
         key = f"{self.label} {name}"
@@ -226,10 +249,12 @@ class _Bars:
         self.progress.update(self.tasks[key], completed=done, total=total)
 
     def update(self, logs: dict[str, Path]) -> None:
-        """Read new lines of both parties' logs."""
-        for k in ("e", "p"):
-            lines = logs[k].read_text(errors="replace").splitlines()
-            for line in lines[self.shown[k] :]:
+        """Read new lines of the parties' logs."""
+        for k, log in logs.items():
+            if k == "coordinator":
+                continue
+            lines = log.read_text(errors="replace").splitlines()
+            for line in lines[self.shown.get(k, 0) :]:
                 self._line(k, line.strip())
             self.shown[k] = len(lines)
 

@@ -39,11 +39,31 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
 
 
+def _is_table_list(value: object) -> bool:
+    return (
+        isinstance(value, list | tuple) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
+
+
 def dumps_toml(tables: dict[str, dict[str, object]]) -> str:
-    """Render ``{table: {key: value}}`` (one level of tables, ``None`` values skipped) as TOML."""
+    """Render ``{table: {key: value}}`` (one level of tables, ``None`` values skipped) as TOML.
+
+    A value that is a list of dicts becomes an array of tables, ``[[table.key]]`` (E's
+    ``[[network.partners]]``), written after the table's plain keys.
+    """
     lines: list[str] = []
     for table, entries in tables.items():
         lines.append(f"[{table}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in entries.items() if v is not None)
+        plain = {k: v for k, v in entries.items() if v is not None and not _is_table_list(v)}
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in plain.items())
         lines.append("")
+        for key, rows in entries.items():
+            if key in plain or not isinstance(rows, list | tuple):
+                continue
+            for row in rows:
+                lines.append(f"[[{table}.{key}]]")
+                lines.extend(
+                    f"{k} = {_toml_value(v)}" for k, v in dict(row).items() if v is not None
+                )
+                lines.append("")
     return "\n".join(lines)

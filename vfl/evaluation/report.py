@@ -174,6 +174,34 @@ def _group_lines(models: dict[str, Any], k: int) -> list[str]:
     return lines
 
 
+def _partner_lines(partners: dict[str, Any], k: int) -> list[str]:
+    """Each partner's gain: the run with every partner minus the run without it."""
+    if not partners:
+        return []
+    runs, gain = partners["runs"], partners["gain"]
+    full = runs["+".join(gain)]
+    lines = [
+        "",
+        f"Gain of each partner's features ({partners['mode']}; over all of E's test users): "
+        "the model with every partner minus the model without that partner.",
+        "",
+        f"| partner | users it knows | HR@{k} gain | NDCG@{k} gain | AUC gain |",
+        "|---|---|---|---|---|",
+    ]
+    for name, g in gain.items():
+        lines.append(
+            f"| {name} | {full['aligned_users'].get(name, '?')} | {g[f'hr@{k}']:+.4f} | "
+            f"{g[f'ndcg@{k}']:+.4f} | {g['auc']:+.4f} |"
+        )
+    lines += ["", f"| partners | HR@{k} | NDCG@{k} | AUC | best epoch |", "|---|---|---|---|---|"]
+    for key, r in runs.items():
+        lines.append(
+            f"| {key.replace('+', ' + ')} | {r[f'hr@{k}']:.4f} | {r[f'ndcg@{k}']:.4f} | "
+            f"{r['auc']:.4f} | {r['best_epoch']} |"
+        )
+    return lines
+
+
 def _phase_lines(phases: list[dict[str, Any]]) -> list[str]:
     """Table of wall time and bytes per phase of the federated run."""
     lines = ["", "| phase | seconds | bytes sent by E | bytes received by E |", "|---|---|---|---|"]
@@ -189,7 +217,7 @@ def _same_model_note(results: dict[str, Any]) -> str:
     """How far the plaintext and encrypted rows are comparable."""
     if results.get("federated", {}).get("same_local_seeds"):
         return (
-            "Both federated runs went through the three processes with the same parties' local "
+            "Both federated runs went through the same processes with the same parties' local "
             "seeds, the same job seed and the same aligned order, so they train the same model "
             "and differ only by the fixed-point error of the encrypted layer."
         )
@@ -255,6 +283,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         ]
     lines += _cold_start_lines(models, k)
     lines += _group_lines(models, k)
+    lines += _partner_lines(results.get("partners") or {}, k)
     if all("valid_ndcg_curve" in r for r in models.values()):
         plot_validation(models, k, out_dir / "validation_curves.png")
         lines += training_lines(models, k)
