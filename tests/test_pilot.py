@@ -123,7 +123,7 @@ def test_the_pilot_keeps_the_secure_floor_unless_asked_for_test_keys(tmp_path: P
         files = write_run_configs(out, {"key_bits": bits}, plaintext=True)
         # Assert: every party config of both runs
         for run in files.values():
-            for cfg in (load_party_config(run.e), load_party_config(run.p)):
+            for cfg in (load_party_config(f) for f in run.parties.values()):
                 floors.setdefault(bits, set()).add(
                     (cfg.party.min_key_bits, cfg.party.allow_short_exponent)
                 )

@@ -73,10 +73,9 @@ def partner_gains(files: RunFiles, seeds: dict[str, int]) -> dict[str, Any]:
     plan = base.model_copy(update={"train": train})
     cfgs = {k: load_party_config(f) for k, f in files.parties.items()}
     active = load_party_data(cfgs.pop("e"))
-    passives = {c.party.name: load_party_data(c) for c in cfgs.values()}
-    if not isinstance(active, ActiveData) or not all(
-        isinstance(d, PassiveData) for d in passives.values()
-    ):
+    loaded = {c.party.name: load_party_data(c) for c in cfgs.values()}
+    passives = {k: d for k, d in loaded.items() if isinstance(d, PassiveData)}
+    if not isinstance(active, ActiveData) or len(passives) != len(loaded):
         raise TypeError("the pilot's first party must be active, the others passive")
     local = {"e": seeds["e"], **{c.party.name: seeds[k] for k, c in cfgs.items()}}
     names = list(passives)
@@ -91,7 +90,7 @@ def partner_gains(files: RunFiles, seeds: dict[str, int]) -> dict[str, Any]:
                 chosen_data,
                 plan,
                 Path(tmp) / key,
-                local_seeds=local,  # type: ignore[arg-type]
+                local_seeds=local,
             )
             row = m["split_encrypted"]
             runs[key] = {
