@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 def certs(
     out: Path = typer.Option(..., "--out", help="Output directory (created)."),
     parties: str = typer.Option(
-        "shop,payments", "--parties", help="The two party names (certificate CNs), comma-separated."
+        "shop,payments",
+        "--parties",
+        help="Party names (certificate CNs), comma-separated: E first, then each passive party.",
     ),
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Host name or IP the parties use to reach the coordinator."
@@ -34,12 +36,13 @@ def certs(
     from vfl.transport.sealing import write_box_keys
 
     names = [p.strip() for p in parties.split(",") if p.strip()]
-    if len(names) != 2:
+    if len(names) < 2 or len(set(names)) != len(names):
         raise ConfigError(
             "command line",
             "--parties",
-            f"'{parties}' names {len(names)} parties; a job has exactly two",
-            "give both party names, e.g. --parties shop,payments",
+            f"'{parties}' names {len(names)} distinct parties; a job has E and at least one "
+            "passive party, each once",
+            "give E's name first, then each passive party's, e.g. --parties shop,payments",
         )
     configs = {load_party_config(f).party.name: f for f in party_config}
     unknown = sorted(set(configs) - set(names))
@@ -53,7 +56,7 @@ def certs(
     # each party also gets <name>-https.pem/.key for `vfl serve`'s API (only E serves one)
     pki = generate_dev_pki(out, parties=names, coordinator_host=host, services=names)
     sealing = {name: write_box_keys(out, name) for name in names}
-    layout = NetworkLayout(out, (names[0], names[1]), host=host, port=port, job_file=job)
+    layout = NetworkLayout(out, tuple(names), host=host, port=port, job_file=job)
     written = write_network_configs(layout, configs)
     typer.echo(
         f"dev PKI for coordinator host {host}: the one-machine development shortcut. It writes "
