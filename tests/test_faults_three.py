@@ -1,0 +1,128 @@
+"""kill -9 of any of the four processes (coordinator, E, P, L) in the middle of training
+with two partners: each killed process is restarted with its own command, as an operator or
+systemd would, and so is any party that stops with an error because its peer vanished; the
+job resumes to the model of the uninterrupted run (E's loss curve and test metrics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.timing import scaled
+from vfl.cli.pilot_cmd import Dataset, pilot_train, write_run_configs
+from vfl.data.synthetic_writer import generate_synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = {"e": 11, "p": 22, "l": 33}
+MAX_RESTARTS = 10
+
+
+class Run:
+    """One job directory: the coordinator and the three parties as OS processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        generate_synthetic(root / "data", users=120, items=200, seed=3, third_party=0.5)
+        train = pilot_train(Dataset.SYNTHETIC, epochs=2, patience=2, key_bits=512)
+        self.files = write_run_configs(root, train, plaintext=False, parties=3)["encrypted"]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.runs = {k: 0 for k in ("coordinator", "e", "p", "l")}
+        self.restarts = 0
+
+    def log(self, k: str) -> str:
+        path = self.root / f"{k}.{self.runs[k]}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self, k: str) -> None:
+        self.runs[k] += 1
+        if k == "coordinator":
+            args = ["coordinator", "--config", str(self.files.coordinator)]
+        else:
+            args = ["party", "--config", str(self.files.parties[k]), "--out", str(self.root / k)]
+            args += ["--local-seed", str(SEEDS[k])]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        with (self.root / f"{k}.{self.runs[k]}.log").open("wb") as handle:
+            self.procs[k] = subprocess.Popen(
+                [sys.executable, "-m", "vfl", *args],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group: pool workers die with it
+            )
+        if k == "coordinator":
+            deadline = time.monotonic() + scaled(30)
+            while "listening on" not in self.log("coordinator"):
+                assert time.monotonic() < deadline, self.log("coordinator")
+                time.sleep(0.05)
+
+    def kill(self, k: str) -> None:
+        os.killpg(self.procs[k].pid, signal.SIGKILL)
+        self.procs[k].wait()
+
+    def supervise(self, victim: str | None) -> dict[str, object]:
+        """Run to the end, killing ``victim`` once E is inside its first epoch."""
+        self.start("coordinator")
+        for k in ("p", "l", "e"):
+            self.start(k)
+        done: set[str] = set()
+        killed = victim is None
+        deadline = time.monotonic() + scaled(600)
+        try:
+            while done != {"e", "p", "l"}:
+                assert time.monotonic() < deadline, self.log("e")[-3000:]
+                if not killed and "epoch 1 step" in self.log("e"):
+                    self.kill(victim)  # type: ignore[arg-type]
+                    killed = True
+                    self.restarts += 1
+                    self.start(victim)  # type: ignore[arg-type]
+                for k in ("p", "l", "e"):
+                    code = self.procs[k].poll() if k not in done else 0
+                    if code == 0:
+                        done.add(k)
+                    elif code is not None:  # a survivor stopped: restart it, as an operator
+                        self.restarts += 1
+                        assert self.restarts <= MAX_RESTARTS, self.log(k)[-3000:]
+                        self.start(k)
+                if self.procs["coordinator"].poll() is not None:
+                    self.start("coordinator")
+                time.sleep(0.1)
+        finally:
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        assert killed
+        metrics: dict[str, object] = json.loads((self.root / "e" / "metrics.json").read_text())
+        return metrics
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    return Run(tmp_path_factory.mktemp("reference")).supervise(None)
+
+
+@pytest.mark.parametrize("victim", ["l", "p", "e", "coordinator"])
+def test_kill_9_in_training_resumes_to_the_uninterrupted_model(
+    victim: str, reference: dict[str, object], tmp_path: Path
+) -> None:
+    # Execute
+    run = Run(tmp_path)
+    got = run.supervise(victim)
+    # Assert: the same model as the uninterrupted run, and each partner exported its shard
+    want_m, got_m = reference["split_encrypted"], got["split_encrypted"]
+    assert isinstance(want_m, dict) and isinstance(got_m, dict)
+    assert got_m["loss_curve"] == pytest.approx(want_m["loss_curve"], abs=1e-9)
+    for key in ("auc", "hr@10", "ndcg@10"):
+        assert got_m[key] == pytest.approx(want_m[key], abs=1e-9), key
+    assert run.runs[victim] >= 2
+    for partner in ("payments", "logistics"):
+        assert (tmp_path / "e" / "partners" / partner / "model" / "manifest.json").is_file()
+    for k in ("p", "l"):
+        assert (tmp_path / k / "model" / "manifest.json").is_file(), k
