@@ -1,7 +1,8 @@
-"""kill -9 of any of the four processes (coordinator, E, P, L) in the middle of training
-with two partners: each killed process is restarted with its own command, as an operator or
-systemd would, and so is any party that stops with an error because its peer vanished; the
-job resumes to the model of the uninterrupted run (E's loss curve and test metrics)."""
+"""kill -9 of any of the four processes (coordinator, E, P, L) in PSI, in training and in
+the export, with two partners: each killed process is restarted with its own command, as an
+operator or systemd would, and so is any party that stops with an error because its peer
+vanished; the job resumes to the model of the uninterrupted run (E's loss curve and test
+metrics)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,24 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.timing import scaled
 from vfl.cli.pilot_cmd import Dataset, pilot_train, write_run_configs
+from vfl.data.formats import dumps_toml
 from vfl.data.synthetic_writer import generate_synthetic
+from vfl.faults import ENV as PAUSE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = {"e": 11, "p": 22, "l": 33}
 MAX_RESTARTS = 10
+TIMEOUT_S = 8.0  # network.timeout_s of each party, as in tests/fault_harness.py
+PAUSE = "export.summary_sent"  # the export's messages take microseconds: held here (vfl.faults)
+# when to kill: the line that must appear in E's log (in the export: in the paused log)
+MOMENTS = {"psi": "phase psi", "train": "epoch 1 step", "export": f"pause point {PAUSE}"}
 
 
 class Run:
@@ -32,9 +40,14 @@ class Run:
         generate_synthetic(root / "data", users=120, items=200, seed=3, third_party=0.5)
         train = pilot_train(Dataset.SYNTHETIC, epochs=2, patience=2, key_bits=512)
         self.files = write_run_configs(root, train, plaintext=False, parties=3)["encrypted"]
+        for config in self.files.parties.values():  # a message lost with a killed relay
+            table = tomllib.loads(config.read_text())  # times out in seconds, then resumes
+            table["network"]["timeout_s"] = TIMEOUT_S
+            config.write_text(dumps_toml(table))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.runs = {k: 0 for k in ("coordinator", "e", "p", "l")}
         self.restarts = 0
+        self.pauses: dict[str, str] = {}  # k -> VFL_PAUSE_AT for k's next start only
 
     def log(self, k: str) -> str:
         path = self.root / f"{k}.{self.runs[k]}.log"
@@ -48,6 +61,8 @@ class Run:
             args = ["party", "--config", str(self.files.parties[k]), "--out", str(self.root / k)]
             args += ["--local-seed", str(SEEDS[k])]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        if k in self.pauses:
+            env[PAUSE_ENV] = self.pauses.pop(k)
         with (self.root / f"{k}.{self.runs[k]}.log").open("wb") as handle:
             self.procs[k] = subprocess.Popen(
                 [sys.executable, "-m", "vfl", *args],
@@ -66,8 +81,13 @@ class Run:
         os.killpg(self.procs[k].pid, signal.SIGKILL)
         self.procs[k].wait()
 
-    def supervise(self, victim: str | None) -> dict[str, object]:
-        """Run to the end, killing ``victim`` once E is inside its first epoch."""
+    def supervise(self, victim: str | None, moment: str = "train") -> dict[str, object]:
+        """Run to the end, killing ``victim`` once at ``moment`` (:data:`MOMENTS`). In the
+        export the victim (the coordinator: E) is held at :data:`PAUSE` on its first start."""
+        watched = "e"
+        if victim is not None and moment == "export":
+            watched = "e" if victim == "coordinator" else victim
+            self.pauses[watched] = f"{PAUSE}=10"
         self.start("coordinator")
         for k in ("p", "l", "e"):
             self.start(k)
@@ -77,7 +97,7 @@ class Run:
         try:
             while done != {"e", "p", "l"}:
                 assert time.monotonic() < deadline, self.log("e")[-3000:]
-                if not killed and "epoch 1 step" in self.log("e"):
+                if not killed and MOMENTS[moment] in self.log(watched):
                     self.kill(victim)  # type: ignore[arg-type]
                     killed = True
                     self.restarts += 1
@@ -108,13 +128,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return Run(tmp_path_factory.mktemp("reference")).supervise(None)
 
 
+@pytest.mark.parametrize("moment", list(MOMENTS))
 @pytest.mark.parametrize("victim", ["l", "p", "e", "coordinator"])
-def test_kill_9_in_training_resumes_to_the_uninterrupted_model(
-    victim: str, reference: dict[str, object], tmp_path: Path
+def test_kill_9_resumes_to_the_uninterrupted_model(
+    victim: str, moment: str, reference: dict[str, object], tmp_path: Path
 ) -> None:
     # Execute
     run = Run(tmp_path)
-    got = run.supervise(victim)
+    got = run.supervise(victim, moment)
     # Assert: the same model as the uninterrupted run, and each partner exported its shard
     want_m, got_m = reference["split_encrypted"], got["split_encrypted"]
     assert isinstance(want_m, dict) and isinstance(got_m, dict)
