@@ -27,9 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDS = {"e": 11, "p": 22, "l": 33}
 MAX_RESTARTS = 10
 TIMEOUT_S = 8.0  # network.timeout_s of each party, as in tests/fault_harness.py
-PAUSE = "export.summary_sent"  # the export's messages take microseconds: held here (vfl.faults)
+# the export's messages take microseconds: the victim is held mid-export (vfl.faults), E after
+# sending its summary, a passive party after writing its manifest
+PAUSES = {
+    "e": "export.summary_sent",
+    "p": "export.manifest_written",
+    "l": "export.manifest_written",
+}
 # when to kill: the line that must appear in E's log (in the export: in the paused log)
-MOMENTS = {"psi": "phase psi", "train": "epoch 1 step", "export": f"pause point {PAUSE}"}
+MOMENTS = {"psi": "phase psi", "train": "epoch 1 step", "export": "pause point export."}
 
 
 class Run:
@@ -87,7 +93,7 @@ class Run:
         watched = "e"
         if victim is not None and moment == "export":
             watched = "e" if victim == "coordinator" else victim
-            self.pauses[watched] = f"{PAUSE}=10"
+            self.pauses[watched] = f"{PAUSES[watched]}=10"
         self.start("coordinator")
         for k in ("p", "l", "e"):
             self.start(k)
