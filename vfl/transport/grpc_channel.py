@@ -390,7 +390,9 @@ class GrpcChannel:
                 full = err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 raise_unless_transient(err, name=self.name, target=self.target)
                 hangups = hangups + 1 if _HANGUP in last.lower() else 0
-            if hangups >= _MAX_HANGUPS:
+            # hang-ups before the first join mean a TLS mismatch; once joined, the same
+            # credentials were accepted, so a hang-up is a coordinator going away: retry
+            if hangups >= _MAX_HANGUPS and self._joined_at is None:
                 raise tls_error(last, name=self.name, target=self.target)
             if poll:
                 self._check_coordinator()
