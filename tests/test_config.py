@@ -410,3 +410,17 @@ def test_psi_section_selects_the_curve(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_job_config(path)
     assert "x25519" in _check(err, path, "psi.curve")
+
+
+def test_passive_learning_rate_defaults_to_e_s_and_sets_p_s_optimizer() -> None:
+    import torch
+
+    from vfl.training.recommenders import passive_optimizer
+
+    bottom = torch.nn.Linear(3, 2)
+    same = TrainConfig(learning_rate=0.01)
+    own = TrainConfig(learning_rate=0.01, passive_learning_rate=3e-4)
+    assert passive_optimizer(bottom, same).param_groups[0]["lr"] == 0.01
+    assert passive_optimizer(bottom, own).param_groups[0]["lr"] == 3e-4
+    with pytest.raises(ValueError, match="passive_learning_rate"):
+        TrainConfig(passive_learning_rate=0.0)

@@ -40,6 +40,7 @@ from vfl.protocol.options import SecurityFloor
 from vfl.protocol.secure_split import PassiveSecureServer
 from vfl.storage import atomic_write_json
 from vfl.training.inputs import TableTensors
+from vfl.training.recommenders import passive_optimizer
 from vfl.training.secure import LayerParty, layer_settings, passive_share
 
 
@@ -154,9 +155,7 @@ def serve_passive(
         numeric=features.numeric,
         categorical=features.categorical,
         share=share,
-        optimizer=torch.optim.Adam(
-            bottom.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay
-        ),
+        optimizer=passive_optimizer(bottom, t),
     )
     try:
         files = _serve(server, store, start, export)

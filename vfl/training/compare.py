@@ -41,6 +41,7 @@ from vfl.training.recommenders import (
     Recommender,
     SplitRecommender,
     joined_users,
+    passive_optimizer,
 )
 from vfl.training.secure import (
     LayerParty,
@@ -378,11 +379,7 @@ def passive_server(prep: Prepared, endpoint: Endpoint) -> PassivePlainServer:
     torch.manual_seed(prep.job.job.seed + 1)
     cfg, p = prep.job.model, prep.passive_users
     bottom = load_kind(prep.passive_kind).bottom(BottomInputs(p), cfg)
-    optimizer = torch.optim.Adam(
-        bottom.parameters(),
-        lr=prep.job.train.learning_rate,
-        weight_decay=prep.job.train.weight_decay,
-    )
+    optimizer = passive_optimizer(bottom, prep.job.train)
     return PassivePlainServer(
         endpoint=endpoint,
         bottom=bottom,

@@ -144,6 +144,13 @@ def _adam(params: list[nn.Parameter], train: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(params, lr=train.learning_rate, weight_decay=train.weight_decay)
 
 
+def passive_optimizer(bottom: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """A passive party's Adam over its bottom model, at ``train.passive_lr``."""
+    return torch.optim.Adam(
+        bottom.parameters(), lr=train.passive_lr, weight_decay=train.weight_decay
+    )
+
+
 def _bce(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """``Σ_r w_r · l_r``: the per-user mean BCE averaged over users (:mod:`.inputs`)."""
     rows = nn.functional.binary_cross_entropy_with_logits(
