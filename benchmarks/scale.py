@@ -1,8 +1,8 @@
 """Cost from 1k to 10M users: encrypted epochs and PSI on the local pool and on Ray; JSON out.
 
 Usage: ``python benchmarks/scale.py [--sizes 1000,10000] [--psi-sizes 1000000]
-[--executors local,ray] [--cpus 2] [--bits 2048] [--psi-ids stream|list] [--profile-psi]
-[--out FILE]``; ``--sizes ""`` skips training.
+[--executors local,ray] [--cpus 2] [--bits 2048] [--randomness full|short_exponent]
+[--psi-ids stream|list] [--profile-psi] [--out FILE]``; ``--sizes ""`` skips training.
 
 1. **PSI profile** (``--profile-psi``): CPU microseconds per id of each step of one party's
    work, on 20,000 ids in this process -- hashing to the curve (SHA-512 + Elligator 2),
@@ -11,11 +11,14 @@ Usage: ``python benchmarks/scale.py [--sizes 1000,10000] [--psi-sizes 1000000]
    The op-count model of one party is ``hash + 2·mult + check`` per id.
 2. **Encrypted training** for each size in ``--sizes``: synthetic data with that many users,
    all shared (the same items per user at every size), ``--bits`` Paillier keys, the job's
-   defaults (32 users a step), one epoch. Both parties run in one spawned process (P in a
-   thread, as ``benchmarks/protocol.py``) on one executor of ``--cpus`` workers: the local
-   process pool or a Ray cluster started on loopback. Reported: wall and CPU seconds of the
-   epoch (the process and every live descendant: pool workers, Ray's workers and daemons),
-   and peak RSS (``VmHWM``) of the process and of its largest descendant.
+   defaults (32 users a step), one epoch, re-randomising with ``--randomness`` (``full``, the
+   default, or ``short_exponent``: the many-base obfuscators, within 2^-128 of uniform whatever
+   the key's owner knows, :mod:`vfl.crypto.randomness`; both floors then allow it, as two
+   parties' ``[party] allow_short_exponent = true`` would). Both parties run in one spawned
+   process (P in a thread, as ``benchmarks/protocol.py``) on one executor of ``--cpus``
+   workers: the local process pool or a Ray cluster started on loopback. Reported: wall and CPU
+   seconds of the epoch (the process and every live descendant: pool workers, Ray's workers and
+   daemons), and peak RSS (``VmHWM``) of the process and of its largest descendant.
 3. **PSI** for each size in ``--psi-sizes``: E and P as two spawned processes over a pipe,
    ``n`` ids each, half shared, each with its own executor (its own local pool or its own Ray
    cluster of ``--cpus`` CPUs), with a work directory; the ids reach :func:`run_psi` as a
@@ -114,7 +117,9 @@ def _rss(tree: dict[int, tuple[float, int]]) -> dict[str, float]:
 # ---- 2. encrypted training ----------------------------------------------------------------
 
 
-def _train_child(users: int, kind: str, cpus: int, bits: int, out: Connection) -> None:
+def _train_child(
+    users: int, kind: str, cpus: int, bits: int, randomness: str, out: Connection
+) -> None:
     """One encrypted epoch on ``users`` synthetic users; sends the report to ``out``."""
     from dataclasses import replace
 
@@ -131,8 +136,11 @@ def _train_child(users: int, kind: str, cpus: int, bits: int, out: Connection) -
     with tempfile.TemporaryDirectory() as folder:
         generate_synthetic(Path(folder), users=users, overlap=1.0, seed=7)
         prep = prepare(Path(folder) / "job.toml")
-    train = prep.job.train.model_copy(update={"key_bits": bits})
-    floor = SecurityFloor(min_key_bits=bits)
+    from vfl.protocol.options import Randomness
+
+    mode = Randomness(randomness)
+    train = prep.job.train.model_copy(update={"key_bits": bits, "randomness": mode})
+    floor = SecurityFloor(min_key_bits=bits, allow_short_exponent=mode is Randomness.SHORT_EXPONENT)
     prep = replace(prep, job=prep.job.model_copy(update={"train": train}), floors=(floor, floor))
     with open_party_executor(_spec(kind, cpus), owner="E and P") as executor:
         e_end, p_end = InMemoryChannel.pair("active", "passive")
@@ -157,7 +165,8 @@ def _train_child(users: int, kind: str, cpus: int, bits: int, out: Connection) -
         model.peer.share.close()
         server.share.close()
     out.send({
-        "users": len(prep.alignment), "executor": kind, "steps": len(losses),
+        "users": len(prep.alignment), "executor": kind, "randomness": randomness,
+        "steps": len(losses),
         "epoch_s": round(wall, 2), "epoch_cpu_s": round(cpu, 2),
         "cpu_ms_per_user": round(1e3 * cpu / len(prep.alignment), 3),
         "mean_loss": round(float(np.mean(losses)), 6), "peak_rss": _rss(tree),
@@ -341,6 +350,7 @@ def main() -> None:
     ap.add_argument("--executors", default="local,ray")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="workers per executor")
     ap.add_argument("--bits", type=int, default=2048)
+    ap.add_argument("--randomness", choices=("full", "short_exponent"), default="full")
     ap.add_argument("--psi-ids", choices=("stream", "list"), default="stream",
                     help="hand PSI a generator of ids (stream) or a prebuilt list")  # fmt: skip
     ap.add_argument("--profile-psi", action="store_true")
@@ -348,10 +358,11 @@ def main() -> None:
     args = ap.parse_args()
     kinds = [k for k in args.executors.split(",") if k]
     report: dict[str, Any] = {"cores": os.cpu_count(), "cpus_per_executor": args.cpus,
-                              "bits": args.bits, "load_avg_before": os.getloadavg()}  # fmt: skip
+                              "bits": args.bits, "randomness": args.randomness,
+                              "load_avg_before": os.getloadavg()}  # fmt: skip
     if args.profile_psi:
         report["psi_profile"] = profile_psi(max(args.psi_sizes, default=1_000_000))
-    report["training"] = [_in_child(_train_child, n, k, args.cpus, args.bits)
+    report["training"] = [_in_child(_train_child, n, k, args.cpus, args.bits, args.randomness)
                           for n in args.sizes for k in kinds]  # fmt: skip
     report["psi"] = [
         run_psi_pair(n, k, args.cpus, args.psi_ids) for n in args.psi_sizes for k in kinds
