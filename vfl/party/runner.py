@@ -41,7 +41,7 @@ from vfl.party.exporting import (
     shard_files,
     shard_identity,
 )
-from vfl.party.handshake import handshake
+from vfl.party.handshake import PEER_SCHEMA_KEY, handshake
 from vfl.party.partners import PartnerLink
 from vfl.party.passive import finished_summary, run_passive
 from vfl.party.publishing import Publisher
@@ -219,8 +219,9 @@ def _run_sealed(
         try:
             peer.channel = _session(run, net, peer.counter, peer.spec)
             peer.channel.phase = Phase.HANDSHAKE
-            schema = peer.spec.schema_sha256
-            handshake(peer.channel, cfg, plan, timeout=net.timeout_s, peer_schema=schema)
+            pin = peer.spec.schema_sha256
+            handshake(peer.channel, cfg, plan, timeout=net.timeout_s, peer_schema=pin,
+                      pinned_as=_pin_key(net, peer.name))  # fmt: skip
             peer.agreed = agree_position(peer.channel, mine, me=name, timeout=net.timeout_s)
         except (PeerLost, ChannelTimeout):
             peer.channel = None
@@ -352,6 +353,11 @@ def _run_phases(s: _Session, agreed: Position | None) -> dict[str, Any]:
         store=s.store,
         resume_at=agreed,
     )
+
+
+def _pin_key(net: NetworkSection, peer: str) -> str:
+    """The config key that pins ``peer``'s schema digest (named when it differs)."""
+    return PEER_SCHEMA_KEY if not net.several else f"network.partners '{peer}' schema_sha256"
 
 
 def _session(
