@@ -120,7 +120,12 @@ class _Peer:
     """One peer of this party (P: E; E: each partner) and what this party keeps for it: the
     directory of their PSI store, alignment and shard (``model/``), and the store of their
     alignment checkpoint and export marks (E with ``[[network.partners]]``:
-    ``<out>/partners/<name>/``; otherwise the party's own work directory and store)."""
+    ``<out>/partners/<name>/``; otherwise the party's own work directory and store).
+
+    It is the process's mutable view of a peer while sessions open (no channel until the
+    session, no position until the handshake); :meth:`link` hands training the frozen
+    :class:`~vfl.party.partners.PartnerLink`, which in-process callers build without any
+    network config. The two stay apart for that reason."""
 
     spec: PartnerSection
     work_dir: Path
@@ -144,6 +149,12 @@ class _Peer:
         return shard_exporter(
             self.sealed(), self.work_dir / "model", cfg, plan, timeout=timeout, store=self.store
         )
+
+    def link(self, cfg: PartyConfig, plan: JobPlan, timeout: float) -> PartnerLink:
+        """E's link to this partner for training: the sealed channel, the agreed position
+        and the exporter of E's shard for it."""
+        export = self.exporter(cfg, plan, timeout)
+        return PartnerLink(self.sealed(), self.work_dir, self.store, self.agreed, export=export)
 
 
 @dataclass
@@ -333,16 +344,10 @@ def _run_phases(s: _Session, agreed: Position | None) -> dict[str, Any]:
                 resume_at=agreed,
             )
         )
-    links = [
-        PartnerLink(
-            p.sealed(), p.work_dir, p.store, p.agreed, export=p.exporter(cfg, s.plan, timeout)
-        )
-        for p in s.peers
-    ]
     return run_active(
         cfg,
         s.plan,
-        links,
+        [p.link(cfg, s.plan, timeout) for p in s.peers],
         run.out,
         epochs=run.epochs,
         timeout=timeout,
