@@ -98,10 +98,27 @@ def test_same_role_and_pinned_schema_are_checked(
     out = _both((e_cfg, plan), (p_cfg, plan), p_pin="0" * 64)
     assert isinstance(out["p"], ParameterMismatch) and "schema of shop" in str(out["p"])
     # the fix names the key and the value that would pin shop's schema
-    pin = f'network.peer_schema_sha256 = "{schema_fingerprint(e_cfg)}"'
+    pin = f'set network.peer_schema_sha256 to "{schema_fingerprint(e_cfg)}"'
     assert "Fix: give shop the data schema that was pinned, or, if its schema" in str(out["p"])
     assert pin in str(out["p"])
     assert isinstance(out["e"], Hello)  # E pinned nothing
+
+
+def test_a_partner_pin_is_named_by_its_key(
+    configs: tuple[PartyConfig, PartyConfig, Path],
+) -> None:
+    # Prepare: P's hello waits at E, which pinned another schema for P among its partners
+    e_cfg, p_cfg, job = configs
+    plan = load_plan_file(job)
+    e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
+    p_ch.send(encode_control(hello_of(p_cfg, plan), job_id=plan.job.name))
+    key = "schema_sha256 of [[network.partners]] 'payments'"
+    # Execute
+    with pytest.raises(ParameterMismatch) as err:
+        handshake(e_ch, e_cfg, plan, timeout=5, peer_schema="1" * 64, pinned_as=key)
+    # Assert: the line and the fix name that key; the fix gives P's digest in full
+    assert f"schema of payments: pinned {key} is 1111111111111111..." in str(err.value)
+    assert f'set {key} to "{schema_fingerprint(p_cfg)}"' in str(err.value)
 
 
 def test_the_hello_travels_as_a_control_message_and_another_message_is_refused(

@@ -177,6 +177,6 @@ def _schema_problem(peer: str, theirs: str, pinned: str, pinned_as: str) -> _Pro
     line = f"schema of {peer}: pinned {pinned_as} is {pinned[:16]}..., {peer} has {theirs[:16]}..."
     fix = (
         f"give {peer} the data schema that was pinned, or, if its schema changed on purpose, "
-        f'set {pinned_as} = "{theirs}"'
+        f'set {pinned_as} to "{theirs}"'
     )
     return line, fix

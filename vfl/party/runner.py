@@ -362,7 +362,7 @@ def _run_phases(s: _Session, agreed: Position | None) -> dict[str, Any]:
 
 def _pin_key(net: NetworkSection, peer: str) -> str:
     """The config key that pins ``peer``'s schema digest (named when it differs)."""
-    return PEER_SCHEMA_KEY if not net.several else f"network.partners '{peer}' schema_sha256"
+    return PEER_SCHEMA_KEY if not net.several else f"schema_sha256 of [[network.partners]] '{peer}'"
 
 
 def _session(
