@@ -13,8 +13,11 @@ coordinator cannot forge agreement):
 
 Besides, each side sends the SHA-256 of its own data schema (columns, types, id column, no
 paths); a party that pinned ``network.peer_schema_sha256`` checks the peer's against it.
-Equal fingerprints end the handshake; otherwise every differing field is listed with both
-values and the job stops on both sides with :class:`~vfl.errors.ParameterMismatch`.
+Both go as a typed :class:`~vfl.protocol.messages.Hello` through the protocol's serde
+(:func:`~vfl.protocol.serde.encode_control`), so the message recorder sees it like any other
+message. Equal fingerprints end the handshake; otherwise every differing field is listed with
+both values, followed by the fix, and the job stops on both sides with
+:class:`~vfl.errors.ParameterMismatch`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from vfl.errors import ParameterMismatch, ProtocolError, field_differences
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.messages import Hello
 from vfl.protocol.secure_layer import SecureScales
-from vfl.protocol.serde import Envelope, decode, encode
+from vfl.protocol.serde import decode_control, encode_control
 
 
 def agreed_fields(cfg: PartyConfig, plan: JobPlan) -> dict[str, Any]:
@@ -56,6 +59,30 @@ def schema_fingerprint(cfg: PartyConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+PEER_SCHEMA_KEY = "network.peer_schema_sha256"
+_Problem = tuple[str, str]  # (what differs, naming both values; how to fix it)
+
+# The fix for a differing field, by the prefix of its dotted name.
+_FIXES = {
+    "plan.": "give both parties the same job plan (one coordinator `plan`, the same --job file)",
+    "precision.": "run the same vfl version at both parties (the fixed-point scales are built in)",
+    "ids.": "give both party configs the same [ids] rule (docs/configuration.md)",
+    "party.role": 'set [party] role = "active" at E and role = "passive" at each partner',
+}
+
+
+def hello_of(cfg: PartyConfig, plan: JobPlan) -> Hello:
+    """This party's hello: its agreed parameters, their digest, its role and schema digest."""
+    agreed = agreed_fields(cfg, plan)
+    return Hello(
+        party=cfg.party.name,
+        role=cfg.role.value,
+        fingerprint=_digest(agreed),
+        agreed=agreed,
+        schema_sha256=schema_fingerprint(cfg),
+    )
+
+
 def handshake(
     channel: ByteChannel,
     cfg: PartyConfig,
@@ -63,40 +90,32 @@ def handshake(
     *,
     timeout: float,
     peer_schema: str | None = None,
+    pinned_as: str = PEER_SCHEMA_KEY,
 ) -> Hello:
     """Exchange and compare agreed parameters with the peer (typed :class:`Hello` messages
     through the protocol's serde); return the peer's hello.
 
+    ``peer_schema`` is the peer's schema digest this party pinned, under the config key
+    ``pinned_as`` (named in the error).
+
     Raises:
-        ParameterMismatch: a field differs (each named, with both values), the roles clash,
-            or the peer's schema differs from the pinned ``peer_schema``.
+        ParameterMismatch: a field differs (each named, with both values, then the fix), the
+            roles clash, or the peer's schema differs from the pinned ``peer_schema``.
         ProtocolError: the peer's message is not a hello.
     """
-    mine = agreed_fields(cfg, plan)
-    hello = Hello(
-        party=cfg.party.name,
-        role=cfg.role.value,
-        fingerprint=_digest(mine),
-        agreed=mine,
-        schema_sha256=schema_fingerprint(cfg),
-    )
-    channel.send(encode(Envelope(job_id=plan.job.name, seq=0, message=hello)))
-    theirs = _parse_hello(channel.recv(timeout), channel.peer)
-    problems = _differences(cfg.party.name, mine, channel.peer, theirs.agreed)
-    if theirs.role == cfg.role.value:
-        problems.append(
-            f"party.role: {cfg.party.name} has '{cfg.role.value}', {channel.peer} has "
-            f"'{theirs.role}' (one party must be active, the other passive)"
-        )
+    mine = hello_of(cfg, plan)
+    channel.send(encode_control(mine, job_id=plan.job.name))
+    peer = channel.peer
+    theirs = _parse_hello(channel.recv(timeout), peer)
+    problems = _differences(mine, theirs, peer) + _role_clash(mine, theirs, peer)
     if peer_schema is not None and theirs.schema_sha256 != peer_schema:
-        problems.append(
-            f"schema of {channel.peer}: pinned network.peer_schema_sha256 is "
-            f"{peer_schema[:16]}..., {channel.peer} has {str(theirs.schema_sha256)[:16]}..."
-        )
+        problems.append(_schema_problem(peer, theirs.schema_sha256, peer_schema, pinned_as))
     if problems:
         raise ParameterMismatch(
-            f"{cfg.party.name}: handshake with '{channel.peer}' failed, the job stops: "
-            + "; ".join(problems)
+            f"{cfg.party.name}: handshake with '{peer}' failed, the job stops: "
+            + "; ".join(line for line, _ in problems)
+            + ". Fix: "
+            + "; ".join(dict.fromkeys(fix for _, fix in problems))
         )
     return theirs
 
@@ -106,26 +125,58 @@ def _digest(fields: dict[str, Any]) -> str:
 
 
 def _parse_hello(data: bytes, peer: str) -> Hello:
+    """The peer's hello, checked for the fields the comparison reads.
+
+    Raises:
+        ProtocolError: not a hello (malformed, another message type), or without its
+            agreed parameters; names the peer.
+    """
     try:
-        hello = decode(data).message
+        hello = decode_control(data, Hello)
     except ProtocolError as exc:
         raise ProtocolError(f"handshake message from '{peer}' is not a hello: {exc}") from exc
-    if not isinstance(hello, Hello):
-        raise ProtocolError(f"handshake message from '{peer}' is a {type(hello).__name__}")
     ok = (
         isinstance(hello.agreed, dict)
         and hello.role in {r.value for r in Role}
         and isinstance(hello.fingerprint, str)
+        and isinstance(hello.schema_sha256, str)
     )
     if not ok:
         raise ProtocolError(f"handshake message from '{peer}' lacks its agreed parameters")
     return hello
 
 
-def _differences(me: str, mine: dict[str, Any], peer: str, theirs: dict[str, Any]) -> list[str]:
-    """One line per differing field, naming both values; nothing when the digests match."""
-    if _digest(mine) == _digest(theirs):
+def _differences(mine: Hello, theirs: Hello, peer: str) -> list[_Problem]:
+    """One problem per differing agreed field, naming both values; none when the digests
+    match."""
+    if _digest(mine.agreed) == _digest(theirs.agreed):
         return []
-    fields = [{k: v for k, v in side.items() if k != "plan.fingerprint"} for side in (mine, theirs)]
-    out = field_differences(*fields, me=me, peer=peer)
-    return out or [f"plan.fingerprint: {me} and {peer} hold different plans"]
+    sides = [{k: v for k, v in h.agreed.items() if k != "plan.fingerprint"} for h in (mine, theirs)]
+    lines = field_differences(*sides, me=mine.party, peer=peer)
+    if not lines:
+        lines = [f"plan.fingerprint: {mine.party} and {peer} hold different plans"]
+    return [(line, _fix_of(line)) for line in lines]
+
+
+def _fix_of(line: str) -> str:
+    """The fix for a differing field (by its prefix; a field of no known section: the plan's)."""
+    return next((f for prefix, f in _FIXES.items() if line.startswith(prefix)), _FIXES["plan."])
+
+
+def _role_clash(mine: Hello, theirs: Hello, peer: str) -> list[_Problem]:
+    if theirs.role != mine.role:
+        return []
+    line = (
+        f"party.role: {mine.party} has '{mine.role}', {peer} has '{theirs.role}' "
+        "(one party must be active, the other passive)"
+    )
+    return [(line, _FIXES["party.role"])]
+
+
+def _schema_problem(peer: str, theirs: str, pinned: str, pinned_as: str) -> _Problem:
+    line = f"schema of {peer}: pinned {pinned_as} is {pinned[:16]}..., {peer} has {theirs[:16]}..."
+    fix = (
+        f"give {peer} the data schema that was pinned, or, if its schema changed on purpose, "
+        f'set {pinned_as} to "{theirs}"'
+    )
+    return line, fix

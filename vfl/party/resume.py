@@ -13,9 +13,11 @@ Saved in ``<work dir>/checkpoints`` (:class:`~vfl.checkpoint.CheckpointStore`, a
 * ``eval`` 0 and ``export`` 0 -- E's final metrics, then each party's trained shard.
 
 Where to resume (:func:`agree_position`): after the sealed handshake each side sends its
-latest ``(phase, step)``; both take the older (:func:`~vfl.checkpoint.agree_resume`), load it,
-and drop anything newer. P may be one step ahead of E (it saved ``s+1`` and its answer was
-lost); it steps back, so each update of the ``W_B`` shares is applied by both or by neither.
+latest ``(phase, step)`` as a typed :class:`~vfl.protocol.messages.ResumeAt` through the
+protocol's serde (the message recorder sees it); both take the older
+(:func:`~vfl.checkpoint.agree_resume`), load it, and drop anything newer. P may be one step
+ahead of E (it saved ``s+1`` and its answer was lost); it steps back, so each update of the
+``W_B`` shares is applied by both or by neither.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from vfl.data.tables import FeatureTable
 from vfl.errors import ProtocolError
 from vfl.executor import PartyExecutor
 from vfl.party.common import LocalAlignment, PhaseFn, align_with_peer
-from vfl.phases import Phase
+from vfl.phases import CHECKPOINTED, Phase
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.messages import ResumeAt
-from vfl.protocol.serde import Envelope, decode, encode
+from vfl.protocol.serde import decode_control, encode_control
 from vfl.protocol.share_optim import ShareSgd
 from vfl.psi.protocol import ByteLink
 
@@ -73,20 +75,39 @@ def agree_position(
         CheckpointError: the positions cannot be reconciled (names both).
         ProtocolError: the peer's message is not a position.
     """
-    at = ResumeAt(phase="", step=-1) if mine is None else ResumeAt(mine[0].value, mine[1])
     # the sealed session binds the job; the control message's own envelope names none
-    channel.send(encode(Envelope(job_id="", seq=0, message=at)))
+    channel.send(encode_control(resume_at(mine)))
     theirs = _parse_position(channel.recv(timeout), channel.peer)
     return agree_resume(mine, theirs, me=me, peer=channel.peer)
 
 
+def resume_at(position: Position | None) -> ResumeAt:
+    """The typed message of ``position`` (``phase`` "" and ``step`` -1: none)."""
+    if position is None:
+        return ResumeAt(phase="", step=-1)
+    return ResumeAt(phase=position[0].value, step=position[1])
+
+
+def position_of(at: ResumeAt) -> Position | None:
+    """Inverse of :func:`resume_at`.
+
+    Raises:
+        ValueError: not a checkpointed phase, or a step that is not a non-negative integer.
+    """
+    if at.phase == "" and at.step == -1:
+        return None
+    phase = Phase(at.phase)
+    if phase not in CHECKPOINTED:
+        raise ValueError(f"phase '{phase}' keeps no checkpoint")
+    if not isinstance(at.step, int) or isinstance(at.step, bool) or at.step < 0:
+        raise ValueError(f"step {at.step!r} is not a non-negative integer")
+    return phase, at.step
+
+
 def _parse_position(data: bytes, peer: str) -> Position | None:
     try:
-        at = decode(data).message
-        if not isinstance(at, ResumeAt):
-            raise ProtocolError(f"a {type(at).__name__}, not a resume position")
-        return None if at.phase == "" else (Phase(at.phase), int(at.step))
-    except (ProtocolError, ValueError, TypeError) as exc:
+        return position_of(decode_control(data, ResumeAt))
+    except (ProtocolError, ValueError) as exc:
         raise ProtocolError(f"resume position from '{peer}' is malformed: {exc}") from exc
 
 

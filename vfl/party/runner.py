@@ -41,7 +41,7 @@ from vfl.party.exporting import (
     shard_files,
     shard_identity,
 )
-from vfl.party.handshake import handshake
+from vfl.party.handshake import PEER_SCHEMA_KEY, handshake
 from vfl.party.partners import PartnerLink
 from vfl.party.passive import finished_summary, run_passive
 from vfl.party.publishing import Publisher
@@ -120,7 +120,12 @@ class _Peer:
     """One peer of this party (P: E; E: each partner) and what this party keeps for it: the
     directory of their PSI store, alignment and shard (``model/``), and the store of their
     alignment checkpoint and export marks (E with ``[[network.partners]]``:
-    ``<out>/partners/<name>/``; otherwise the party's own work directory and store)."""
+    ``<out>/partners/<name>/``; otherwise the party's own work directory and store).
+
+    It is the process's mutable view of a peer while sessions open (no channel until the
+    session, no position until the handshake); :meth:`link` hands training the frozen
+    :class:`~vfl.party.partners.PartnerLink`, which in-process callers build without any
+    network config. The two stay apart for that reason."""
 
     spec: PartnerSection
     work_dir: Path
@@ -144,6 +149,12 @@ class _Peer:
         return shard_exporter(
             self.sealed(), self.work_dir / "model", cfg, plan, timeout=timeout, store=self.store
         )
+
+    def link(self, cfg: PartyConfig, plan: JobPlan, timeout: float) -> PartnerLink:
+        """E's link to this partner for training: the sealed channel, the agreed position
+        and the exporter of E's shard for it."""
+        export = self.exporter(cfg, plan, timeout)
+        return PartnerLink(self.sealed(), self.work_dir, self.store, self.agreed, export=export)
 
 
 @dataclass
@@ -219,8 +230,9 @@ def _run_sealed(
         try:
             peer.channel = _session(run, net, peer.counter, peer.spec)
             peer.channel.phase = Phase.HANDSHAKE
-            schema = peer.spec.schema_sha256
-            handshake(peer.channel, cfg, plan, timeout=net.timeout_s, peer_schema=schema)
+            pin = peer.spec.schema_sha256
+            handshake(peer.channel, cfg, plan, timeout=net.timeout_s, peer_schema=pin,
+                      pinned_as=_pin_key(net, peer.name))  # fmt: skip
             peer.agreed = agree_position(peer.channel, mine, me=name, timeout=net.timeout_s)
         except (PeerLost, ChannelTimeout):
             peer.channel = None
@@ -332,16 +344,10 @@ def _run_phases(s: _Session, agreed: Position | None) -> dict[str, Any]:
                 resume_at=agreed,
             )
         )
-    links = [
-        PartnerLink(
-            p.sealed(), p.work_dir, p.store, p.agreed, export=p.exporter(cfg, s.plan, timeout)
-        )
-        for p in s.peers
-    ]
     return run_active(
         cfg,
         s.plan,
-        links,
+        [p.link(cfg, s.plan, timeout) for p in s.peers],
         run.out,
         epochs=run.epochs,
         timeout=timeout,
@@ -352,6 +358,11 @@ def _run_phases(s: _Session, agreed: Position | None) -> dict[str, Any]:
         store=s.store,
         resume_at=agreed,
     )
+
+
+def _pin_key(net: NetworkSection, peer: str) -> str:
+    """The config key that pins ``peer``'s schema digest (named when it differs)."""
+    return PEER_SCHEMA_KEY if not net.several else f"schema_sha256 of [[network.partners]] '{peer}'"
 
 
 def _session(
