@@ -8,7 +8,8 @@
 * ``POST /refresh``: refresh ``z_B`` from P now (409 while one runs, 503 if P is down).
 
 Every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (``[serving]
-token_file``). Unknown ids answer 404, malformed requests 422, a failed refresh 503.
+token_file``). Unknown ids answer 404, malformed requests 422, a failed refresh 503. With
+several partners an answer also names the partners whose ``z_B`` entered it (``partners``).
 """
 
 from __future__ import annotations

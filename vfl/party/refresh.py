@@ -17,6 +17,10 @@ a fresh sealed session, plan handshake):
 
 P's long-running side (:func:`serve_refreshes`) loops: join, wait until E runs a session,
 serve it, report ``done``, join again; each refresh is a fresh sealed session.
+
+With several partners (:func:`refresh_partners`) E runs these steps with each partner in
+turn, over that partner's own link, each asked only about the positions of its own alignment
+with E; the refresh is all or nothing (E keeps its old caches unless every partner answered).
 """
 
 from __future__ import annotations
