@@ -8,7 +8,8 @@
 * ``POST /refresh``: refresh ``z_B`` from P now (409 while one runs, 503 if P is down).
 
 Every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (``[serving]
-token_file``). Unknown ids answer 404, malformed requests 422, a failed refresh 503.
+token_file``). Unknown ids answer 404, malformed requests 422, a failed refresh 503. With
+several partners an answer also names the partners whose ``z_B`` entered it (``partners``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def _items(service: EService, scored: Scored) -> list[dict[str, Any]]:
     ]
 
 
+def _partners(service: EService, pos: int) -> dict[str, Any]:
+    """With several partners, which of them contributed to an answer (nothing otherwise)."""
+    if len(service.shards) < 2:
+        return {}
+    return {"partners": service.model.partners_of(pos)}
+
+
 def build_app(service: EService, token: str) -> FastAPI:
     """The FastAPI app; ``token`` is the bearer token callers must send."""
     app = FastAPI(title="vfl recommendation service", docs_url=None, redoc_url=None)
@@ -91,11 +99,13 @@ def build_app(service: EService, token: str) -> FastAPI:
         k: int = Query(10, ge=1, le=10_000),
         exclude_seen: bool = True,
     ) -> dict[str, Any]:
-        scored = service.model.recommend(service.model.user(user), k, exclude_seen=exclude_seen)
+        pos = service.model.user(user)
+        scored = service.model.recommend(pos, k, exclude_seen=exclude_seen)
         return {
             "user": user,
             "path": scored.path.value,
             "top_k": _items(service, scored),
+            **_partners(service, pos),
             "cache_age_s": service.cache_age_s(),
         }
 
@@ -107,7 +117,8 @@ def build_app(service: EService, token: str) -> FastAPI:
         scores, paths = model.score_pairs(users, items)
         out = [
             {"user": p.user, "item": p.item, "score": round(float(s), 6), "path": path.value}
-            for p, s, path in zip(body.pairs, scores.tolist(), paths, strict=True)
+            | _partners(service, int(u))
+            for p, s, path, u in zip(body.pairs, scores.tolist(), paths, users, strict=True)
         ]
         return {"pairs": out, "cache_age_s": service.cache_age_s()}
 

@@ -32,7 +32,11 @@ def _pairs(path: Path) -> list[tuple[str, str]]:
 
 def infer(
     config: Path = typer.Option(..., help="E's party config (with a [network] section)."),
-    model: Path = typer.Option(..., help="E's exported shard (the run's DIR/model)."),
+    model: Path = typer.Option(
+        ...,
+        help="E's exported shard (the run's DIR/model); with [[network.partners]], E's work "
+        "directory DIR (its shards in DIR/partners/<name>/model).",
+    ),
     user: str = typer.Option(None, help="Recommend the top-K items for this user id."),
     top_k: int = typer.Option(10, "--top-k", min=1, help="How many items to recommend."),
     include_seen: bool = typer.Option(False, help="Also rank items the user already has."),
@@ -43,7 +47,7 @@ def infer(
     """Score pairs or recommend top-K items for a user, from the cached z_B (refreshed from P,
     which runs `vfl serve`, when there is no cache yet or with --refresh)."""
     from vfl.config.party import load_party_config
-    from vfl.party.export import load_shard
+    from vfl.party.e_shards import load_active_shards
     from vfl.party.infer_local import answer_offline
     from vfl.party.runner import PartyRun
     from vfl.storage import atomic_write_json
@@ -51,10 +55,10 @@ def infer(
     if (user is None) == (pairs is None):
         raise DataError("command line", None, "give exactly one of --user or --pairs", "add one")
     cfg = load_party_config(config)
-    shard = load_shard(model, "active")
+    shards = load_active_shards(model, cfg)
     run = PartyRun(cfg=cfg, config_file=config, out=model)
     request = (user, top_k, include_seen, [] if pairs is None else _pairs(pairs))
-    answer = answer_offline(run, shard, request, refresh=refresh, emit=console.print)
+    answer = answer_offline(run, shards, request, refresh=refresh, emit=console.print)
     if out is not None:
         atomic_write_json(out, answer)
         console.print(f"wrote {out}")
@@ -64,7 +68,11 @@ def infer(
 
 def serve(
     config: Path = typer.Option(..., help="E's or P's party config (with a [network] section)."),
-    model: Path = typer.Option(..., help="This party's exported shard (the run's DIR/model)."),
+    model: Path = typer.Option(
+        ...,
+        help="This party's exported shard (the run's DIR/model); at E with "
+        "[[network.partners]], E's work directory DIR (its shards in DIR/partners/<name>/model).",
+    ),
 ) -> None:
     """Long-running: at E the HTTPS recommendation API ([serving] section), at P the answers
     to E's z_B refreshes (P contributes only ciphertexts and never sees a request)."""
@@ -100,11 +108,12 @@ def serve(
             "add [serving] with listen, tls_cert, tls_key and token_file (docs/inference.md)",
         )
     from vfl.cli.http_api import run_api
+    from vfl.party.e_shards import load_active_shards
     from vfl.party.service import EService
 
-    shard = load_shard(model, "active")
+    shards = load_active_shards(model, cfg)
     token = _token(cfg.serving.token_file)
-    service = EService(run, shard, cfg.serving, console.print)
+    service = EService(run, shards, cfg.serving, console.print)
     service.start_background()
     try:
         run_api(service, token, emit=console.print)

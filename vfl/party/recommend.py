@@ -1,15 +1,19 @@
-"""E's recommender at serving time: its head over every E user, P's part from the ``z_B`` cache.
+"""E's recommender at serving time: its head over every E user, each partner's part from its
+``z_B`` cache.
 
 The head was trained over E's *user universe* (every E user in id order,
-:class:`~vfl.party.partners.UserUniverse`), each user's partner term being
-``z_B = b·W_B`` when P knows the user (from the cache, row = P-aligned position) and the
-learned "P does not know this user" vector ``a_k`` (``head.partners.absent``) otherwise. So
-every E user is answered, with no message to P, and each answer names its path:
-``"vfl"`` (P's features contributed, through the last refresh) or ``"e_only"``.
+:class:`~vfl.party.partners.UserUniverse`), the partner term of user u being
+``Σ_k m_uk·z_Bk[u] + (1 - m_uk)·a_k``: ``z_Bk = b_k·W_Bk`` when partner k knows the user
+(from k's cache, row = k-aligned position) and the learned "k does not know this user"
+vector ``a_k`` (``head.partners.absent[k]``) otherwise, summed over the partners in the
+model's order as in training (:class:`~vfl.models.head.PartnerTerms`). So every E user is
+answered, with no message to any partner, and each answer names its path: ``"vfl"`` (some
+partner's features contributed, through the last refresh) or ``"e_only"``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -34,23 +38,36 @@ class NotFound(VflError, LookupError):
 class Path(Enum):
     """Which part of the model served an answer."""
 
-    VFL = "vfl"  # P knows the user: its z_B from the cache
-    E_ONLY = "e_only"  # P does not know the user: a_k in its place
+    VFL = "vfl"  # some partner knows the user: its z_B from the cache
+    E_ONLY = "e_only"  # no partner knows the user: every a_k in their place
 
 
-def user_universe(shard: Shard, data: ActiveData) -> UserUniverse:
-    """Every E user in id order, with its P-aligned position (-1: P does not know it)."""
+Shards = Shard | Sequence[Shard]
+
+
+def _listed(shards: Shards) -> list[Shard]:
+    """E's shards as a list, one per partner in the model's order."""
+    return [shards] if isinstance(shards, Shard) else list(shards)
+
+
+def user_universe(shards: Shards, data: ActiveData) -> UserUniverse:
+    """Every E user in id order, with its aligned position at each partner of ``shards``
+    (-1: that partner does not know it)."""
     everyone = LocalAlignment(ids=data.users.ids, rows=np.arange(len(data.users), dtype=np.int64))
-    return UserUniverse.of(everyone, [shard.alignment()], UserScope.ALL)
+    return UserUniverse.of(everyone, [s.alignment() for s in _listed(shards)], UserScope.ALL)
 
 
-def universe_head(shard: Shard, data: ActiveData, plan: JobPlan) -> ActiveHead:
-    """E's trained head over the user universe, the order it was trained in.
+def universe_head(shards: Shards, data: ActiveData, plan: JobPlan) -> ActiveHead:
+    """E's trained head (the same in every shard) over the user universe, the order it was
+    trained in.
 
     Raises:
-        ShardError: E's user table no longer has the users the head was trained on.
+        ShardError: E's user table no longer has the users the head was trained on, or the
+            head was trained with another number of partners.
     """
-    users = user_universe(shard, data)
+    listed = _listed(shards)
+    shard = listed[0]
+    users = user_universe(listed, data)
     inputs = ActiveInputs(
         users=TableTensors.from_table(data.users, users.rows),
         items=TableTensors.from_table(data.items),
@@ -65,6 +82,11 @@ def universe_head(shard: Shard, data: ActiveData, plan: JobPlan) -> ActiveHead:
         )
     absent = state.get("partners.absent")
     n_partners = 0 if absent is None else int(absent.shape[0])
+    if absent is not None and n_partners != len(listed):
+        raise ShardError(
+            f"{shard.path / 'head.pt'}: trained with {n_partners} partners, served with "
+            f"{len(listed)} shards. Fix: list every partner of the training job in [network]"
+        )
     head = ActiveHead(inputs, plan.model, n_users=len(users), n_partners=n_partners)
     head.load_state_dict(state)
     head.eval()
@@ -81,25 +103,35 @@ class Scored:
 
 
 class Recommender:
-    """Top-K and pair scores for any E user, from the head and a ``z_B`` table."""
+    """Top-K and pair scores for any E user, from the head and each partner's ``z_B`` table."""
 
-    def __init__(self, shard: Shard, cfg: PartyConfig, data: ActiveData, plan: JobPlan) -> None:
+    def __init__(self, shards: Shards, cfg: PartyConfig, data: ActiveData, plan: JobPlan) -> None:
         self.cfg, self.data = cfg, data
-        self.head = universe_head(shard, data, plan)
+        listed = _listed(shards)
+        self.head = universe_head(listed, data, plan)
         with torch.no_grad():
             self.v_all = self.head.item_vectors()  # fixed at serving time: computed once
-        users = user_universe(shard, data)
-        self.partner_pos = users.positions[0]  # universe position -> P-aligned position
+        users = user_universe(listed, data)
+        self.names = [str(s.manifest["peer"]) for s in listed]
+        self.partner_pos = users.positions  # per partner: universe position -> its position
         self.user_pos = {str(u): k for k, u in enumerate(users.ids.tolist())}
         self.item_ids = [str(i) for i in data.items.ids.tolist()]
         self.item_index = {i: k for k, i in enumerate(self.item_ids)}
         self.seen = _seen(data, self.user_pos, self.item_index)
-        self.n_aligned = len(shard.alignment())
-        self.z_b: torch.Tensor | None = None
+        self.n_aligned = [len(s.alignment()) for s in listed]
+        self.z_b: list[torch.Tensor] | None = None
 
-    def use(self, z_b: np.ndarray) -> None:
-        """Serve from ``z_b`` (row j = P-aligned position j) from now on."""
-        self.z_b = torch.as_tensor(np.asarray(z_b, np.float32))
+    def use(self, z_b: np.ndarray | Sequence[np.ndarray]) -> None:
+        """Serve from ``z_b`` from now on: one table per partner (row j = its aligned
+        position j); with one partner its table alone.
+
+        Raises:
+            ValueError: not one table per partner.
+        """
+        tables = [z_b] if isinstance(z_b, np.ndarray) else list(z_b)
+        if len(tables) != len(self.names):
+            raise ValueError(f"{len(tables)} z_B tables for {len(self.names)} partners")
+        self.z_b = [torch.as_tensor(np.asarray(t, np.float32)) for t in tables]
 
     def user(self, raw: str) -> int:
         """The universe position of user ``raw`` (normalised by E's id rule).
@@ -124,9 +156,14 @@ class Recommender:
         raise NotFound(f"unknown item {raw!r}: not in E's catalogue")
 
     def path(self, pos: int) -> Path:
-        """VFL when P knows the user (and a refresh has run), else E-only."""
-        known = self.partner_pos[pos] >= 0 and self.z_b is not None
-        return Path.VFL if known else Path.E_ONLY
+        """VFL when some partner knows the user (and a refresh has run), else E-only."""
+        return Path.VFL if self.partners_of(pos) else Path.E_ONLY
+
+    def partners_of(self, pos: int) -> list[str]:
+        """The partners whose ``z_B`` enters the score of the user at ``pos``."""
+        if self.z_b is None:
+            return []
+        return [n for n, at in zip(self.names, self.partner_pos, strict=True) if at[pos] >= 0]
 
     @torch.no_grad()
     def score(self, pos: int, items: np.ndarray) -> Scored:
@@ -134,10 +171,7 @@ class Recommender:
         path = self.path(pos)
         if len(items) == 0:
             return Scored(np.asarray(items, np.int64), np.empty(0), path)
-        if path is Path.VFL and self.z_b is not None:
-            z = self.z_b[int(self.partner_pos[pos])]
-        else:
-            z = self._absent()
+        z = self._terms(np.array([pos], np.int64))[0]
         rows = torch.as_tensor(items, dtype=torch.int64)
         logits = self.head.user_logits(pos, rows, z, self.v_all)
         return Scored(items, torch.sigmoid(logits).numpy().astype(np.float64), path)
@@ -146,22 +180,38 @@ class Recommender:
     def score_pairs(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, list[Path]]:
         """Probabilities of (universe position, item) rows in one pass, and each row's path."""
         paths = [self.path(int(u)) for u in users.tolist()]
-        z = self._absent().expand(len(users), -1).clone()
-        vfl = [j for j, p in enumerate(paths) if p is Path.VFL]
-        if vfl and self.z_b is not None:
-            z[vfl] = self.z_b[torch.as_tensor(self.partner_pos[users[vfl]])]
-        logits = self.head.logits(torch.as_tensor(users), torch.as_tensor(items), z)
+        logits = self.head.logits(
+            torch.as_tensor(users), torch.as_tensor(items), self._terms(users)
+        )
         return torch.sigmoid(logits).numpy().astype(np.float64), paths
 
-    def _absent(self) -> torch.Tensor:
-        """``a_k`` of the one partner (h,).
+    def _terms(self, users: np.ndarray) -> torch.Tensor:
+        """``Σ_k m_uk·z_Bk[u] + (1 - m_uk)·a_k`` of each of ``users`` (m x h), summed in the
+        partners' order as in training."""
+        total: torch.Tensor | None = None
+        for k, positions in enumerate(self.partner_pos):
+            at = positions[np.asarray(users, np.int64)]
+            known = np.flatnonzero(at >= 0) if self.z_b is not None else at[:0]
+            if len(known) == len(users) and self.z_b is not None:
+                term = self.z_b[k][torch.as_tensor(at)]
+            else:
+                term = self._absent(k).expand(len(users), -1).clone()
+                if len(known) and self.z_b is not None:
+                    term[known] = self.z_b[k][torch.as_tensor(at[known])]
+            total = term if total is None else total + term
+        if total is None:
+            raise NotFound("this model has no partner")
+        return total
+
+    def _absent(self, k: int) -> torch.Tensor:
+        """``a_k`` of partner ``k`` (h,).
 
         Raises:
             NotFound: the head was trained without it (no E-only path).
         """
         if self.head.partners is None:
             raise NotFound("this model has no E-only path (trained without a_k)")
-        return self.head.partners.absent[0]
+        return self.head.partners.absent[k]
 
     def recommend(self, pos: int, k: int, *, exclude_seen: bool = True) -> Scored:
         """The ``k`` best items (ties: lower index first), without those the user has."""

@@ -17,13 +17,17 @@ a fresh sealed session, plan handshake):
 
 P's long-running side (:func:`serve_refreshes`) loops: join, wait until E runs a session,
 serve it, report ``done``, join again; each refresh is a fresh sealed session.
+
+With several partners (:func:`refresh_partners`) E runs these steps with each partner in
+turn, over that partner's own link, each asked only about the positions of its own alignment
+with E; the refresh is all or nothing (E keeps its old caches unless every partner answered).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +45,13 @@ from vfl.party.common import SteppedEndpoint
 from vfl.party.export import Shard
 from vfl.party.inference import check_plan, exchange_summaries
 from vfl.party.runner import PartyRun
-from vfl.party.serving import SessionBody, _settings, passive_session, run_session
+from vfl.party.serving import (
+    SessionBody,
+    _settings,
+    passive_session,
+    run_session,
+    run_sessions,
+)
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.secure_layer import ActiveShare, generate_keys
 from vfl.protocol.secure_split import SecurePassivePeer
@@ -90,21 +100,36 @@ def refresh(run: PartyRun, shard: Shard, *, chunk: int, emit: Callable[[str], No
     Raises:
         ShardError, ParameterMismatch, TransportError, ChannelTimeout, PeerLost.
     """
+    return refresh_partners(run, [shard], chunk=chunk, emit=emit)[0]
+
+
+def refresh_partners(
+    run: PartyRun, shards: Sequence[Shard], *, chunk: int, emit: Callable[[str], None]
+) -> list[np.ndarray]:
+    """One refresh with each partner (``shards[k]``: E's shard shared with the k-th peer of
+    ``[network]``): every user partner k knows, and only those, in k's own session over its
+    own link; returns each partner's ``z_Bk`` (row j = its aligned position j).
+
+    Every partner must be joined and alive before any is asked; a partner absent or
+    silent, before or during its session, fails the whole refresh naming it.
+
+    Raises:
+        ShardError, ParameterMismatch, TransportError, ChannelTimeout, PeerLost.
+    """
     net = run.cfg.network
     timeout, heartbeat, lost = (
         (net.timeout_s, net.heartbeat_s, net.lost_after_s) if net is not None else (60.0, 1.0, 5.0)
     )
-    result = run_session(
+    results = run_sessions(
         run,
-        refresh_session(run, shard, chunk=chunk, timeout=timeout),
+        [refresh_session(run, shard, chunk=chunk, timeout=timeout) for shard in shards],
         emit=emit,
         wait_for_peer=present(lost_after_s=lost, grace_s=lost + 2 * heartbeat),
         # P's serve loop answers within a few heartbeats; a P killed a moment ago still
         # looks alive, so the session's opening gives up after this, not after minutes
         session_timeout=max(10.0, 3 * lost + 4 * heartbeat),
     )
-    z_b: np.ndarray = result["z_b"]
-    return z_b
+    return [np.asarray(r["z_b"]) for r in results]
 
 
 def present(*, lost_after_s: float, grace_s: float) -> Callable[[GrpcChannel], None]:
@@ -192,7 +217,7 @@ def serve_refreshes(
     served = 0
     while not stop.is_set():
         try:
-            run_session(
+            answered = run_session(
                 run,
                 passive_session(run, shard, timeout),
                 emit=emit,
@@ -206,5 +231,12 @@ def serve_refreshes(
             emit(f"refresh session ended: {exc}; waiting for the next")
             continue
         served += 1
-        emit(f"served refresh {served}")
+        emit(f"served refresh {served}: {_asked(answered)}")
     return served
+
+
+def _asked(answered: dict[str, Any]) -> str:
+    """What E asked about in a refresh, in P's words (its own aligned positions)."""
+    span = answered.get("positions")
+    where = "" if span is None else f", positions {span[0]}..{span[1]}"
+    return f"z_B of {answered.get('users')} of its {answered.get('aligned')} aligned users{where}"

@@ -3,7 +3,9 @@
 It holds the :class:`~vfl.party.recommend.Recommender`, the ``z_B`` cache and the request
 metrics. Requests never reach P; a refresh (at start, on a schedule, on ``POST /refresh``)
 is one sealed encrypted session (:mod:`vfl.party.refresh`). A failed refresh leaves the old
-cache in use and says so.
+cache in use and says so. With several partners there is one cache per partner and a
+refresh runs one session with each; it replaces the caches only once every partner has
+answered, so the model never mixes two refreshes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +25,7 @@ from vfl.data.tables import ActiveData
 from vfl.errors import ConfigError, VflError
 from vfl.party.export import Shard
 from vfl.party.recommend import Recommender
-from vfl.party.refresh import refresh
+from vfl.party.refresh import refresh_partners
 from vfl.party.runner import PartyRun
 from vfl.party.zb_cache import ZbCache, cache_dir, load_cache
 
@@ -82,7 +84,11 @@ class EService:
     """The state behind E's HTTP API; thread-safe (requests run in a thread pool)."""
 
     def __init__(
-        self, run: PartyRun, shard: Shard, serving: ServingSection, emit: Callable[[str], None]
+        self,
+        run: PartyRun,
+        shard: Shard | Sequence[Shard],
+        serving: ServingSection,
+        emit: Callable[[str], None],
     ) -> None:
         data = load_party_data(run.cfg)
         if not isinstance(data, ActiveData):
@@ -92,25 +98,33 @@ class EService:
                 "E's service needs E's (active) config",
                 "pass E_PARTY.toml; P runs `vfl serve` with its own config to answer refreshes",
             )
-        self.run, self.shard, self.serving, self.emit = run, shard, serving, emit
+        self.shards = [shard] if isinstance(shard, Shard) else list(shard)
+        self.run, self.shard, self.serving, self.emit = run, self.shards[0], serving, emit
         # one request is small tensor work: intra-op threads only contend with the other
         # requests' (4 ms per top-10 over 1,682 items on one thread, 20x slower on two)
         torch.set_num_threads(1)
-        self.plan = JobPlan.from_json((shard.path / "plan.json").read_text(), "plan.json")
-        self.model = Recommender(shard, run.cfg, data, self.plan)
+        self.plan = JobPlan.from_json((self.shard.path / "plan.json").read_text(), "plan.json")
+        self.model = Recommender(self.shards, run.cfg, data, self.plan)
         self.metrics = Metrics()
-        self.cache: ZbCache | None = load_cache(shard, self.model.n_aligned)
-        if self.cache is not None:
-            self.model.use(self.cache.z_b)
+        found = [load_cache(s, n) for s, n in zip(self.shards, self.model.n_aligned, strict=True)]
+        caches = [c for c in found if c is not None]
+        self.caches: list[ZbCache] | None = caches if len(caches) == len(found) else None
+        if self.caches is not None:
+            self.model.use([c.z_b for c in self.caches])
         self.refreshes = {"ok": 0, "failed": 0}
         self.last_refresh_s: float | None = None
         self.last_error = ""
         self._refreshing = threading.Lock()
         self._stop = threading.Event()
 
+    @property
+    def cache(self) -> ZbCache | None:
+        """The (first partner's) cache; None before the first refresh."""
+        return None if self.caches is None else self.caches[0]
+
     def cache_age_s(self) -> float | None:
-        """Seconds since the last refresh (None: no cache yet)."""
-        return None if self.cache is None else self.cache.age_s()
+        """Seconds since the oldest cache's refresh (None: no cache yet)."""
+        return None if self.caches is None else max(c.age_s() for c in self.caches)
 
     def refresh(self) -> dict[str, Any]:
         """One refresh now; the new cache replaces the old only once complete.
@@ -123,29 +137,34 @@ class EService:
             raise RefreshBusy("a refresh is already running; wait for it (see GET /healthz)")
         started = time.monotonic()
         try:
-            z_b = refresh(
-                self.run, self.shard, chunk=self.serving.users_per_refresh_step, emit=self.emit
+            tables = refresh_partners(
+                self.run, self.shards, chunk=self.serving.users_per_refresh_step, emit=self.emit
             )
-            cache = ZbCache(z_b=z_b, refreshed_at=time.time(), shard=self.shard.digest)
-            cache.save(cache_dir(self.shard), self.plan.fingerprint())
+            now = time.time()
+            caches = [
+                ZbCache(z_b=z_b, refreshed_at=now, shard=s.digest)
+                for s, z_b in zip(self.shards, tables, strict=True)
+            ]
+            for s, cache in zip(self.shards, caches, strict=True):
+                cache.save(cache_dir(s), self.plan.fingerprint())
         except VflError as exc:
             self.refreshes["failed"] += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            kept = (
-                "no cache yet" if self.cache is None else f"cache of {self.cache.age_s():.0f} s ago"
-            )
+            age = self.cache_age_s()
+            kept = "no cache yet" if age is None else f"cache of {age:.0f} s ago"
             raise RefreshFailed(
                 f"refresh failed ({self.last_error}); still serving the {kept}"
             ) from exc
         finally:
             self._refreshing.release()
-        self.cache = cache
-        self.model.use(z_b)
+        self.caches = caches
+        self.model.use(tables)
         self.refreshes["ok"] += 1
         seconds = time.monotonic() - started
         self.last_refresh_s = round(seconds, 3)
-        self.emit(f"refreshed z_B of {len(z_b)} users in {seconds:.1f} s")
-        return {"refreshed": True, "users": len(z_b), "seconds": round(seconds, 3)}
+        users = sum(len(t) for t in tables)
+        self.emit(f"refreshed z_B of {users} users in {seconds:.1f} s")
+        return {"refreshed": True, "users": users, "seconds": round(seconds, 3)}
 
     def _refresh_quietly(self) -> None:
         try:
@@ -170,12 +189,18 @@ class EService:
         self._stop.set()
 
     def health(self) -> dict[str, Any]:
-        """What ``GET /healthz`` answers."""
+        """What ``GET /healthz`` answers (with several partners, also each one's users)."""
         age = self.cache_age_s()
-        return {
+        partners = {}
+        if len(self.shards) > 1:
+            rows = (
+                [0] * len(self.shards) if self.caches is None else [len(c.z_b) for c in self.caches]
+            )
+            partners = {"partners": dict(zip(self.model.names, rows, strict=True))}
+        return partners | {
             "status": "ok",
             "cache_age_s": None if age is None else round(age, 3),
-            "cached_users": 0 if self.cache is None else len(self.cache.z_b),
+            "cached_users": 0 if self.caches is None else sum(len(c.z_b) for c in self.caches),
             "items": len(self.model.item_ids),
             "refreshing": self._refreshing.locked(),
             "last_refresh_s": self.last_refresh_s,

@@ -1,9 +1,11 @@
-"""Inference sessions between the two party processes, through the coordinator as in training.
+"""Inference sessions between the party processes, through the coordinator as in training.
 
 1. Join the coordinator (mutual TLS), start heartbeats, open a fresh sealed session with the
    peer (:mod:`vfl.transport.session`: ephemeral keys, so an envelope of an earlier inference
    session is dropped, never applied) and run the plan handshake -- exactly as
-   :mod:`vfl.party.runner` does for training.
+   :mod:`vfl.party.runner` does for training. E with ``[[network.partners]]`` first checks
+   that every partner is present, then does this with one partner after the other, each over
+   its own link (:func:`run_sessions`); a passive party only ever has E.
 2. Phase ``inference``: the steps of :mod:`vfl.party.inference` (shard check, setup with fresh
    keys, encrypted forwards of every aligned user: a refresh, :mod:`vfl.party.refresh`).
 3. Report ``done`` (nothing else: C never sees a score) or ``failed`` (the error's class name),
@@ -13,7 +15,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ from vfl.party.publishing import Publisher
 from vfl.party.runner import PartyRun, _dial, _network, _plan, _session
 from vfl.phases import Phase
 from vfl.protocol.endpoint import ByteChannel
+from vfl.protocol.messages import Message, SecureForwardIns
 from vfl.protocol.options import SecurityFloor
 from vfl.protocol.secure_layer import LayerSettings, PassiveShare, generate_keys
 from vfl.protocol.secure_split import PassiveSecureServer
@@ -52,7 +55,7 @@ def run_session(
     wait_for_peer: PeerWait | None = None,
     session_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Steps 1-3 of the module docstring around ``body(channel, plan)``.
+    """Steps 1-3 of the module docstring around ``body(channel, plan)``, with the one peer.
 
     ``wait_for_peer``: called once joined (heartbeats running), before the sealed session is
     opened; P's long-running ``vfl serve`` waits there until E starts a refresh.
@@ -62,31 +65,69 @@ def run_session(
     Raises:
         ConfigError, ParameterMismatch, ShardError, TransportError, ChannelTimeout, PeerLost.
     """
+    results = run_sessions(
+        run, [body], emit=emit, wait_for_peer=wait_for_peer, session_timeout=session_timeout
+    )
+    return results[0]
+
+
+def run_sessions(
+    run: PartyRun,
+    bodies: Sequence[SessionBody],
+    *,
+    emit: Callable[[str], None],
+    wait_for_peer: PeerWait | None = None,
+    session_timeout: float | None = None,
+) -> list[dict[str, Any]]:
+    """Steps 1-3 around ``bodies[k]``, one per peer of ``[network]`` in its order (E with
+    ``[[network.partners]]``: one per partner, each over its own link of the one coordinator
+    connection, as in training).
+
+    ``wait_for_peer`` runs for every peer's link before any session is opened, so a partner
+    that is absent is named before anything is asked of the others; then, partner after
+    partner: a fresh sealed session, the plan handshake and its body.
+
+    Raises:
+        ConfigError, ParameterMismatch, ShardError, TransportError, ChannelTimeout, PeerLost
+        (each naming the peer it concerns).
+    """
     net = _network(run)
+    peers = net.peers()
+    if len(bodies) != len(peers):
+        raise ValueError(f"{len(bodies)} session bodies for {len(peers)} peers")
     grpc_channel = _dial(run.cfg, net)
     publish = Publisher(grpc_channel, run.cfg)
     try:
         reply = grpc_channel.join()
         plan = _plan(run, reply.plan)
         grpc_channel.start_heartbeat(interval_s=net.heartbeat_s, lost_after_s=net.lost_after_s)
-        emit(f"{run.cfg.party.name} joined job {reply.job} for inference, peer {net.peer}")
+        names = ", ".join(p.name for p in peers)
+        emit(
+            f"{run.cfg.party.name} joined job {reply.job} for inference, "
+            + ("partners " if net.several else "peer ")
+            + names
+        )
+        links = [grpc_channel.link(p.name) if net.several else grpc_channel for p in peers]
         if wait_for_peer is not None:
-            wait_for_peer(grpc_channel)
-        link = CountingChannel(grpc_channel)
-        channel = _session(run, net, link, net.peers()[0], timeout=session_timeout)
-        channel.phase = Phase.HANDSHAKE
-        publish.phase(Phase.HANDSHAKE)
-        handshake(channel, run.cfg, plan, timeout=net.timeout_s, peer_schema=net.peer_schema_sha256)
-        channel.phase = Phase.INFERENCE
-        publish.phase(Phase.INFERENCE)
-        result = body(channel, plan)
+            for link in links:
+                wait_for_peer(link)
+        results = []
+        for spec, link, body in zip(peers, links, bodies, strict=True):
+            channel = _session(run, net, CountingChannel(link), spec, timeout=session_timeout)
+            channel.phase = Phase.HANDSHAKE
+            publish.phase(Phase.HANDSHAKE)
+            schema = spec.schema_sha256
+            handshake(channel, run.cfg, plan, timeout=net.timeout_s, peer_schema=schema)
+            channel.phase = Phase.INFERENCE
+            publish.phase(Phase.INFERENCE)
+            results.append(body(channel, plan))
     except BaseException as exc:
         publish.failed(exc)
         grpc_channel.close()
         raise
     publish.done()
     grpc_channel.close()
-    return result
+    return results
 
 
 def serving_noise_seed(v: np.ndarray) -> int:
@@ -138,9 +179,30 @@ def passive_session(run: PartyRun, shard: Shard, timeout: float) -> SessionBody:
             server.serve()
         finally:
             server.share.close()
-        return {"served": True}
+        asked = sorted(server.asked)
+        return {
+            "served": True,
+            "users": len(asked),
+            "aligned": len(shard.alignment()),
+            "positions": (asked[0], asked[-1]) if asked else None,
+        }
 
     return body
+
+
+class AnsweringServer(PassiveSecureServer):
+    """P's server of an inference session; also keeps which of its aligned positions E asked
+    about (P's own knowledge: every refresh asks about all of them, and about nothing else)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.asked: set[int] = set()
+
+    def handle(self, msg: Message) -> Message:
+        """:meth:`PassiveSecureServer.handle`, noting a forward's positions."""
+        if isinstance(msg, SecureForwardIns):
+            self.asked.update(int(u) for u in np.asarray(msg.users).tolist())
+        return super().handle(msg)
 
 
 def passive_server(
@@ -153,7 +215,7 @@ def passive_server(
     allow_plaintext: bool = False,
     party: str = "P",
     floor: SecurityFloor = SecurityFloor(),
-) -> PassiveSecureServer:
+) -> AnsweringServer:
     """P's server over its loaded bottom model and share ``V`` (forwards only: nothing trains)."""
     local = shard.alignment()
     features = TableTensors.from_table(data.users, local.rows)
@@ -171,7 +233,7 @@ def passive_server(
         noise_seed=serving_noise_seed(v),
         floor=floor,
     )
-    return PassiveSecureServer(
+    return AnsweringServer(
         endpoint=SteppedEndpoint(channel, job_id=plan.job.name, timeout=timeout),
         bottom=bottom,
         numeric=features.numeric,
