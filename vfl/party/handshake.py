@@ -27,6 +27,7 @@ from typing import Any
 from vfl.config.party import LOCAL_ID_KEYS, PartyConfig, Role
 from vfl.config.plan import JobPlan
 from vfl.errors import ParameterMismatch, ProtocolError, field_differences
+from vfl.faults import pause_point
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.messages import Hello
 from vfl.protocol.secure_layer import SecureScales
@@ -81,6 +82,7 @@ def handshake(
         schema_sha256=schema_fingerprint(cfg),
     )
     channel.send(encode(Envelope(job_id=plan.job.name, seq=0, message=hello)))
+    pause_point("handshake.hello_sent")  # fault tests: killed between its hello and the peer's
     theirs = _parse_hello(channel.recv(timeout), channel.peer)
     problems = _differences(cfg.party.name, mine, channel.peer, theirs.agreed)
     if theirs.role == cfg.role.value:
