@@ -93,7 +93,7 @@ class Kill:
     """Kill ``victim`` (``e``, ``p`` or ``coordinator``) ``delay`` s after ``when`` holds.
 
     ``may_miss``: the moment is so short that the victim may have exited (with 0) first.
-    ``pause``: ``(process, "point=seconds")``, armed for that process's next start once this
+    ``pause``: ``(process, "point=seconds")``, set for each start of that process while this
     kill is the next one due (:mod:`vfl.faults`), so ``when`` can wait for the pause line.
     """
 
@@ -140,6 +140,7 @@ class Job:
         self.last_kill_at = time.monotonic()
         self.step_at_kill = -1  # E's newest training step when the last kill was made
         self.pauses: dict[str, str] = {}  # k -> VFL_PAUSE_AT for k's next start only
+        self.hold: tuple[str, str] | None = None  # the next kill's pause: (k, VFL_PAUSE_AT)
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -157,8 +158,11 @@ class Job:
         self.runs[k] += 1
         config = self.files["coordinator" if k == "coordinator" else k]
         seed = None if k == "coordinator" else SEEDS[k]
+        pause = self.pauses.pop(k, None)
+        if pause is None and self.hold is not None and self.hold[0] == k:
+            pause = self.hold[1]
         self.procs[k] = start_process(
-            k, config, self.root, self.log_path(k), seed=seed, pause=self.pauses.pop(k, None)
+            k, config, self.root, self.log_path(k), seed=seed, pause=pause
         )
         if k == "coordinator":
             wait_listening(self.procs[k], self.log_path(k))
@@ -297,10 +301,8 @@ class Job:
         return out
 
     def _arm(self, pending: list[Kill]) -> None:
-        """Set the pause point of the next kill due, for its process's next start."""
-        if pending and pending[0].pause is not None:
-            k, point = pending[0].pause
-            self.pauses[k] = point
+        """Hold at the pause point of the next kill due (if any) each start of its process."""
+        self.hold = pending[0].pause if pending else None
 
     def _execute(self, kill: Kill, out: Outcome) -> None:
         phase = self.phase_of(kill.victim)
