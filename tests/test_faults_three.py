@@ -144,6 +144,11 @@ def test_kill_9_resumes_to_the_uninterrupted_model(
     for key in ("auc", "hr@10", "ndcg@10"):
         assert got_m[key] == pytest.approx(want_m[key], abs=1e-9), key
     assert run.runs[victim] >= 2
+    if moment == "handshake":  # killed while held in its first handshake (C: while E was)
+        held = "e" if victim == "coordinator" else victim
+        first = (tmp_path / f"{held}.1.log").read_text(errors="replace")
+        assert "pause point handshake.hello_sent" in first
+        assert victim == "coordinator" or "phase psi" not in first
     for partner in ("payments", "logistics"):
         assert (tmp_path / "e" / "partners" / partner / "model" / "manifest.json").is_file()
     for k in ("p", "l"):
