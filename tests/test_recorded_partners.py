@@ -12,7 +12,8 @@ For each passive party:
 3. what it receives does not depend on the other partner: the same job run again with L
    knowing half as many of E's users gives P the same messages (types, plan, parameters, the
    same users by id at every step, ciphertexts of the same sizes), while L's own messages
-   differ -- so the comparison finds a difference where one exists.
+   differ -- so the comparison finds a difference where one exists; and a job of E with P
+   alone gives P the same messages again: it cannot tell that L exists.
 """
 
 from __future__ import annotations
@@ -84,22 +85,22 @@ class Job:
         return sorted(ids)
 
 
-def _run(root: Path, *, l_keeps_every: int = 1) -> Job:
-    """The job through four processes, each party recording what it receives; L keeps only
-    every ``l_keeps_every``-th of its users."""
+def _run(root: Path, *, l_keeps_every: int = 1, parties: int = 3) -> Job:
+    """The job through four processes (``parties=2``: three, without L), each party
+    recording what it receives; L keeps only every ``l_keeps_every``-th of its users."""
     generate_synthetic(root / "data", users=120, items=200, seed=3, third_party=0.5)
     users = root / "data" / "l_users.csv"
     head, *rows = users.read_text().splitlines()
     users.write_text("\n".join([head, *rows[::l_keeps_every]]) + "\n")
     train = pilot_train(Dataset.SYNTHETIC, epochs=2, patience=2, key_bits=512)
-    files = write_run_configs(root, train, plaintext=False, parties=3)["encrypted"]
+    files = write_run_configs(root, train, plaintext=False, parties=parties)["encrypted"]
     coordinator = start_process(
         "coordinator", files.coordinator, root, root / "coordinator.log", seed=None
     )
     procs = {"coordinator": coordinator}
     try:
         wait_listening(coordinator, root / "coordinator.log")
-        for k in ("p", "l", "e"):
+        for k in [k for k in ("p", "l", "e") if k in files.parties]:
             log = root / f"{k}.log"
             procs[k] = start_process(
                 k, files.parties[k], root, log, seed=SEEDS[k], env={RECORD_ENV: "1"}
@@ -114,22 +115,30 @@ def _run(root: Path, *, l_keeps_every: int = 1) -> Job:
 
 
 def _wait_done(root: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    """Until E, P and L exit; fails if one fails or all take more than 600 s (scaled)."""
+    """Until the parties exit; fails if one fails or all take more than 600 s (scaled)."""
     deadline = time.monotonic() + scaled(600)
-    while any(procs[k].poll() is None for k in ("e", "p", "l")):
+    parties = [k for k in procs if k != "coordinator"]
+    while any(procs[k].poll() is None for k in parties):
         assert time.monotonic() < deadline, (root / "e.log").read_text()[-3000:]
         time.sleep(0.2)
-    for k in ("e", "p", "l"):
+    for k in parties:
         assert procs[k].returncode == 0, (root / f"{k}.log").read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Job, Job]]:
-    """The job, and the same job with L knowing half as many users."""
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Job, Job, Job]]:
+    """The job, the same job with L knowing half as many users, and E with P alone."""
     yield (
         _run(tmp_path_factory.mktemp("recorded")),
         _run(tmp_path_factory.mktemp("recorded-half-l"), l_keeps_every=2),
+        _run(tmp_path_factory.mktemp("recorded-without-l"), parties=2),
     )
+
+
+@pytest.fixture(scope="module")
+def jobs(runs: tuple[Job, Job, Job]) -> tuple[Job, Job]:
+    """The two jobs with both partners."""
+    return runs[0], runs[1]
 
 
 def _blobs(value: Any) -> Iterator[bytes]:
@@ -255,6 +264,17 @@ def test_what_a_passive_party_receives_does_not_depend_on_the_other_partner(
     assert _differences(_shape(full, "l"), _shape(half, "l")) != []
     hellos = [job.received("p", "e").of_type(Hello) for job in jobs]
     assert hellos[0] == hellos[1]
+
+
+def test_a_passive_party_cannot_tell_whether_e_has_another_partner(
+    runs: tuple[Job, Job, Job],
+) -> None:
+    # Prepare: the same data and seeds, E with P and L, and E with P alone
+    with_l, _, without_l = runs
+    assert not (without_l.root / "l").exists()
+    # Assert: P receives the same messages in both jobs (same plan, parameters, users by id
+    # at every step, ciphertext sizes): nothing tells it that a second partner exists
+    assert _differences(_shape(with_l, "p"), _shape(without_l, "p")) == []
 
 
 def test_recording_is_off_unless_asked_and_reads_back_each_payload(
