@@ -47,11 +47,54 @@ _CKPT = re.compile(r"^\d{2}-([a-z]+)-(\d{10})\.vflckpt$")
 MAX_RESTARTS = 25
 
 
+def start_process(
+    k: str,
+    config: Path,
+    root: Path,
+    log: Path,
+    *,
+    seed: int | None,
+    pause: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``python -m vfl coordinator`` (``k`` = ``coordinator``) or ``python -m vfl party`` with
+    work directory ``root/k`` and ``--local-seed seed``, in its own process group (its worker
+    pools die with it), stdout and stderr to ``log``; ``pause``: ``VFL_PAUSE_AT`` for this
+    start only (:mod:`vfl.faults`); ``env``: further variables."""
+    if k == "coordinator":
+        args = ["coordinator", "--config", str(config)]
+    else:
+        args = ["party", "--config", str(config), "--out", str(root / k)]
+        args += [] if seed is None else ["--local-seed", str(seed)]
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+    if pause is not None:
+        full[PAUSE_ENV] = pause
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vfl", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=full,
+            start_new_session=True,
+        )
+
+
+def wait_listening(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the coordinator writing ``log`` listens; fails if it exits or takes 30 s (scaled)."""
+    deadline = time.monotonic() + scaled(30)
+    while "listening on" not in (text := log.read_text(errors="replace") if log.exists() else ""):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise AssertionError(f"coordinator did not start:\n{text}")
+        time.sleep(0.05)
+
+
 @dataclass(frozen=True)
 class Kill:
     """Kill ``victim`` (``e``, ``p`` or ``coordinator``) ``delay`` s after ``when`` holds.
 
     ``may_miss``: the moment is so short that the victim may have exited (with 0) first.
+    ``pause``: ``(process, "point=seconds")``, set for each start of that process while this
+    kill is the next one due (:mod:`vfl.faults`), so ``when`` can wait for the pause line.
     """
 
     victim: str
@@ -59,6 +102,7 @@ class Kill:
     delay: float = 0.0
     label: str = ""
     may_miss: bool = False
+    pause: tuple[str, str] | None = None
 
 
 @dataclass
@@ -96,6 +140,7 @@ class Job:
         self.last_kill_at = time.monotonic()
         self.step_at_kill = -1  # E's newest training step when the last kill was made
         self.pauses: dict[str, str] = {}  # k -> VFL_PAUSE_AT for k's next start only
+        self.hold: tuple[str, str] | None = None  # the next kill's pause: (k, VFL_PAUSE_AT)
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -111,31 +156,16 @@ class Job:
 
     def start(self, k: str) -> None:
         self.runs[k] += 1
+        config = self.files["coordinator" if k == "coordinator" else k]
+        seed = None if k == "coordinator" else SEEDS[k]
+        pause = self.pauses.pop(k, None)
+        if pause is None and self.hold is not None and self.hold[0] == k:
+            pause = self.hold[1]
+        self.procs[k] = start_process(
+            k, config, self.root, self.log_path(k), seed=seed, pause=pause
+        )
         if k == "coordinator":
-            args = ["coordinator", "--config", str(self.files["coordinator"])]
-        else:
-            args = ["party", "--config", str(self.files[k]), "--out", str(self.root / k)]
-            args += ["--local-seed", str(SEEDS[k])]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        if k in self.pauses:  # a pause point (vfl.faults) for this start only
-            env[PAUSE_ENV] = self.pauses.pop(k)
-        with self.log_path(k).open("wb") as handle:
-            self.procs[k] = subprocess.Popen(
-                [sys.executable, "-m", "vfl", *args],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group: PSI workers die with it
-            )
-        if k == "coordinator":
-            self._wait_listening()
-
-    def _wait_listening(self) -> None:
-        deadline = time.monotonic() + scaled(30)
-        while "listening on" not in self.log("coordinator"):
-            if time.monotonic() > deadline or self.procs["coordinator"].poll() is not None:
-                raise AssertionError(f"coordinator did not start:\n{self.log('coordinator')}")
-            time.sleep(0.05)
+            wait_listening(self.procs[k], self.log_path(k))
 
     def kill(self, k: str) -> bool:
         """kill -9 ``k`` if it runs; True if it did."""
@@ -249,6 +279,7 @@ class Job:
         rng = random.Random(seed)
         pending, due = list(kills), None
         self.last_kill_at = began
+        self._arm(pending)
         self.start("coordinator")
         self.start("p")
         self.start("e")
@@ -259,13 +290,19 @@ class Job:
             if pending and due is None and pending[0].when(self):
                 due = time.monotonic() + pending[0].delay * (0.5 + rng.random())
             if pending and due is not None and time.monotonic() >= due:
-                self._execute(pending.pop(0), out)
+                kill = pending.pop(0)
+                self._arm(pending)  # before the victim's restart, which may be the one held
+                self._execute(kill, out)
                 due = None
             time.sleep(0.02)
         out.missed += [(k.victim, k.label) for k in pending]
         out.missed_kills += pending
         out.wall_s = time.monotonic() - began
         return out
+
+    def _arm(self, pending: list[Kill]) -> None:
+        """Hold at the pause point of the next kill due (if any) each start of its process."""
+        self.hold = pending[0].pause if pending else None
 
     def _execute(self, kill: Kill, out: Outcome) -> None:
         phase = self.phase_of(kill.victim)

@@ -59,9 +59,17 @@ def saved(k: str, phase: str) -> Callable[[Job], bool]:
     return lambda job: job.has(k, phase)
 
 
-# The handshake lasts well under half a second on an idle machine: a kill that long after
-# "joined job" found E already in PSI (CI, 3 Dec 2026), so the handshake kills come at once.
-HANDSHAKE_S = 0.02
+def paused(k: str, point: str) -> Callable[[Job], bool]:
+    """``k`` holds at pause point ``point`` (vfl.faults) after the last kill."""
+    return logged(k, f"pause point {point}")
+
+
+def in_handshake(victim: str) -> Kill:
+    """Kill ``victim`` inside the handshake: the party (for the coordinator: E) is held after
+    sending its hello (pause point ``handshake.hello_sent``), on its next start."""
+    held = "e" if victim == "coordinator" else victim
+    point = "handshake.hello_sent"
+    return Kill(victim, paused(held, point), 0.0, "handshake", pause=(held, f"{point}=10"))
 
 
 def psi_and_handshake(spe: int) -> list[Kill]:
@@ -71,12 +79,12 @@ def psi_and_handshake(spe: int) -> list[Kill]:
     # restarted party waits in the session hello until its peer is back.
     return [
         Kill("e", logged("e", "phase psi"), 0.3, "psi"),
-        Kill("e", logged("e", "joined job"), HANDSHAKE_S, "handshake"),
+        in_handshake("e"),
         Kill("p", logged("p", "phase psi"), 0.3, "psi"),
-        Kill("p", logged("p", "joined job"), HANDSHAKE_S, "handshake"),
+        in_handshake("p"),
         Kill("coordinator", logged("e", "phase psi"), 0.3, "psi"),
         Kill("e", at_step(2), 0.2, "train"),
-        Kill("coordinator", logged("e", "joined job"), HANDSHAKE_S, "handshake"),
+        in_handshake("coordinator"),
         Kill("coordinator", at_step(4), 0.2, "train"),
         Kill("p", at_step(spe), 0.1, "eval"),
     ]
@@ -102,11 +110,6 @@ def eval_and_export(spe: int) -> list[Kill]:
         Kill("e", saved("e", "eval"), 0.0, "export", may_miss=True),
         Kill("p", saved("p", "export"), 0.0, "export", may_miss=True),
     ]
-
-
-def paused(k: str, point: str) -> Callable[[Job], bool]:
-    """``k`` holds at pause point ``point`` (vfl.faults) after the last kill."""
-    return logged(k, f"pause point {point}")
 
 
 def _e_gone_and_p_paused(job: Job) -> bool:

@@ -1,8 +1,8 @@
-"""kill -9 of any of the four processes (coordinator, E, P, L) in PSI, in training and in
-the export, with two partners: each killed process is restarted with its own command, as an
-operator or systemd would, and so is any party that stops with an error because its peer
-vanished; the job resumes to the model of the uninterrupted run (E's loss curve and test
-metrics)."""
+"""kill -9 of any of the four processes (coordinator, E, P, L) in the handshake, in PSI, in
+training and in the export, with two partners: each killed process is restarted with its own
+command, as an operator or systemd would, and so is any party that stops with an error
+because its peer vanished; the job resumes to the model of the uninterrupted run (E's loss
+curve and test metrics)."""
 
 from __future__ import annotations
 
@@ -10,32 +10,40 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.fault_harness import start_process, wait_listening
 from tests.timing import scaled
 from vfl.cli.pilot_cmd import Dataset, pilot_train, write_run_configs
 from vfl.data.formats import dumps_toml
 from vfl.data.synthetic_writer import generate_synthetic
-from vfl.faults import ENV as PAUSE_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
 SEEDS = {"e": 11, "p": 22, "l": 33}
 MAX_RESTARTS = 10
 TIMEOUT_S = 8.0  # network.timeout_s of each party, as in tests/fault_harness.py
-# the export's messages take microseconds: the victim is held mid-export (vfl.faults), E after
-# sending its summary, a passive party after writing its manifest
+# the handshake and the export's messages take milliseconds: the victim (for the coordinator:
+# E) is held at a pause point (vfl.faults) on its first start: in the handshake after sending
+# its hello; in the export E after sending its summary, a passive party after writing its
+# manifest
 PAUSES = {
-    "e": "export.summary_sent",
-    "p": "export.manifest_written",
-    "l": "export.manifest_written",
+    "handshake": dict.fromkeys("epl", "handshake.hello_sent"),
+    "export": {
+        "e": "export.summary_sent",
+        "p": "export.manifest_written",
+        "l": "export.manifest_written",
+    },
 }
-# when to kill: the line that must appear in E's log (in the export: in the paused log)
-MOMENTS = {"psi": "phase psi", "train": "epoch 1 step", "export": "pause point export."}
+# when to kill: the line that must appear in E's log (when held: in the held party's log)
+MOMENTS = {
+    "handshake": "pause point handshake.",
+    "psi": "phase psi",
+    "train": "epoch 1 step",
+    "export": "pause point export.",
+}
 
 
 class Run:
@@ -61,27 +69,13 @@ class Run:
 
     def start(self, k: str) -> None:
         self.runs[k] += 1
+        config = self.files.coordinator if k == "coordinator" else self.files.parties[k]
+        log = self.root / f"{k}.{self.runs[k]}.log"
+        seed = SEEDS.get(k)
+        pause = self.pauses.pop(k, None)
+        self.procs[k] = start_process(k, config, self.root, log, seed=seed, pause=pause)
         if k == "coordinator":
-            args = ["coordinator", "--config", str(self.files.coordinator)]
-        else:
-            args = ["party", "--config", str(self.files.parties[k]), "--out", str(self.root / k)]
-            args += ["--local-seed", str(SEEDS[k])]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        if k in self.pauses:
-            env[PAUSE_ENV] = self.pauses.pop(k)
-        with (self.root / f"{k}.{self.runs[k]}.log").open("wb") as handle:
-            self.procs[k] = subprocess.Popen(
-                [sys.executable, "-m", "vfl", *args],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group: pool workers die with it
-            )
-        if k == "coordinator":
-            deadline = time.monotonic() + scaled(30)
-            while "listening on" not in self.log("coordinator"):
-                assert time.monotonic() < deadline, self.log("coordinator")
-                time.sleep(0.05)
+            wait_listening(self.procs[k], log)
 
     def kill(self, k: str) -> None:
         os.killpg(self.procs[k].pid, signal.SIGKILL)
@@ -89,11 +83,12 @@ class Run:
 
     def supervise(self, victim: str | None, moment: str = "train") -> dict[str, object]:
         """Run to the end, killing ``victim`` once at ``moment`` (:data:`MOMENTS`). In the
-        export the victim (the coordinator: E) is held at :data:`PAUSE` on its first start."""
+        handshake and the export the victim (the coordinator: E) is held at its point of
+        :data:`PAUSES` on its first start."""
         watched = "e"
-        if victim is not None and moment == "export":
+        if victim is not None and moment in PAUSES:
             watched = "e" if victim == "coordinator" else victim
-            self.pauses[watched] = f"{PAUSES[watched]}=10"
+            self.pauses[watched] = f"{PAUSES[moment][watched]}=10"
         self.start("coordinator")
         for k in ("p", "l", "e"):
             self.start(k)
@@ -149,6 +144,11 @@ def test_kill_9_resumes_to_the_uninterrupted_model(
     for key in ("auc", "hr@10", "ndcg@10"):
         assert got_m[key] == pytest.approx(want_m[key], abs=1e-9), key
     assert run.runs[victim] >= 2
+    if moment == "handshake":  # killed while held in its first handshake (C: while E was)
+        held = "e" if victim == "coordinator" else victim
+        first = (tmp_path / f"{held}.1.log").read_text(errors="replace")
+        assert "pause point handshake.hello_sent" in first
+        assert victim == "coordinator" or "phase psi" not in first
     for partner in ("payments", "logistics"):
         assert (tmp_path / "e" / "partners" / partner / "model" / "manifest.json").is_file()
     for k in ("p", "l"):

@@ -30,6 +30,7 @@ from typing import Any
 from vfl.config.party import LOCAL_ID_KEYS, PartyConfig, Role
 from vfl.config.plan import JobPlan
 from vfl.errors import ParameterMismatch, ProtocolError, field_differences
+from vfl.faults import pause_point
 from vfl.protocol.endpoint import ByteChannel
 from vfl.protocol.messages import Hello
 from vfl.protocol.secure_layer import SecureScales
@@ -105,6 +106,7 @@ def handshake(
     """
     mine = hello_of(cfg, plan)
     channel.send(encode_control(mine, job_id=plan.job.name))
+    pause_point("handshake.hello_sent")  # fault tests: killed between its hello and the peer's
     peer = channel.peer
     theirs = _parse_hello(channel.recv(timeout), peer)
     problems = _differences(mine, theirs, peer) + _role_clash(mine, theirs, peer)

@@ -47,6 +47,7 @@ from vfl.party.passive import finished_summary, run_passive
 from vfl.party.publishing import Publisher
 from vfl.party.resume import Position, agree_position, latest_position, party_store, show
 from vfl.phases import Phase
+from vfl.protocol.recorder import recorder_for
 from vfl.storage import atomic_write_text, ensure_dir
 from vfl.training.loop import EpochRecord, ProgressFn
 from vfl.transport.board import PartyState
@@ -229,6 +230,7 @@ def _run_sealed(
         mine = _position(store, peer.store)
         try:
             peer.channel = _session(run, net, peer.counter, peer.spec)
+            peer.channel.on_receive = recorder_for(run.out, peer.name)  # VFL_RECORD_RECEIVED
             peer.channel.phase = Phase.HANDSHAKE
             pin = peer.spec.schema_sha256
             handshake(peer.channel, cfg, plan, timeout=net.timeout_s, peer_schema=pin,

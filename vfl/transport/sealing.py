@@ -25,6 +25,7 @@ and :meth:`open_envelope`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import nacl.exceptions
@@ -73,6 +74,7 @@ class SealedChannel:
         self.chunk_bytes = chunk_bytes
         self.next_out = next_out
         self.last_header: EnvelopeHeader | None = None  # of the last envelope accepted
+        self.on_receive: Callable[[bytes], None] | None = None  # sees each payload (audits)
         self._check = SequenceCheck(job=job_id, me=self.me, peer=self.peer, next_seq=next_in)
         self._box = nacl.public.Box(
             nacl.public.PrivateKey(private_key), nacl.public.PublicKey(peer_public_key)
@@ -117,7 +119,10 @@ class SealedChannel:
                     f"{part}/{header.parts} was due"
                 )
             pieces.append(chunk)
-        return b"".join(pieces)
+        payload = b"".join(pieces)
+        if self.on_receive is not None:
+            self.on_receive(payload)
+        return payload
 
     def seal(self, header: EnvelopeHeader, chunk: bytes) -> bytes:
         """One sealed envelope (fresh nonce) of ``header`` and ``chunk``; no sequence kept."""
