@@ -104,14 +104,20 @@ def test_same_role_and_pinned_schema_are_checked(
     assert isinstance(out["e"], Hello)  # E pinned nothing
 
 
+def _waiting_at_e(first: bytes) -> tuple[InMemoryChannel, InMemoryChannel]:
+    """E's and P's ends of a fresh channel, with P's ``first`` message already sent to E."""
+    e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
+    p_ch.send(first)
+    return e_ch, p_ch
+
+
 def test_a_partner_pin_is_named_by_its_key(
     configs: tuple[PartyConfig, PartyConfig, Path],
 ) -> None:
     # Prepare: P's hello waits at E, which pinned another schema for P among its partners
     e_cfg, p_cfg, job = configs
     plan = load_plan_file(job)
-    e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
-    p_ch.send(encode_control(hello_of(p_cfg, plan), job_id=plan.job.name))
+    e_ch, _ = _waiting_at_e(encode_control(hello_of(p_cfg, plan), job_id=plan.job.name))
     key = "schema_sha256 of [[network.partners]] 'payments'"
     # Execute
     with pytest.raises(ParameterMismatch) as err:
@@ -127,8 +133,7 @@ def test_the_hello_travels_as_a_control_message_and_another_message_is_refused(
     # Prepare: the peer's first message is a resume position, not a hello
     e_cfg, _, job = configs
     plan = load_plan_file(job)
-    e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
-    p_ch.send(encode_control(ResumeAt(phase="", step=-1)))
+    e_ch, p_ch = _waiting_at_e(encode_control(ResumeAt(phase="", step=-1)))
     # Execute
     with pytest.raises(ProtocolError) as err:
         handshake(e_ch, e_cfg, plan, timeout=5)
@@ -155,8 +160,7 @@ def test_a_malformed_resume_position_is_refused_naming_the_peer(
     theirs: ResumeAt | Shutdown, why: str
 ) -> None:
     # Prepare: the peer's position is already waiting
-    e_ch, p_ch = InMemoryChannel.pair("shop", "payments")
-    p_ch.send(encode_control(theirs))
+    e_ch, p_ch = _waiting_at_e(encode_control(theirs))
     # Execute
     with pytest.raises(ProtocolError) as err:
         agree_position(e_ch, (Phase.TRAIN, 3), me="shop", timeout=5)
