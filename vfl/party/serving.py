@@ -179,12 +179,12 @@ def passive_session(run: PartyRun, shard: Shard, timeout: float) -> SessionBody:
             server.serve()
         finally:
             server.share.close()
-        asked = sorted(server.asked)
+        asked = server.asked_positions()
         return {
             "served": True,
             "users": len(asked),
             "aligned": len(shard.alignment()),
-            "positions": (asked[0], asked[-1]) if asked else None,
+            "positions": (int(asked[0]), int(asked[-1])) if len(asked) else None,
         }
 
     return body
@@ -196,13 +196,19 @@ class AnsweringServer(PassiveSecureServer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.asked: set[int] = set()
+        self._asked: list[np.ndarray] = []
 
     def handle(self, msg: Message) -> Message:
-        """:meth:`PassiveSecureServer.handle`, noting a forward's positions."""
+        """:meth:`PassiveSecureServer.handle`, noting a forward's positions (one array each)."""
         if isinstance(msg, SecureForwardIns):
-            self.asked.update(int(u) for u in np.asarray(msg.users).tolist())
+            self._asked.append(np.asarray(msg.users, dtype=np.int64))
         return super().handle(msg)
+
+    def asked_positions(self) -> np.ndarray:
+        """The distinct positions E asked about, sorted."""
+        if not self._asked:
+            return np.empty(0, np.int64)
+        return np.unique(np.concatenate(self._asked))
 
 
 def passive_server(
