@@ -15,13 +15,17 @@ from vfl.crypto.paillier import EncryptedVector, KeyMismatchError, KeyPair
 from vfl.crypto.parallel import split
 from vfl.crypto.pool import RandomnessPool, randomness_source
 from vfl.crypto.randomness import (
+    DEFAULT_WINDOW,
     FixedBaseTable,
     FullSource,
     ManyBaseTable,
     OwnerCrtSource,
+    OwnerShortExponentSource,
     Randomness,
     ShortExponentSource,
+    _owner_tables,
     many_base_rows,
+    owner_mode,
 )
 from vfl.executor import InlineExecutor, LocalProcessExecutor
 
@@ -210,35 +214,66 @@ def test_closed_executor_refuses_work() -> None:
         LocalProcessExecutor(0)
 
 
-def test_owner_crt_values_are_nth_residues_with_both_halves_random(keys: KeyPair) -> None:
+OWNER_MODES = pytest.mark.parametrize(
+    "mode", [Randomness.OWNER_CRT, Randomness.OWNER_SHORT_EXPONENT], ids=lambda m: m.value
+)
+
+
+@OWNER_MODES
+def test_owner_values_are_nth_residues_with_both_halves_random(
+    keys: KeyPair, mode: Randomness
+) -> None:
     # Prepare
-    source = randomness_source(keys.public_key, Randomness.OWNER_CRT, private_key=keys.private_key)
+    source = randomness_source(keys.public_key, mode, private_key=keys.private_key)
     p, q = keys.private_key.primes
     # Execute
     values = source.take(40)
     # Assert: encryptions of 0, pairwise distinct modulo p^2 and modulo q^2 (both CRT halves
     # fresh), and they decrypt ciphertexts correctly
-    assert isinstance(source, OwnerCrtSource)
+    expected = OwnerCrtSource if mode is Randomness.OWNER_CRT else OwnerShortExponentSource
+    assert isinstance(source, expected)
     assert all(_is_nth_residue(keys, v) for v in values)
     assert len({v % p**2 for v in values}) == len({v % q**2 for v in values}) == 40
     assert all(pow(v % p**2, p - 1, p**2) == 1 for v in values)  # order divides p - 1
+    assert all(pow(v % q**2, q - 1, q**2) == 1 for v in values)
     enc = EncryptedVector.raw_encrypt(keys.public_key, [9], pool=source)
     assert keys.private_key.raw_decrypt_vector(enc) == [9]
 
 
-def test_owner_crt_needs_this_keys_private_key(keys: KeyPair) -> None:
+def test_owner_short_exponent_halves_have_enough_bases(keys: KeyPair) -> None:
+    # Each CRT half is within 2^-129 of uniform, so the pair is within 2^-128 (item 4)
+    p, q = keys.private_key.primes
+    tables = _owner_tables(p, q, DEFAULT_WINDOW)
+    for prime, table in zip((p, q), tables, strict=True):
+        assert len(table.bases) == many_base_rows(prime.bit_length(), DEFAULT_WINDOW, 129)
+        assert table.exponent_bits >= prime.bit_length() + 2 * 129
+        assert all(pow(b, prime - 1, prime**2) == 1 for b in table.bases)
+
+
+@pytest.mark.parametrize(
+    ("plan", "own"),
+    [
+        (Randomness.FULL, Randomness.OWNER_CRT),
+        (Randomness.SHORT_EXPONENT, Randomness.OWNER_SHORT_EXPONENT),
+    ],
+)
+def test_owner_never_hides_its_own_plaintexts_less_than_the_plan(
+    plan: Randomness, own: Randomness
+) -> None:
+    assert owner_mode(plan) is own
+
+
+@OWNER_MODES
+def test_owner_modes_need_this_keys_private_key(keys: KeyPair, mode: Randomness) -> None:
     other = KeyPair.generate(512)
     with pytest.raises(ValueError, match="only the key's owner"):
-        randomness_source(keys.public_key, Randomness.OWNER_CRT)
+        randomness_source(keys.public_key, mode)
     with pytest.raises(ValueError, match="only the key's owner"):
-        RandomnessPool(
-            keys.public_key, 4, 0, mode=Randomness.OWNER_CRT, private_key=other.private_key
-        )
+        RandomnessPool(keys.public_key, 4, 0, mode=mode, private_key=other.private_key)
 
 
-def test_owner_crt_pool_in_a_worker(keys: KeyPair) -> None:
-    with RandomnessPool(
-        keys.public_key, 4, 1, mode=Randomness.OWNER_CRT, private_key=keys.private_key
-    ) as pool:
+@OWNER_MODES
+def test_owner_pool_in_a_worker(keys: KeyPair, mode: Randomness) -> None:
+    with RandomnessPool(keys.public_key, 4, 1, mode=mode, private_key=keys.private_key) as pool:
         values = pool.take(10)
     assert len(set(values)) == 10 and all(_is_nth_residue(keys, v) for v in values)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import tiny_training_inputs
 from tests.secure_helpers import CFG, build_pair, reference_run, refused_setup, settings
+from vfl.crypto.randomness import owner_mode
 from vfl.errors import PlaintextRefused, ProtocolError
 from vfl.protocol.fixed_point import SecureScales
 from vfl.protocol.messages import BackwardIns, SecureForwardIns, SecureForwardRes
@@ -151,14 +152,20 @@ def test_background_randomness_pools_give_the_same_model(rerandomise: Randomness
     pair.start()
     got = [pair.model.train_step(step, batch) for step, batch in enumerate(batches)]
     pair.stop()
-    # Assert
+    # Assert: the same model; each side's own encryptions drew owner_mode(plan), its
+    # re-randomisations under the peer's key the plan's mode
     np.testing.assert_allclose(got, expected["loss"], rtol=0, atol=LOSS_TOL)
     assert CFG.passive_out == pair.server.share.v.shape[0]
+    for side in (pair.model.peer.share, pair.server.share):
+        own_key = side.own.public_key  # type: ignore[attr-defined]
+        modes = {pool.public_key == own_key: pool.mode for pool in side._pools}
+        assert modes == {True: owner_mode(rerandomise), False: rerandomise}
 
 
-def test_owner_crt_cannot_rerandomise_for_the_other_party() -> None:
-    with pytest.raises(ValueError, match="owner_crt"):
-        settings(rerandomise=Randomness.OWNER_CRT)
+@pytest.mark.parametrize("mode", [Randomness.OWNER_CRT, Randomness.OWNER_SHORT_EXPONENT])
+def test_owner_modes_cannot_rerandomise_for_the_other_party(mode: Randomness) -> None:
+    with pytest.raises(ValueError, match=mode.value):
+        settings(rerandomise=mode)
 
 
 def test_share_sgd_sums_to_torch_sgd_with_momentum_and_weight_decay() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from vfl.crypto.paillier import KeyPair
 from vfl.crypto.pool import randomness_source
-from vfl.crypto.randomness import Randomness, ShortExponentSource
+from vfl.crypto.randomness import OwnerShortExponentSource, Randomness, ShortExponentSource
 
 SMALL_PRIMES = (2, 3)  # at most 36 value patterns: 256 samples learn them all
 TRIALS = 400  # linking trials: a coin scores 200 +- 10 (one sd); 5 sd allowed either way
@@ -79,10 +79,18 @@ def test_the_key_owner_cannot_link_a_rerandomised_ciphertext(
     assert abs(wins - TRIALS / 2) <= 5 * (TRIALS / 4) ** 0.5, f"{wins}/{TRIALS} linked"
 
 
-def test_short_exponent_obfuscators_have_uniform_quadratic_characters(keys: KeyPair) -> None:
-    # Prepare
+@pytest.mark.parametrize("owner_side", [False, True], ids=["peer", "owner_crt_halves"])
+def test_short_exponent_obfuscators_have_uniform_quadratic_characters(
+    keys: KeyPair, owner_side: bool
+) -> None:
+    # Prepare: the peer's source for re-randomising, and the owner's own (item 4), which
+    # draws each CRT half from many bases of the cyclic G_p and G_q
     p, q = keys.private_key.primes
-    source = ShortExponentSource(keys.public_key)
+    source = (
+        OwnerShortExponentSource(keys.private_key)
+        if owner_side
+        else ShortExponentSource(keys.public_key)
+    )
     # Execute: the Legendre symbols mod p and mod q of each obfuscator
     cells = Counter(
         (gmpy2.legendre(s % p, p), gmpy2.legendre(s % q, q)) for s in source.take(SAMPLES)

@@ -45,9 +45,11 @@ from vfl.crypto.randomness import (
     DEFAULT_WINDOW,
     FullSource,
     OwnerCrtSource,
+    OwnerShortExponentSource,
     Randomness,
     ShortExponentSource,
     owner_crt_batch,
+    owner_short_exponent_batch,
     short_exponent_batch,
 )
 from vfl.executor import DEFAULT_TASK_CHUNK, ClosesOnExit, Executor, exit_with_parent
@@ -83,15 +85,16 @@ class RandomnessPool(ClosesOnExit):
         size: target number of values kept in stock (``>= 1``).
         workers: worker processes; ``None`` means ``os.cpu_count()``, ``0`` means inline.
         timeout: seconds :meth:`take` waits before raising ``TimeoutError``.
-        mode: ``Randomness.FULL`` (default), ``SHORT_EXPONENT`` or ``OWNER_CRT``.
-        private_key: the key's private half, required by OWNER_CRT (the primes go to the
+        mode: ``Randomness.FULL`` (default), ``SHORT_EXPONENT``, ``OWNER_CRT`` or
+            ``OWNER_SHORT_EXPONENT``.
+        private_key: the key's private half, required by the OWNER_ modes (the primes go to the
             party's own worker processes, nowhere else).
         executor: the party's executor to compute on (``workers`` is then its size); the
             caller closes it.
         chunk_size: at most this many values per chunk submitted to ``executor``.
 
     Raises:
-        ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0``, or OWNER_CRT lacks
+        ValueError: if ``size < 1``, ``workers < 0``, ``timeout <= 0``, or an OWNER_ mode lacks
             this key's ``private_key``.
     """
 
@@ -254,6 +257,9 @@ def _batch_job(
         return partial(r_pow_n_batch, public_key.n)
     if mode is Randomness.OWNER_CRT:
         return partial(owner_crt_batch, *_owner(public_key, private_key).primes)
+    if mode is Randomness.OWNER_SHORT_EXPONENT:
+        primes = _owner(public_key, private_key).primes
+        return partial(owner_short_exponent_batch, *primes, DEFAULT_WINDOW)
     return partial(short_exponent_batch, public_key.n, DEFAULT_WINDOW)
 
 
@@ -261,8 +267,9 @@ def _owner(public_key: PublicKey, private_key: PrivateKey | None) -> PrivateKey:
     """Returns ``private_key`` if it is ``public_key``'s private half (else ValueError)."""
     if private_key is None or private_key.public_key != public_key:
         raise ValueError(
-            "Randomness.OWNER_CRT needs the private key of this public key: only the key's "
-            "owner can use it (use FULL or SHORT_EXPONENT for another party's key)"
+            "Randomness.OWNER_CRT and OWNER_SHORT_EXPONENT need the private key of this public "
+            "key: only the key's owner can use them (use FULL or SHORT_EXPONENT for another "
+            "party's key)"
         )
     return private_key
 
@@ -283,10 +290,10 @@ def randomness_source(
     :class:`ShortExponentSource` or :class:`OwnerCrtSource`); ``pool_size > 0`` returns a
     :class:`RandomnessPool` of that size refilled by ``workers`` background processes
     (close it when done), or by ``executor``'s workers, ``chunk_size`` values a task.
-    ``private_key`` is needed by OWNER_CRT only.
+    ``private_key`` is needed by the OWNER_ modes only.
 
     Raises:
-        ValueError: if ``pool_size < 0``, the pool parameters are out of range, or OWNER_CRT
+        ValueError: if ``pool_size < 0``, the pool parameters are out of range, or an OWNER_ mode
             lacks this key's private key.
     """
     if pool_size < 0:
@@ -305,4 +312,6 @@ def randomness_source(
         return FullSource(public_key)
     if mode is Randomness.OWNER_CRT:
         return OwnerCrtSource(_owner(public_key, private_key))
+    if mode is Randomness.OWNER_SHORT_EXPONENT:
+        return OwnerShortExponentSource(_owner(public_key, private_key))
     return ShortExponentSource(public_key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from vfl.crypto.randomness import Randomness
+from vfl.crypto.randomness import OWNER_ONLY, Randomness
 from vfl.errors import SecurityFloorError
 
 __all__ = [
@@ -37,16 +37,16 @@ def check_rerandomise_source(mode: Randomness) -> Randomness:
     ``FULL`` (default) hides the operands perfectly, even from the key's owner;
     ``SHORT_EXPONENT`` is faster and statistically close to it, within ``2^-128`` even for
     the owner (see :mod:`vfl.crypto.randomness`); each party still accepts it only if its
-    own config allows it (:class:`SecurityFloor`). ``OWNER_CRT`` needs the other party's
-    private key.
+    own config allows it (:class:`SecurityFloor`). ``OWNER_CRT`` and
+    ``OWNER_SHORT_EXPONENT`` need the other party's private key.
 
     Raises:
-        ValueError: for ``OWNER_CRT``.
+        ValueError: for ``OWNER_CRT`` and ``OWNER_SHORT_EXPONENT``.
     """
-    if mode is Randomness.OWNER_CRT:
+    if mode in OWNER_ONLY:
         raise ValueError(
-            "randomness = 'owner_crt' needs the key owner's primes; re-randomising under the "
-            "other party's key must use 'full' (default) or 'short_exponent'"
+            f"randomness = '{mode.value}' needs the key owner's primes; re-randomising under "
+            "the other party's key must use 'full' (default) or 'short_exponent'"
         )
     return mode
 

@@ -53,6 +53,7 @@ from numpy.typing import NDArray
 from vfl.crypto.encoding import IntArray, dequantise, quantise
 from vfl.crypto.paillier import KeyPair, PrivateKey, PublicKey
 from vfl.crypto.pool import RandomnessPool, RPowNSource, randomness_source
+from vfl.crypto.randomness import owner_mode
 from vfl.errors import ParameterMismatch, ProtocolError, field_differences
 from vfl.executor import InlineExecutor, PartyExecutor
 from vfl.protocol.agreement import (
@@ -66,7 +67,7 @@ from vfl.protocol.embedding_noise import EmbeddingNoise
 from vfl.protocol.fixed_point import SecureScales, int_matmul, uniform_mask
 from vfl.protocol.initial_shares import initial_factor, initial_rotation, masked_initial_share
 from vfl.protocol.kernels import Kernels
-from vfl.protocol.options import Mode, Randomness, SecurityFloor
+from vfl.protocol.options import Mode, SecurityFloor
 from vfl.protocol.share_optim import ShareSgd
 from vfl.protocol.suites import CipherParts, CipherSuite, cipher_suite
 
@@ -134,8 +135,10 @@ class _Side:
         self.peer: LayerCipher | None = None
 
     def _source(self, public_key: PublicKey, owner: PrivateKey | None = None) -> RPowNSource:
-        """Obfuscators: OWNER_CRT for own fresh encryptions, ``rerandomise`` for the peer's."""
-        mode = Randomness.OWNER_CRT if owner is not None else self.settings.rerandomise
+        """Obfuscators: ``owner_mode(rerandomise)`` for own fresh encryptions (OWNER_CRT, or
+        OWNER_SHORT_EXPONENT under a short-exponent plan), ``rerandomise`` for the peer's."""
+        rerandomise = self.settings.rerandomise
+        mode = rerandomise if owner is None else owner_mode(rerandomise)
         placed = self._executor or PartyExecutor(InlineExecutor())
         source = randomness_source(
             public_key,
