@@ -316,8 +316,7 @@ def _report(
 
 
 def plain_model(prep: Prepared, endpoint: Endpoint) -> SplitRecommender:
-    """E's side of the plaintext split, its head initialised as E alone's (:func:`_e_seed`)."""
-    _e_seed(prep)
+    """E's side of the plaintext split."""
     return SplitRecommender(
         prep.active,
         prep.job.model,
@@ -341,7 +340,6 @@ def secure_model(
         rotation_seed=prep.job.job.seed,  # in-process reference run: E's seeds from the job's
         executor=executor,
     )
-    _e_seed(prep)
     return SecureSplitRecommender(
         prep.active,
         cfg,
@@ -350,17 +348,6 @@ def secure_model(
         peer=SecurePassivePeer(endpoint, share),
         defence=label_defence(prep.job.privacy),
     )
-
-
-def _e_seed(prep: Prepared) -> None:
-    """Seed torch for E's head with the job seed, as :func:`run_single` does for E alone.
-
-    P's side is built first (:func:`passive_server` seeds torch with ``seed + 1``), so without
-    this E's towers and top model would start from whatever P's initialisation left in the
-    generator. Seeded here, the split's head (built first, its partner terms drawing
-    nothing) starts exactly as E alone's, and the two differ only by P's part.
-    """
-    torch.manual_seed(prep.job.job.seed)
 
 
 def secure_server(
