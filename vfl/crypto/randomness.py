@@ -429,8 +429,9 @@ class OwnerShortExponentSource:
     """An :class:`~vfl.crypto.pool.RPowNSource` for the key's owner under a SHORT_EXPONENT plan.
 
     Many-base obfuscators computed in the two CRT halves (module docstring, item 4): the
-    guarantee of :class:`ShortExponentSource`, about three times cheaper. Only the holder of
-    ``private_key`` can build it.
+    guarantee of :class:`ShortExponentSource` at a little less cost (1.6 ms against 1.9 ms),
+    and 2.6x cheaper than :class:`OwnerCrtSource`. Only the holder of ``private_key`` can
+    build it.
     """
 
     def __init__(self, private_key: PrivateKey, *, window: int = DEFAULT_WINDOW) -> None:
